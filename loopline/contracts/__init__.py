@@ -1,0 +1,1 @@
+"""Shared contracts: schemas, topics, Redis layout, feature set, settings, errors."""

@@ -1,0 +1,199 @@
+"""One frozen settings object, built once at the edge (CLI, test fixture).
+
+Nothing in Loopline reads the environment or argv at import time: the CLI
+calls :func:`load_settings` and passes the result down. Values come from, in
+increasing priority: the defaults below, a TOML file, and environment
+variables named ``LOOPLINE_<SECTION>__<KEY>`` (for example
+``LOOPLINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``).
+
+>>> s = load_settings(env={"LOOPLINE_REDIS__PORT": "6400"})
+>>> s.redis.port, s.kafka.bootstrap_servers
+(6400, '127.0.0.1:19092')
+>>> s.redis.url
+'redis://127.0.0.1:6400/0'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from loopline.contracts.errors import ConfigError
+
+ENV_PREFIX = "LOOPLINE_"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How every Loopline client reaches Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    # Prefix for every Loopline topic; tests use a unique one per run.
+    topic_prefix: str = "loopline."
+    # Latency-tuned defaults: the client defaults (fetch.wait.max.ms=500) cost
+    # hundreds of milliseconds end to end.
+    linger_ms: int = 2
+    fetch_wait_max_ms: int = 10
+    consumer_group_prefix: str = "loopline-"
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """The online store."""
+
+    host: str = "127.0.0.1"
+    port: int = 16379
+    db: int = 0
+    socket_timeout_s: float = 0.05
+    # Feature values expire when an entity is silent this long.
+    feature_ttl_s: int = 7 * 24 * 3600
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Partitioning and retention of Loopline's topics."""
+
+    partitions: int = 4
+    replication_factor: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    dead_letter_retention_ms: int = 30 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The local development stack started by ``loopline up``."""
+
+    state_dir: Path = Path(".loopline")
+    kafka_version: str = "4.3.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap_mb: int = 512
+    redis_maxmemory_mb: int = 512
+    # Persistence off: RDB snapshots cause 10-50 ms latency spikes.
+    redis_persistence: bool = False
+    startup_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """The gRPC inference server."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    processes: int = 2
+    threads: int = 4
+    max_concurrent_rpcs: int = 64
+    default_deadline_ms: float = 10.0
+    metrics_port: int = 9464
+    model_name: str = "fraud"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where model versions live."""
+
+    path: Path = Path(".loopline/registry")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable in Loopline, frozen."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+
+
+def load_settings(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from defaults, an optional TOML file and ``env``.
+
+    ``env`` defaults to ``os.environ``; pass an explicit mapping in tests.
+    Unknown sections or keys are errors, so a typo never goes unnoticed.
+    """
+    layers: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+        for section, values in doc.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            layers.setdefault(section, {}).update(values)
+    environ = os.environ if env is None else env
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        layers.setdefault(section, {})[key] = raw
+    return _apply(Settings(), layers)
+
+
+def _apply(base: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
+    sections = {f.name: f for f in fields(Settings)}
+    changes: dict[str, Any] = {}
+    for section, values in layers.items():
+        if section not in sections:
+            raise ConfigError(f"unknown settings section {section!r}; known: {sorted(sections)}")
+        current = getattr(base, section)
+        hints = typing.get_type_hints(type(current))
+        known = {f.name for f in fields(current)}
+        updates = {}
+        for key, raw in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {section}.{key}; known: {sorted(known)}")
+            updates[key] = _coerce(raw, hints[key], f"{section}.{key}")
+        changes[section] = replace(current, **updates)
+    return replace(base, **changes)
+
+
+def _coerce(raw: Any, kind: Any, name: str) -> Any:
+    if isinstance(kind, types.UnionType):
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(f"not an integer: {raw!r}")
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(raw)
+        if kind is str:
+            return str(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"setting {name}: {e}") from e
+    raise ConfigError(f"setting {name}: unsupported type {kind}")
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    """Plain-data view (for `loopline status` and logs)."""
+    return dataclasses.asdict(settings)

@@ -1,0 +1,1 @@
+"""The local development stack: a real Kafka broker (KRaft) and Redis."""

@@ -1,0 +1,1 @@
+"""Generated stubs for the Open Inference Protocol v2 (package inference)."""

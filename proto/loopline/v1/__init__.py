@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for the loopline.v1 API."""

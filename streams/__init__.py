@@ -1,0 +1,1 @@
+"""Bytewax dataflows: features, labeled log, drift detection."""
