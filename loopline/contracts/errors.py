@@ -34,7 +34,7 @@ class MissingToolError(StackError):
     """A program the stack needs (java, mvn, redis-server) is not installed."""
 
     def __init__(self, tool: str, how_to_install: str) -> None:
-        super().__init__(f"{tool} is not installed or not on PATH; install it with: {how_to_install}")
+        super().__init__(f"{tool} is not installed or not on PATH; install it: {how_to_install}")
         self.tool = tool
         self.how_to_install = how_to_install
 

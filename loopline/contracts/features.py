@@ -70,9 +70,7 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.seconds <= 0 or self.tiles <= 0 or self.seconds % self.tiles:
-            raise FeatureError(
-                f"window {self.seconds}s must split into {self.tiles} whole tiles"
-            )
+            raise FeatureError(f"window {self.seconds}s must split into {self.tiles} whole tiles")
 
     @property
     def tile_s(self) -> int:
@@ -452,9 +450,7 @@ class PointInTimeRow:
     features: list[float]
 
 
-def replay(
-    fs: FeatureSet, events: Iterable[Mapping[str, Any]]
-) -> Iterator[PointInTimeRow]:
+def replay(fs: FeatureSet, events: Iterable[Mapping[str, Any]]) -> Iterator[PointInTimeRow]:
     """Offline, point-in-time correct features for each event, in order.
 
     Each row holds the model vector as of the event's time, computed from the

@@ -63,7 +63,9 @@ FRAUD_FEATURES = FeatureSet(
     derived=(
         Derived("amount", "field", ("amount",)),
         Derived("amount_to_card_mean_24h", "ratio", ("amount", "card.amount_mean_24h"), 1.0),
-        Derived("amount_to_merchant_mean_24h", "ratio", ("amount", "merchant.amount_mean_24h"), 1.0),
+        Derived(
+            "amount_to_merchant_mean_24h", "ratio", ("amount", "merchant.amount_mean_24h"), 1.0
+        ),
         Derived("seconds_since_last_txn", "age", ("card.last_event_time",), -1.0),
     ),
     model_features=(

@@ -50,7 +50,7 @@ class Transaction:
         if self.amount < 0:
             raise SchemaError("Transaction.amount: must be >= 0", "amount")
         if self.event_time <= 0:
-            raise SchemaError("Transaction.event_time: must be epoch milliseconds > 0", "event_time")
+            raise SchemaError("Transaction.event_time: must be epoch ms > 0", "event_time")
 
     def as_record(self) -> dict[str, Any]:
         """Flat mapping the feature engine reads (extra fields included)."""
@@ -169,6 +169,7 @@ class DeadLetter:
 
     @staticmethod
     def of(
+        *,
         source_topic: str,
         partition: int,
         offset: int,

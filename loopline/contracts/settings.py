@@ -100,6 +100,32 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class StreamsSettings:
+    """The Bytewax dataflows (features, labeled log, drift)."""
+
+    feature_set: str = "fraud"
+    workers: int = 1
+    # Events older than the watermark minus this go to the dead-letter topic.
+    allowed_lateness_s: float = 60.0
+    redis_key_prefix: str = "ll"
+    recovery_dir: Path = Path(".loopline/recovery")
+    snapshot_interval_s: float = 5.0
+    metrics_port: int = 9465
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Training, the offline store and the champion/challenger gate."""
+
+    offline_store: Path = Path(".loopline/offline")
+    # A challenger may be at most this much worse (AUC) than the champion.
+    gate_auc_margin: float = 0.005
+    num_trees: int = 200
+    num_leaves: int = 31
+    metrics_port: int = 9466
+
+
+@dataclass(frozen=True)
 class RegistrySettings:
     """Where model versions live."""
 
@@ -114,13 +140,13 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     stack: StackSettings = field(default_factory=StackSettings)
+    streams: StreamsSettings = field(default_factory=StreamsSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
 
 
-def load_settings(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from defaults, an optional TOML file and ``env``.
 
     ``env`` defaults to ``os.environ``; pass an explicit mapping in tests.

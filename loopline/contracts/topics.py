@@ -83,8 +83,6 @@ class Topics:
             TopicSpec(self.retrain, 1, dict(keep)),
             # Compacted: a restarted server reads the latest state of each model alias.
             TopicSpec(self.model_updates, 1, {"cleanup.policy": "compact"}),
-            TopicSpec(
-                self.dead_letters, 1, {"retention.ms": str(s.dead_letter_retention_ms)}
-            ),
+            TopicSpec(self.dead_letters, 1, {"retention.ms": str(s.dead_letter_retention_ms)}),
         ]
         return specs

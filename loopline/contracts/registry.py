@@ -1,0 +1,282 @@
+"""The model registry contract and its embedded directory implementation.
+
+The trainer publishes; serving reads. Both speak to :class:`ModelRegistry`,
+so another backend (MLflow) can stand in without either changing.
+
+Layout of :class:`DirectoryRegistry` under its root::
+
+    <model>/versions/<version>/model.onnx
+    <model>/versions/<version>/manifest.json
+    <model>/aliases.json        # {"aliases": {...}, "history": {...}}
+
+Every write goes to a temporary name first and is renamed into place, so a
+reader never sees a partial file, and an alias moves in one step.
+
+>>> import tempfile
+>>> reg = DirectoryRegistry(tempfile.mkdtemp())
+>>> v = reg.publish("fraud", b"onnx-bytes", ManifestFields(
+...     feature_set="fraud", fingerprint="f" * 64, feature_names=["a", "b"]))
+>>> v.manifest.version, reg.resolve("fraud", "champion") is None
+('1', True)
+>>> reg.set_alias("fraud", "champion", "1")
+>>> reg.resolve("fraud", "champion").manifest.sha256 == sha256_hex(b"onnx-bytes")
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ManifestFields:
+    """What a publisher states about a model; the registry adds identity fields."""
+
+    feature_set: str
+    fingerprint: str
+    feature_names: list[str]
+    input_name: str = "input"
+    # Output holding class probabilities, shape [n, 2]; column 1 is the positive class.
+    probability_output: str = "probabilities"
+    training_window_ms: list[int] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    parent_version: str = ""
+    code_version: str = ""
+    # A few input rows and the probabilities the model must give for them:
+    # serving checks a freshly loaded session against them before swapping.
+    golden_inputs: list[list[float]] = field(default_factory=list)
+    golden_scores: list[float] = field(default_factory=list)
+    status: str = "candidate"  # "candidate" | "rejected"
+    decision: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest(ManifestFields):
+    model_name: str = ""
+    version: str = ""
+    sha256: str = ""
+    created_ms: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> Manifest:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(Manifest)}
+        return Manifest(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A published version: its manifest and where its ONNX file is."""
+
+    manifest: Manifest
+    model_path: Path
+
+    def read_verified(self) -> bytes:
+        """The ONNX bytes, checked against the manifest's sha256."""
+        data = self.model_path.read_bytes()
+        digest = sha256_hex(data)
+        if digest != self.manifest.sha256:
+            raise IntegrityError(
+                f"{self.manifest.model_name} v{self.manifest.version}: model file sha256 "
+                f"{digest[:12]}... does not match manifest {self.manifest.sha256[:12]}..."
+            )
+        return data
+
+
+class ModelRegistry(Protocol):
+    """What the trainer and serving need from a registry."""
+
+    def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion: ...
+    def get(self, model: str, version: str) -> ModelVersion: ...
+    def versions(self, model: str) -> list[ModelVersion]: ...
+    def aliases(self, model: str) -> dict[str, str]: ...
+    def resolve(self, model: str, alias: str) -> ModelVersion | None: ...
+    def set_alias(self, model: str, alias: str, version: str) -> None: ...
+    def rollback(self, model: str, alias: str = "champion") -> str: ...
+
+
+class DirectoryRegistry:
+    """A registry in a local (or shared) directory. Safe for concurrent readers."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- versions -----------------------------------------------------------
+    def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion:
+        versions_dir = self._model_dir(model) / "versions"
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=versions_dir))
+        try:
+            (staging / MODEL_FILE).write_bytes(onnx)
+            _fsync(staging / MODEL_FILE)
+            while True:
+                version = str(self._next_version(model))
+                manifest = Manifest(
+                    **dataclasses.asdict(fields),
+                    model_name=model,
+                    version=version,
+                    sha256=sha256_hex(onnx),
+                    created_ms=int(time.time() * 1000),
+                )
+                (staging / MANIFEST_FILE).write_text(manifest.to_json())
+                _fsync(staging / MANIFEST_FILE)
+                try:
+                    # Renaming a directory onto a missing name is atomic; a
+                    # concurrent publisher that took the number makes it fail.
+                    os.rename(staging, versions_dir / version)
+                    break
+                except OSError:
+                    if not (versions_dir / version).exists():
+                        raise
+        except BaseException:
+            _rmtree(staging)
+            raise
+        return self.get(model, version)
+
+    def get(self, model: str, version: str) -> ModelVersion:
+        vdir = self._model_dir(model) / "versions" / version
+        try:
+            manifest = Manifest.from_json((vdir / MANIFEST_FILE).read_text())
+        except FileNotFoundError:
+            raise ModelNotFoundError(f"model {model!r} has no version {version!r}") from None
+        except (ValueError, TypeError) as e:
+            raise ModelError(f"model {model!r} v{version}: unreadable manifest ({e})") from e
+        return ModelVersion(manifest, vdir / MODEL_FILE)
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        vdir = self._model_dir(model) / "versions"
+        if not vdir.is_dir():
+            return []
+        names = sorted((p.name for p in vdir.iterdir() if p.name.isdigit()), key=int)
+        return [self.get(model, n) for n in names]
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
+
+    def update_manifest(self, model: str, version: str, **changes: Any) -> ModelVersion:
+        """Rewrite mutable manifest fields (status, decision, metrics) atomically."""
+        mv = self.get(model, version)
+        updated = dataclasses.replace(mv.manifest, **changes)
+        _atomic_write(mv.model_path.parent / MANIFEST_FILE, updated.to_json())
+        return self.get(model, version)
+
+    # -- aliases ------------------------------------------------------------
+    def aliases(self, model: str) -> dict[str, str]:
+        return dict(self._alias_doc(model)["aliases"])
+
+    def alias_history(self, model: str, alias: str) -> list[str]:
+        return list(self._alias_doc(model)["history"].get(alias, []))
+
+    def resolve(self, model: str, alias: str) -> ModelVersion | None:
+        version = self.aliases(model).get(alias)
+        return None if version is None else self.get(model, version)
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        self.get(model, version)  # must exist
+        with self._locked(model):
+            doc = self._alias_doc(model)
+            if doc["aliases"].get(alias) == version:
+                return
+            doc["aliases"][alias] = version
+            doc["history"].setdefault(alias, []).append(version)
+            _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+
+    def remove_alias(self, model: str, alias: str) -> None:
+        with self._locked(model):
+            doc = self._alias_doc(model)
+            if doc["aliases"].pop(alias, None) is not None:
+                _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+
+    def rollback(self, model: str, alias: str = "champion") -> str:
+        """Point ``alias`` back at the version it held before; returns that version."""
+        with self._locked(model):
+            doc = self._alias_doc(model)
+            history = doc["history"].get(alias, [])
+            if len(history) < 2:
+                raise ModelNotFoundError(f"{model}: alias {alias!r} has no earlier version")
+            history.pop()
+            doc["aliases"][alias] = history[-1]
+            _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+            return history[-1]
+
+    # -- internals ----------------------------------------------------------
+    def _model_dir(self, model: str) -> Path:
+        if not model or "/" in model or model.startswith("."):
+            raise ModelError(f"invalid model name {model!r}")
+        return self.root / model
+
+    def _next_version(self, model: str) -> int:
+        existing = [int(v.manifest.version) for v in self.versions(model)]
+        return max(existing, default=0) + 1
+
+    def _alias_doc(self, model: str) -> dict[str, Any]:
+        path = self._model_dir(model) / "aliases.json"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"aliases": {}, "history": {}}
+        doc.setdefault("aliases", {})
+        doc.setdefault("history", {})
+        return doc
+
+    @contextlib.contextmanager
+    def _locked(self, model: str) -> Iterator[None]:
+        mdir = self._model_dir(model)
+        mdir.mkdir(parents=True, exist_ok=True)
+        with open(mdir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
