@@ -226,6 +226,9 @@ def decode(cls: type[T], raw: bytes | str | dict[str, Any]) -> T:
     missing = [f for f in spec.required if f not in kwargs]
     if missing:
         raise SchemaError(f"{name}: missing required field {missing[0]!r}", missing[0])
+    for key in spec.required:
+        if key.endswith("id") and kwargs[key] == "":
+            raise SchemaError(f"{name}.{key}: must not be empty", key)
     if spec.keeps_extra:
         kwargs["extra"] = extra
     obj = cls(**kwargs)
@@ -263,8 +266,6 @@ def _check(name: str, key: str, value: Any, kind: Any) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise SchemaError(f"{where}: expected a string, got {_show(value)}", key)
-        if not value and key.endswith("_id"):
-            raise SchemaError(f"{where}: must not be empty", key)
         return value
     if kind is bool:
         if not isinstance(value, bool):
