@@ -1,0 +1,144 @@
+"""The ``loopline`` command.
+
+Settings are built once here, at the edge, and passed down. Every subcommand
+is one function registered with :func:`command`; to add one::
+
+    def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--events", type=int, default=1000)
+
+    @command("demo", "run the whole loop on the local stack", _demo_arguments)
+    def demo(args: argparse.Namespace, settings: Settings) -> int:
+        ...
+        return 0
+
+Errors Loopline raises on purpose (:class:`LooplineError`) end the command
+with a clear message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from loopline import __version__
+from loopline.contracts.errors import LooplineError
+from loopline.contracts.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_NOT_ALL_UP = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+Run = Callable[[argparse.Namespace, Settings], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Run
+    arguments: Arguments | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: Arguments | None = None) -> Callable[[Run], Run]:
+    """Register ``run`` as the subcommand ``name``."""
+
+    def register(run: Run) -> Run:
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} registered twice")
+        COMMANDS[name] = Command(name, help, run, arguments)
+        return run
+
+    return register
+
+
+# Subcommands import their heavy modules (Kafka client, ...) when they run, so
+# `loopline --help` and unrelated subcommands stay fast.
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- stack --------------------------------------------------------------------------
+def _up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="only download the Kafka jars (for CI warm-up); start nothing",
+    )
+
+
+@command("up", "start Kafka and Redis (or reuse running ones) and create the topics", _up_arguments)
+def up(args: argparse.Namespace, settings: Settings) -> int:
+    from loopline.stack import Stack
+
+    stack = Stack(settings, progress=_progress)
+    if args.fetch_only:
+        lib = stack.fetch()
+        print(f"kafka {settings.stack.kafka_version} jars ready in {lib}")
+        return EXIT_OK
+    status = stack.up()
+    print(status.describe())
+    return EXIT_OK
+
+
+@command("down", "stop what `loopline up` started (never a reused server)")
+def down(args: argparse.Namespace, settings: Settings) -> int:
+    from loopline.stack import Stack
+
+    stopped = Stack(settings, progress=_progress).down()
+    print("\n".join(stopped) if stopped else "nothing started by loopline is running")
+    return EXIT_OK
+
+
+@command("status", "show Kafka, Redis and the topics; exit 0 only when all are up")
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    from loopline.stack import Stack
+
+    result = Stack(settings).status()
+    print(result.describe())
+    return EXIT_OK if result.all_up else EXIT_NOT_ALL_UP
+
+
+# -- plumbing -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loopline",
+        description="Loopline: a streaming real-time ML loop (Kafka, Redis, ONNX, River).",
+    )
+    parser.add_argument("--version", action="version", version=f"loopline {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML settings file (LOOPLINE_<SECTION>__<KEY> environment variables override it)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if cmd.arguments is not None:
+            cmd.arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return COMMANDS[args.command].run(args, settings)
+    except LooplineError as e:
+        print(f"loopline {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"loopline {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
