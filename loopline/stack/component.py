@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.contracts.errors import StackError
-from loopline.stack import process
+from loopline.stack import locks, process
 from loopline.stack.paths import StackPaths
 from loopline.stack.process import ProcessRecord
 
 Progress = Callable[[str], None]
+# Covers another process's cold first start (Maven download included).
+LOCK_TIMEOUT_S = 900.0
 
 
 def _quiet(_: str) -> None:
@@ -72,6 +74,8 @@ class Component(ABC):
     ) -> None:
         self.paths = paths
         self.startup_timeout_s = startup_timeout_s
+        # How long to wait for another process that is starting the same server.
+        self.lock_timeout_s = LOCK_TIMEOUT_S + 2 * startup_timeout_s
         self.progress = progress or _quiet
 
     # -- what each server defines -------------------------------------------------
@@ -148,7 +152,18 @@ class Component(ABC):
         return ComponentStatus(self.name, False, self.address, None, False, None, "not running")
 
     def up(self) -> ComponentStatus:
+        """Reuse, wait for, or start the server; returns how it ended up running."""
+        with locks.ports(self.ports(), self.lock_timeout_s):
+            return self._up()
+
+    def _up(self) -> ComponentStatus:
         rec = self.record()
+        if rec is not None and rec.address != self.address:
+            raise StackError(
+                f"{self.name}: this state dir ({self.paths.root}) already runs {self.name} at "
+                f"{rec.address} (pid {rec.pid}), not at {self.address} as configured; "
+                "stop it with `loopline down` or use another state dir"
+            )
         if rec is not None:
             self.progress(f"{self.name}: already running (pid {rec.pid}), waiting until it answers")
             self._wait_ready(rec, started_now=False)

@@ -7,25 +7,32 @@ the kernel when a process dies, so a crashed holder never blocks anyone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from loopline.contracts.errors import StackError
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, mode: int = 0o644) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    # The umask narrows the mode at creation; widen it again where wanted
+    # (the port locks are shared by every user of the machine).
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, mode)
+    return fd
 
 
 @contextmanager
-def exclusive(path: Path, timeout_s: float) -> Iterator[None]:
+def exclusive(path: Path, timeout_s: float, *, mode: int = 0o644) -> Iterator[None]:
     """Hold an exclusive lock on ``path``; StackError if not granted in time."""
-    fd = _open(path)
+    fd = _open(path, mode)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -41,6 +48,31 @@ def exclusive(path: Path, timeout_s: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def port_lock_path(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"loopline-port-{port}.lock"
+
+
+@contextmanager
+def ports(numbers: Sequence[int], timeout_s: float) -> Iterator[None]:
+    """Hold machine-wide locks on TCP ports while deciding to reuse or start a server.
+
+    Two state directories configured with the same ports (say `loopline up`
+    in a terminal and a test session) would otherwise both see a free port
+    and both start a server; one of them then dies on "address in use".
+    Ports are machine-wide, so the locks live in the system temp directory.
+    """
+    with ExitStack() as held:
+        for port in sorted(set(numbers)):  # one global order: no deadlock
+            path = port_lock_path(port)
+            try:
+                held.enter_context(exclusive(path, timeout_s, mode=0o666))
+            except PermissionError:
+                # Another user's lock file we may not open: skip this port's
+                # lock rather than refuse to work (the race stays unlikely).
+                continue
+        yield
 
 
 class UsersLock:

@@ -11,8 +11,8 @@ from loopline.contracts.errors import ConfigError, StackError
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.stack import locks
-from loopline.stack.component import Component, ComponentStatus, Progress
-from loopline.stack.kafka import FETCH_TIMEOUT_S, KafkaBroker
+from loopline.stack.component import LOCK_TIMEOUT_S, Component, ComponentStatus, Progress
+from loopline.stack.kafka import KafkaBroker
 from loopline.stack.paths import StackPaths
 from loopline.stack.redis_server import LOCAL_HOSTS, RedisServer
 from loopline.stack.topics_admin import ensure_topics, existing_topics
@@ -89,7 +89,7 @@ class Stack:
         self.redis = RedisServer(settings, self.paths, progress)
         self.progress: Progress = progress or (lambda _: None)
         # Long enough for another process's cold first fetch and start.
-        self._lock_timeout_s = FETCH_TIMEOUT_S + 2 * settings.stack.startup_timeout_s
+        self._lock_timeout_s = LOCK_TIMEOUT_S + 2 * settings.stack.startup_timeout_s
 
     @property
     def topics(self) -> Topics:
