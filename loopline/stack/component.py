@@ -196,6 +196,7 @@ class Component(ABC):
                 f"{self.name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use by "
                 f"something that is not a working {self.name}; stop it or choose other ports"
             )
+        self.paths.root.mkdir(parents=True, exist_ok=True)
         self.prepare()
         argv = self.command()
         self.progress(f"{self.name}: starting (log: {self.log_file})")
