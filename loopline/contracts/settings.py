@@ -123,6 +123,33 @@ class TrainerSettings:
     num_trees: int = 200
     num_leaves: int = 31
     metrics_port: int = 9466
+    model_name: str = "fraud"
+    feature_set: str = "fraud"
+    # Rolling window of labeled data, ending at the newest labeled hour.
+    window_hours: float = 14 * 24.0
+    # Bootstrap: an event with no outcome this long after it counts as legitimate.
+    label_maturity_s: float = 24 * 3600.0
+    # Time-ordered split: oldest rows train, then validation (early stopping),
+    # newest rows are the holdout (gate, parity, golden rows).
+    validation_fraction: float = 0.15
+    holdout_fraction: float = 0.15
+    learning_rate: float = 0.05
+    early_stopping_rounds: int = 30
+    min_data_in_leaf: int = 20
+    num_threads: int = 0  # 0: LightGBM's default (all cores)
+    seed: int = 7
+    min_rows: int = 200
+    min_positives: int = 10
+    parity_tolerance: float = 1e-5
+    # A challenger may be at most this much worse than the champion (lower is better).
+    gate_log_loss_margin: float = 0.01
+    gate_brier_margin: float = 0.002
+    golden_rows: int = 8
+    # Processed retrain-event ids (idempotency) live here.
+    state_dir: Path = Path(".loopline/trainer")
+    # `run trainer` also requests a training this often (0: only on retrain events).
+    schedule_s: float = 0.0
+    announce_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,139 @@
+"""A training set in time order, and the time-based train/validation/holdout split.
+
+Features are kept as float32: that is what the ONNX model receives at serving
+time, so the native model is trained and checked on exactly those values.
+
+>>> ts = TrainingSet.from_rows(
+...     features=[[float(i), 1.0] for i in range(10)],
+...     labels=[i % 2 for i in range(10)],
+...     event_time_ms=[1000 * (10 - i) for i in range(10)],
+...     ids=[f"e{i}" for i in range(10)],
+...     feature_names=("a", "b"),
+...     source="demo",
+... )
+>>> ts.event_time_ms[:3].tolist(), ts.window_ms
+([1000, 2000, 3000], (1000, 10000))
+>>> s = split_by_time(ts, validation_fraction=0.2, holdout_fraction=0.2)
+>>> len(s.train), len(s.valid), len(s.holdout)
+(6, 2, 2)
+>>> s.holdout.ids
+['e1', 'e0']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from loopline.trainer.errors import InsufficientDataError
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Rows sorted by event time: features (float32), labels, times, ids."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    event_time_ms: np.ndarray
+    ids: list[str]
+    feature_names: tuple[str, ...]
+    source: str
+    # What the loader dropped and why ("duplicates", "immature", ...), for the summary.
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def from_rows(
+        *,
+        features: Sequence[Sequence[float]] | np.ndarray,
+        labels: Sequence[int] | np.ndarray,
+        event_time_ms: Sequence[int] | np.ndarray,
+        ids: Sequence[str],
+        feature_names: tuple[str, ...],
+        source: str,
+        dropped: dict[str, int] | None = None,
+    ) -> TrainingSet:
+        x = np.asarray(features, dtype=np.float64).reshape(len(ids), len(feature_names))
+        y = np.asarray(labels, dtype=np.int8)
+        t = np.asarray(event_time_ms, dtype=np.int64)
+        if not len(x) == len(y) == len(t):
+            raise ValueError("features, labels and times must have one row per id")
+        ordered_ids = np.asarray(ids, dtype=object)
+        order = np.lexsort((ordered_ids.astype(str), t)) if len(t) else np.arange(0)
+        return TrainingSet(
+            features=x[order].astype(np.float32),
+            labels=y[order],
+            event_time_ms=t[order],
+            ids=[str(i) for i in ordered_ids[order]],
+            feature_names=feature_names,
+            source=source,
+            dropped=dict(dropped or {}),
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def positives(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def window_ms(self) -> tuple[int, int]:
+        """First and last event time (ms); (0, 0) when empty."""
+        if not len(self):
+            return (0, 0)
+        return (int(self.event_time_ms[0]), int(self.event_time_ms[-1]))
+
+    def rows(self, start: int, stop: int) -> TrainingSet:
+        """Rows ``start:stop`` (time order is kept)."""
+        return TrainingSet(
+            features=self.features[start:stop],
+            labels=self.labels[start:stop],
+            event_time_ms=self.event_time_ms[start:stop],
+            ids=self.ids[start:stop],
+            feature_names=self.feature_names,
+            source=self.source,
+            dropped=self.dropped,
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Oldest rows train, the next validate (early stopping), the newest are the holdout."""
+
+    train: TrainingSet
+    valid: TrainingSet
+    holdout: TrainingSet
+
+
+def split_by_time(ts: TrainingSet, validation_fraction: float, holdout_fraction: float) -> Split:
+    """Split in time order; no row of a later part is older than one of an earlier part."""
+    if not (0 < validation_fraction < 1 and 0 < holdout_fraction < 1):
+        raise ValueError("validation and holdout fractions must be in (0, 1)")
+    if validation_fraction + holdout_fraction >= 0.9:
+        raise ValueError("validation + holdout must leave at least 10% to train on")
+    n = len(ts)
+    n_hold = max(1, round(n * holdout_fraction))
+    n_valid = max(1, round(n * validation_fraction))
+    n_train = n - n_hold - n_valid
+    if n_train < 1:
+        raise InsufficientDataError(f"{n} rows cannot be split into train/validation/holdout")
+    return Split(
+        train=ts.rows(0, n_train),
+        valid=ts.rows(n_train, n_train + n_valid),
+        holdout=ts.rows(n_train + n_valid, n),
+    )
+
+
+def check_enough(split: Split, min_rows: int, min_positives: int) -> None:
+    """Refuse to train on too little data (every part must hold both classes)."""
+    total = len(split.train) + len(split.valid) + len(split.holdout)
+    if total < min_rows:
+        raise InsufficientDataError(f"only {total} labeled rows in the window (need {min_rows})")
+    if split.train.positives < min_positives:
+        raise InsufficientDataError(
+            f"only {split.train.positives} positive rows to train on (need {min_positives})"
+        )
+    for name, part in (("validation", split.valid), ("holdout", split.holdout)):
+        if part.positives == 0 or part.positives == len(part):
+            raise InsufficientDataError(f"the {name} rows hold a single class; need more data")

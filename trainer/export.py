@@ -1,0 +1,149 @@
+"""LightGBM to ONNX, and the parity check that guards every publish.
+
+The exported graph takes ``input`` (float32, ``[None, n_features]``) and
+returns ``label`` and ``probabilities`` (``[None, 2]``, column 1 = positive
+class): the names the registry manifest records and serving reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import lightgbm as lgb
+import numpy as np
+import onnxruntime as ort
+from loopline.trainer.errors import ParityError
+from onnxmltools import convert_lightgbm
+from onnxmltools.convert.common.data_types import FloatTensorType
+
+from loopline.contracts.errors import ModelError
+from loopline.contracts.features import FeatureSet
+
+INPUT_NAME = "input"
+PROBABILITY_OUTPUT = "probabilities"
+# onnxmltools 1.16 with onnx 1.23 refuses opset 17; 15 works.
+TARGET_OPSET = 15
+
+Exporter = Callable[[lgb.Booster, FeatureSet], bytes]
+
+
+def to_onnx(booster: lgb.Booster, fs: FeatureSet) -> bytes:
+    """The booster as a serialized ONNX model, with the feature set in its metadata."""
+    n = booster.num_feature()
+    if n != len(fs.model_features):
+        raise ModelError(
+            f"booster has {n} features, feature set {fs.name} has {len(fs.model_features)}"
+        )
+    exact = lgb.Booster(model_str=float32_exact_thresholds(booster.model_to_string()))
+    model = convert_lightgbm(
+        exact,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n]))],
+        target_opset=TARGET_OPSET,
+        zipmap=False,
+    )
+    outputs = [o.name for o in model.graph.output]
+    if PROBABILITY_OUTPUT not in outputs:
+        raise ModelError(f"exported model has outputs {outputs}, expected {PROBABILITY_OUTPUT!r}")
+    meta = {
+        "feature_set": fs.name,
+        "fingerprint": fs.fingerprint,
+        "feature_names": json.dumps(list(fs.model_features)),
+    }
+    for key, value in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    return model.SerializeToString()
+
+
+def float32_exact_thresholds(model_str: str) -> str:
+    r"""The same model text with every numerical threshold rounded down to a float32.
+
+    ONNX tree ensembles hold float32 thresholds, rounded to nearest: a double
+    threshold just below a float32 input value can round up past it and send
+    that input down the other branch. For a float32 ``x``, ``x <= t`` equals
+    ``x <= round_down_f32(t)``, so this rewrite changes no prediction on the
+    float32 inputs serving sends, and the export becomes exact.
+
+    >>> text = "Tree=0\nthreshold=9.769999980926515 0.5\ndecision_type=2 1\n"
+    >>> print(float32_exact_thresholds(text), end="")
+    Tree=0
+    threshold=9.769999504089355 0.5
+    decision_type=2 1
+    """
+    # Byte sizes of the tree blocks change with the text; LightGBM parses
+    # tree by tree without them.
+    lines = [x for x in model_str.split("\n") if not x.startswith("tree_sizes=")]
+    for i, line in enumerate(lines):
+        if not line.startswith("threshold="):
+            continue
+        types = next((x for x in lines[i + 1 : i + 4] if x.startswith("decision_type=")), None)
+        kinds = [int(k) for k in types.removeprefix("decision_type=").split()] if types else []
+        values = line.removeprefix("threshold=").split()
+        out = []
+        for j, raw in enumerate(values):
+            categorical = bool(kinds[j] & 1) if j < len(kinds) else False
+            out.append(raw if categorical else repr(_round_down_f32(float(raw))))
+        lines[i] = "threshold=" + " ".join(out)
+    return "\n".join(lines)
+
+
+def _round_down_f32(t: float) -> float:
+    f = np.float32(t)
+    if float(f) > t:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return float(f)
+
+
+def session(onnx_bytes: bytes) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
+        raise ModelError(f"onnxruntime cannot load the model: {e}") from e
+
+
+def onnx_probabilities(
+    onnx_bytes_or_session: bytes | ort.InferenceSession, x: np.ndarray, batch: int = 8192
+) -> np.ndarray:
+    """Positive-class probabilities from the ONNX model, as float64."""
+    sess = (
+        session(onnx_bytes_or_session)
+        if isinstance(onnx_bytes_or_session, bytes)
+        else onnx_bytes_or_session
+    )
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    parts = [
+        sess.run([PROBABILITY_OUTPUT], {INPUT_NAME: x32[i : i + batch]})[0][:, 1]
+        for i in range(0, len(x32), batch)
+    ]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+def native_probabilities(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
+    """Positive-class probabilities from LightGBM itself (native API)."""
+    return np.asarray(booster.predict(np.asarray(x, dtype=np.float32)), dtype=np.float64)
+
+
+def check_parity(native: np.ndarray, onnx: np.ndarray, tolerance: float) -> float:
+    """The max absolute difference; raises :class:`ParityError` above ``tolerance``.
+
+    >>> check_parity(np.array([0.1, 0.5]), np.array([0.1, 0.5000001]), 1e-5) < 1e-6
+    True
+    >>> check_parity(np.array([0.1, 0.5]), np.array([0.1, 0.6]), 1e-5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    loopline.trainer.errors.ParityError: ONNX and native probabilities differ by up to 0.1 ...
+    """
+    if native.shape != onnx.shape:
+        raise ParityError(f"ONNX gave {onnx.shape} scores for {native.shape} rows", float("inf"))
+    diff = float(np.max(np.abs(native - onnx))) if len(native) else 0.0
+    if not diff <= tolerance:  # NaN fails too
+        raise ParityError(
+            f"ONNX and native probabilities differ by up to {diff:.3g} "
+            f"(tolerance {tolerance:g}) on {len(native)} rows; not publishing",
+            diff,
+        )
+    return diff

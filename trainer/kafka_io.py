@@ -1,0 +1,134 @@
+"""The trainer's Kafka edges: reading a topic's history and announcing models."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from loopline.contracts.errors import DeliveryError, StackError
+from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.contracts.registry import ModelVersion
+from loopline.contracts.schemas import ModelUpdate, encode
+from loopline.contracts.settings import KafkaSettings
+
+METADATA_TIMEOUT_S = 15.0
+
+
+def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> Iterator[bytes]:
+    """Every value in ``topic`` from the beginning up to its end when the read starts.
+
+    Uses manual assignment (no group membership, nothing committed), so
+    reading history never disturbs a consumer group.
+    """
+    consumer = Consumer(
+        consumer_config(
+            kafka, f"trainer-history-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+        )
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            raise StackError(
+                f"topic {topic!r} is not available: {tmeta.error if tmeta else 'missing'}"
+            )
+        ends: dict[int, int] = {}
+        for p in tmeta.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S
+            )
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"reading {topic!r} timed out; {len(ends)} partition(s) unfinished"
+                )
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(msg.partition(), None)
+                    continue
+                raise StackError(f"reading {topic!r}: {err}")
+            if msg.offset() < ends.get(msg.partition(), -1):
+                value = msg.value()
+                if value is not None:
+                    yield value
+            if msg.offset() >= ends.get(msg.partition(), 0) - 1:
+                ends.pop(msg.partition(), None)
+    finally:
+        consumer.close()
+
+
+def model_update(mv: ModelVersion, alias: str, action: str) -> ModelUpdate:
+    """The compacted-topic record stating ``alias`` of a model now means ``mv``."""
+    m = mv.manifest
+    return ModelUpdate(
+        model_name=m.model_name,
+        version=m.version,
+        alias=alias,
+        sha256=m.sha256,
+        uri=mv.model_path.resolve().as_uri(),
+        fingerprint=m.fingerprint,
+        time_ms=int(time.time() * 1000),
+        action=action,
+    )
+
+
+class KafkaAnnouncer:
+    """Announces model versions on the model-updates topic, keyed by model name.
+
+    Each call waits for the broker's acknowledgement: a version that was not
+    announced raises :class:`DeliveryError` instead of vanishing.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> None:
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer = Producer(
+            producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000)})
+        )
+
+    def announce(self, update: ModelUpdate) -> None:
+        outcome: list[KafkaError | None] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            outcome.append(err)
+
+        try:
+            self._producer.produce(
+                self.topic,
+                key=update.model_name.encode(),
+                value=encode(update),
+                on_delivery=on_delivery,
+            )
+        except (BufferError, KafkaException) as e:
+            raise DeliveryError(f"could not send model update to {self.topic}: {e}") from e
+        self._producer.flush(self.timeout_s + 5)
+        if not outcome:
+            raise DeliveryError(
+                f"model update {update.model_name} v{update.version} not acknowledged by "
+                f"{self.topic} within {self.timeout_s:.0f} s"
+            )
+        if outcome[0] is not None:
+            raise DeliveryError(f"model update to {self.topic} failed: {outcome[0]}")
+
+    def close(self) -> None:
+        self._producer.flush(5)

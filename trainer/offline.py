@@ -1,0 +1,112 @@
+"""Read a rolling window of labeled examples from the offline store.
+
+Layout and schema are :mod:`loopline.contracts.offline_store`'s. Only rows
+computed with the feature set's current fingerprint are usable: a model must
+train on the vector it will be served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from loopline.trainer.dataset import TrainingSet
+
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.offline_store import HOUR_MS, data_files, hour_start_ms, partitions
+
+COLUMNS = [
+    "request_id",
+    "event_id",
+    "fingerprint",
+    "features",
+    "label",
+    "event_time",
+    "labeled_at_ms",
+]
+SOURCE = "offline-store"
+
+
+def latest_hour_end_ms(root: str | Path) -> int | None:
+    """The end of the newest partition, or None when the store is empty."""
+    parts = partitions(root)
+    return hour_start_ms(parts[-1]) + HOUR_MS if parts else None
+
+
+def load_window(
+    root: str | Path, fs: FeatureSet, window_hours: float, end_ms: int | None = None
+) -> TrainingSet:
+    """Labeled rows with event time in ``[end - window, end)``.
+
+    ``end_ms`` defaults to the end of the newest partition, so a store that
+    stopped receiving data still yields its latest window.
+    """
+    end = end_ms if end_ms is not None else latest_hour_end_ms(root)
+    names = tuple(fs.model_features)
+    if end is None:
+        return _empty(names)
+    start = end - int(window_hours * HOUR_MS)
+    files = [f for part in partitions(root, start, end) for f in data_files(part)]
+    if not files:
+        return _empty(names)
+    table = pa.concat_tables([pq.read_table(f, columns=COLUMNS) for f in files])
+    dropped: dict[str, int] = {}
+
+    def keep(mask: pa.ChunkedArray | pa.Array, reason: str) -> None:
+        nonlocal table
+        kept = table.filter(mask)
+        if len(kept) < len(table):
+            dropped[reason] = dropped.get(reason, 0) + len(table) - len(kept)
+        table = kept
+
+    t = table["event_time"]
+    keep(pc.and_(pc.greater_equal(t, start), pc.less(t, end)), "outside_window")
+    keep(pc.equal(table["fingerprint"], fs.fingerprint), "other_fingerprint")
+    keep(pc.equal(pc.list_value_length(table["features"]), len(names)), "bad_length")
+    keep(pc.is_in(table["label"], pa.array([0, 1], table.schema.field("label").type)), "bad_label")
+    table = _latest_per_request(table, dropped)
+    if len(table):
+        x = pc.list_flatten(table["features"]).to_numpy().reshape(len(table), len(names))
+    else:
+        x = np.zeros((0, len(names)))
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        dropped["non_finite"] = int((~finite).sum())
+    return TrainingSet.from_rows(
+        features=x[finite],
+        labels=table["label"].to_numpy()[finite],
+        event_time_ms=table["event_time"].to_numpy()[finite],
+        ids=[i for i, ok in zip(table["event_id"].to_pylist(), finite, strict=True) if ok],
+        feature_names=names,
+        source=SOURCE,
+        dropped=dropped,
+    )
+
+
+def _latest_per_request(table: pa.Table, dropped: dict[str, int]) -> pa.Table:
+    """One row per request_id (the latest label wins): a writer retried after a crash."""
+    if not len(table):
+        return table
+    order = pc.sort_indices(
+        table, sort_keys=[("request_id", "ascending"), ("labeled_at_ms", "descending")]
+    ).to_numpy()
+    ids = table["request_id"].to_numpy(zero_copy_only=False)[order]
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    if not first.all():
+        dropped["duplicates"] = int((~first).sum())
+    return table.take(pa.array(np.sort(order[first])))
+
+
+def _empty(names: tuple[str, ...]) -> TrainingSet:
+    return TrainingSet.from_rows(
+        features=np.zeros((0, len(names))),
+        labels=[],
+        event_time_ms=[],
+        ids=[],
+        feature_names=names,
+        source=SOURCE,
+    )

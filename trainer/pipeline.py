@@ -1,0 +1,310 @@
+"""One training run: split, train, export, check parity, gate, publish, announce.
+
+Data loading is separate (:mod:`.offline`, :mod:`.bootstrap`), so a run takes
+a :class:`TrainingSet` and can be driven by the CLI, the retrain consumer or a
+test alike.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from loopline.trainer import metrics
+from loopline.trainer.booster import BoosterParams, train_booster
+from loopline.trainer.dataset import Split, TrainingSet, check_enough, split_by_time
+from loopline.trainer.export import (
+    INPUT_NAME,
+    PROBABILITY_OUTPUT,
+    Exporter,
+    check_parity,
+    native_probabilities,
+    onnx_probabilities,
+    to_onnx,
+)
+from loopline.trainer.gate import GateDecision, GateMargins, decide
+from loopline.trainer.kafka_io import model_update
+from loopline.trainer.progress import Progress, SilentProgress
+
+from loopline.contracts.errors import FeatureError, ModelError
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.fraud import get_feature_set
+from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
+from loopline.contracts.schemas import ModelUpdate
+from loopline.contracts.settings import TrainerSettings
+
+CHAMPION = "champion"
+
+
+class Announcer(Protocol):
+    def announce(self, update: ModelUpdate) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    version: str
+    metrics: dict[str, float] | None  # None: not comparable (reason says why)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What a run did, for the summary, the retrain ledger and tests."""
+
+    model_name: str
+    version: str
+    accepted: bool
+    decision: str
+    source: str
+    window_ms: tuple[int, int]
+    rows: dict[str, int]
+    dropped: dict[str, int]
+    metrics: dict[str, float]
+    champion_version: str
+    champion_metrics: dict[str, float] | None
+    best_iteration: int
+    parity_max_abs_diff: float
+    announced: bool
+    duration_s: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trainer:
+    """Trains a challenger and lets the gate decide whether it becomes champion."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        registry: ModelRegistry,
+        *,
+        announcer: Announcer | None = None,
+        progress: Progress | None = None,
+        exporter: Exporter = to_onnx,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.announcer = announcer
+        self.progress = progress or SilentProgress()
+        self.exporter = exporter
+        self.fs: FeatureSet = get_feature_set(settings.feature_set)
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    def train(
+        self, data: TrainingSet, *, force: bool = False, extra: dict[str, Any] | None = None
+    ) -> TrainingReport:
+        """Run every step; raises before publishing anything when a check fails."""
+        s = self.settings
+        started = time.monotonic()
+        stages: dict[str, float] = {}
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            self.progress.stage(name)
+            t0 = time.monotonic()
+            yield
+            stages[name] = round(time.monotonic() - t0, 3)
+
+        if tuple(data.feature_names) != tuple(self.fs.model_features):
+            raise FeatureError(
+                f"training rows have features {list(data.feature_names)[:3]}..., "
+                f"not feature set {self.fs.name}'s model_features"
+            )
+        with stage("split"):
+            split = split_by_time(data, s.validation_fraction, s.holdout_fraction)
+            check_enough(split, s.min_rows, s.min_positives)
+            self.progress.info(_describe_split(split))
+        with stage("train"):
+            booster = train_booster(
+                split.train, split.valid, BoosterParams.from_settings(s), self.progress.iteration
+            )
+            self.progress.info(f"best iteration {booster.current_iteration()}")
+        with stage("export"):
+            onnx = self.exporter(booster, self.fs)
+        with stage("parity"):
+            native = native_probabilities(booster, split.holdout.features)
+            scores = onnx_probabilities(onnx, split.holdout.features)
+            diff = check_parity(native, scores, s.parity_tolerance)
+            self.progress.info(f"ONNX vs native max abs diff {diff:.2e} on {len(native)} rows")
+        with stage("gate"):
+            challenger = metrics.evaluate(split.holdout.labels, scores)
+            champ = self._score_champion(split.holdout)
+            decision = decide(
+                challenger,
+                champ.metrics if champ else None,
+                GateMargins(s.gate_auc_margin, s.gate_log_loss_margin, s.gate_brier_margin),
+                force=force,
+                no_champion_reason=(champ.reason if champ else "") or "no champion yet",
+            )
+            self.progress.info(decision.reason)
+        with stage("publish"):
+            mv = self.registry.publish(
+                self.model_name,
+                onnx,
+                self._manifest(
+                    split,
+                    challenger=challenger,
+                    champ=champ,
+                    decision=decision,
+                    booster=booster,
+                    parity=diff,
+                    holdout_scores=scores,
+                    extra=extra,
+                ),
+            )
+            announced = False
+            if decision.accepted:
+                self.registry.set_alias(self.model_name, CHAMPION, mv.manifest.version)
+                announced = self._announce(mv, "publish")
+        return TrainingReport(
+            model_name=self.model_name,
+            version=mv.manifest.version,
+            accepted=decision.accepted,
+            decision=decision.reason,
+            source=data.source,
+            window_ms=data.window_ms,
+            rows=_rows(split),
+            dropped=dict(data.dropped),
+            metrics=challenger,
+            champion_version=champ.version if champ else "",
+            champion_metrics=champ.metrics if champ else None,
+            best_iteration=booster.current_iteration(),
+            parity_max_abs_diff=diff,
+            announced=announced,
+            duration_s=round(time.monotonic() - started, 3),
+            stage_seconds=stages,
+        )
+
+    def _announce(self, mv: ModelVersion, action: str) -> bool:
+        if self.announcer is None:
+            return False
+        self.announcer.announce(model_update(mv, CHAMPION, action))
+        return True
+
+    def _score_champion(self, holdout: TrainingSet) -> ChampionScore | None:
+        """The champion's metrics on the challenger's holdout, when it can score those rows."""
+        current = self.registry.resolve(self.model_name, CHAMPION)
+        if current is None:
+            return None
+        m = current.manifest
+        if m.fingerprint != self.fs.fingerprint or list(m.feature_names) != list(
+            self.fs.model_features
+        ):
+            return ChampionScore(m.version, None, f"champion v{m.version} uses another feature set")
+        try:
+            scores = onnx_probabilities(current.read_verified(), holdout.features)
+        except ModelError as e:
+            return ChampionScore(m.version, None, f"champion v{m.version} is unusable ({e})")
+        return ChampionScore(m.version, metrics.evaluate(holdout.labels, scores))
+
+    def _manifest(
+        self,
+        split: Split,
+        *,
+        challenger: dict[str, float],
+        champ: ChampionScore | None,
+        decision: GateDecision,
+        booster: Any,
+        parity: float,
+        holdout_scores: np.ndarray,
+        extra: dict[str, Any] | None,
+    ) -> ManifestFields:
+        s = self.settings
+        golden = golden_rows(holdout_scores, s.golden_rows)
+        window = (split.train.window_ms[0], split.holdout.window_ms[1])
+        gate = {
+            "checks": [asdict(c) for c in decision.checks],
+            "champion_version": champ.version if champ else "",
+            "champion_metrics": champ.metrics if champ else None,
+            "forced": decision.reason.startswith("forced"),
+        }
+        return ManifestFields(
+            feature_set=self.fs.name,
+            fingerprint=self.fs.fingerprint,
+            feature_names=list(self.fs.model_features),
+            input_name=INPUT_NAME,
+            probability_output=PROBABILITY_OUTPUT,
+            training_window_ms=list(window),
+            rows=_rows(split),
+            metrics={
+                **challenger,
+                "parity_max_abs_diff": parity,
+                "best_iteration": float(booster.current_iteration()),
+            },
+            parent_version=champ.version if champ else "",
+            code_version=code_version(),
+            golden_inputs=[[float(v) for v in split.holdout.features[i]] for i in golden],
+            golden_scores=[float(np.float32(holdout_scores[i])) for i in golden],
+            status="candidate" if decision.accepted else "rejected",
+            decision=decision.reason,
+            extra={
+                "source": split.train.source,
+                "dropped": dict(split.train.dropped),
+                "gate": gate,
+                "params": BoosterParams.from_settings(s).lightgbm(),
+                **(extra or {}),
+            },
+        )
+
+
+def golden_rows(scores: np.ndarray, n: int) -> list[int]:
+    """Holdout rows serving re-scores after loading: the highest scores and a spread of the rest.
+
+    >>> golden_rows(np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.05]), 4)
+    [0, 1, 3, 5]
+    """
+    if n <= 0 or not len(scores):
+        return []
+    top = [int(i) for i in np.argsort(-scores, kind="stable")[: n // 2]]
+    rest = [i for i in range(len(scores)) if i not in set(top)]
+    k = min(n - len(top), len(rest))
+    spread = [rest[int(j)] for j in np.linspace(0, len(rest) - 1, k)] if k else []
+    return sorted(set(top) | set(spread))
+
+
+def _rows(split: Split) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, part in (("train", split.train), ("valid", split.valid), ("holdout", split.holdout)):
+        out[name] = len(part)
+        out[f"{name}_positives"] = part.positives
+    return out
+
+
+def _describe_split(split: Split) -> str:
+    parts = []
+    for name, part in (("train", split.train), ("valid", split.valid), ("holdout", split.holdout)):
+        rate = part.positives / max(len(part), 1)
+        parts.append(f"{name} {len(part)} rows ({part.positives} positive, {rate:.2%})")
+    return "; ".join(parts)
+
+
+def code_version() -> str:
+    """The installed loopline version, plus the git commit when run from a checkout."""
+    try:
+        version = importlib.metadata.version("loopline")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{sha}" if sha else version
