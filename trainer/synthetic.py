@@ -4,8 +4,8 @@ Not the streams simulator: just enough structure for a model to learn
 (compromised cards spend in bursts, at larger amounts, across merchants), and
 the same output for the same seed.
 
->>> txs, outcomes = synthetic_history(n_cards=20, hours=6, seed=1)
->>> txs == synthetic_history(n_cards=20, hours=6, seed=1)[0]
+>>> txs, outcomes = synthetic_history(n_cards=30, hours=6, seed=2)
+>>> txs == synthetic_history(n_cards=30, hours=6, seed=2)[0]
 True
 >>> all(a.event_time <= b.event_time for a, b in zip(txs, txs[1:]))
 True
