@@ -160,6 +160,73 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class DriftSettings:
+    """Drift detection (``streams/drift``) and its alarm hygiene.
+
+    The defaults are what ``benchmarks/drift_detection.py`` measures.
+    """
+
+    # ADWIN on every monitored rate; clock 8 checks for a cut every 8 samples.
+    adwin_delta: float = 0.002
+    adwin_clock: int = 8
+    # Alarm hygiene, in samples of the monitored stream.
+    warmup: int = 500
+    debounce: int = 64
+    cooldown: int = 1000
+    # A new level must last this long and keep this share of its effect.
+    min_persist: int = 64
+    persist_ratio: float = 0.5
+    # Smallest shift worth an alarm and severity bounds, in Cohen's h.
+    min_effect: float = 0.05
+    warning_effect: float = 0.2
+    critical_effect: float = 0.5
+    # Data and prediction drift: a reference band per input feature and for the score.
+    reference_size: int = 2000
+    band_low_quantile: float = 0.1
+    band_high_quantile: float = 0.9
+    data_min_persist: int = 256
+    # Feed the feature detectors every n-th prediction (1: every one).
+    data_sample_every: int = 1
+    # Concept drift on per-example error: "binary" (wrong at alert_threshold)
+    # or "absolute" (|label - score|).
+    error_mode: str = "binary"
+    alert_threshold: float = 0.5
+    # Performance floors on labeled data (0 disables a floor).
+    performance_window: int = 2000
+    auc_floor: float = 0.80
+    precision_floor: float = 0.0
+    performance_every: int = 100
+    performance_persist: int = 3
+    performance_min_positives: int = 20
+    performance_cooldown: int = 2000
+    # Only this arm's predictions are monitored (shadow arms repeat the same features).
+    arm: str = "champion"
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The retrain policy (``trainer/retrain_policy.py``): drift events -> retrain events."""
+
+    # Drift events at or above this severity trigger a retrain on their own ...
+    min_severity: str = "critical"
+    # ... or this many warnings on distinct (kind, feature) within quorum_window_s.
+    warning_quorum: int = 2
+    quorum_window_s: float = 3600.0
+    # Comma-separated drift kinds that may trigger a retrain.
+    trigger_kinds: str = "concept,performance,data,prediction"
+    # Labeled rows that must have arrived since the trigger (or the last retrain).
+    min_new_rows: int = 1000
+    min_interval_s: float = 3600.0
+    max_per_day: int = 6
+    # A scheduled retrain this often (0: none); it also needs min_new_rows.
+    schedule_s: float = 86400.0
+    # A trigger still short of rows after this long is dropped.
+    pending_timeout_s: float = 86400.0
+    # How often the policy loop re-checks pending triggers and the schedule.
+    tick_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable in Loopline, frozen."""
 
@@ -171,6 +238,8 @@ class Settings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
