@@ -7,9 +7,9 @@ served. Nothing here imports a framework.
 
 Windows are sliding and tiled: a window of ``seconds`` is split into ``tiles``
 aligned buckets, and a value "as of" time ``t`` covers the tile holding ``t``
-and the ``tiles - 1`` before it. Values are recomputed from the tiles in index
-order on every read, so the result depends only on the events applied (in
-their order), never on when reads happened.
+and the ``tiles - 1`` before it. Values are recomputed from the tiles on every
+read, and sums are exact (fixed point), so a result depends only on which
+events were applied: never on their order, nor on when reads happened.
 
 >>> fs = FeatureSet(
 ...     name="demo",
@@ -269,16 +269,123 @@ class _AssemblyPlan:
         return out
 
 
-class _Tile:
-    __slots__ = ("count", "distinct", "maxs", "mins", "sums", "sumsqs")
+# Sums are kept exactly, in fixed point (integers counting 2**-60), so a
+# window's sum, mean and std depend only on which events it holds, never on
+# the order they arrived in: an entity fed from several Kafka partitions gets
+# the same values online (any interleaving, any worker count) and offline.
+_SCALE = 2.0**60
+_UNIT = 2.0**-60
+_UNIT2 = 2.0**-120
+# Beyond this a value times _SCALE would overflow a float.
+_MAX_ABS = 2.0**900
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.sums: dict[str, float] = {}
-        self.sumsqs: dict[str, float] = {}
-        self.mins: dict[str, float] = {}
-        self.maxs: dict[str, float] = {}
-        self.distinct: dict[str, set[Any]] = {}
+# Tile slot kinds; a tile is a list ``[count, slot, slot, ...]``.
+_S_SUM, _S_SUMSQ, _S_MIN, _S_MAX, _S_DISTINCT = range(5)
+
+
+class _WindowPlan:
+    """Where one window keeps each statistic inside its tiles."""
+
+    __slots__ = ("distinct_pos", "ops", "seconds", "slot", "template", "tile_s", "tiles")
+
+    def __init__(
+        self, view: EntityView, w: Window, numeric: list[str], distinct: list[str]
+    ) -> None:
+        self.seconds, self.tiles, self.tile_s = w.seconds, w.tiles, w.tile_s
+        aggs = [a for a in view.aggregations if a.window_s == w.seconds]
+        wanted: list[tuple[int, str]] = []
+        for a in aggs:
+            kinds = {
+                "sum": (_S_SUM,),
+                "mean": (_S_SUM,),
+                "std": (_S_SUM, _S_SUMSQ),
+                "min": (_S_MIN,),
+                "max": (_S_MAX,),
+                "distinct": (_S_DISTINCT,),
+            }.get(a.kind, ())
+            for kind in kinds:
+                if (kind, a.field) not in wanted:  # type: ignore[comparison-overlap]
+                    wanted.append((kind, a.field))  # type: ignore[arg-type]
+        # (kind, field) -> position in the tile list
+        self.slot = {ks: i + 1 for i, ks in enumerate(wanted)}
+        # (kind, tile position, index of the value in the prepared event)
+        self.ops = tuple(
+            (kind, pos, distinct.index(f) if kind == _S_DISTINCT else numeric.index(f))
+            for (kind, f), pos in self.slot.items()
+        )
+        empty = {_S_SUM: 0, _S_SUMSQ: 0, _S_MIN: math.inf, _S_MAX: -math.inf, _S_DISTINCT: None}
+        self.template = [0, *(empty[k] for k, _ in wanted)]
+        self.distinct_pos = tuple(p for (k, _), p in self.slot.items() if k == _S_DISTINCT)
+
+    def new_tile(self) -> list[Any]:
+        tile = self.template.copy()
+        for p in self.distinct_pos:
+            tile[p] = set()
+        return tile
+
+
+class _ViewPlan:
+    """A view compiled once into index lookups, so updates and reads do no searching."""
+
+    def __init__(self, view: EntityView) -> None:
+        numeric = sorted(
+            {
+                a.field
+                for a in view.aggregations
+                if a.kind in {"sum", "mean", "std", "min", "max"} and a.field
+            }
+        )
+        distinct = sorted({a.field for a in view.aggregations if a.kind == "distinct" and a.field})
+        self.numeric = tuple(numeric)
+        self.distinct = tuple(distinct)
+        self.last = tuple(
+            sorted({a.field for a in view.aggregations if a.kind == "last" and a.field})
+        )
+        self.windows = tuple(_WindowPlan(view, w, numeric, distinct) for w in view.windows)
+        by_seconds = {wp.seconds: i for i, wp in enumerate(self.windows)}
+        reads: list[tuple[Any, ...]] = []
+        for a in view.aggregations:
+            if a.kind in ("last", "last_time"):
+                reads.append((a.kind, a.field, 0, 0, a.default))
+                continue
+            wi = by_seconds[a.window_s]  # type: ignore[index]
+            slots = self.windows[wi].slot
+            if a.kind == "count":
+                reads.append(("count", wi, 0, 0, a.default))
+            elif a.kind in ("sum", "mean"):
+                reads.append((a.kind, wi, slots[(_S_SUM, a.field)], 0, a.default))
+            elif a.kind == "std":
+                pos = (slots[(_S_SUM, a.field)], slots[(_S_SUMSQ, a.field)])
+                reads.append(("std", wi, pos[0], pos[1], a.default))
+            elif a.kind == "min":
+                reads.append(("min", wi, slots[(_S_MIN, a.field)], 0, a.default))
+            elif a.kind == "max":
+                reads.append(("max", wi, slots[(_S_MAX, a.field)], 0, a.default))
+            else:  # distinct
+                reads.append(("distinct", wi, slots[(_S_DISTINCT, a.field)], 0, a.default))
+        self.reads = tuple(reads)
+
+
+_PLANS: dict[EntityView, _ViewPlan] = {}
+
+
+def _plan_for(view: EntityView) -> _ViewPlan:
+    plan = _PLANS.get(view)
+    if plan is None:
+        plan = _PLANS[view] = _ViewPlan(view)
+    return plan
+
+
+def _number(event: Mapping[str, Any], f: str) -> float:
+    try:
+        x = float(event[f])
+    except KeyError:
+        raise FeatureError(f"event has no field {f!r}") from None
+    except (TypeError, ValueError):
+        raise FeatureError(f"field {f!r} is not a number: {event[f]!r}") from None
+    if not -_MAX_ABS <= x <= _MAX_ABS:  # also refuses NaN
+        raise FeatureError(f"field {f!r} is not a finite number in range: {x!r}")
+    return x
 
 
 class EntityState:
@@ -286,16 +393,17 @@ class EntityState:
 
     Picklable (Bytewax snapshots it). Apply events with :meth:`update`; read
     with :meth:`values`. Events may arrive out of order; a value as of ``t``
-    counts only applied events that fall in its window.
+    counts only applied events that fall in its window, and it does not
+    depend on the order they were applied in (sums are exact).
     """
 
-    __slots__ = ("_fields", "_tiles", "last_time", "last_values", "view")
+    __slots__ = ("_plan", "_tiles", "last_time", "last_values", "view")
 
     def __init__(self, view: EntityView) -> None:
         self.view = view
-        # window seconds -> {tile index: tile}
-        self._tiles: dict[int, dict[int, _Tile]] = {w.seconds: {} for w in view.windows}
-        self._fields = _fields_by_window(view)
+        self._plan = _plan_for(view)
+        # one {tile index: tile} per window, in the view's window order
+        self._tiles: list[dict[int, list[Any]]] = [{} for _ in view.windows]
         self.last_time = 0.0
         self.last_values: dict[str, Any] = {}
 
@@ -309,77 +417,92 @@ class EntityState:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.view = state["view"]
+        self._plan = _plan_for(self.view)
         self._tiles = state["tiles"]
-        self._fields = _fields_by_window(self.view)
         self.last_time = state["last_time"]
         self.last_values = state["last_values"]
 
     def update(self, event: Mapping[str, Any], t: float) -> None:
-        """Apply one event that happened at event time ``t`` (seconds)."""
-        for w in self.view.windows:
-            tiles = self._tiles[w.seconds]
-            idx = int(t // w.tile_s)
+        """Apply one event that happened at event time ``t`` (seconds).
+
+        Raises :class:`FeatureError` (and changes nothing) when a field the
+        view aggregates is missing or not a finite number.
+        """
+        plan = self._plan
+        # Read and check every input before changing anything.
+        xs = [_number(event, f) for f in plan.numeric]
+        fixed = [int(x * _SCALE) for x in xs]
+        try:
+            ds = [event[f] for f in plan.distinct]
+            for d in ds:
+                hash(d)
+        except KeyError as e:
+            raise FeatureError(f"event has no field {e.args[0]!r}") from None
+        except TypeError as e:
+            raise FeatureError(f"a distinct-count field is not hashable: {e}") from None
+        for f in plan.last:
+            _number(event, f)
+        for wp, tiles in zip(plan.windows, self._tiles, strict=True):
+            idx = int(t // wp.tile_s)
             tile = tiles.get(idx)
             if tile is None:
-                tile = tiles[idx] = _Tile()
+                tile = tiles[idx] = wp.new_tile()
                 # Drop tiles no read at or after ``t`` can see again; events
                 # older than the allowed lateness never reach here.
-                horizon = idx - w.tiles - 1
+                horizon = idx - wp.tiles - 1
                 for old in [i for i in tiles if i < horizon]:
                     del tiles[old]
-            tile.count += 1
-            numeric, distinct = self._fields[w.seconds]
-            for f in numeric:
-                x = float(event[f])
-                if f in tile.sums:
-                    tile.sums[f] += x
-                    tile.sumsqs[f] += x * x
-                    if x < tile.mins[f]:
-                        tile.mins[f] = x
-                    if x > tile.maxs[f]:
-                        tile.maxs[f] = x
+            tile[0] += 1
+            for kind, pos, src in wp.ops:
+                if kind == _S_SUM:
+                    tile[pos] += fixed[src]
+                elif kind == _S_SUMSQ:
+                    tile[pos] += fixed[src] * fixed[src]
+                elif kind == _S_MIN:
+                    if xs[src] < tile[pos]:
+                        tile[pos] = xs[src]
+                elif kind == _S_MAX:
+                    if xs[src] > tile[pos]:
+                        tile[pos] = xs[src]
                 else:
-                    tile.sums[f] = x
-                    tile.sumsqs[f] = x * x
-                    tile.mins[f] = x
-                    tile.maxs[f] = x
-            for f in distinct:
-                tile.distinct.setdefault(f, set()).add(event[f])
+                    tile[pos].add(ds[src])
         if t >= self.last_time:
             self.last_time = t
-            self.last_values = {f: event[f] for f in _last_fields(self.view)}
+            self.last_values = {f: event[f] for f in plan.last}
 
     def values(self, as_of: float) -> tuple[float, ...]:
         """The stored features as of ``as_of``, in the view's order."""
-        summaries = {w.seconds: self._summary(w, as_of) for w in self.view.windows}
+        plan = self._plan
+        windows = [
+            self._window(wp, tiles, as_of)
+            for wp, tiles in zip(plan.windows, self._tiles, strict=True)
+        ]
         out: list[float] = []
-        for a in self.view.aggregations:
-            if a.kind == "last_time":
-                out.append(self.last_time if self.last_time else a.default)
+        for kind, wi, pos, pos2, default in plan.reads:
+            if kind == "last_time":
+                out.append(self.last_time if self.last_time else default)
                 continue
-            if a.kind == "last":
-                v = self.last_values.get(a.field)  # type: ignore[arg-type]
-                out.append(a.default if v is None else float(v))
+            if kind == "last":
+                v = self.last_values.get(wi)
+                out.append(default if v is None else float(v))
                 continue
-            s = summaries[a.window_s]  # type: ignore[index]
-            n = s.count
-            if a.kind == "count":
+            acc = windows[wi]
+            n = acc[0] if acc is not None else 0
+            if kind == "count":
                 out.append(float(n))
             elif n == 0:
-                out.append(a.default)
-            elif a.kind == "sum":
-                out.append(s.sums[a.field])
-            elif a.kind == "mean":
-                out.append(s.sums[a.field] / n)
-            elif a.kind == "min":
-                out.append(s.mins[a.field])
-            elif a.kind == "max":
-                out.append(s.maxs[a.field])
-            elif a.kind == "std":
-                mean = s.sums[a.field] / n
-                out.append(math.sqrt(max(s.sumsqs[a.field] / n - mean * mean, 0.0)))
-            else:  # distinct
-                out.append(float(len(s.distinct[a.field])))
+                out.append(default)
+            elif kind == "sum":
+                out.append(acc[pos] * _UNIT)
+            elif kind == "mean":
+                out.append(acc[pos] / n * _UNIT)
+            elif kind == "std":
+                s, q = acc[pos], acc[pos2]
+                out.append(math.sqrt((n * q - s * s) / (n * n) * _UNIT2))
+            elif kind == "distinct":
+                out.append(float(len(acc[pos])))
+            else:  # min, max
+                out.append(acc[pos])
         return tuple(out)
 
     def expires_at(self, as_of: float) -> float | None:
@@ -388,11 +511,11 @@ class EntityState:
         Streaming uses it to refresh stored values as tiles leave a window.
         """
         nxt: float | None = None
-        for w in self.view.windows:
-            first = int(as_of // w.tile_s) - w.tiles + 1
-            live = [i for i in self._tiles[w.seconds] if i >= first]
+        for wp, tiles in zip(self._plan.windows, self._tiles, strict=True):
+            first = int(as_of // wp.tile_s) - wp.tiles + 1
+            live = [i for i in tiles if i >= first]
             if live:
-                t = float((min(live) + w.tiles) * w.tile_s)
+                t = float((min(live) + wp.tiles) * wp.tile_s)
                 nxt = t if nxt is None else min(nxt, t)
         return nxt
 
@@ -400,46 +523,41 @@ class EntityState:
         """True when no window holds any event as of ``as_of``."""
         return self.expires_at(as_of) is None
 
-    def _summary(self, w: Window, as_of: float) -> _Tile:
-        last = int(as_of // w.tile_s)
-        tiles = self._tiles[w.seconds]
-        acc = _Tile()
-        numeric, distinct = self._fields[w.seconds]
-        # Index order, not insertion order: reads must not depend on history.
-        for idx in sorted(i for i in tiles if last - w.tiles < i <= last):
-            tile = tiles[idx]
-            acc.count += tile.count
-            for f in numeric:
-                if f not in tile.sums:
-                    continue
-                if f in acc.sums:
-                    acc.sums[f] += tile.sums[f]
-                    acc.sumsqs[f] += tile.sumsqs[f]
-                    acc.mins[f] = min(acc.mins[f], tile.mins[f])
-                    acc.maxs[f] = max(acc.maxs[f], tile.maxs[f])
+    @staticmethod
+    def _window(wp: _WindowPlan, tiles: dict[int, list[Any]], as_of: float) -> list[Any] | None:
+        """The merged tiles of one window as of ``as_of`` (``None`` when empty).
+
+        Every merge is exact or order-free (integer sums, min, max, set union),
+        so iteration order does not matter.
+        """
+        last = int(as_of // wp.tile_s)
+        low = last - wp.tiles
+        acc: list[Any] | None = None
+        shared = False
+        for idx, tile in tiles.items():
+            if not low < idx <= last:
+                continue
+            if acc is None:
+                acc, shared = tile, True  # one tile: read it in place
+                continue
+            if shared:
+                acc = acc.copy()
+                for p in wp.distinct_pos:
+                    acc[p] = set(acc[p])
+                shared = False
+            acc[0] += tile[0]
+            for kind, pos, _ in wp.ops:
+                if kind <= _S_SUMSQ:
+                    acc[pos] += tile[pos]
+                elif kind == _S_MIN:
+                    if tile[pos] < acc[pos]:
+                        acc[pos] = tile[pos]
+                elif kind == _S_MAX:
+                    if tile[pos] > acc[pos]:
+                        acc[pos] = tile[pos]
                 else:
-                    acc.sums[f] = tile.sums[f]
-                    acc.sumsqs[f] = tile.sumsqs[f]
-                    acc.mins[f] = tile.mins[f]
-                    acc.maxs[f] = tile.maxs[f]
-            for f in distinct:
-                if f in tile.distinct:
-                    acc.distinct.setdefault(f, set()).update(tile.distinct[f])
+                    acc[pos] |= tile[pos]
         return acc
-
-
-def _fields_by_window(view: EntityView) -> dict[int, tuple[tuple[str, ...], tuple[str, ...]]]:
-    out: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for w in view.windows:
-        aggs = [a for a in view.aggregations if a.window_s == w.seconds]
-        numeric = sorted({a.field for a in aggs if a.kind not in {"count", "distinct"} and a.field})
-        distinct = sorted({a.field for a in aggs if a.kind == "distinct" and a.field})
-        out[w.seconds] = (tuple(numeric), tuple(distinct))
-    return out
-
-
-def _last_fields(view: EntityView) -> tuple[str, ...]:
-    return tuple(sorted({a.field for a in view.aggregations if a.kind == "last" and a.field}))
 
 
 @dataclass(frozen=True)
