@@ -97,9 +97,10 @@ def delete_topics(settings: Settings, names: list[str], *, timeout_s: float = 30
     """Delete ``names``; topics already gone are fine."""
     if not names:
         return
-    futures = admin_client(settings).delete_topics(
-        names, operation_timeout=timeout_s, request_timeout=timeout_s
-    )
+    # Keep the client referenced until the futures resolve: a collected
+    # AdminClient fails its pending requests with _DESTROY.
+    admin = admin_client(settings)
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
     for name, future in futures.items():
         try:
             future.result()

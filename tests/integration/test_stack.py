@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,8 @@ import redis
 from loopline import cli
 from loopline.contracts.errors import StackError
 from loopline.contracts.settings import Settings
-from loopline.stack import Stack
+from loopline.contracts.topics import Topics
+from loopline.stack import Stack, delete_topics, ensure_topics, existing_topics
 from loopline.stack.component import port_open
 from loopline.stack.paths import StackPaths
 from loopline.stack.process import pid_alive, read_record
@@ -83,6 +85,21 @@ def test_cli_status_exits_zero_when_all_up(
     assert cli.main(["--config", str(config), "status"]) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert "kafka  up" in out and "redis  up" in out, out
+
+
+def test_ensure_topics_is_idempotent_and_delete_topics_removes_them(
+    stack_settings: Settings,
+) -> None:
+    topics = Topics(prefix=f"t{uuid.uuid4().hex[:8]}.")
+    created = ensure_topics(stack_settings, topics)
+    assert sorted(created) == sorted(topics.all())
+    assert ensure_topics(stack_settings, topics) == []
+    assert set(topics.all()) <= existing_topics(stack_settings)
+    delete_topics(stack_settings, topics.all())
+    deadline = time.monotonic() + 30
+    while set(topics.all()) & existing_topics(stack_settings):
+        assert time.monotonic() < deadline, "topics still listed 30 s after deletion"
+        time.sleep(0.1)
 
 
 def test_redis_round_trip(redis_client: redis.Redis, redis_prefix: str) -> None:
