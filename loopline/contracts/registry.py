@@ -43,6 +43,22 @@ from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundE
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+# Identity and input contract of a published version; the rest may be annotated.
+IMMUTABLE_FIELDS = frozenset(
+    {
+        "model_name",
+        "version",
+        "sha256",
+        "created_ms",
+        "feature_set",
+        "fingerprint",
+        "feature_names",
+        "input_name",
+        "probability_output",
+        "golden_inputs",
+        "golden_scores",
+    }
+)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -119,6 +135,9 @@ class ModelRegistry(Protocol):
     def resolve(self, model: str, alias: str) -> ModelVersion | None: ...
     def set_alias(self, model: str, alias: str, version: str) -> None: ...
     def rollback(self, model: str, alias: str = "champion") -> str: ...
+    def models(self) -> list[str]: ...
+    def alias_history(self, model: str, alias: str) -> list[str]: ...
+    def update_manifest(self, model: str, version: str, **changes: Any) -> ModelVersion: ...
 
 
 class DirectoryRegistry:
@@ -146,10 +165,12 @@ class DirectoryRegistry:
                 )
                 (staging / MANIFEST_FILE).write_text(manifest.to_json())
                 _fsync(staging / MANIFEST_FILE)
+                _fsync(staging)
                 try:
                     # Renaming a directory onto a missing name is atomic; a
                     # concurrent publisher that took the number makes it fail.
                     os.rename(staging, versions_dir / version)
+                    _fsync(versions_dir)
                     break
                 except OSError:
                     if not (versions_dir / version).exists():
@@ -182,10 +203,17 @@ class DirectoryRegistry:
         return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
 
     def update_manifest(self, model: str, version: str, **changes: Any) -> ModelVersion:
-        """Rewrite mutable manifest fields (status, decision, metrics) atomically."""
-        mv = self.get(model, version)
-        updated = dataclasses.replace(mv.manifest, **changes)
-        _atomic_write(mv.model_path.parent / MANIFEST_FILE, updated.to_json())
+        """Rewrite mutable manifest fields (status, decision, metrics) atomically.
+
+        Fields that identify the model or its inputs never change after publish.
+        """
+        frozen = sorted(set(changes) & IMMUTABLE_FIELDS)
+        if frozen:
+            raise ModelError(f"{model} v{version}: manifest fields {frozen} cannot change")
+        with self._locked(model):
+            mv = self.get(model, version)
+            updated = dataclasses.replace(mv.manifest, **changes)
+            _atomic_write(mv.model_path.parent / MANIFEST_FILE, updated.to_json())
         return self.get(model, version)
 
     # -- aliases ------------------------------------------------------------
@@ -271,11 +299,16 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync(path.parent)
 
 
 def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    """Flush a file, or a directory's entries (so a rename survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _rmtree(path: Path) -> None:

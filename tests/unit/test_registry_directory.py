@@ -1,0 +1,132 @@
+"""The directory registry: versions, integrity, aliases, rollback, atomic publish."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
+from loopline.contracts.registry import DirectoryRegistry, ManifestFields, sha256_hex
+
+
+def fields(**kw: object) -> ManifestFields:
+    base = {"feature_set": "fraud", "fingerprint": "f" * 64, "feature_names": ["a", "b"]}
+    return ManifestFields(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_publish_numbers_versions_and_records_identity(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    v1 = reg.publish("fraud", b"one", fields(metrics={"auc": 0.9}))
+    v2 = reg.publish("fraud", b"two", fields(parent_version="1"))
+    assert [v.manifest.version for v in reg.versions("fraud")] == ["1", "2"]
+    assert v1.manifest.sha256 == sha256_hex(b"one")
+    assert v2.manifest.parent_version == "1"
+    assert reg.get("fraud", "1").manifest.metrics == {"auc": 0.9}
+    assert reg.models() == ["fraud"]
+    with pytest.raises(ModelNotFoundError):
+        reg.get("fraud", "3")
+
+
+def test_tampered_model_file_is_refused(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    v = reg.publish("fraud", b"good", fields())
+    v.model_path.write_bytes(b"evil")
+    with pytest.raises(IntegrityError):
+        reg.get("fraud", "1").read_verified()
+
+
+def test_alias_moves_and_rollback_moves_it_back(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    for i in range(3):
+        reg.publish("fraud", f"m{i}".encode(), fields())
+    assert reg.resolve("fraud", "champion") is None
+    reg.set_alias("fraud", "champion", "1")
+    reg.set_alias("fraud", "champion", "2")
+    reg.set_alias("fraud", "champion", "3")
+    assert reg.alias_history("fraud", "champion") == ["1", "2", "3"]
+    assert reg.rollback("fraud") == "2"
+    assert reg.resolve("fraud", "champion").manifest.version == "2"  # type: ignore[union-attr]
+    assert reg.rollback("fraud") == "1"
+    with pytest.raises(ModelNotFoundError):
+        reg.rollback("fraud")
+    with pytest.raises(ModelNotFoundError):
+        reg.set_alias("fraud", "champion", "9")
+    assert reg.aliases("fraud") == {"champion": "1"}
+
+
+def test_update_manifest_changes_annotations_never_identity(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    reg.publish("fraud", b"x", fields())
+    updated = reg.update_manifest("fraud", "1", status="rejected", decision="worse")
+    assert (updated.manifest.status, updated.manifest.decision) == ("rejected", "worse")
+    assert updated.read_verified() == b"x"
+    for change in ({"sha256": "0" * 64}, {"fingerprint": "e" * 64}, {"golden_scores": [0.5]}):
+        with pytest.raises(ModelError, match="cannot change"):
+            reg.update_manifest("fraud", "1", **change)
+
+
+def test_concurrent_publishers_never_share_a_version(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def publish(i: int) -> None:
+        for j in range(5):
+            v = reg.publish("fraud", f"{i}-{j}".encode(), fields())
+            with lock:
+                got.append(v.manifest.version)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got, key=int) == [str(i) for i in range(1, 21)]
+    for v in reg.versions("fraud"):
+        v.read_verified()
+
+
+def _reader(root: str, stop_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Load every version and the champion over and over; report anything partial."""
+    reg = DirectoryRegistry(root)
+    loads, problems = 0, []
+    while time.monotonic() < stop_at:
+        try:
+            for v in reg.versions("fraud"):
+                data = v.read_verified()
+                if len(data) != 1_000_000 or v.manifest.golden_scores != [0.5]:
+                    problems.append(f"v{v.manifest.version}: partial ({len(data)} bytes)")
+                loads += 1
+            champ = reg.resolve("fraud", "champion")
+            if champ is not None:
+                champ.read_verified()
+                loads += 1
+        except Exception as e:  # any failure is the finding this test reports
+            problems.append(repr(e))
+    out.put((loads, problems[:5]))
+
+
+def test_readers_in_other_processes_never_see_a_partial_version(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    stop_at = time.monotonic() + 3.0
+    readers = [ctx.Process(target=_reader, args=(str(tmp_path), stop_at, out)) for _ in range(2)]
+    for r in readers:
+        r.start()
+    published = 0
+    while time.monotonic() < stop_at:
+        # Big enough that a non-atomic write would be caught half-written.
+        v = reg.publish("fraud", bytes([published % 256]) * 1_000_000, fields(golden_scores=[0.5]))
+        reg.set_alias("fraud", "champion", v.manifest.version)
+        published += 1
+    results = [out.get(timeout=60) for _ in readers]
+    for r in readers:
+        r.join(timeout=30)
+    assert published > 5
+    assert all(loads > 0 for loads, _ in results)
+    assert [p for _, problems in results for p in problems] == []
