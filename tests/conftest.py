@@ -34,7 +34,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,10 +77,17 @@ def session_settings(rootpath: Path, environ: dict[str, str]) -> Settings:
     return settings
 
 
-def _progress(message: str) -> None:
-    # Straight to the terminal: a first start may download jars for a while,
-    # and pytest would otherwise hold these lines back until the end.
-    print(f"[loopline stack] {message}", file=sys.__stderr__, flush=True)
+def _live_progress(config: pytest.Config) -> Callable[[str], None]:
+    """Print past pytest's output capture: a first start downloads jars for a
+    while, and captured lines would only show up if a test failed."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def progress(message: str) -> None:
+        uncaptured = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with uncaptured:
+            print(f"[loopline stack] {message}", file=sys.stderr, flush=True)
+
+    return progress
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +96,7 @@ def stack_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     from loopline.stack import Stack
 
     settings = session_settings(request.config.rootpath, dict(os.environ))
-    stack = Stack(settings, progress=_progress)
+    stack = Stack(settings, progress=_live_progress(request.config))
     with contextlib.ExitStack() as cleanup:
         try:
             cleanup.enter_context(stack.shared())
