@@ -1,0 +1,354 @@
+"""Every drift detector of one model, as one picklable state object.
+
+A dataflow keeps one :class:`DriftMonitor` per model name, feeds it each
+decoded :class:`PredictionLog` and :class:`LabeledExample`, and publishes the
+:class:`DriftEvent` objects it returns. Four kinds of alarm:
+
+- ``data``: per model input feature, a shift of the values' distribution
+  (:class:`BandShiftDetector` on the logged feature vectors);
+- ``prediction``: the same on the score;
+- ``concept``: a rise of the per-example error on labeled data
+  (:class:`RateShiftDetector`, upward only);
+- ``performance``: rolling AUC or precision below its floor.
+
+Prediction, concept and performance detectors describe one model version and
+start over when a new version serves. Input from other arms (shadow,
+challenger) is skipped: it repeats the champion's features.
+
+>>> import random
+>>> from loopline.contracts.schemas import PredictionLog
+>>> from loopline.contracts.settings import DriftSettings
+>>> monitor = DriftMonitor("fraud", ["amount"], DriftSettings(reference_size=500))
+>>> rng = random.Random(5)
+>>> def log(i, amount):
+...     return PredictionLog(
+...         request_id=f"r{i}", model_name="fraud", model_version="v1", feature_set="fraud",
+...         fingerprint="f", entities={}, features=[amount], score=0.1, event_time=i + 1,
+...         served_at_ms=1_700_000_000_000 + i)
+>>> for i in range(6000):
+...     for event in monitor.update_prediction(log(i, rng.gauss(50 if i < 3000 else 65, 10))):
+...         print(event.kind, event.feature, event.severity, f"{event.statistic_before:.2f}",
+...               "->", f"{event.statistic_after:.2f}", event.model_version)
+data amount critical 0.18 -> 0.59 v1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loopline.streams.drift.band import BandShift, BandShiftDetector
+from loopline.streams.drift.effect import severity_of
+from loopline.streams.drift.events import clean_evidence, drift_event_id, finite
+from loopline.streams.drift.performance import Breach, PerformanceMonitor
+from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
+
+from loopline.contracts.errors import SchemaError
+from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog
+from loopline.contracts.settings import DriftSettings
+
+ERROR_MODES = ("binary", "absolute")
+# Predictions in a row from an older version before the monitor believes in a
+# rollback; fewer are the tail of a swap across serving processes.
+ROLLBACK_CONFIRM = 100
+# Versions remembered as "older" (a bounded list keeps the state small).
+MAX_VERSIONS = 32
+
+
+@dataclass(frozen=True)
+class ChannelStat:
+    """A channel's present statistic, for gauges (NaN while it warms up)."""
+
+    kind: str
+    feature: str
+    value: float
+    reference: float
+    samples: int
+    alarms: int
+
+
+class DriftMonitor:
+    """Drift detection for one model: feed it predictions and labeled examples.
+
+    Parameters
+    ----------
+    model_name
+        The model whose traffic this monitor watches (part of every event id).
+    feature_names
+        The model's input features, in the logged vector's order.
+    settings
+        Detectors and hygiene (``Settings.drift``).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        feature_names: Sequence[str],
+        settings: DriftSettings | None = None,
+    ) -> None:
+        s = settings or DriftSettings()
+        if s.error_mode not in ERROR_MODES:
+            raise ValueError(f"error_mode must be one of {ERROR_MODES}, got {s.error_mode!r}")
+        if s.data_sample_every < 1:
+            raise ValueError("data_sample_every must be >= 1")
+        self.model_name = model_name
+        self.feature_names = tuple(feature_names)
+        self.settings = s
+        self.model_version = ""
+        self.fingerprint = ""
+        self.n_predictions = 0
+        self.n_labeled = 0
+        self.n_skipped = 0
+        # Bumped whenever detectors start over, so event ids never repeat.
+        self.generation = 0
+        self._versions: list[str] = []
+        self._rollback = ("", 0)
+        self._features = [self._band() for _ in self.feature_names]
+        self._reset_model_channels()
+
+    # -- input ------------------------------------------------------------------------
+    def update_prediction(self, log: PredictionLog) -> list[DriftEvent]:
+        """Data drift on the feature vector, prediction drift on the score."""
+        s = self.settings
+        if log.arm != s.arm:
+            self.n_skipped += 1
+            return []
+        if len(log.features) != len(self.feature_names):
+            raise SchemaError(
+                f"PredictionLog.features: expected {len(self.feature_names)} values "
+                f"({self.model_name}), got {len(log.features)}",
+                "features",
+            )
+        if log.fingerprint != self.fingerprint:
+            if self.fingerprint:  # another feature set: old references mean nothing
+                self.generation += 1
+                self._features = [self._band() for _ in self.feature_names]
+            self.fingerprint = log.fingerprint
+        current = self._observe_version(log.model_version)
+        self.n_predictions += 1
+        events: list[DriftEvent] = []
+        if self.n_predictions % s.data_sample_every == 0:
+            inputs = zip(self.feature_names, self._features, log.features, strict=True)
+            for name, detector, x in inputs:
+                found = detector.update(x)
+                if found is not None:
+                    events.append(self._band_event("data", name, found, log.served_at_ms))
+        if current:
+            found = self._score.update(log.score)
+            if found is not None:
+                events.append(self._band_event("prediction", "score", found, log.served_at_ms))
+        return events
+
+    def update_labeled(self, example: LabeledExample) -> list[DriftEvent]:
+        """Concept drift on the per-example error, performance against the floors."""
+        if example.arm != self.settings.arm:
+            self.n_skipped += 1
+            return []
+        if not self.model_version:
+            self._switch_version(example.model_version)
+        elif example.model_version != self.model_version:
+            self.n_skipped += 1  # a label for a model that no longer serves
+            return []
+        self.n_labeled += 1
+        s = self.settings
+        if s.error_mode == "binary":
+            error = float((example.score >= s.alert_threshold) != (example.label == 1))
+        else:
+            error = abs(example.label - example.score)
+        events: list[DriftEvent] = []
+        shift = self._error.update(error)
+        if shift is not None:
+            events.append(
+                self._event(
+                    "concept",
+                    "error",
+                    f"adwin({s.error_mode})",
+                    shift,
+                    time_ms=example.labeled_at_ms,
+                    evidence={"error_mode": s.error_mode, "alert_threshold": s.alert_threshold},
+                )
+            )
+        for breach in self._performance.update(example.label, example.score):
+            events.append(self._breach_event(breach, example.labeled_at_ms))
+        return events
+
+    # -- observation ------------------------------------------------------------------
+    def stats(self) -> list[ChannelStat]:
+        """Every channel's present statistic (for Prometheus gauges)."""
+        s = self.settings
+        band_reference = 1.0 - (s.band_high_quantile - s.band_low_quantile)
+        out = [
+            ChannelStat("data", name, d.outside_rate, band_reference, d.n, d.n_alarms)
+            for name, d in zip(self.feature_names, self._features, strict=True)
+        ]
+        score, error, perf = self._score, self._error, self._performance
+        out.append(
+            ChannelStat(
+                "prediction", "score", score.outside_rate, band_reference, score.n, score.n_alarms
+            )
+        )
+        out.append(
+            ChannelStat("concept", "error", error.estimation, float("nan"), error.n, error.n_alarms)
+        )
+        out.append(ChannelStat("performance", "auc", perf.auc, s.auc_floor, perf.n, 0))
+        out.append(
+            ChannelStat("performance", "precision", perf.precision, s.precision_floor, perf.n, 0)
+        )
+        return out
+
+    # -- internals --------------------------------------------------------------------
+    def _rate_params(self, min_persist: int, direction: str) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "delta": s.adwin_delta,
+            "clock": s.adwin_clock,
+            "warmup": s.warmup,
+            "min_persist": min_persist,
+            "persist_ratio": s.persist_ratio,
+            "min_effect": s.min_effect,
+            "debounce": s.debounce,
+            "cooldown": s.cooldown,
+            "direction": direction,
+            "history": max(1024, min_persist),
+        }
+
+    def _band(self) -> BandShiftDetector:
+        s = self.settings
+        return BandShiftDetector(
+            reference_size=s.reference_size,
+            low_quantile=s.band_low_quantile,
+            high_quantile=s.band_high_quantile,
+            **self._rate_params(s.data_min_persist, "both"),
+        )
+
+    def _reset_model_channels(self) -> None:
+        s = self.settings
+        self._score = self._band()
+        self._error = RateShiftDetector(**self._rate_params(s.min_persist, "up"))
+        self._performance = PerformanceMonitor(
+            window=s.performance_window,
+            auc_floor=s.auc_floor,
+            precision_floor=s.precision_floor,
+            threshold=s.alert_threshold,
+            every=s.performance_every,
+            persist=s.performance_persist,
+            min_positives=s.performance_min_positives,
+            cooldown=s.performance_cooldown,
+        )
+
+    def _observe_version(self, version: str) -> bool:
+        """Follow the serving version; True when ``version`` is the current one."""
+        if version == self.model_version:
+            self._rollback = ("", 0)
+            return True
+        if not self.model_version or version not in self._versions:
+            self._switch_version(version)
+            return True
+        name, count = self._rollback
+        count = count + 1 if name == version else 1
+        self._rollback = (version, count)
+        if count >= ROLLBACK_CONFIRM:
+            self._switch_version(version)
+            return True
+        self.n_skipped += 1
+        return False
+
+    def _switch_version(self, version: str) -> None:
+        if self.model_version:
+            self.generation += 1
+            self._reset_model_channels()
+        self.model_version = version
+        self._rollback = ("", 0)
+        if version in self._versions:
+            self._versions.remove(version)
+        self._versions.append(version)
+        del self._versions[:-MAX_VERSIONS]
+
+    def _band_event(self, kind: str, feature: str, found: BandShift, time_ms: int) -> DriftEvent:
+        s = self.settings
+        detector = f"adwin-band(q{s.band_low_quantile:g},q{s.band_high_quantile:g})"
+        return self._event(
+            kind,
+            feature,
+            detector,
+            found.shift,
+            time_ms=time_ms,
+            evidence=found.evidence(),
+            sample=found.samples,
+        )
+
+    def _event(
+        self,
+        kind: str,
+        feature: str,
+        detector: str,
+        shift: Shift,
+        *,
+        time_ms: int,
+        evidence: dict[str, Any],
+        sample: int | None = None,
+    ) -> DriftEvent:
+        s = self.settings
+        at = shift.confirmed_at if sample is None else sample
+        return DriftEvent(
+            id=drift_event_id(
+                self.model_name, kind, feature, self.model_version, self.generation, at
+            ),
+            time_ms=time_ms,
+            kind=kind,
+            detector=detector,
+            feature=feature,
+            statistic_before=finite(shift.before),
+            statistic_after=finite(shift.after),
+            window_before=shift.window_before,
+            window_after=shift.window_after,
+            model_version=self.model_version,
+            severity=severity_of(
+                shift.effect, warning=s.warning_effect, critical=s.critical_effect
+            ),
+            evidence=clean_evidence(
+                {
+                    "model_name": self.model_name,
+                    "effect_h": shift.effect,
+                    "change_at_sample": shift.change_at,
+                    "detected_at_sample": shift.detected_at,
+                    "confirmed_at_sample": shift.confirmed_at,
+                    "raw_detections": shift.raw_detections,
+                    "rejected_candidates": shift.rejected,
+                    **evidence,
+                }
+            ),
+        )
+
+    def _breach_event(self, breach: Breach, time_ms: int) -> DriftEvent:
+        return DriftEvent(
+            id=drift_event_id(
+                self.model_name,
+                "performance",
+                breach.metric,
+                self.model_version,
+                self.generation,
+                breach.samples,
+            ),
+            time_ms=time_ms,
+            kind="performance",
+            detector=f"rolling-{breach.metric}",
+            feature=breach.metric,
+            statistic_before=finite(breach.before),
+            statistic_after=finite(breach.after),
+            window_before=breach.window,
+            window_after=breach.window,
+            model_version=self.model_version,
+            # AUC ranks every case; a precision drop alone costs analysts' time.
+            severity="critical" if breach.metric == "auc" else "warning",
+            evidence=clean_evidence(
+                {
+                    "model_name": self.model_name,
+                    "floor": breach.floor,
+                    "positives_in_window": breach.positives,
+                    "evaluations_below": breach.evaluations_below,
+                    "labeled_samples": breach.samples,
+                }
+            ),
+        )
