@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from loopline.contracts.errors import StackError
+from loopline.contracts.errors import MissingToolError, StackError
+from loopline.contracts.settings import load_settings
 from loopline.stack import process
 from loopline.stack.component import Component
+from loopline.stack.kafka import KafkaBroker
 from loopline.stack.paths import StackPaths
+from loopline.stack.redis_server import RedisServer
 
 SERVE = "open('ready', 'w').close(); import time; time.sleep(120)"
 
@@ -140,3 +143,60 @@ def test_a_server_recorded_at_another_address_is_an_error(tmp_path: Path) -> Non
             moved.up()
     finally:
         assert moved.down() is not None  # down stops what the state dir recorded
+
+
+def _only_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """Make PATH hold nothing but the given executable shell scripts."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+def test_missing_java_names_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _only_on_path(tmp_path, monkeypatch)
+    broker = KafkaBroker(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
+    with pytest.raises(MissingToolError, match="openjdk-17-jre-headless"):
+        broker.fetch()
+
+
+def test_old_java_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _only_on_path(tmp_path, monkeypatch, java="echo 'openjdk version \"11.0.2\" 2019' >&2")
+    broker = KafkaBroker(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
+    with pytest.raises(MissingToolError, match=r"java 17\+ \(found java 11\)"):
+        broker.fetch()
+
+
+def test_missing_maven_names_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _only_on_path(tmp_path, monkeypatch, java="echo 'openjdk version \"17.0.15\" 2025' >&2")
+    broker = KafkaBroker(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
+    with pytest.raises(MissingToolError, match="apt-get install maven"):
+        broker.fetch()
+
+
+def test_jars_already_fetched_need_no_maven(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _only_on_path(tmp_path, monkeypatch, java="echo 'openjdk version \"17.0.15\" 2025' >&2")
+    settings = load_settings(env={})
+    paths = StackPaths.for_state_dir(tmp_path / "s")
+    lib = paths.kafka_lib(settings.stack.kafka_version)
+    lib.mkdir(parents=True)
+    (lib / f"kafka_2.13-{settings.stack.kafka_version}.jar").touch()
+    assert KafkaBroker(settings, paths).fetch() == lib
+
+
+def test_missing_redis_server_names_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _only_on_path(tmp_path, monkeypatch)
+    server = RedisServer(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
+    with pytest.raises(MissingToolError, match="apt-get install redis-server"):
+        server.prepare()
