@@ -203,9 +203,16 @@ class Component(ABC):
         started = time.monotonic()
         pid = process.spawn(argv, log_path=self.log_file, cwd=self.paths.root)
         rec = process.record_for(self.name, pid, argv, self.expected_version(), self.address)
-        # Recorded before waiting: if we are interrupted, `down` still finds it.
+        # Recorded before waiting, so even a killed `up` leaves it findable by `down`.
         process.write_record(self.pid_file, rec)
-        self._wait_ready(rec, started_now=True)
+        try:
+            self._wait_ready(rec, started_now=True)
+        except BaseException:
+            # Failed, timed out or interrupted (Ctrl-C): leave no half-started
+            # server behind, so the next `up` starts clean.
+            process.stop(rec, grace_s=10.0)
+            self.pid_file.unlink(missing_ok=True)
+            raise
         self.progress(f"{self.name}: up at {self.address} in {time.monotonic() - started:.1f} s")
         return ComponentStatus(
             self.name, True, self.address, rec.version, True, pid, f"started (pid {pid})", True
@@ -235,14 +242,12 @@ class Component(ABC):
                 break
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
-        message = self._failure(
-            f"{self.name} did not answer at {self.address} within {self.startup_timeout_s:.0f} s"
+        raise StackError(
+            self._failure(
+                f"{self.name} did not answer at {self.address} "
+                f"within {self.startup_timeout_s:.0f} s"
+            )
         )
-        if started_now:
-            # Do not leave a half-started server behind: the next `up` starts clean.
-            process.stop(rec, grace_s=10.0)
-            self.pid_file.unlink(missing_ok=True)
-        raise StackError(message)
 
     def _failure(self, headline: str) -> str:
         last = process.tail(self.log_file, 25)
