@@ -79,7 +79,7 @@ class BandShiftDetector:
         reference_size: int = 2000,
         low_quantile: float = 0.1,
         high_quantile: float = 0.9,
-        recent_alpha: float = 1 / 256,
+        recent_alpha: float = 1 / 64,
         **rate_params: Any,
     ) -> None:
         if reference_size < 10:
