@@ -140,7 +140,8 @@ class Stack:
         try:
             results: list[ComponentStatus] = []
             # Redis first: it answers in milliseconds, Kafka takes seconds.
-            for component in (self.redis, self.kafka):
+            components: tuple[Component, ...] = (self.redis, self.kafka)
+            for component in components:
                 result = component.up()
                 if result.started_now:
                     started.append(component)
@@ -150,11 +151,11 @@ class Stack:
             )
         except BaseException:
             # Leave nothing half-up behind: what this call started, it stops.
-            for component in reversed(started):
+            for done in reversed(started):
                 try:
-                    component.down()
+                    done.down()
                 except StackError as e:
-                    self.progress(f"{component.name}: could not stop after a failed up: {e}")
+                    self.progress(f"{done.name}: could not stop after a failed up: {e}")
             raise
         if created:
             self.progress(f"topics: created {len(created)}: {', '.join(created)}")

@@ -37,7 +37,9 @@ def _produce(settings: Settings, topic: str) -> None:
 
 def _row(msg: Message) -> tuple[int, int, str, str]:
     assert msg.error() is None, msg.error()
-    return (msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode())
+    partition, offset, key, value = msg.partition(), msg.offset(), msg.key(), msg.value()
+    assert partition is not None and offset is not None and key and value
+    return (partition, offset, key.decode(), value.decode())
 
 
 def test_ten_thousand_keyed_messages_round_trip_in_order(

@@ -19,7 +19,7 @@ from loopline.contracts.topics import Topics
 from loopline.stack import Stack, delete_topics, ensure_topics, existing_topics
 from loopline.stack.component import port_open
 from loopline.stack.paths import StackPaths
-from loopline.stack.process import pid_alive, read_record
+from loopline.stack.process import ProcessRecord, pid_alive, read_record
 from loopline.stack.redis_server import RedisServer
 
 
@@ -128,8 +128,11 @@ def test_private_stack_up_twice_then_down_leaves_nothing_running(
     first = stack.up()
     assert first.all_up, first.describe()
     assert first.kafka.started_now and first.redis.started_now
-    records = {name: read_record(paths.pid_file(name)) for name in ("kafka", "redis")}
-    assert all(r is not None and pid_alive(r.pid) for r in records.values())
+    records: dict[str, ProcessRecord] = {}
+    for name in ("kafka", "redis"):
+        record = read_record(paths.pid_file(name))
+        assert record is not None and pid_alive(record.pid), name
+        records[name] = record
 
     second = stack.up()
     assert not second.kafka.started_now and not second.redis.started_now
