@@ -58,15 +58,13 @@ def command(name: str, help: str, arguments: Arguments | None = None) -> Callabl
     return register
 
 
-# Subcommands import their heavy modules (Kafka client, ...) when they run, so
-# `loopline --help` and unrelated subcommands stay fast.
-
-
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 # -- stack --------------------------------------------------------------------------
+# Subcommands import their heavy modules (the Kafka client, ...) when they run,
+# so `loopline --help` and unrelated subcommands stay fast.
 def _up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fetch-only",

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -281,8 +280,3 @@ def cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def progress_to_stderr(message: str) -> None:
-    """The default progress sink of the CLI."""
-    print(message, file=sys.stderr, flush=True)
