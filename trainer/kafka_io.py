@@ -92,6 +92,36 @@ def model_update(mv: ModelVersion, alias: str, action: str) -> ModelUpdate:
     )
 
 
+class DeliveringProducer:
+    """A producer whose sends return only once the broker acknowledged them."""
+
+    def __init__(self, kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+        self._producer = Producer(
+            producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000)})
+        )
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce and wait; raises :class:`DeliveryError` when not acknowledged."""
+        outcome: list[KafkaError | None] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            outcome.append(err)
+
+        try:
+            self._producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        except (BufferError, KafkaException) as e:
+            raise DeliveryError(f"could not send to {topic}: {e}") from e
+        self._producer.flush(self.timeout_s + 5)
+        if not outcome:
+            raise DeliveryError(f"{topic}: not acknowledged within {self.timeout_s:.0f} s")
+        if outcome[0] is not None:
+            raise DeliveryError(f"{topic}: delivery failed: {outcome[0]}")
+
+    def close(self) -> None:
+        self._producer.flush(5)
+
+
 class KafkaAnnouncer:
     """Announces model versions on the model-updates topic, keyed by model name.
 
@@ -101,34 +131,10 @@ class KafkaAnnouncer:
 
     def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> None:
         self.topic = topic
-        self.timeout_s = timeout_s
-        self._producer = Producer(
-            producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000)})
-        )
+        self._producer = DeliveringProducer(kafka, timeout_s)
 
     def announce(self, update: ModelUpdate) -> None:
-        outcome: list[KafkaError | None] = []
-
-        def on_delivery(err: KafkaError | None, _msg: object) -> None:
-            outcome.append(err)
-
-        try:
-            self._producer.produce(
-                self.topic,
-                key=update.model_name.encode(),
-                value=encode(update),
-                on_delivery=on_delivery,
-            )
-        except (BufferError, KafkaException) as e:
-            raise DeliveryError(f"could not send model update to {self.topic}: {e}") from e
-        self._producer.flush(self.timeout_s + 5)
-        if not outcome:
-            raise DeliveryError(
-                f"model update {update.model_name} v{update.version} not acknowledged by "
-                f"{self.topic} within {self.timeout_s:.0f} s"
-            )
-        if outcome[0] is not None:
-            raise DeliveryError(f"model update to {self.topic} failed: {outcome[0]}")
+        self._producer.send(self.topic, update.model_name.encode(), encode(update))
 
     def close(self) -> None:
-        self._producer.flush(5)
+        self._producer.close()

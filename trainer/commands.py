@@ -1,0 +1,393 @@
+"""The trainer's CLI subcommands: `train`, `models ...`, `score`, `run trainer`.
+
+The lead's CLI calls :func:`register` with its subparsers; each handler is
+stored as ``func`` and called as ``func(args)`` (or ``func(args, settings)``)
+with the :class:`Settings` built at the edge in ``args.settings``. Handlers
+return a process exit code; :class:`LooplineError` propagates to the CLI,
+which prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
+
+log = logging.getLogger("loopline.trainer")
+Handler = Callable[..., int]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train``, ``models``, ``score`` and ``run trainer`` to a subparsers object."""
+    _register_train(subparsers)
+    _register_models(subparsers)
+    _register_score(subparsers)
+    run = _group(subparsers, "run", "run a long-lived Loopline service")
+    p = run.add_parser(
+        "trainer",
+        help="train on every retrain event (and on a schedule)",
+        description="Consume the retrain topic and run one training per event (idempotent by "
+        "event id). With --schedule-s, also request a training on that period.",
+    )
+    p.add_argument("--schedule-s", type=float, help="also train this often (0: events only)")
+    p.add_argument("--max-events", type=int, help="exit after handling this many events")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (0: none)")
+    _data_options(p)
+    p.set_defaults(func=_handler(_run_trainer))
+
+
+# -- train ------------------------------------------------------------------------
+def _register_train(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a challenger now; the gate decides whether it becomes champion",
+        description="Train LightGBM on the offline store's rolling window (or, with "
+        "--bootstrap-events, on replayed history), export ONNX, check parity, gate it "
+        "against the champion and publish.",
+    )
+    p.add_argument("--force", action="store_true", help="publish as champion even if worse")
+    p.add_argument("--no-announce", action="store_true", help="do not announce on Kafka")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _data_options(p)
+    p.set_defaults(func=_handler(_train))
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap-events",
+        metavar="SOURCE",
+        help="replay history instead of the offline store: 'topic' (the events topic), "
+        "'topic:NAME', or a .jsonl/.parquet file of transactions",
+    )
+    p.add_argument(
+        "--bootstrap-outcomes",
+        metavar="SOURCE",
+        default="topic",
+        help="labels for --bootstrap-events: 'topic' (default), 'topic:NAME' or a file",
+    )
+    p.add_argument("--window-hours", type=float, help="rolling window length (hours)")
+    p.add_argument(
+        "--until",
+        help="window end: epoch ms or ISO time (default: newest data)",
+    )
+    p.add_argument("--maturity-s", type=float, help="bootstrap label maturity window (s)")
+    p.add_argument("--num-trees", type=int, help="boosting rounds (upper bound)")
+    p.add_argument("--model", help="model name (default: trainer.model_name)")
+
+
+def _trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    t = settings.trainer
+    changes: dict[str, Any] = {}
+    for arg, name in (
+        ("window_hours", "window_hours"),
+        ("maturity_s", "label_maturity_s"),
+        ("num_trees", "num_trees"),
+        ("model", "model_name"),
+        ("schedule_s", "schedule_s"),
+        ("metrics_port", "metrics_port"),
+    ):
+        value = getattr(args, arg, None)
+        if value is not None:
+            changes[name] = value
+    return dataclasses.replace(settings, trainer=dataclasses.replace(t, **changes))
+
+
+def _data_request(args: argparse.Namespace) -> Any:
+    from loopline.trainer.data import DataRequest
+
+    return DataRequest(
+        bootstrap_events=args.bootstrap_events or "",
+        bootstrap_outcomes=args.bootstrap_outcomes,
+        end_ms=_parse_time(args.until) if args.until else None,
+    )
+
+
+def _train(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from loopline.trainer.data import load_training_set
+    from loopline.trainer.pipeline import Trainer
+    from loopline.trainer.report import ConsoleProgress, summary
+
+    settings = _trainer_settings(args, settings)
+    progress = ConsoleProgress(console)
+    announcer = None if args.no_announce else _announcer(settings)
+    try:
+        started = time.monotonic()
+        data = load_training_set(settings, _data_request(args), progress)
+        load_s = time.monotonic() - started
+        trainer = Trainer(
+            settings.trainer, _registry(settings), announcer=announcer, progress=progress
+        )
+        report = trainer.train(data, force=args.force, extra={"trigger": "manual"})
+    finally:
+        progress.close()
+        if announcer is not None:
+            announcer.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        console.print(summary(report, load_s))
+    return 0
+
+
+# -- models -----------------------------------------------------------------------
+def _register_models(subparsers: Any) -> None:
+    p = subparsers.add_parser("models", help="list, inspect, promote and roll back model versions")
+    sub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    ls = sub.add_parser("list", help="versions with status, aliases and metrics")
+    ls.add_argument("--model", help="model name (default: every model)")
+    ls.set_defaults(func=_handler(_models_list))
+    show = sub.add_parser("show", help="one version's manifest")
+    show.add_argument("version", nargs="?", help="version or alias (default: champion)")
+    show.add_argument("--model")
+    show.add_argument("--json", action="store_true", help="the raw manifest")
+    show.set_defaults(func=_handler(_models_show))
+    promote = sub.add_parser("promote", help="point an alias (champion) at a version")
+    promote.add_argument("version")
+    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--model")
+    promote.add_argument("--no-announce", action="store_true")
+    promote.set_defaults(func=_handler(_models_promote))
+    rollback = sub.add_parser("rollback", help="move an alias back to its previous version")
+    rollback.add_argument("--alias", default="champion")
+    rollback.add_argument("--model")
+    rollback.add_argument("--no-announce", action="store_true")
+    rollback.set_defaults(func=_handler(_models_rollback))
+
+
+def _models_list(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from loopline.trainer.report import versions_table
+
+    reg = _registry(settings)
+    models = [args.model] if args.model else reg.models()
+    if not models:
+        console.print(f"no models in {settings.registry.path}")
+        return 0
+    for model in models:
+        console.print(versions_table(model, reg.versions(model), reg.aliases(model)))
+    return 0
+
+
+def _models_show(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from loopline.trainer.report import version_detail
+
+    reg = _registry(settings)
+    model = args.model or settings.trainer.model_name
+    mv = _lookup(reg, model, args.version or "champion")
+    if args.json:
+        print(mv.manifest.to_json())
+    else:
+        console.print(version_detail(mv, reg.aliases(model)))
+    return 0
+
+
+def _models_promote(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    reg = _registry(settings)
+    model = args.model or settings.trainer.model_name
+    mv = _lookup(reg, model, args.version)
+    before = reg.aliases(model).get(args.alias)
+    if mv.manifest.status == "rejected":
+        console.print(
+            f"[yellow]note:[/yellow] the gate rejected v{mv.manifest.version}: "
+            f"{mv.manifest.decision}"
+        )
+    reg.set_alias(model, args.alias, mv.manifest.version)
+    console.print(f"{model} {args.alias}: v{before or '-'} -> v{mv.manifest.version}")
+    return _announce_alias(args, settings, console, reg=reg, model=model, action="promote")
+
+
+def _models_rollback(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    reg = _registry(settings)
+    model = args.model or settings.trainer.model_name
+    before = reg.aliases(model).get(args.alias)
+    version = reg.rollback(model, args.alias)
+    console.print(f"{model} {args.alias}: v{before} -> v{version} (rolled back)")
+    return _announce_alias(args, settings, console, reg=reg, model=model, action="rollback")
+
+
+def _announce_alias(
+    args: argparse.Namespace,
+    settings: Settings,
+    console: Console,
+    *,
+    reg: DirectoryRegistry,
+    model: str,
+    action: str,
+) -> int:
+    from loopline.trainer.kafka_io import model_update
+
+    # The model-updates topic is compacted by model name: it carries the champion only.
+    if args.alias != "champion" or args.no_announce:
+        return 0
+    mv = reg.resolve(model, args.alias)
+    assert mv is not None
+    announcer = _announcer(settings)
+    try:
+        announcer.announce(model_update(mv, args.alias, action))
+    finally:
+        announcer.close()
+    console.print(f"announced on {announcer.topic}")
+    return 0
+
+
+def _lookup(reg: DirectoryRegistry, model: str, version_or_alias: str) -> Any:
+    if version_or_alias.isdigit():
+        return reg.get(model, version_or_alias)
+    from loopline.contracts.errors import ModelNotFoundError
+
+    mv = reg.resolve(model, version_or_alias)
+    if mv is None:
+        raise ModelNotFoundError(f"model {model!r} has no version or alias {version_or_alias!r}")
+    return mv
+
+
+# -- score ------------------------------------------------------------------------
+def _register_score(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="batch-score a Parquet file with the champion model",
+        description="Score a Parquet (or JSONL) file of transactions (features replayed with "
+        "the shared feature code), of feature vectors (a 'features' list column) or of "
+        "feature columns; write a Parquet with score, model_name and model_version.",
+    )
+    p.add_argument("input", help="Parquet/JSONL of events or feature vectors")
+    p.add_argument("output", help="Parquet file to write")
+    p.add_argument("--model", help="model name (default: trainer.model_name)")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--version", default="", help="a version instead of the alias")
+    p.add_argument(
+        "--history",
+        help="events file: score each input row as of its time against this history "
+        "(input rows are not applied)",
+    )
+    p.add_argument("--with-features", action="store_true", help="also write the feature vectors")
+    p.set_defaults(func=_handler(_score))
+
+
+def _score(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from loopline.trainer.scoring import ScoringModel, score_file
+
+    model = ScoringModel.load(
+        _registry(settings),
+        args.model or settings.trainer.model_name,
+        alias=args.alias,
+        version=args.version,
+    )
+    s = score_file(
+        model, args.input, args.output, history=args.history, with_features=args.with_features
+    )
+    console.print(
+        f"scored {s.rows} rows ({s.mode}) with {s.model_name} v{s.model_version}: "
+        f"mean score {s.mean_score:.4f} -> {s.output}"
+        + (
+            f" [yellow]({s.failed} rows not scorable: see the error column)[/yellow]"
+            if s.failed
+            else ""
+        )
+    )
+    return 0
+
+
+# -- run trainer --------------------------------------------------------------------
+def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from loopline.trainer.data import load_training_set
+    from loopline.trainer.kafka_io import KafkaAnnouncer
+    from loopline.trainer.pipeline import Trainer
+    from loopline.trainer.report import LogProgress
+    from loopline.trainer.service import RetrainService
+    from loopline.trainer.telemetry import Telemetry
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _trainer_settings(args, settings)
+    request = _data_request(args)
+    progress = LogProgress(log)
+    announcer = _announcer(settings)
+    telemetry = Telemetry.start(settings.trainer.metrics_port)
+    registry = _registry(settings)
+    service = RetrainService(
+        settings,
+        registry,
+        Trainer(settings.trainer, registry, announcer=announcer, progress=progress),
+        lambda: load_training_set(settings, request, progress),
+        on_handled=telemetry.record,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    topic = Topics(settings.kafka.topic_prefix).retrain
+    console.print(f"trainer: waiting for retrain events on {topic} (Ctrl-C stops)")
+    try:
+        handled = service.run(stop, max_events=args.max_events)
+    finally:
+        assert isinstance(announcer, KafkaAnnouncer)
+        announcer.close()
+    console.print(f"trainer: stopped after {handled} event(s)")
+    return 0
+
+
+# -- helpers ------------------------------------------------------------------------
+def _handler(fn: Callable[[argparse.Namespace, Settings, Console], int]) -> Handler:
+    def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
+        settings = settings or getattr(args, "settings", None)
+        if settings is None:
+            raise ConfigError("no settings: the CLI must set args.settings")
+        return fn(args, settings, Console())
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def _group(subparsers: Any, name: str, help_text: str) -> Any:
+    """The sub-subparsers of ``name``, shared with other components (``run``)."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="SERVICE")
+
+
+def _registry(settings: Settings) -> DirectoryRegistry:
+    return DirectoryRegistry(settings.registry.path)
+
+
+def _announcer(settings: Settings) -> Any:
+    from loopline.trainer.kafka_io import KafkaAnnouncer
+
+    return KafkaAnnouncer(
+        settings.kafka,
+        Topics(settings.kafka.topic_prefix).model_updates,
+        settings.trainer.announce_timeout_s,
+    )
+
+
+def _parse_time(text: str) -> int:
+    """Epoch ms or an ISO-8601 time (UTC unless it says otherwise).
+
+    >>> _parse_time("1700000000000"), _parse_time("2023-11-14T22:13:20")
+    (1700000000000, 1700000000000)
+    """
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ConfigError(f"--until: not epoch ms or an ISO time: {text!r}") from e
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)

@@ -1,0 +1,262 @@
+"""`loopline score`: batch scoring with a registered model and the shared feature code.
+
+The model is loaded the way serving loads it: bytes checked against the
+manifest's sha256, the feature set's fingerprint and feature order checked
+against the manifest, and the golden rows re-scored. Inputs, by columns:
+
+- ``features`` (a list of floats in the manifest's order): scored as given;
+- every name of the manifest's ``feature_names`` as a column: scored as given;
+- transaction columns (``event_id``, ``card_id``, ``merchant_id``,
+  ``amount``, ``event_time``): each row gets the features as of just before
+  its event time. Without a history the rows themselves are the history,
+  replayed in event-time order (:func:`loopline.contracts.features.replay`);
+  with ``history`` (events), each row is a query against the events strictly
+  older than it, and is not applied itself.
+
+The output holds the input's scalar columns plus ``score``, ``model_name``,
+``model_version`` (and ``features`` on request), in the input's row order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from loopline.trainer.export import INPUT_NAME, PROBABILITY_OUTPUT, onnx_probabilities, session
+from loopline.trainer.sources import decode_rows, file_rows
+
+from loopline.contracts.errors import (
+    ConfigError,
+    FingerprintMismatchError,
+    ModelError,
+    ModelNotFoundError,
+    SchemaError,
+)
+from loopline.contracts.features import EntityState, FeatureSet, replay
+from loopline.contracts.fraud import get_feature_set
+from loopline.contracts.registry import ModelRegistry, ModelVersion
+from loopline.contracts.schemas import Transaction, decode
+
+GOLDEN_TOLERANCE = 1e-6
+
+
+@dataclass
+class ScoringModel:
+    version: ModelVersion
+    fs: FeatureSet
+    session: Any
+
+    @staticmethod
+    def load(
+        registry: ModelRegistry, model: str, alias: str = "champion", version: str = ""
+    ) -> ScoringModel:
+        if version:
+            mv = registry.get(model, version)
+        else:
+            found = registry.resolve(model, alias)
+            if found is None:
+                raise ModelNotFoundError(f"model {model!r} has no {alias!r} version")
+            mv = found
+        m = mv.manifest
+        fs = get_feature_set(m.feature_set)
+        if m.fingerprint != fs.fingerprint:
+            raise FingerprintMismatchError(
+                f"{model} v{m.version} was trained on feature set {m.feature_set} with "
+                f"fingerprint {m.fingerprint[:12]}..., the code has {fs.fingerprint[:12]}..."
+            )
+        if list(m.feature_names) != list(fs.model_features):
+            raise FingerprintMismatchError(
+                f"{model} v{m.version}: feature order differs from the code"
+            )
+        if (m.input_name, m.probability_output) != (INPUT_NAME, PROBABILITY_OUTPUT):
+            raise ModelError(f"{model} v{m.version}: unexpected input/output names")
+        sm = ScoringModel(mv, fs, session(mv.read_verified()))
+        sm.check_golden()
+        return sm
+
+    def check_golden(self) -> None:
+        m = self.version.manifest
+        if not m.golden_inputs:
+            return
+        got = self.score(np.asarray(m.golden_inputs, dtype=np.float32))
+        diff = float(np.max(np.abs(got - np.asarray(m.golden_scores))))
+        if diff > GOLDEN_TOLERANCE:
+            raise ModelError(f"{m.model_name} v{m.version}: golden scores off by {diff:.3g}")
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return onnx_probabilities(self.session, x)
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    rows: int
+    failed: int
+    model_name: str
+    model_version: str
+    mode: str
+    output: Path
+    mean_score: float
+
+
+@dataclass(frozen=True)
+class Inputs:
+    mode: str  # "features" | "columns" | "replay" | "as-of"
+    x: np.ndarray  # float32 [rows, features]; a row with an error holds zeros
+    errors: list[str | None]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+
+def score_file(
+    model: ScoringModel,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    history: str | Path | None = None,
+    with_features: bool = False,
+) -> ScoreSummary:
+    """Score a Parquet (or JSONL) file of feature vectors or events; write a Parquet of scores."""
+    table = _read_table(input_path)
+    inputs = features_for(model.fs, table, history)
+    ok = inputs.ok
+    scores = np.full(len(table), np.nan)
+    if ok.any():
+        scores[ok] = model.score(inputs.x[ok])
+    m = model.version.manifest
+    replaced = [n for n in (*OUTPUT_COLUMNS, "features", "error") if n in table.column_names]
+    out = table.drop_columns(replaced)
+    scalar = [n for n in out.column_names if not pa.types.is_nested(out.schema.field(n).type)]
+    out = out.select(scalar)
+    n = len(scores)
+    out = out.append_column("score", pa.array(scores, pa.float64(), mask=~ok))
+    out = out.append_column("model_name", pa.array([m.model_name] * n, pa.string()))
+    out = out.append_column("model_version", pa.array([m.version] * n, pa.string()))
+    if with_features:
+        vectors = [v if good else None for v, good in zip(inputs.x.tolist(), ok, strict=True)]
+        out = out.append_column("features", pa.array(vectors, pa.list_(pa.float64())))
+    if not ok.all():
+        out = out.append_column("error", pa.array(inputs.errors, pa.string()))
+    out = out.replace_schema_metadata(
+        {"model_name": m.model_name, "model_version": m.version, "fingerprint": m.fingerprint}
+    )
+    _write_atomic(out, Path(output_path))
+    return ScoreSummary(
+        rows=n,
+        failed=int((~ok).sum()),
+        model_name=m.model_name,
+        model_version=m.version,
+        mode=inputs.mode,
+        output=Path(output_path),
+        mean_score=float(scores[ok].mean()) if ok.any() else 0.0,
+    )
+
+
+OUTPUT_COLUMNS = ("score", "model_name", "model_version")
+
+
+def features_for(fs: FeatureSet, table: pa.Table, history: str | Path | None = None) -> Inputs:
+    """The model inputs (float32) for each row, and which input mode applied."""
+    names = list(fs.model_features)
+    k = len(names)
+    x = np.zeros((len(table), k), dtype=np.float32)
+    errors: list[str | None] = [None] * len(table)
+    if "features" in table.column_names:
+        for i, v in enumerate(table["features"].to_pylist()):
+            if v is None or len(v) != k:
+                errors[i] = f"features must hold {k} values"
+            elif not all(isinstance(f, int | float) and math.isfinite(f) for f in v):
+                errors[i] = "features must be finite numbers"
+            else:
+                x[i] = v
+        return Inputs("features", x, errors)
+    if all(n in table.column_names for n in names):
+        cols = [table[n].to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
+        full = np.column_stack(cols).reshape(-1, k)
+        for i in np.flatnonzero(~np.isfinite(full).all(axis=1)):
+            errors[int(i)] = "feature columns must be finite numbers"
+        x[:] = np.nan_to_num(full).astype(np.float32)
+        return Inputs("columns", x, errors)
+    events: list[Transaction | None] = []
+    for i, row in enumerate(table.to_pylist()):
+        try:
+            events.append(decode(Transaction, row))
+        except SchemaError as e:
+            events.append(None)
+            errors[i] = str(e)
+    if history is None:
+        _replayed(fs, events, x)
+        return Inputs("replay", x, errors)
+    past, _ = decode_rows(Transaction, file_rows(history))
+    _as_of(fs, past, events, x)
+    return Inputs("as-of", x, errors)
+
+
+def _replayed(fs: FeatureSet, events: list[Transaction | None], x: np.ndarray) -> None:
+    valid = sorted((e.event_time, e.event_id, i) for i, e in enumerate(events) if e is not None)
+    order = [i for _, _, i in valid]
+    records = (events[i].as_record() for i in order)  # type: ignore[union-attr]
+    for i, row in zip(order, replay(fs, records), strict=True):
+        x[i] = row.features
+
+
+def _as_of(
+    fs: FeatureSet,
+    history: Iterable[Transaction],
+    queries: list[Transaction | None],
+    x: np.ndarray,
+) -> None:
+    past = sorted(history, key=lambda t: (t.event_time, t.event_id))
+    valid = sorted((q.event_time, i) for i, q in enumerate(queries) if q is not None)
+    states: dict[tuple[str, str], EntityState] = {}
+    j = 0
+    for _, i in valid:
+        record = queries[i].as_record()  # type: ignore[union-attr]
+        t_ms = record["event_time"]
+        # Only events strictly older than the query feed its features.
+        while j < len(past) and past[j].event_time < t_ms:
+            ev = past[j].as_record()
+            for view in fs.views:
+                key = (view.entity, str(ev[view.key_field]))
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = EntityState(view)
+                st.update(ev, ev["event_time"] / 1000.0)
+            j += 1
+        t = t_ms / 1000.0
+        stored = {}
+        for view in fs.views:
+            st = states.get((view.entity, str(record[view.key_field])))
+            stored[view.entity] = st.values(t) if st is not None else None
+        x[i] = fs.assemble(stored, record, request_time=t)
+
+
+def _read_table(path: str | Path) -> pa.Table:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"no such file: {p}")
+    if p.suffix == ".parquet":
+        return pq.read_table(p)
+    return pa.Table.from_pylist([json.loads(r) for r in file_rows(p)])  # type: ignore[arg-type]
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

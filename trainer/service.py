@@ -1,0 +1,191 @@
+"""`loopline run trainer`: one training per retrain event, each event handled once.
+
+Retrain events are idempotent by ``id``: an id is skipped when the ledger
+recorded it or a published version's manifest names it (so a crash between
+publishing and recording still never trains twice). The offset is committed
+after the event is handled, so a crash before that redelivers it and the
+checks above make the redelivery harmless. A malformed event goes to the
+dead-letter topic; a training that fails is recorded with its reason and the
+service moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, Message
+from loopline.trainer.dataset import TrainingSet
+from loopline.trainer.kafka_io import DeliveringProducer
+from loopline.trainer.ledger import RetrainLedger
+from loopline.trainer.pipeline import Trainer, TrainingReport
+
+from loopline.contracts.errors import LooplineError, SchemaError, StackError
+from loopline.contracts.kafka_config import consumer_config
+from loopline.contracts.registry import ModelRegistry
+from loopline.contracts.schemas import DeadLetter, RetrainEvent, decode, encode
+from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
+
+log = logging.getLogger("loopline.trainer")
+
+CONSUMER_GROUP = "trainer"
+# A training can take minutes; the group must not evict the consumer meanwhile.
+MAX_POLL_INTERVAL_MS = 3_600_000
+# How many recent versions to search for an event id already published.
+MANIFEST_LOOKBACK = 50
+
+
+@dataclass(frozen=True)
+class Handled:
+    event_id: str
+    outcome: str  # "published" | "rejected" | "duplicate" | "failed"
+    version: str = ""
+    detail: str = ""
+    report: TrainingReport | None = None
+
+
+class RetrainService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        trainer: Trainer,
+        load_data: Callable[[], TrainingSet],
+        *,
+        ledger: RetrainLedger | None = None,
+        on_handled: Callable[[Handled], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.trainer = trainer
+        self.load_data = load_data
+        self.ledger = ledger or RetrainLedger(settings.trainer.state_dir / "retrain-ledger.json")
+        self.on_handled = on_handled
+        self.topics = Topics(settings.kafka.topic_prefix)
+
+    # -- one event ------------------------------------------------------------
+    def handle(self, event: RetrainEvent) -> Handled:
+        published = self._published_for(event.id)
+        if self.ledger.seen(event.id) or published:
+            result = Handled(event.id, "duplicate", published, "already handled")
+        else:
+            result = self._train(event)
+            self.ledger.record(
+                event.id, result.outcome, version=result.version, detail=result.detail
+            )
+        log.info("retrain %s: %s %s %s", event.id, result.outcome, result.version, result.detail)
+        if self.on_handled is not None:
+            self.on_handled(result)
+        return result
+
+    def _train(self, event: RetrainEvent) -> Handled:
+        extra = {
+            "retrain_event_id": event.id,
+            "trigger": event.trigger,
+            "reason": event.reason,
+            "drift_event_ids": list(event.drift_event_ids),
+        }
+        try:
+            report = self.trainer.train(self.load_data(), force=event.force, extra=extra)
+        except LooplineError as e:
+            return Handled(event.id, "failed", detail=f"{type(e).__name__}: {e}")
+        except Exception as e:  # a bug must not stop the service; it is logged and recorded
+            log.exception("retrain %s crashed", event.id)
+            return Handled(event.id, "failed", detail=f"{type(e).__name__}: {e}")
+        outcome = "published" if report.accepted else "rejected"
+        return Handled(event.id, outcome, report.version, report.decision, report)
+
+    def _published_for(self, event_id: str) -> str:
+        model = self.settings.trainer.model_name
+        for mv in reversed(self.registry.versions(model)[-MANIFEST_LOOKBACK:]):
+            if mv.manifest.extra.get("retrain_event_id") == event_id:
+                return mv.manifest.version
+        return ""
+
+    # -- the Kafka loop -------------------------------------------------------
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        max_events: int | None = None,
+        deadline_s: float | None = None,
+    ) -> int:
+        """Consume the retrain topic until ``stop`` is set; returns events handled."""
+        stop = stop or threading.Event()
+        kafka = self.settings.kafka
+        consumer = Consumer(
+            consumer_config(kafka, CONSUMER_GROUP, **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS})
+        )
+        producer = DeliveringProducer(kafka, self.settings.trainer.announce_timeout_s)
+        consumer.subscribe([self.topics.retrain])
+        handled = 0
+        last_slot = -1
+        until = None if deadline_s is None else time.monotonic() + deadline_s
+        try:
+            while not stop.is_set():
+                if until is not None and time.monotonic() > until:
+                    break
+                last_slot = self._maybe_schedule(producer, last_slot)
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error() is not None:
+                    self._consumer_error(msg)
+                    continue
+                self._process(msg, producer)
+                consumer.commit(message=msg, asynchronous=False)
+                handled += 1
+                if max_events is not None and handled >= max_events:
+                    break
+        finally:
+            consumer.close()
+            producer.close()
+        return handled
+
+    def _process(self, msg: Message, producer: DeliveringProducer) -> None:
+        try:
+            event = decode(RetrainEvent, msg.value() or b"")
+        except SchemaError as e:
+            log.warning("retrain topic offset %s: %s (dead-lettered)", msg.offset(), e)
+            letter = DeadLetter.of(
+                source_topic=msg.topic() or self.topics.retrain,
+                partition=msg.partition() or 0,
+                offset=msg.offset() or 0,
+                reason="malformed",
+                error=str(e),
+                value=msg.value(),
+                key=msg.key(),
+                time_ms=int(time.time() * 1000),
+            )
+            producer.send(self.topics.dead_letters, msg.key(), encode(letter))
+            return
+        self.handle(event)
+
+    def _consumer_error(self, msg: Message) -> None:
+        err = msg.error()
+        if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise StackError(f"retrain consumer: {err}")
+        log.warning("retrain consumer: %s", err)
+
+    def _maybe_schedule(self, producer: DeliveringProducer, last_slot: int) -> int:
+        every = self.settings.trainer.schedule_s
+        if every <= 0:
+            return last_slot
+        slot = int(time.time() // every)
+        if slot == last_slot:
+            return slot
+        model = self.settings.trainer.model_name
+        slot_ms = int(slot * every * 1000)
+        # One id per slot: several trainer instances request one training.
+        event = RetrainEvent(
+            id=f"schedule-{model}-{slot_ms}",
+            time_ms=int(time.time() * 1000),
+            trigger="schedule",
+            reason=f"scheduled every {every:g} s",
+        )
+        producer.send(self.topics.retrain, model.encode(), encode(event))
+        return slot
