@@ -97,6 +97,30 @@ class ServingSettings:
     default_deadline_ms: float = 10.0
     metrics_port: int = 9464
     model_name: str = "fraud"
+    # Registry alias this server follows (the model-updates topic and a registry poll).
+    alias: str = "champion"
+    # Hard cap on the one Redis round trip; the request deadline bounds it further.
+    feature_timeout_ms: float = 5.0
+    # After a failed Redis call, answer from defaults/last-known values this long
+    # before trying Redis again, so a dead store costs no request a timeout.
+    store_retry_ms: float = 200.0
+    # A stored value older than this (vs the request time) is answered as stale.
+    stale_after_s: float = 3600.0
+    # Last-known entity values kept per process for when Redis is down.
+    last_known_capacity: int = 100_000
+    # Poll the registry alias this often (0: follow the model-updates topic only).
+    registry_poll_s: float = 5.0
+    follow_model_updates: bool = True
+    # A loaded model must reproduce its manifest's golden scores within this.
+    golden_tolerance: float = 1e-4
+    max_batch_size: int = 512
+    # Requests larger than this are refused with INVALID_ARGUMENT.
+    max_message_bytes: int = 1 << 20
+    max_entity_id_length: int = 256
+    log_predictions: bool = True
+    # Predictions waiting for the Kafka producer; beyond it they are dropped and counted.
+    prediction_queue_size: int = 100_000
+    shutdown_grace_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,20 @@ class StreamsSettings:
     recovery_dir: Path = Path(".loopline/recovery")
     snapshot_interval_s: float = 5.0
     metrics_port: int = 9465
+    # Features flow. Entities are spread over this many shards (the unit of
+    # state and of work distribution); fixed, so results never depend on the
+    # worker count. Changing it needs a fresh recovery directory.
+    shards: int = 64
+    # Bytewax recovery partitions created in an empty recovery_dir.
+    recovery_partitions: int = 4
+    # Events dated further ahead of the wall clock are dead-lettered ("invalid"):
+    # one bogus future time would otherwise make its partition's later events late.
+    max_future_s: float = 86400.0
+    # Max records per Kafka poll per partition.
+    batch_size: int = 1000
+    # Where a partition without recovery state starts: "beginning" or "end".
+    start_from: str = "beginning"
+    redis_write_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,189 @@
+"""Online feature lookup: keys, one store round trip, per-entity status, last-known values.
+
+Pure logic over a :class:`~loopline.serving.feature_store.FeatureStore`; it
+knows the feature set and the Redis layout, not the transport.
+
+>>> from loopline.contracts.fraud import FRAUD_FEATURES as fs
+>>> plan = LookupPlan(fs, key_prefix="ll")
+>>> plan.key_fields
+('card_id', 'merchant_id')
+>>> plan.request_fields
+('amount',)
+>>> statuses = plan.feature_statuses((FeatureStatus.OK, FeatureStatus.MISSING))
+>>> [s.value for s in statuses[12:18]]
+['ok', 'missing', 'missing', 'missing', 'ok', 'ok']
+>>> statuses[18].value  # amount / merchant mean: depends on the merchant
+'missing'
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from loopline.serving.feature_store import FeatureStore, StoreUnavailableError
+
+from loopline.contracts.errors import FeatureError
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.redis_layout import RedisLayout, unpack
+
+
+class FeatureStatus(enum.Enum):
+    """How a feature value was obtained (worst first in :data:`SEVERITY`)."""
+
+    OK = "ok"
+    MISSING = "missing"
+    STALE = "stale"
+    DEFAULTED = "defaulted"
+
+
+# When a feature depends on several entities, the worst status wins.
+SEVERITY = {
+    FeatureStatus.OK: 0,
+    FeatureStatus.STALE: 1,
+    FeatureStatus.MISSING: 2,
+    FeatureStatus.DEFAULTED: 3,
+}
+
+
+@dataclass(frozen=True)
+class EntityLookup:
+    """One entity of a request: its stored values (``None``: defaults) and status."""
+
+    values: tuple[float, ...] | None
+    status: FeatureStatus
+
+
+class LastKnown:
+    """Bounded memory of the latest value read per key, for when the store is down.
+
+    Two generations: inserts go to the young one; when it is full it becomes
+    the old one and the previous old one is dropped. O(1), at most
+    ``capacity`` entries, and recently used keys survive.
+
+    >>> lk = LastKnown(capacity=4)
+    >>> for k in (b"a", b"b", b"c"):
+    ...     lk.put(k, k * 8)
+    >>> lk.get(b"a"), lk.get(b"z")
+    (b'aaaaaaaa', None)
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._half = max(1, capacity // 2)
+        self._young: dict[bytes, bytes] = {}
+        self._old: dict[bytes, bytes] = {}
+
+    def put(self, key: bytes, raw: bytes) -> None:
+        young = self._young
+        young[key] = raw
+        if len(young) >= self._half:
+            self._old, self._young = young, {}
+
+    def get(self, key: bytes) -> bytes | None:
+        raw = self._young.get(key)
+        return raw if raw is not None else self._old.get(key)
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
+class LookupPlan:
+    """Everything about a feature set that serving precomputes once."""
+
+    def __init__(self, fs: FeatureSet, key_prefix: str) -> None:
+        self.fs = fs
+        layout = RedisLayout(key_prefix)
+        self.entities = tuple(v.entity for v in fs.views)
+        self.key_fields = tuple(v.key_field for v in fs.views)
+        self.key_prefixes = tuple(layout.key_prefix(fs, v.entity).encode() for v in fs.views)
+        self.sizes = tuple(len(v.aggregations) for v in fs.views)
+        self.request_fields = _request_fields(fs)
+        # For each model feature (feature-set order), the entity positions it reads.
+        self.dependencies = _dependencies(fs, self.entities)
+
+    def keys(self, entity_ids: Sequence[str]) -> list[bytes]:
+        return [p + i.encode() for p, i in zip(self.key_prefixes, entity_ids, strict=True)]
+
+    def feature_statuses(self, entity_status: Sequence[FeatureStatus]) -> list[FeatureStatus]:
+        """Per model feature (feature-set order): the worst status of the entities it reads."""
+        out = []
+        for deps in self.dependencies:
+            status = FeatureStatus.OK
+            for i in deps:
+                s = entity_status[i]
+                if SEVERITY[s] > SEVERITY[status]:
+                    status = s
+            out.append(status)
+        return out
+
+    def decode(
+        self,
+        raws: Sequence[bytes | None],
+        request_time_s: float,
+        stale_after_s: float,
+        last_known: LastKnown,
+        keys: Sequence[bytes],
+    ) -> list[EntityLookup]:
+        """Turn one request's MGET replies (one per entity) into values and statuses."""
+        out = []
+        for raw, size, key in zip(raws, self.sizes, keys, strict=True):
+            if raw is None:
+                out.append(EntityLookup(None, FeatureStatus.MISSING))
+                continue
+            try:
+                valid_at, values = unpack(raw, size)
+            except FeatureError:
+                # Not this layout (a foreign writer): unusable, so defaulted.
+                out.append(EntityLookup(None, FeatureStatus.DEFAULTED))
+                continue
+            last_known.put(key, raw)
+            stale = valid_at < request_time_s - stale_after_s
+            out.append(EntityLookup(values, FeatureStatus.STALE if stale else FeatureStatus.OK))
+        return out
+
+    def fallback(self, keys: Sequence[bytes], last_known: LastKnown) -> list[EntityLookup]:
+        """Values when the store cannot answer: last known, else defaults; all defaulted."""
+        out = []
+        for key, size in zip(keys, self.sizes, strict=True):
+            raw = last_known.get(key)
+            values = None
+            if raw is not None:
+                try:
+                    values = unpack(raw, size)[1]
+                except FeatureError:
+                    values = None
+            out.append(EntityLookup(values, FeatureStatus.DEFAULTED))
+        return out
+
+
+def fetch(
+    store: FeatureStore,
+    keys: list[bytes],
+    timeout_s: float,
+) -> tuple[list[bytes | None] | None, StoreUnavailableError | None]:
+    """One MGET for ``keys``; on failure ``(None, error)`` instead of raising."""
+    try:
+        return store.mget(keys, timeout_s), None
+    except StoreUnavailableError as e:
+        return None, e
+
+
+def _request_fields(fs: FeatureSet) -> tuple[str, ...]:
+    names: list[str] = []
+    for d in fs.derived:
+        for arg in d.args:
+            if "." not in arg and arg not in names:
+                names.append(arg)
+    return tuple(names)
+
+
+def _dependencies(fs: FeatureSet, entities: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    position = {e: i for i, e in enumerate(entities)}
+    derived: Mapping[str, tuple[str, ...]] = {d.name: d.args for d in fs.derived}
+    out = []
+    for name in fs.model_features:
+        refs = derived.get(name, (name,))
+        deps = sorted({position[r.split(".", 1)[0]] for r in refs if "." in r})
+        out.append(tuple(deps))
+    return tuple(out)

@@ -1,0 +1,164 @@
+"""A model version ready to serve: verified, fingerprint-checked, warmed, golden-checked.
+
+:func:`load_model` does everything that may fail or take time, so that a
+:class:`LoadedModel` in hand is known good; it runs off the request path.
+The session is tuned for single-row latency: one intra-op thread, sequential
+execution (a thread pool costs more than a 200-tree ensemble takes to run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from loopline.contracts.errors import FingerprintMismatchError, ModelError
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.registry import Manifest, ModelVersion
+
+WARMUP_RUNS = 20
+
+
+def session_options() -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The LightGBM converter declares `label` as [1]; batches make ORT warn on every run.
+    so.log_severity_level = 3
+    return so
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One model version with its ONNX session and what serving needs to feed it."""
+
+    manifest: Manifest
+    session: ort.InferenceSession
+    # Feature-set vector position of each model input column (None: same order).
+    permutation: tuple[int, ...] | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.model_name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def n_features(self) -> int:
+        return len(self.manifest.feature_names)
+
+    def order(self, vector: Sequence[float]) -> list[float]:
+        """The feature-set vector rearranged into the model's input order."""
+        if self.permutation is None:
+            return list(vector)
+        return [vector[i] for i in self.permutation]
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        """Positive-class probability of each row of a float32 ``[n, k]`` matrix."""
+        out = self.session.run(self.outputs, {self.manifest.input_name: matrix})[0]
+        return out[:, 1]
+
+
+def load_model(
+    version: ModelVersion, feature_set: FeatureSet, golden_tolerance: float
+) -> LoadedModel:
+    """Verify, check, build and warm a session; raises instead of returning a bad model.
+
+    Raises :class:`IntegrityError` (sha256), :class:`FingerprintMismatchError`
+    (built for another feature set) or :class:`ModelError` (unloadable, wrong
+    inputs or outputs, golden scores not reproduced).
+    """
+    m = version.manifest
+    label = f"{m.model_name} v{m.version}"
+    check_compatible(m, feature_set)
+    onnx_bytes = version.read_verified()
+    try:
+        session = ort.InferenceSession(
+            onnx_bytes, session_options(), providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # onnxruntime raises its own hierarchy (Fail, InvalidGraph, ...)
+        raise ModelError(f"{label}: onnxruntime cannot load the model: {e}") from e
+    inputs = {i.name: i for i in session.get_inputs()}
+    if m.input_name not in inputs:
+        raise ModelError(f"{label}: the model has no input {m.input_name!r} (has {sorted(inputs)})")
+    shape = inputs[m.input_name].shape
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(m.feature_names)):
+        raise ModelError(
+            f"{label}: input {m.input_name!r} has shape {shape}, "
+            f"expected [n, {len(m.feature_names)}] for {len(m.feature_names)} features"
+        )
+    outputs = [o.name for o in session.get_outputs()]
+    if m.probability_output not in outputs:
+        raise ModelError(f"{label}: the model has no output {m.probability_output!r} ({outputs})")
+    model = LoadedModel(
+        manifest=m,
+        session=session,
+        permutation=_permutation(feature_set.model_features, m.feature_names),
+        outputs=[m.probability_output],
+    )
+    _warm(model)
+    check_golden(model, golden_tolerance)
+    return model
+
+
+def check_compatible(m: Manifest, fs: FeatureSet) -> None:
+    """Refuse a model built for another feature set than the one the store holds."""
+    if m.feature_set != fs.name or m.fingerprint != fs.fingerprint:
+        raise FingerprintMismatchError(
+            f"{m.model_name} v{m.version} was built for feature set {m.feature_set!r} "
+            f"(fingerprint {m.fingerprint[:12]}), but this server reads {fs.name!r} "
+            f"v{fs.version} (fingerprint {fs.fingerprint[:12]}); refusing it"
+        )
+    unknown = [n for n in m.feature_names if n not in fs.model_features]
+    if unknown:
+        raise FingerprintMismatchError(
+            f"{m.model_name} v{m.version} names features the feature set {fs.name!r} "
+            f"does not define: {unknown}"
+        )
+
+
+def check_golden(model: LoadedModel, tolerance: float) -> None:
+    """The session must reproduce the scores its publisher recorded."""
+    m = model.manifest
+    if len(m.golden_inputs) != len(m.golden_scores):
+        raise ModelError(
+            f"{m.model_name} v{m.version}: {len(m.golden_inputs)} golden inputs but "
+            f"{len(m.golden_scores)} golden scores"
+        )
+    if not m.golden_inputs:
+        return
+    matrix = np.asarray(m.golden_inputs, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != model.n_features:
+        raise ModelError(f"{m.model_name} v{m.version}: golden inputs have shape {matrix.shape}")
+    got = model.probabilities(matrix)
+    for i, (want, have) in enumerate(zip(m.golden_scores, got, strict=True)):
+        if not math.isclose(float(have), want, rel_tol=0.0, abs_tol=tolerance):
+            raise ModelError(
+                f"{m.model_name} v{m.version}: golden row {i} scored {float(have):.6f}, "
+                f"the manifest says {want:.6f} (tolerance {tolerance})"
+            )
+
+
+def _warm(model: LoadedModel) -> None:
+    # First runs allocate and pick kernels; pay that here, not on a request.
+    row = np.zeros((1, model.n_features), dtype=np.float32)
+    if model.manifest.golden_inputs:
+        row[0] = np.asarray(model.manifest.golden_inputs[0], dtype=np.float32)
+    for _ in range(WARMUP_RUNS):
+        model.probabilities(row)
+    model.probabilities(np.repeat(row, 8, axis=0))
+
+
+def _permutation(fs_order: Sequence[str], model_order: Sequence[str]) -> tuple[int, ...] | None:
+    if tuple(fs_order) == tuple(model_order):
+        return None
+    index = {name: i for i, name in enumerate(fs_order)}
+    return tuple(index[name] for name in model_order)

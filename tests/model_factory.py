@@ -1,0 +1,100 @@
+"""Models like the trainer publishes, for serving tests and benchmarks only.
+
+LightGBM trained on synthetic rows of the fraud feature set, exported with
+onnxmltools exactly as the trainer exports (``input`` float [None, n];
+``label`` and ``probabilities`` [n, 2], no ZipMap), published into a
+:class:`DirectoryRegistry` with a full manifest including golden rows.
+Serving must not import the trainer, hence this small twin.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.fraud import FRAUD_FEATURES
+from loopline.contracts.registry import DirectoryRegistry, ManifestFields, ModelVersion
+
+
+def synthetic_rows(n: int, n_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with the rough ranges of fraud features and a learnable label."""
+    rng = np.random.default_rng(seed)
+    x = rng.gamma(2.0, 20.0, size=(n, n_features)).astype(np.float32)
+    x[:, : n_features // 2] = rng.poisson(3.0, size=(n, n_features // 2))
+    logit = 0.04 * x[:, -4] - 0.5 * x[:, 0] + 0.02 * x[:, 3] - 1.0 + rng.normal(0, 0.5, n)
+    y = (logit > 0).astype(np.int32)
+    return x, y
+
+
+@functools.cache
+def train_onnx(n_trees: int = 20, n_leaves: int = 15, seed: int = 0, n_features: int = 20) -> bytes:
+    """ONNX bytes of a LightGBM binary classifier (cached per arguments)."""
+    import lightgbm as lgb
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    x, y = synthetic_rows(4000, n_features, seed)
+    model = lgb.LGBMClassifier(
+        n_estimators=n_trees, num_leaves=n_leaves, random_state=seed, verbose=-1, n_jobs=1
+    )
+    model.fit(x, y)
+    onx = convert_lightgbm(
+        model,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        target_opset=15,
+        zipmap=False,
+    )
+    return onx.SerializeToString()
+
+
+def onnx_scores(onnx_bytes: bytes, rows: np.ndarray) -> list[float]:
+    """Positive-class probabilities the exported model gives for ``rows``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    probs = session.run(["probabilities"], {"input": rows.astype(np.float32)})[0]
+    return [float(p) for p in probs[:, 1]]
+
+
+def manifest_fields(
+    onnx_bytes: bytes, fs: FeatureSet = FRAUD_FEATURES, golden_rows: int = 8, seed: int = 0
+) -> ManifestFields:
+    rows, _ = synthetic_rows(golden_rows, len(fs.model_features), seed + 1000)
+    return ManifestFields(
+        feature_set=fs.name,
+        fingerprint=fs.fingerprint,
+        feature_names=list(fs.model_features),
+        golden_inputs=[[float(v) for v in r] for r in rows],
+        golden_scores=onnx_scores(onnx_bytes, rows),
+        metrics={"auc": 0.9},
+        code_version="tests",
+    )
+
+
+def publish(
+    registry: DirectoryRegistry | str | Path,
+    *,
+    model: str = "fraud",
+    n_trees: int = 20,
+    n_leaves: int = 15,
+    seed: int = 0,
+    alias: str | None = "champion",
+    fs: FeatureSet = FRAUD_FEATURES,
+    **overrides: object,
+) -> ModelVersion:
+    """Train (cached), export and publish one version; point ``alias`` at it.
+
+    ``overrides`` replace manifest fields, e.g. ``fingerprint="0" * 64`` for a
+    model built for another feature set, or ``golden_scores=[...]``.
+    """
+    reg = registry if isinstance(registry, DirectoryRegistry) else DirectoryRegistry(registry)
+    onnx_bytes = train_onnx(n_trees, n_leaves, seed, len(fs.model_features))
+    fields = replace(manifest_fields(onnx_bytes, fs, seed=seed), **overrides)  # type: ignore[arg-type]
+    version = reg.publish(model, onnx_bytes, fields)
+    if alias:
+        reg.set_alias(model, alias, version.manifest.version)
+    return version
