@@ -122,7 +122,8 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
     from loopline.trainer.report import ConsoleProgress, summary
 
     settings = _trainer_settings(args, settings)
-    progress = ConsoleProgress(console)
+    # Progress on stderr: stdout holds only the summary (or the JSON report).
+    progress = ConsoleProgress(Console(stderr=True))
     announcer = None if args.no_announce else _announcer(settings)
     try:
         started = time.monotonic()
@@ -177,7 +178,7 @@ def _models_list(args: argparse.Namespace, settings: Settings, console: Console)
         console.print(f"no models in {settings.registry.path}")
         return 0
     for model in models:
-        console.print(versions_table(model, reg.versions(model), reg.aliases(model)))
+        console.print(versions_table(model, reg.versions(model), reg.aliases(model), console.width))
     return 0
 
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from loopline.trainer.pipeline import TrainingReport
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
@@ -167,36 +168,42 @@ def metrics_table(r: TrainingReport) -> Table:
     return t
 
 
-def versions_table(model: str, versions: list[ModelVersion], aliases: dict[str, str]) -> Table:
+WIDE = 130  # below this many columns, `models list` leaves out the less useful ones
+
+
+def versions_table(
+    model: str, versions: list[ModelVersion], aliases: dict[str, str], width: int = WIDE
+) -> Table:
     by_version: dict[str, list[str]] = {}
     for alias, v in aliases.items():
         by_version.setdefault(v, []).append(alias)
-    t = Table(title=f"{model}: {len(versions)} version(s) (times UTC)")
-    for col in ("version", "created", "status", "aliases", "auc", "log loss", "brier", "rows"):
-        right = col in {"auc", "log loss", "brier", "rows"}
-        t.add_column(col, justify="right" if right else "left", no_wrap=True)
-    t.add_column("data window", no_wrap=True)
-    t.add_column("parent", no_wrap=True)
-    t.add_column("decision", overflow="fold", min_width=12)
+    wide = width >= WIDE
+    t = Table(title=f"{model}: {len(versions)} version(s) (times UTC)", box=box.SIMPLE_HEAD)
+    columns = ["version", "created", "status", "aliases", "auc", "log loss", "brier", "rows"]
+    columns += ["data window", "parent"] if wide else []
+    if not wide:
+        columns = [c for c in columns if c not in {"created", "brier"}]
+    numeric = {"auc", "log loss", "brier", "rows"}
+    for col in columns:
+        t.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
+    t.add_column("decision", overflow="fold", min_width=10)
     for mv in versions:
         m = mv.manifest
-        rows = sum(m.rows.get(k, 0) for k in ("train", "valid", "holdout"))
-        window = m.training_window_ms
         names = ", ".join(sorted(by_version.get(m.version, [])))
-        status_style = "yellow" if m.status == "rejected" else ""
-        t.add_row(
-            m.version,
-            utc(m.created_ms, short=True),
-            f"[{status_style}]{m.status}[/]" if status_style else m.status,
-            f"[green]{names}[/green]" if names else "",
-            fmt(m.metrics.get("auc")),
-            fmt(m.metrics.get("log_loss")),
-            fmt(m.metrics.get("brier")),
-            str(rows),
-            _span(window),
-            m.parent_version or "-",
-            short_decision(m.decision, m.extra.get("gate") or {}),
-        )
+        cells = {
+            "version": m.version,
+            "created": utc(m.created_ms, short=True),
+            "status": f"[yellow]{m.status}[/yellow]" if m.status == "rejected" else m.status,
+            "aliases": f"[green]{names}[/green]" if names else "",
+            "auc": fmt(m.metrics.get("auc")),
+            "log loss": fmt(m.metrics.get("log_loss")),
+            "brier": fmt(m.metrics.get("brier")),
+            "rows": str(sum(m.rows.get(k, 0) for k in ("train", "valid", "holdout"))),
+            "data window": _span(m.training_window_ms),
+            "parent": m.parent_version or "-",
+        }
+        decision = short_decision(m.decision, m.extra.get("gate") or {})
+        t.add_row(*(cells[c] for c in columns), decision)
     return t
 
 

@@ -1,0 +1,101 @@
+"""The trainer's CLI subcommands, run through argparse as the lead's CLI runs them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from loopline.trainer.commands import register
+from loopline.trainer.synthetic import as_json_rows, synthetic_history, write_jsonl
+
+from loopline.contracts.errors import ModelNotFoundError
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.settings import Settings, load_settings
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loopline")
+    sub = p.add_subparsers(dest="command", required=True)
+    # Another component registered `run` first: the trainer adds to it.
+    run = sub.add_parser("run").add_subparsers(dest="run_command", required=True)
+    run.add_parser("serving")
+    register(sub)
+    return p
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = load_settings(env={})
+    trainer = dataclasses.replace(
+        s.trainer,
+        offline_store=tmp_path / "offline",
+        state_dir=tmp_path / "state",
+        num_trees=40,
+        early_stopping_rounds=10,
+        num_threads=1,
+        label_maturity_s=3600,
+    )
+    registry = dataclasses.replace(s.registry, path=tmp_path / "registry")
+    return dataclasses.replace(s, trainer=trainer, registry=registry)
+
+
+def run(settings: Settings, *argv: str) -> int:
+    args = parser().parse_args(argv)
+    args.settings = settings
+    return args.func(args)
+
+
+def test_train_models_and_score_from_the_command_line(
+    tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
+    events = write_jsonl(tmp_path / "events.jsonl", txs)
+    labels = write_jsonl(tmp_path / "outcomes.jsonl", outcomes)
+    boot = ["--bootstrap-events", str(events), "--bootstrap-outcomes", str(labels)]
+
+    assert run(settings, "train", *boot, "--no-announce", "--window-hours", "36") == 0
+    out = capsys.readouterr().out
+    for text in (
+        "Training summary: fraud v1",
+        "data window",
+        "class balance",
+        "decision",
+        "duration",
+    ):
+        assert text in out
+    assert run(settings, "train", *boot, "--no-announce", "--force", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["version"] == "2" and report["decision"].startswith(("forced", "accepted"))
+    reg = DirectoryRegistry(settings.registry.path)
+    assert reg.aliases("fraud") == {"champion": "2"}
+
+    assert run(settings, "models", "list") == 0
+    listing = capsys.readouterr().out
+    assert "champion" in listing and "fraud: 2 version(s)" in listing
+    assert run(settings, "models", "show", "1", "--json") == 0
+    shown = capsys.readouterr().out
+    assert json.loads(shown)["version"] == "1"
+    assert run(settings, "models", "rollback", "--no-announce") == 0
+    assert reg.aliases("fraud") == {"champion": "1"}
+    assert run(settings, "models", "promote", "2", "--no-announce") == 0
+    assert reg.aliases("fraud") == {"champion": "2"}
+    assert "v1 -> v2" in capsys.readouterr().out
+
+    events_parquet = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pylist(as_json_rows(txs[:100])), events_parquet)
+    assert run(settings, "score", str(events_parquet), str(tmp_path / "scores.parquet")) == 0
+    scores = pq.read_table(tmp_path / "scores.parquet")
+    assert scores.num_rows == 100 and set(scores["model_version"].to_pylist()) == {"2"}
+
+
+def test_run_trainer_joins_a_shared_run_group_and_errors_propagate(settings: Settings) -> None:
+    args = parser().parse_args(["run", "trainer", "--max-events", "1", "--schedule-s", "60"])
+    assert (args.max_events, args.schedule_s) == (1, 60.0)
+    assert parser().parse_args(["run", "serving"]).run_command == "serving"
+    with pytest.raises(ModelNotFoundError):
+        run(settings, "models", "show", "7")

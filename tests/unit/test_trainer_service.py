@@ -1,0 +1,77 @@
+"""Retrain events are handled once per id, failures are recorded, never retried forever."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from loopline.trainer.bootstrap import build_training_set
+from loopline.trainer.dataset import TrainingSet
+from loopline.trainer.ledger import RetrainLedger
+from loopline.trainer.pipeline import Trainer
+from loopline.trainer.service import RetrainService
+from loopline.trainer.synthetic import synthetic_history
+
+from loopline.contracts.fraud import FRAUD_FEATURES
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.schemas import RetrainEvent
+from loopline.contracts.settings import Settings, TrainerSettings
+
+TRAINER = TrainerSettings(
+    num_trees=40, early_stopping_rounds=10, num_threads=1, min_rows=200, min_positives=10
+)
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingSet:
+    txs, outcomes = synthetic_history(n_cards=250, hours=36, seed=8)
+    return build_training_set(FRAUD_FEATURES, txs, outcomes, maturity_s=3600, window_hours=36)
+
+
+def service(tmp_path: Path, data: TrainingSet, loads: list[int]) -> RetrainService:
+    settings = dataclasses.replace(
+        Settings(), trainer=dataclasses.replace(TRAINER, state_dir=tmp_path / "state")
+    )
+    reg = DirectoryRegistry(tmp_path / "registry")
+
+    def load() -> TrainingSet:
+        loads.append(1)
+        return data
+
+    return RetrainService(settings, reg, Trainer(settings.trainer, reg), load)
+
+
+def event(eid: str, **kw: object) -> RetrainEvent:
+    return RetrainEvent(id=eid, time_ms=1, trigger="drift", reason="test", **kw)  # type: ignore[arg-type]
+
+
+def test_each_event_id_trains_once_even_if_the_ledger_is_lost(
+    tmp_path: Path, data: TrainingSet
+) -> None:
+    loads: list[int] = []
+    svc = service(tmp_path, data, loads)
+    first = svc.handle(event("r1", drift_event_ids=["d1"]))
+    assert (first.outcome, first.version) == ("published", "1")
+    assert svc.handle(event("r1")).outcome == "duplicate"
+    m = svc.registry.get("fraud", "1").manifest
+    assert (m.extra["retrain_event_id"], m.extra["drift_event_ids"]) == ("r1", ["d1"])
+
+    # A crash after publishing but before the ledger was written: the manifest remembers.
+    (tmp_path / "state" / "retrain-ledger.json").unlink()
+    fresh = service(tmp_path, data, loads)
+    again = fresh.handle(event("r1"))
+    assert (again.outcome, again.version) == ("duplicate", "1")
+    assert len(loads) == 1
+    assert fresh.handle(event("r2")).outcome in {"published", "rejected"}
+    assert len(loads) == 2
+    assert RetrainLedger(tmp_path / "state" / "retrain-ledger.json").get("r2") is not None
+
+
+def test_a_failed_training_is_recorded_and_not_repeated(tmp_path: Path, data: TrainingSet) -> None:
+    loads: list[int] = []
+    svc = service(tmp_path, data.rows(0, 50), loads)
+    failed = svc.handle(event("r9"))
+    assert failed.outcome == "failed" and "InsufficientDataError" in failed.detail
+    assert svc.handle(event("r9")).outcome == "duplicate"
+    assert len(loads) == 1 and svc.registry.versions("fraud") == []
