@@ -1,0 +1,208 @@
+"""The trainer on the real broker: bootstrap from topics, announcements, retrain service."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from loopline.trainer.bootstrap import build_training_set
+from loopline.trainer.commands import register
+from loopline.trainer.data import DataRequest, load_training_set
+from loopline.trainer.kafka_io import KafkaAnnouncer
+from loopline.trainer.pipeline import Trainer
+from loopline.trainer.service import RetrainService
+from loopline.trainer.synthetic import synthetic_history, write_jsonl
+
+from loopline.contracts.fraud import FRAUD_FEATURES
+from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.schemas import (
+    DeadLetter,
+    ModelUpdate,
+    RetrainEvent,
+    decode,
+    encode,
+)
+from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
+
+READ_DEADLINE_S = 60.0
+
+
+def small_settings(base: Settings, tmp_path: Path, **trainer: object) -> Settings:
+    t = dataclasses.replace(
+        base.trainer,
+        offline_store=tmp_path / "offline",
+        state_dir=tmp_path / "state",
+        num_trees=40,
+        early_stopping_rounds=10,
+        num_threads=1,
+        min_rows=200,
+        min_positives=10,
+        label_maturity_s=3600,
+        window_hours=36,
+        **trainer,
+    )
+    return dataclasses.replace(
+        base, trainer=t, registry=dataclasses.replace(base.registry, path=tmp_path / "registry")
+    )
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer(producer_config(settings.kafka))
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not failures, failures[:1]
+
+
+def read_all(settings: Settings, topic: str, expect: int) -> list[Message]:
+    """Every message of a one-partition topic, waiting until ``expect`` arrived."""
+    consumer = Consumer(consumer_config(settings.kafka, f"reader-{time.monotonic_ns()}"))
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got: list[Message] = []
+    deadline = time.monotonic() + READ_DEADLINE_S
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append(msg)
+        # Anything beyond what was expected would be a finding too.
+        extra = consumer.poll(1.0)
+        if extra is not None and extra.error() is None:
+            got.append(extra)
+    finally:
+        consumer.close()
+    return got
+
+
+def test_bootstrap_from_topics_and_announcements_consumed_back(
+    isolated_settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = small_settings(isolated_settings, tmp_path)
+    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
+    produce(settings, topics.events, [(t.card_id.encode(), encode(t)) for t in txs])
+    # A malformed event on the topic is counted and skipped, not fatal.
+    produce(settings, topics.events, [(b"c", b'{"event_id": "broken"}')])
+    produce(settings, topics.outcomes, [(o.event_id.encode(), encode(o)) for o in outcomes])
+
+    data = load_training_set(settings, DataRequest(bootstrap_events="topic"))
+    expected = build_training_set(FRAUD_FEATURES, txs, outcomes, maturity_s=3600, window_hours=36)
+    assert data.ids == expected.ids and data.dropped["invalid_events"] == 1
+    np.testing.assert_array_equal(data.features, expected.features)
+
+    announcer = KafkaAnnouncer(settings.kafka, topics.model_updates)
+    reg = DirectoryRegistry(settings.registry.path)
+    report = Trainer(settings.trainer, reg, announcer=announcer).train(data)
+    announcer.close()
+    assert report.accepted and report.announced
+
+    # `loopline models promote 1` re-announces the same champion, via the CLI path.
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["models", "promote", "1"])
+    assert args.func(args, settings) == 0
+
+    messages = read_all(settings, topics.model_updates, expect=2)
+    assert [m.key() for m in messages] == [b"fraud", b"fraud"]
+    updates = [decode(ModelUpdate, m.value()) for m in messages]
+    champion = reg.resolve("fraud", "champion")
+    assert champion is not None
+    for update, action in zip(updates, ("publish", "promote"), strict=True):
+        assert (update.model_name, update.version, update.alias, update.action) == (
+            "fraud",
+            "1",
+            "champion",
+            action,
+        )
+        assert update.sha256 == champion.manifest.sha256
+        assert update.fingerprint == FRAUD_FEATURES.fingerprint
+        assert update.uri == champion.model_path.resolve().as_uri()
+
+
+def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
+    isolated_settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    # One schedule slot for years: the restarted service below asks for the same one.
+    settings = small_settings(isolated_settings, tmp_path, schedule_s=3e8)
+    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
+    request = DataRequest(
+        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
+        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
+    )
+    drift = RetrainEvent(id="r-1", time_ms=1, trigger="drift", reason="psi", drift_event_ids=["d7"])
+    produce(
+        settings,
+        topics.retrain,
+        [(b"fraud", encode(drift)), (b"fraud", b"not json"), (b"fraud", encode(drift))],
+    )
+    reg = DirectoryRegistry(settings.registry.path)
+    announcer = KafkaAnnouncer(settings.kafka, topics.model_updates)
+    handled = []
+    service = RetrainService(
+        settings,
+        reg,
+        Trainer(settings.trainer, reg, announcer=announcer),
+        lambda: load_training_set(settings, request),
+        on_handled=handled.append,
+    )
+    stop = threading.Event()
+    # r-1, garbage, r-1 again, then the scheduled request the service itself sent.
+    count = service.run(stop, max_events=4, deadline_s=150)
+    announcer.close()
+    assert count == 4
+    assert [(h.event_id, h.outcome) for h in handled[:2]] == [
+        ("r-1", "published"),
+        ("r-1", "duplicate"),
+    ]
+    scheduled = handled[2]
+    assert scheduled.event_id.startswith("schedule-fraud-")
+    assert scheduled.outcome in {"published", "rejected"}
+    versions = reg.versions("fraud")
+    assert [v.manifest.extra["retrain_event_id"] for v in versions] == ["r-1", scheduled.event_id]
+    assert versions[0].manifest.extra["drift_event_ids"] == ["d7"]
+    assert versions[1].manifest.extra["trigger"] == "schedule"
+
+    (letter,) = read_all(settings, topics.dead_letters, expect=1)
+    dead = decode(DeadLetter, letter.value())
+    assert (dead.source_topic, dead.reason, dead.original_value()) == (
+        topics.retrain,
+        "malformed",
+        b"not json",
+    )
+    announced = read_all(
+        settings, topics.model_updates, expect=1 + (scheduled.outcome == "published")
+    )
+    assert decode(ModelUpdate, announced[0].value()).version == "1"
+
+    # Restarted, the group resumes after the committed events; its own schedule
+    # request for the same slot is recognised, so nothing is trained again.
+    after_restart: list = []
+    again = RetrainService(
+        settings,
+        reg,
+        Trainer(settings.trainer, reg),
+        lambda: load_training_set(settings, request),
+        on_handled=after_restart.append,
+    )
+    again.run(threading.Event(), max_events=1, deadline_s=60)
+    assert [(h.event_id, h.outcome) for h in after_restart] == [(scheduled.event_id, "duplicate")]
+    assert len(reg.versions("fraud")) == 2
