@@ -211,9 +211,13 @@ class DriftSettings:
     warmup: int = 500
     debounce: int = 64
     cooldown: int = 1000
-    # A new level must last this long and keep this share of its effect.
+    # Confirmation: a new level must last min_persist samples, and its later half
+    # keep persist_ratio of the earlier half's shift, confirm_z standard errors
+    # from the old level, within confirm_window samples of the raw detection.
     min_persist: int = 64
     persist_ratio: float = 0.5
+    confirm_z: float = 2.5
+    confirm_window: int = 256
     # Smallest shift worth an alarm and severity bounds, in Cohen's h.
     min_effect: float = 0.05
     warning_effect: float = 0.2

@@ -10,7 +10,12 @@ the dataflow's recovery snapshots carry the detectors across restarts.
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 from loopline.streams.drift.effect import cohens_h, severity_of
 from loopline.streams.drift.events import drift_event_id
-from loopline.streams.drift.monitor import ChannelStat, DriftMonitor
+from loopline.streams.drift.monitor import (
+    ChannelStat,
+    DriftMonitor,
+    band_detector,
+    concept_detector,
+)
 from loopline.streams.drift.performance import Breach, PerformanceMonitor
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
 
@@ -23,7 +28,9 @@ __all__ = [
     "PerformanceMonitor",
     "RateShiftDetector",
     "Shift",
+    "band_detector",
     "cohens_h",
+    "concept_detector",
     "drift_event_id",
     "severity_of",
 ]

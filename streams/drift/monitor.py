@@ -68,6 +68,38 @@ class ChannelStat:
     alarms: int
 
 
+def concept_detector(settings: DriftSettings) -> RateShiftDetector:
+    """The configured detector of rising per-example error (what the benchmark measures)."""
+    return RateShiftDetector(**_rate_params(settings, settings.min_persist, "up"))
+
+
+def band_detector(settings: DriftSettings) -> BandShiftDetector:
+    """The configured detector of one feature's (or the score's) distribution shifts."""
+    return BandShiftDetector(
+        reference_size=settings.reference_size,
+        low_quantile=settings.band_low_quantile,
+        high_quantile=settings.band_high_quantile,
+        **_rate_params(settings, settings.data_min_persist, "both"),
+    )
+
+
+def _rate_params(s: DriftSettings, min_persist: int, direction: str) -> dict[str, Any]:
+    return {
+        "delta": s.adwin_delta,
+        "clock": s.adwin_clock,
+        "warmup": s.warmup,
+        "min_persist": min_persist,
+        "persist_ratio": s.persist_ratio,
+        "confirm_z": s.confirm_z,
+        "confirm_window": s.confirm_window,
+        "min_effect": s.min_effect,
+        "debounce": s.debounce,
+        "cooldown": s.cooldown,
+        "direction": direction,
+        "history": max(1024, min_persist),
+    }
+
+
 class DriftMonitor:
     """Drift detection for one model: feed it predictions and labeled examples.
 
@@ -104,7 +136,7 @@ class DriftMonitor:
         self.generation = 0
         self._versions: list[str] = []
         self._rollback = ("", 0)
-        self._features = [self._band() for _ in self.feature_names]
+        self._features = [band_detector(self.settings) for _ in self.feature_names]
         self._reset_model_channels()
 
     # -- input ------------------------------------------------------------------------
@@ -123,7 +155,7 @@ class DriftMonitor:
         if log.fingerprint != self.fingerprint:
             if self.fingerprint:  # another feature set: old references mean nothing
                 self.generation += 1
-                self._features = [self._band() for _ in self.feature_names]
+                self._features = [band_detector(self.settings) for _ in self.feature_names]
             self.fingerprint = log.fingerprint
         current = self._observe_version(log.model_version)
         self.n_predictions += 1
@@ -198,34 +230,10 @@ class DriftMonitor:
         return out
 
     # -- internals --------------------------------------------------------------------
-    def _rate_params(self, min_persist: int, direction: str) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "delta": s.adwin_delta,
-            "clock": s.adwin_clock,
-            "warmup": s.warmup,
-            "min_persist": min_persist,
-            "persist_ratio": s.persist_ratio,
-            "min_effect": s.min_effect,
-            "debounce": s.debounce,
-            "cooldown": s.cooldown,
-            "direction": direction,
-            "history": max(1024, min_persist),
-        }
-
-    def _band(self) -> BandShiftDetector:
-        s = self.settings
-        return BandShiftDetector(
-            reference_size=s.reference_size,
-            low_quantile=s.band_low_quantile,
-            high_quantile=s.band_high_quantile,
-            **self._rate_params(s.data_min_persist, "both"),
-        )
-
     def _reset_model_channels(self) -> None:
         s = self.settings
-        self._score = self._band()
-        self._error = RateShiftDetector(**self._rate_params(s.min_persist, "up"))
+        self._score = band_detector(self.settings)
+        self._error = concept_detector(s)
         self._performance = PerformanceMonitor(
             window=s.performance_window,
             auc_floor=s.auc_floor,

@@ -1,15 +1,17 @@
 """ADWIN on a rate, with alarm hygiene: warm-up, debounce, confirmation, cooldown.
 
-A raw ADWIN detection only opens a *candidate*. The candidate's change point
-is estimated from a short history (the CUSUM split that best separates an old
-and a new level), and the alarm is *confirmed* once the new level has
-persisted for ``min_persist`` samples and still differs from the old one by
-at least ``persist_ratio`` of the detected effect (and ``min_effect``, in
-Cohen's h). When ADWIN already saw ``min_persist`` samples of the new level,
-as it usually has for a real shift, confirmation costs no delay; a short
-burst is dropped. After a confirmed alarm the stream is quiet for
-``cooldown`` samples, after any raw detection for ``debounce`` samples, and
-at the start for ``warmup`` samples.
+A raw ADWIN detection only opens a *candidate*. Its change point is estimated
+from a short history (the CUSUM split that best separates an old and a new
+level) and the old level is frozen. The alarm is *confirmed* once the new
+level has lasted ``min_persist`` samples and *persists*: the mean since the
+change differs from the old level by at least ``min_effect`` (Cohen's h), and
+the later half of that stretch still carries ``persist_ratio`` of the earlier
+half's shift, ``confirm_z`` standard errors away from the old level. A burst that fades
+fails the second test, and is dropped when ``confirm_window`` samples pass
+without confirmation. A real shift is usually confirmed at the detection
+itself, since ADWIN has seen enough of the new level by then. After a
+confirmed alarm the stream is quiet for ``cooldown`` samples, after any raw
+detection for ``debounce`` samples, and at the start for ``warmup`` samples.
 
 >>> import random
 >>> rng = random.Random(7)
@@ -18,8 +20,8 @@ at the start for ``warmup`` samples.
 ...     error = 1.0 if rng.random() < (0.10 if i < 3000 else 0.30) else 0.0
 ...     shift = detector.update(error)
 ...     if shift is not None:
-...         print(f"sample {i}: {shift.before:.2f} -> {shift.after:.2f}, h={shift.effect:.2f}")
-sample 3175: 0.10 -> 0.26, h=0.43
+...         print(f"{i}: {shift.before:.2f} -> {shift.after:.2f} since {shift.change_at - 1}")
+3175: 0.10 -> 0.26 since 3001
 >>> detector.n, detector.n_alarms
 (6000, 1)
 """
@@ -33,6 +35,9 @@ from loopline.streams.drift.effect import cohens_h
 from river import drift
 
 DIRECTIONS = ("both", "up", "down")
+# A variance floor for the z test: a reference rate of exactly 0 or 1 would
+# otherwise make any single different value "infinitely" significant.
+_MIN_VARIANCE = 0.0025
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,13 @@ class Shift:
 @dataclass
 class _Candidate:
     before: float
-    after: float
     window_before: int
     start: int
     detected_at: int
-    effect: float
-    check_at: int
+    expires_at: int
+    total: float  # sum of the values since start
+    half_start: int  # first sample of the later half
+    half_total: float  # sum of the values of the later half
 
 
 class RateShiftDetector:
@@ -74,7 +80,11 @@ class RateShiftDetector:
     min_persist
         Samples the new level must have lasted before an alarm is confirmed.
     persist_ratio
-        Share of the detected effect that must still hold at confirmation.
+        Share of the earlier half's shift the later half must still carry.
+    confirm_z
+        Standard errors the later half must lie beyond the old level.
+    confirm_window
+        Samples after a raw detection within which a candidate must be confirmed.
     min_effect
         Smallest effect (Cohen's h) worth an alarm.
     debounce
@@ -95,6 +105,8 @@ class RateShiftDetector:
         warmup: int = 500,
         min_persist: int = 64,
         persist_ratio: float = 0.5,
+        confirm_z: float = 2.5,
+        confirm_window: int = 256,
         min_effect: float = 0.05,
         debounce: int = 64,
         cooldown: int = 1000,
@@ -105,15 +117,18 @@ class RateShiftDetector:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if not 1 <= min_persist <= history:
             raise ValueError(f"min_persist must be in [1, history={history}], got {min_persist}")
-        if min(warmup, debounce, cooldown) < 0 or clock < 1 or not 0 < delta < 1:
+        if min(warmup, debounce, cooldown, confirm_window) < 0 or clock < 1 or not 0 < delta < 1:
             raise ValueError(
-                "warmup, debounce and cooldown must be >= 0, clock >= 1, 0 < delta < 1"
+                "warmup, debounce, cooldown and confirm_window must be >= 0, clock >= 1, "
+                "0 < delta < 1"
             )
         self.delta = delta
         self.clock = clock
         self.warmup = warmup
         self.min_persist = min_persist
         self.persist_ratio = persist_ratio
+        self.confirm_z = confirm_z
+        self.confirm_window = confirm_window
         self.min_effect = min_effect
         self.debounce = debounce
         self.cooldown = cooldown
@@ -154,10 +169,14 @@ class RateShiftDetector:
         self._segment_sum += x
         adwin = self._adwin
         adwin.update(x)
+        candidate = self._candidate
+        if candidate is not None:
+            candidate.total += x
+            candidate.half_total += x
         if adwin.drift_detected:
             self._on_detection(n)
-        candidate = self._candidate
-        if candidate is not None and n >= candidate.check_at:
+            candidate = self._candidate
+        if candidate is not None:
             return self._check(candidate, n)
         return None
 
@@ -174,30 +193,29 @@ class RateShiftDetector:
         if split is None:
             self.n_rejected += 1
             return
-        before, after, recent = split
-        effect = cohens_h(before, after)
-        if not self._direction_ok(effect) or abs(effect) < self.min_effect:
-            self.n_rejected += 1
-            return
+        before, recent = split
         start = n - recent + 1
+        history, size = self._history, self.history
+        half_start = start + recent // 2
         self._candidate = _Candidate(
             before=before,
-            after=after,
             window_before=length - recent,
             start=start,
             detected_at=n,
-            effect=effect,
-            check_at=max(n, start + self.min_persist - 1),
+            expires_at=n + self.confirm_window,
+            total=sum(history[i % size] for i in range(start, n + 1)),
+            half_start=half_start,
+            half_total=sum(history[i % size] for i in range(half_start, n + 1)),
         )
 
-    def _split(self, n: int, length: int, total: float) -> tuple[float, float, int] | None:
-        """The CUSUM change point of the segment ending at ``n``: (before, after, recent)."""
+    def _split(self, n: int, length: int, total: float) -> tuple[float, int] | None:
+        """The CUSUM change point of the segment ending at ``n``: (old level, recent samples)."""
         limit = min(length - 1, self.history - 1)
         if limit < 1:
             return None
         history, size = self._history, self.history
         sign = {"up": 1.0, "down": -1.0, "both": 0.0}[self.direction]
-        best_score, best = -math.inf, None
+        best_score, best = 0.0, None
         recent_sum = 0.0
         for recent in range(1, limit + 1):
             recent_sum += history[(n - recent + 1) % size]
@@ -207,30 +225,51 @@ class RateShiftDetector:
             score = score * sign if sign else abs(score)
             if score > best_score:
                 best_score = score
-                best = ((total - recent_sum) / older, recent_sum / recent, recent)
+                best = ((total - recent_sum) / older, recent)
         return best
 
-    def _check(self, candidate: _Candidate, n: int) -> Shift | None:
-        self._candidate = None
-        recent = n - candidate.start + 1
+    def _check(self, c: _Candidate, n: int) -> Shift | None:
+        length = n - c.start + 1
+        # Keep the later half the later half as the stretch grows.
         history, size = self._history, self.history
-        after = sum(history[i % size] for i in range(candidate.start, n + 1)) / recent
-        effect = cohens_h(candidate.before, after)
-        needed = max(self.min_effect, self.persist_ratio * abs(candidate.effect))
-        if effect * candidate.effect <= 0 or abs(effect) < needed:
+        target = c.start + length // 2
+        while c.half_start < target:
+            c.half_total -= history[c.half_start % size]
+            c.half_start += 1
+        if length >= self.min_persist:
+            after = c.total / length
+            if self._persists(c, after, n - c.half_start + 1, c.half_start - c.start):
+                return self._confirm(c, n, after, length)
+        if n >= c.expires_at:
+            self._candidate = None
             self.n_rejected += 1
-            return None
+        return None
+
+    def _persists(self, c: _Candidate, after: float, late_n: int, early_n: int) -> bool:
+        effect = cohens_h(c.before, after)
+        if abs(effect) < self.min_effect or not self._direction_ok(effect):
+            return False
+        late = c.half_total / late_n - c.before
+        early = (c.total - c.half_total) / early_n - c.before
+        # A burst puts its weight in the earlier half and fades in the later one.
+        if late * effect <= 0 or abs(late) < self.persist_ratio * abs(early):
+            return False
+        variance = max(c.before * (1.0 - c.before), _MIN_VARIANCE)
+        return abs(late) >= self.confirm_z * math.sqrt(variance / late_n)
+
+    def _confirm(self, c: _Candidate, n: int, after: float, length: int) -> Shift:
+        self._candidate = None
         self.n_alarms += 1
         self._quiet_until = n + self.cooldown
         return Shift(
-            before=candidate.before,
+            before=c.before,
             after=after,
-            window_before=candidate.window_before,
-            window_after=recent,
-            change_at=candidate.start,
-            detected_at=candidate.detected_at,
+            window_before=c.window_before,
+            window_after=length,
+            change_at=c.start,
+            detected_at=c.detected_at,
             confirmed_at=n,
-            effect=effect,
+            effect=cohens_h(c.before, after),
             raw_detections=self.n_detections,
             rejected=self.n_rejected,
         )
