@@ -36,7 +36,13 @@ def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> 
         )
     )
     try:
-        meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        try:
+            meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        except KafkaException as e:
+            raise StackError(
+                f"cannot read {topic!r} from Kafka at {kafka.bootstrap_servers}: {e} "
+                "(is the stack up? `loopline up`)"
+            ) from e
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             raise StackError(

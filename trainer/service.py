@@ -77,7 +77,21 @@ class RetrainService:
             self.ledger.record(
                 event.id, result.outcome, version=result.version, detail=result.detail
             )
-        log.info("retrain %s: %s %s %s", event.id, result.outcome, result.version, result.detail)
+        r = result.report
+        facts = (
+            f" (rows {sum(r.rows[k] for k in ('train', 'valid', 'holdout'))}, holdout auc "
+            f"{r.metrics['auc']:.4f}, {r.duration_s:.1f} s)"
+            if r
+            else ""
+        )
+        log.info(
+            "retrain %s: %s v%s%s: %s",
+            event.id,
+            result.outcome,
+            result.version or "-",
+            facts,
+            result.detail,
+        )
         if self.on_handled is not None:
             self.on_handled(result)
         return result
