@@ -33,7 +33,7 @@ from loopline.trainer.gate import GateDecision, GateMargins, decide
 from loopline.trainer.kafka_io import model_update
 from loopline.trainer.progress import Progress, SilentProgress
 
-from loopline.contracts.errors import FeatureError, ModelError
+from loopline.contracts.errors import DeliveryError, FeatureError, ModelError
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
@@ -190,7 +190,15 @@ class Trainer:
     def _announce(self, mv: ModelVersion, action: str) -> bool:
         if self.announcer is None:
             return False
-        self.announcer.announce(model_update(mv, CHAMPION, action))
+        try:
+            self.announcer.announce(model_update(mv, CHAMPION, action))
+        except DeliveryError as e:
+            v = mv.manifest.version
+            raise DeliveryError(
+                f"v{v} is champion in the registry, but announcing it failed ({e}); servers "
+                f"polling the registry still pick it up; re-announce with "
+                f"`loopline models promote {v}`"
+            ) from e
         return True
 
     def _score_champion(self, holdout: TrainingSet) -> ChampionScore | None:

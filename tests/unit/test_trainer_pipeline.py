@@ -20,6 +20,7 @@ from loopline.trainer.export import (
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.synthetic import synthetic_history
 
+from loopline.contracts.errors import DeliveryError
 from loopline.contracts.features import replay
 from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry
@@ -209,3 +210,16 @@ def test_float32_exact_thresholds_fix_a_real_export_mismatch() -> None:
 
     assert np.abs(onnx_probabilities(convert(booster), features) - native).max() > 0.1
     assert np.abs(onnx_probabilities(convert(exact), features) - native).max() < 1e-6
+
+
+def test_a_failed_announcement_is_an_error_that_says_what_is_true(
+    tmp_path: Path, training_set: TrainingSet
+) -> None:
+    class Down:
+        def announce(self, update: ModelUpdate) -> None:
+            raise DeliveryError("model-updates: not acknowledged within 30 s")
+
+    reg = DirectoryRegistry(tmp_path)
+    with pytest.raises(DeliveryError, match=r"v1 is champion in the registry.*promote 1"):
+        Trainer(SETTINGS, reg, announcer=Down()).train(training_set)
+    assert reg.aliases("fraud") == {"champion": "1"}
