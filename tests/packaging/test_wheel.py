@@ -59,11 +59,20 @@ def test_wheel_installs_and_imports(tmp_path: Path) -> None:
         timeout=300,
     )
     out = subprocess.run(
-        [str(py), "-c", CHECK], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [str(py), "-c", CHECK],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok 20"
     cli = subprocess.run(
-        [str(env_dir / "bin" / "loopline"), "--help"], capture_output=True, text=True, timeout=60
+        [str(env_dir / "bin" / "loopline"), "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert cli.returncode == 0 and "loopline" in cli.stdout, cli.stderr
