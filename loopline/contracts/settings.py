@@ -243,6 +243,8 @@ class DriftSettings:
     performance_cooldown: int = 2000
     # Only this arm's predictions are monitored (shadow arms repeat the same features).
     arm: str = "champion"
+    # The drift dataflow's Prometheus endpoint (0: none).
+    metrics_port: int = 9468
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,8 @@ class PolicySettings:
     pending_timeout_s: float = 86400.0
     # How often the policy loop re-checks pending triggers and the schedule.
     tick_s: float = 5.0
+    # The policy loop's Prometheus endpoint (0: none).
+    metrics_port: int = 9467
 
 
 @dataclass(frozen=True)
