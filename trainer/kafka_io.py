@@ -68,17 +68,20 @@ def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> 
             if msg is None:
                 continue
             err = msg.error()
+            part, offset = msg.partition() or 0, msg.offset() or 0
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    ends.pop(msg.partition(), None)
+                    ends.pop(part, None)
                     continue
                 raise StackError(f"reading {topic!r}: {err}")
-            if msg.offset() < ends.get(msg.partition(), -1):
-                value = msg.value()
-                if value is not None:
-                    yield value
-            if msg.offset() >= ends.get(msg.partition(), 0) - 1:
-                ends.pop(msg.partition(), None)
+            end = ends.get(part)
+            if end is None:
+                continue  # partition already read up to its end at start
+            value = msg.value()
+            if offset < end and value is not None:
+                yield value
+            if offset >= end - 1:
+                ends.pop(part, None)
     finally:
         consumer.close()
 

@@ -183,8 +183,8 @@ def features_for(fs: FeatureSet, table: pa.Table, history: str | Path | None = N
     if all(n in table.column_names for n in names):
         cols = [table[n].to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
         full = np.column_stack(cols).reshape(-1, k)
-        for i in np.flatnonzero(~np.isfinite(full).all(axis=1)):
-            errors[int(i)] = "feature columns must be finite numbers"
+        for bad in np.flatnonzero(~np.isfinite(full).all(axis=1)).tolist():
+            errors[bad] = "feature columns must be finite numbers"
         x[:] = np.nan_to_num(full).astype(np.float32)
         return Inputs("columns", x, errors)
     events: list[Transaction | None] = []

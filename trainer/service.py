@@ -181,6 +181,8 @@ class RetrainService:
 
     def _consumer_error(self, msg: Message) -> None:
         err = msg.error()
+        if err is None:
+            return
         if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             raise StackError(f"retrain consumer: {err}")
         log.warning("retrain consumer: %s", err)
