@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from confluent_kafka import (
@@ -22,7 +23,7 @@ from loopline.trainer.commands import register
 from loopline.trainer.data import DataRequest, load_training_set
 from loopline.trainer.kafka_io import KafkaAnnouncer
 from loopline.trainer.pipeline import Trainer
-from loopline.trainer.service import RetrainService
+from loopline.trainer.service import Handled, RetrainService
 from loopline.trainer.synthetic import synthetic_history, write_jsonl
 
 from loopline.contracts.fraud import FRAUD_FEATURES
@@ -41,7 +42,7 @@ from loopline.contracts.topics import Topics
 READ_DEADLINE_S = 60.0
 
 
-def small_settings(base: Settings, tmp_path: Path, **trainer: object) -> Settings:
+def small_settings(base: Settings, tmp_path: Path, **trainer: Any) -> Settings:
     t = dataclasses.replace(
         base.trainer,
         offline_store=tmp_path / "offline",
@@ -123,7 +124,7 @@ def test_bootstrap_from_topics_and_announcements_consumed_back(
 
     messages = read_all(settings, topics.model_updates, expect=2)
     assert [m.key() for m in messages] == [b"fraud", b"fraud"]
-    updates = [decode(ModelUpdate, m.value()) for m in messages]
+    updates = [decode(ModelUpdate, m.value() or b"") for m in messages]
     champion = reg.resolve("fraud", "champion")
     assert champion is not None
     for update, action in zip(updates, ("publish", "promote"), strict=True):
@@ -156,7 +157,7 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
     )
     reg = DirectoryRegistry(settings.registry.path)
     announcer = KafkaAnnouncer(settings.kafka, topics.model_updates)
-    handled = []
+    handled: list[Handled] = []
     service = RetrainService(
         settings,
         reg,
@@ -182,7 +183,7 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
     assert versions[1].manifest.extra["trigger"] == "schedule"
 
     (letter,) = read_all(settings, topics.dead_letters, expect=1)
-    dead = decode(DeadLetter, letter.value())
+    dead = decode(DeadLetter, letter.value() or b"")
     assert (dead.source_topic, dead.reason, dead.original_value()) == (
         topics.retrain,
         "malformed",
@@ -191,11 +192,11 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
     announced = read_all(
         settings, topics.model_updates, expect=1 + (scheduled.outcome == "published")
     )
-    assert decode(ModelUpdate, announced[0].value()).version == "1"
+    assert decode(ModelUpdate, announced[0].value() or b"").version == "1"
 
     # Restarted, the group resumes after the committed events; its own schedule
     # request for the same slot is recognised, so nothing is trained again.
-    after_restart: list = []
+    after_restart: list[Handled] = []
     again = RetrainService(
         settings,
         reg,
