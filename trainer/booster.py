@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
-from loopline.trainer.dataset import TrainingSet
 
 from loopline.contracts.settings import TrainerSettings
+from loopline.trainer.dataset import TrainingSet
 
 OnIteration = Callable[[int, int, float], None]  # (iteration, max iterations, valid log loss)
 REPORT_EVERY = 10

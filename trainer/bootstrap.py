@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from loopline.trainer.dataset import TrainingSet
-
 from loopline.contracts.features import FeatureSet, replay
 from loopline.contracts.offline_store import HOUR_MS
 from loopline.contracts.schemas import Outcome, Transaction
+from loopline.trainer.dataset import TrainingSet
 
 SOURCE = "bootstrap"
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loopline.trainer import bootstrap, offline
-from loopline.trainer.dataset import TrainingSet
-from loopline.trainer.progress import Progress, SilentProgress
-from loopline.trainer.sources import Source, decode_rows, file_rows
-
 from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.schemas import Outcome, Transaction
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.trainer import bootstrap, offline
+from loopline.trainer.dataset import TrainingSet
+from loopline.trainer.progress import Progress, SilentProgress
+from loopline.trainer.sources import Source, decode_rows, file_rows
 
 
 @dataclass(frozen=True)

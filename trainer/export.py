@@ -13,12 +13,12 @@ from collections.abc import Callable
 import lightgbm as lgb
 import numpy as np
 import onnxruntime as ort
-from loopline.trainer.errors import ParityError
 from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from loopline.contracts.errors import ModelError
 from loopline.contracts.features import FeatureSet
+from loopline.trainer.errors import ParityError
 
 INPUT_NAME = "input"
 PROBABILITY_OUTPUT = "probabilities"

@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from loopline.trainer.dataset import TrainingSet
 
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.offline_store import HOUR_MS, data_files, hour_start_ms, partitions
+from loopline.trainer.dataset import TrainingSet
 
 COLUMNS = [
     "request_id",

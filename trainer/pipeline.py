@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from loopline.contracts.errors import DeliveryError, FeatureError, ModelError
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.fraud import get_feature_set
+from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
+from loopline.contracts.schemas import ModelUpdate
+from loopline.contracts.settings import TrainerSettings
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
 from loopline.trainer.dataset import Split, TrainingSet, check_enough, split_by_time
@@ -32,13 +39,6 @@ from loopline.trainer.export import (
 from loopline.trainer.gate import GateDecision, GateMargins, decide
 from loopline.trainer.kafka_io import model_update
 from loopline.trainer.progress import Progress, SilentProgress
-
-from loopline.contracts.errors import DeliveryError, FeatureError, ModelError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.fraud import get_feature_set
-from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
-from loopline.contracts.schemas import ModelUpdate
-from loopline.contracts.settings import TrainerSettings
 
 CHAMPION = "champion"
 

@@ -8,7 +8,6 @@ import math
 import time
 from typing import Any
 
-from loopline.trainer.pipeline import TrainingReport
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -16,6 +15,7 @@ from rich.progress import Progress as RichBar
 from rich.table import Table
 
 from loopline.contracts.registry import ModelVersion
+from loopline.trainer.pipeline import TrainingReport
 
 METRICS = ("auc", "log_loss", "brier", "ece")
 HIGHER_IS_BETTER = {"auc"}

@@ -31,8 +31,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from loopline.trainer.export import INPUT_NAME, PROBABILITY_OUTPUT, onnx_probabilities, session
-from loopline.trainer.sources import decode_rows, file_rows
 
 from loopline.contracts.errors import (
     ConfigError,
@@ -45,6 +43,8 @@ from loopline.contracts.features import EntityState, FeatureSet, replay
 from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.registry import ModelRegistry, ModelVersion
 from loopline.contracts.schemas import Transaction, decode
+from loopline.trainer.export import INPUT_NAME, PROBABILITY_OUTPUT, onnx_probabilities, session
+from loopline.trainer.sources import decode_rows, file_rows
 
 GOLDEN_TOLERANCE = 1e-6
 

@@ -18,10 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, Message
-from loopline.trainer.dataset import TrainingSet
-from loopline.trainer.kafka_io import DeliveringProducer
-from loopline.trainer.ledger import RetrainLedger
-from loopline.trainer.pipeline import Trainer, TrainingReport
 
 from loopline.contracts.errors import LooplineError, SchemaError, StackError
 from loopline.contracts.kafka_config import consumer_config
@@ -29,6 +25,10 @@ from loopline.contracts.registry import ModelRegistry
 from loopline.contracts.schemas import DeadLetter, RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.trainer.dataset import TrainingSet
+from loopline.trainer.kafka_io import DeliveringProducer
+from loopline.trainer.ledger import RetrainLedger
+from loopline.trainer.pipeline import Trainer, TrainingReport
 
 log = logging.getLogger("loopline.trainer")
 

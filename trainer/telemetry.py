@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loopline.trainer.service import Handled
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from loopline.trainer.service import Handled
 
 
 @dataclass

@@ -18,13 +18,6 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from loopline.trainer.bootstrap import build_training_set
-from loopline.trainer.commands import register
-from loopline.trainer.data import DataRequest, load_training_set
-from loopline.trainer.kafka_io import KafkaAnnouncer
-from loopline.trainer.pipeline import Trainer
-from loopline.trainer.service import Handled, RetrainService
-from loopline.trainer.synthetic import synthetic_history, write_jsonl
 
 from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.kafka_config import consumer_config, producer_config
@@ -38,6 +31,13 @@ from loopline.contracts.schemas import (
 )
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.trainer.bootstrap import build_training_set
+from loopline.trainer.commands import register
+from loopline.trainer.data import DataRequest, load_training_set
+from loopline.trainer.kafka_io import KafkaAnnouncer
+from loopline.trainer.pipeline import Trainer
+from loopline.trainer.service import Handled, RetrainService
+from loopline.trainer.synthetic import synthetic_history, write_jsonl
 
 READ_DEADLINE_S = 60.0
 

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from loopline.trainer import metrics
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
+
+from loopline.trainer import metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

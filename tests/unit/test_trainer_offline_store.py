@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from loopline.trainer.offline import latest_hour_end_ms, load_window
 
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.fraud import FRAUD_FEATURES
@@ -19,6 +18,7 @@ from loopline.contracts.offline_store import (
     write_examples,
 )
 from loopline.contracts.schemas import LabeledExample
+from loopline.trainer.offline import latest_hour_end_ms, load_window
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS  # an hour boundary
 K = len(FRAUD_FEATURES.model_features)

@@ -8,6 +8,13 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
+
+from loopline.contracts.errors import DeliveryError
+from loopline.contracts.features import replay
+from loopline.contracts.fraud import FRAUD_FEATURES
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.schemas import ModelUpdate, Outcome
+from loopline.contracts.settings import TrainerSettings
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.errors import InsufficientDataError, ParityError
@@ -19,13 +26,6 @@ from loopline.trainer.export import (
 )
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.synthetic import synthetic_history
-
-from loopline.contracts.errors import DeliveryError
-from loopline.contracts.features import replay
-from loopline.contracts.fraud import FRAUD_FEATURES
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.schemas import ModelUpdate, Outcome
-from loopline.contracts.settings import TrainerSettings
 
 SETTINGS = TrainerSettings(
     num_trees=80,

@@ -9,11 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from loopline.trainer.bootstrap import build_training_set
-from loopline.trainer.export import session
-from loopline.trainer.pipeline import Trainer
-from loopline.trainer.scoring import ScoringModel, score_file
-from loopline.trainer.synthetic import as_json_rows, synthetic_history
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.features import replay
@@ -21,6 +16,11 @@ from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
 from loopline.contracts.schemas import Transaction
 from loopline.contracts.settings import TrainerSettings
+from loopline.trainer.bootstrap import build_training_set
+from loopline.trainer.export import session
+from loopline.trainer.pipeline import Trainer
+from loopline.trainer.scoring import ScoringModel, score_file
+from loopline.trainer.synthetic import as_json_rows, synthetic_history
 
 SETTINGS = TrainerSettings(
     num_trees=60, early_stopping_rounds=15, num_threads=1, min_rows=200, min_positives=10

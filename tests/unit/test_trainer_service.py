@@ -6,17 +6,17 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
+from loopline.contracts.fraud import FRAUD_FEATURES
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.schemas import RetrainEvent
+from loopline.contracts.settings import Settings, TrainerSettings
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.ledger import RetrainLedger
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.service import RetrainService
 from loopline.trainer.synthetic import synthetic_history
-
-from loopline.contracts.fraud import FRAUD_FEATURES
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.schemas import RetrainEvent
-from loopline.contracts.settings import Settings, TrainerSettings
 
 TRAINER = TrainerSettings(
     num_trees=40, early_stopping_rounds=10, num_threads=1, min_rows=200, min_positives=10
