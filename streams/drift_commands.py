@@ -1,0 +1,76 @@
+"""The drift CLI subcommands: ``loopline drift tail``.
+
+The lead's CLI calls :func:`register` with its subparsers; each handler is
+stored as ``func`` and called as ``func(args)`` or ``func(args, settings)``,
+with the :class:`Settings` built at the edge (``args.settings`` otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from typing import Any
+
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
+
+
+def register(subparsers: Any) -> None:
+    """Add ``drift tail`` to a subparsers object."""
+    drift = subparsers.choices.get("drift") or subparsers.add_parser(
+        "drift", help="drift detection: watch alarms"
+    )
+    commands = drift.add_subparsers(dest="drift_command", required=True, metavar="COMMAND")
+    p = commands.add_parser(
+        "tail",
+        help="print drift events as they arrive, one line each",
+        description="Print confirmed drift alarms from the drift topic: time, severity, kind, "
+        "feature, statistic before -> after, model version, detector and evidence.",
+    )
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="start at the oldest event")
+    start.add_argument(
+        "--since-minutes", type=float, metavar="M", help="start with events of the last M minutes"
+    )
+    p.add_argument(
+        "--min-severity",
+        choices=("info", "warning", "critical"),
+        default="info",
+        help="hide events below this severity",
+    )
+    p.add_argument("--max-events", type=int, help="exit after printing this many")
+    p.add_argument("--timeout-s", type=float, help="exit after this many seconds")
+    p.set_defaults(func=run_tail)
+
+
+def run_tail(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from loopline.streams.drift.tail import HEADER, tail
+
+    settings = settings or getattr(args, "settings", None)
+    if settings is None:
+        raise ConfigError("no settings: the CLI must set args.settings")
+    topic = Topics(settings.kafka.topic_prefix).drift
+    since_ms = None
+    if args.since_minutes is not None:
+        since_ms = int((time.time() - args.since_minutes * 60) * 1000)
+    where = "from the beginning" if args.from_beginning else "new events"
+    if since_ms is not None:
+        where = f"since {args.since_minutes:g} min ago"
+    print(f"# {topic} ({where}; Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(HEADER, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
+        tail(
+            settings.kafka,
+            topic,
+            sys.stdout,
+            err=sys.stderr,
+            from_beginning=args.from_beginning,
+            since_ms=since_ms,
+            min_severity=args.min_severity,
+            max_events=args.max_events,
+            timeout_s=args.timeout_s,
+        )
+    return 0
