@@ -1,0 +1,239 @@
+"""Per-entity windowed aggregation for one shard of the entity space.
+
+Pure logic (no dataflow engine): a :class:`FeatureShard` holds the
+:class:`~loopline.contracts.features.EntityState` of every entity hashed to it
+(see :func:`loopline.streams.decoding.shard_of`), applies batches of updates
+and returns the absolute values to write, one per touched entity and batch.
+
+Why shards rather than one engine key per entity: per-key bookkeeping in the
+engine costs more than the features themselves at tens of thousands of
+entities, and timers per key scale worse still. A shard is one engine key; the
+number of shards is fixed by configuration (not by the worker count), so each
+entity's results are the same whatever the workers, processes or restarts.
+
+Values stay current as windows slide. Each shard keeps an event clock (the
+latest event time it has seen) and a heap of the times at which an entity's
+values change with no new event (a tile leaving a window,
+:meth:`EntityState.expires_at`). When the clock passes such a time the entity
+is written again, valid at that time. Bound: a value reflects an expiry as
+soon as the shard sees any event at or past it (with R events/s over S shards,
+about every S/R seconds); an entity's stored ``valid_at`` never exceeds the
+shard clock, so an out-of-order event can still be applied after a refresh
+(it is written valid at the later of its entity's last event and last refresh).
+
+An entity silent for ``evict_after_s`` of event time with empty windows is
+dropped from state (its Redis value expires by TTL on the same horizon).
+
+>>> from loopline.contracts.fraud import FRAUD_FEATURES
+>>> from loopline.contracts.redis_layout import RedisLayout, unpack
+>>> shard = FeatureShard(FRAUD_FEATURES, RedisLayout("demo"))
+>>> rec = {"card_id": "c1", "merchant_id": "m1", "amount": 10.0}
+>>> out = shard.apply([(0, "c1", 1_000_000, rec, 0, 0), (0, "c1", 1_030_000, rec, 0, 1)])
+>>> [(w.key.rsplit(":", 2)[-2:], w.valid_at, w.oldest_ms) for w in out.writes]
+[(['card', 'c1'], 1030.0, 1000000)]
+>>> unpack(out.writes[0].value)[1][:2]  # 2 transactions, 20.0 in the last 10 min
+(2.0, 20.0)
+>>> # 11 minutes later another card's event moves the clock: c1's 10 min window empties.
+>>> out = shard.apply([(0, "c2", 1_690_000, {**rec, "card_id": "c2"}, 0, 2)])
+>>> sorted((w.key[-2:], w.valid_at) for w in out.writes)
+[('c1', 1620.0), ('c2', 1690.0)]
+>>> {w.key[-2:]: unpack(w.value)[1][:2] for w in out.writes}["c1"]
+(0.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from loopline.contracts.errors import FeatureError
+from loopline.contracts.features import EntityState, FeatureSet
+from loopline.contracts.redis_layout import RedisLayout, pack
+from loopline.streams.decoding import EntityUpdate
+
+SNAPSHOT_FORMAT = 1
+
+
+class FeatureWrite(NamedTuple):
+    """One entity's absolute values to store."""
+
+    key: str
+    value: bytes  # contracts.redis_layout.pack(valid_at, values)
+    valid_at: float
+    # Oldest event time (ms) among the events this write makes visible; 0 for
+    # a refresh with no new event. Freshness is measured from it.
+    oldest_ms: int
+
+
+@dataclass
+class ShardOutput:
+    writes: list[FeatureWrite] = field(default_factory=list)
+    # Updates the feature engine refused (input validation lets none through
+    # in practice), with the error: they go to the dead-letter topic.
+    rejected: list[tuple[EntityUpdate, str]] = field(default_factory=list)
+    refreshed: int = 0
+    evicted: int = 0
+
+
+class FeatureShard:
+    """The state of one shard: entities, event clock, expiry schedule."""
+
+    def __init__(
+        self,
+        fs: FeatureSet,
+        layout: RedisLayout,
+        *,
+        evict_after_s: float = 0.0,
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
+        self.fs = fs
+        self._views = fs.views
+        self._view_index = {id(v): i for i, v in enumerate(fs.views)}
+        self._prefixes = tuple(layout.key_prefix(fs, v.entity) for v in fs.views)
+        self._evict_after_s = evict_after_s
+        self.clock_ms = 0
+        self._states: dict[str, EntityState] = {}
+        # Time each entity's stored value is valid at (what was last written).
+        self._as_of: dict[str, float] = {}
+        # Expiry schedule: heap of (time, key); _due holds each key's live entry.
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
+        # Pickled entities, refreshed only for entities changed since the last
+        # snapshot: a snapshot costs what changed, not the whole shard.
+        self._blobs: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def state(self, key: str) -> EntityState | None:
+        return self._states.get(key)
+
+    def apply(self, updates: list[EntityUpdate]) -> ShardOutput:
+        """Apply a batch of updates; return one write per changed entity."""
+        out = ShardOutput()
+        states = self._states
+        prefixes = self._prefixes
+        touched: dict[str, int] = {}
+        for upd in updates:
+            vi, eid, t_ms, record, _partition, _offset = upd
+            key = prefixes[vi] + eid
+            st = states.get(key)
+            fresh = st is None
+            if fresh:
+                st = EntityState(self._views[vi])
+            try:
+                st.update(record, t_ms / 1000.0)  # type: ignore[union-attr]
+            except FeatureError as e:
+                out.rejected.append((upd, str(e)))
+                continue
+            if fresh:
+                states[key] = st  # type: ignore[assignment]
+                self._as_of[key] = 0.0
+            if t_ms > self.clock_ms:
+                self.clock_ms = t_ms
+            oldest = touched.get(key)
+            if oldest is None or t_ms < oldest:
+                touched[key] = t_ms
+        writes: dict[str, FeatureWrite] = {}
+        for key, oldest in touched.items():
+            st = states[key]
+            as_of = max(st.last_time, self._as_of[key])
+            writes[key] = FeatureWrite(key, pack(as_of, st.values(as_of)), as_of, oldest)
+            self._as_of[key] = as_of
+            self._dirty.add(key)
+            self._schedule_next(key, st, as_of)
+        self._refresh(writes, out)
+        out.writes = list(writes.values())
+        return out
+
+    def _schedule_next(self, key: str, st: EntityState, as_of: float) -> None:
+        when = st.expires_at(as_of)
+        if when is None:
+            if not self._evict_after_s:
+                self._due.pop(key, None)
+                return
+            when = st.last_time + self._evict_after_s
+        if self._due.get(key) != when:
+            self._due[key] = when
+            heapq.heappush(self._heap, (when, key))
+
+    def _refresh(self, writes: dict[str, FeatureWrite], out: ShardOutput) -> None:
+        clock_s = self.clock_ms / 1000.0
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= clock_s:
+            when, key = heapq.heappop(heap)
+            if due.get(key) != when:
+                continue  # superseded by a later schedule
+            del due[key]
+            st = self._states[key]
+            as_of = self._as_of[key]
+            nxt = st.expires_at(as_of)
+            if nxt is None:
+                if self._evict_after_s and st.last_time + self._evict_after_s <= clock_s:
+                    self._evict(key)
+                    out.evicted += 1
+                else:
+                    self._schedule_next(key, st, as_of)
+                continue
+            if nxt > clock_s:
+                self._schedule_next(key, st, as_of)  # an early entry: reschedule
+                continue
+            # Jump to the last change at or before the clock.
+            t = nxt
+            while (later := st.expires_at(t)) is not None and later <= clock_s:
+                t = later
+            prev = writes.get(key)
+            oldest = prev.oldest_ms if prev is not None else 0
+            writes[key] = FeatureWrite(key, pack(t, st.values(t)), t, oldest)
+            self._as_of[key] = t
+            self._dirty.add(key)
+            out.refreshed += 1
+            self._schedule_next(key, st, t)
+
+    def _evict(self, key: str) -> None:
+        del self._states[key]
+        del self._as_of[key]
+        self._blobs.pop(key, None)
+        self._dirty.discard(key)
+
+    # -- recovery ---------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """An immutable, picklable copy of the shard (only changes are re-pickled)."""
+        for key in self._dirty:
+            st = self._states[key]
+            state = st.__getstate__()
+            vi = self._view_index[id(state.pop("view"))]
+            self._blobs[key] = pickle.dumps(
+                (vi, state, self._as_of[key]), protocol=pickle.HIGHEST_PROTOCOL
+            )
+        self._dirty.clear()
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "fingerprint": self.fs.fingerprint,
+            "clock_ms": self.clock_ms,
+            "entities": dict(self._blobs),
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        if snap.get("format") != SNAPSHOT_FORMAT or snap.get("fingerprint") != self.fs.fingerprint:
+            raise FeatureError(
+                f"recovery state was written for another feature set or format "
+                f"(fingerprint {str(snap.get('fingerprint'))[:12]}, format {snap.get('format')}); "
+                f"this flow computes {self.fs.name} v{self.fs.version} "
+                f"({self.fs.fingerprint[:12]}): start it with a fresh recovery directory"
+            )
+        self.clock_ms = snap["clock_ms"]
+        for key, blob in snap["entities"].items():
+            vi, state, as_of = pickle.loads(blob)
+            state["view"] = self._views[vi]
+            st = EntityState.__new__(EntityState)
+            st.__setstate__(state)
+            self._states[key] = st
+            self._as_of[key] = as_of
+            self._blobs[key] = blob
+            self._schedule_next(key, st, as_of)

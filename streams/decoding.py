@@ -1,0 +1,289 @@
+"""From Kafka records to feature updates: parse, validate, gate on lateness, route.
+
+Pure logic (no Kafka client, no dataflow engine): the source adapter hands a
+batch of :class:`SourceRecord` from one partition to that partition's
+:class:`EventDecoder` and gets back the accepted events grouped by shard plus
+the dead letters. Nothing raises on bad input: every record ends up either
+accepted or in a :class:`DeadLetter` with its original bytes and origin.
+
+Lateness is judged per Kafka partition, against the partition's stream time
+(the highest event time seen on it, Kafka Streams style). The verdict then
+depends only on the partition's order, never on worker count, process count
+or restarts, and the stream time is snapshotted together with the offset.
+
+>>> from loopline.contracts.fraud import FRAUD_FEATURES
+>>> dec = EventDecoder(FRAUD_FEATURES, shards=4, allowed_lateness_s=60)
+>>> good = (b'{"event_id":"e1","card_id":"c1","merchant_id":"m1","amount":5,'
+...         b'"event_time":1700000000000}')
+>>> late = good.replace(b"1700000000000", b"1699999000000")
+>>> batch = dec.decode([
+...     SourceRecord("ev", 0, 7, b"c1", good),
+...     SourceRecord("ev", 0, 8, b"c1", late),
+...     SourceRecord("ev", 0, 9, None, b"{oops"),
+... ])
+>>> batch.accepted, [(d.offset, d.reason) for d in batch.dead_letters]
+(1, [(8, 'late'), (9, 'malformed')])
+>>> sorted(len(items) for items in batch.by_shard.values())  # one card update, one merchant update
+[1, 1]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from loopline.contracts.errors import SchemaError
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.schemas import DeadLetter, Transaction, decode
+
+# Feature inputs beyond this magnitude are refused: no real amount is near it,
+# and the feature engine's exact sums need headroom.
+MAX_ABS_INPUT = 1e15
+
+REASON_MALFORMED = "malformed"
+REASON_INVALID = "invalid"
+REASON_LATE = "late"
+
+
+class SourceRecord(NamedTuple):
+    """One Kafka message as read, before any parsing."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+
+
+# An accepted update for one entity: (view index, entity id, event time ms,
+# the event record, source partition, source offset). A plain tuple: these are
+# the items that cross workers, so they must be cheap to build and to pickle.
+EntityUpdate = tuple[int, str, int, dict[str, Any], int, int]
+
+
+class MalformedEventError(SchemaError):
+    """The bytes are not a JSON object at all."""
+
+
+def shard_of(entity_key: str, shards: int) -> int:
+    """Stable shard of an entity: the same in every process and every run."""
+    return zlib.crc32(entity_key.encode()) % shards
+
+
+class TransactionParser:
+    """Bytes -> the flat record the feature engine reads, or :class:`SchemaError`.
+
+    Accepts exactly what ``contracts.schemas.decode(Transaction, ...)`` accepts
+    (it is the fallback whenever the fast path has any doubt, and it words the
+    errors), then checks every field the feature set reads.
+
+    >>> from loopline.contracts.fraud import FRAUD_FEATURES
+    >>> p = TransactionParser(FRAUD_FEATURES)
+    >>> raw = b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":1.5,"event_time":9}'
+    >>> p.parse(raw)["amount"]
+    1.5
+    >>> p.parse(raw.replace(b"1.5", b"-1"))
+    Traceback (most recent call last):
+    ...
+    loopline.contracts.errors.SchemaError: Transaction.amount: must be >= 0
+    """
+
+    # Checked by the Transaction schema already (types, emptiness, sign).
+    _SCHEMA_FIELDS = frozenset({"event_id", "card_id", "merchant_id", "amount", "event_time"})
+
+    def __init__(self, fs: FeatureSet) -> None:
+        numeric: set[str] = set()
+        scalar: set[str] = set()
+        keys: set[str] = set()
+        for view in fs.views:
+            keys.add(view.key_field)
+            for a in view.aggregations:
+                if a.field is None:
+                    continue
+                if a.kind == "distinct":
+                    scalar.add(a.field)
+                else:
+                    numeric.add(a.field)
+        self.time_field = fs.event_time_field
+        self._numeric = tuple(sorted(numeric))
+        self._extra_keys = tuple(sorted(keys - self._SCHEMA_FIELDS))
+        self._extra_scalars = tuple(sorted(scalar - self._SCHEMA_FIELDS))
+
+    def parse(self, raw: bytes | None) -> dict[str, Any]:
+        if not raw:
+            raise MalformedEventError("empty message (no value)")
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MalformedEventError(f"Transaction: not valid JSON ({e})") from None
+        if type(doc) is not dict:
+            raise MalformedEventError(
+                f"Transaction: expected a JSON object, got {type(doc).__name__}"
+            )
+        eid, cid, mid = doc.get("event_id"), doc.get("card_id"), doc.get("merchant_id")
+        amount, et = doc.get("amount"), doc.get("event_time")
+        fast = (
+            type(eid) is str
+            and eid
+            and type(cid) is str
+            and cid
+            and type(mid) is str
+            and mid
+            and type(amount) in (float, int)
+            and 0 <= amount <= MAX_ABS_INPUT  # false for NaN and Infinity too
+            and type(et) is int
+            and et > 0
+        )
+        record = doc if fast else decode(Transaction, doc).as_record()
+        self._check_features(record)
+        return record
+
+    def _check_features(self, record: dict[str, Any]) -> None:
+        for f in self._numeric:
+            x = record.get(f)
+            if type(x) not in (float, int) or not math.isfinite(x):
+                raise SchemaError(f"Transaction.{f}: expected a finite number, got {x!r}", f)
+            if abs(x) > MAX_ABS_INPUT:
+                raise SchemaError(f"Transaction.{f}: {x!r} is out of range", f)
+        for f in self._extra_keys:
+            x = record.get(f)
+            if type(x) not in (str, int) or x == "":
+                raise SchemaError(f"Transaction.{f}: expected a non-empty key, got {x!r}", f)
+        for f in self._extra_scalars:
+            x = record.get(f)
+            if type(x) not in (str, int, float, bool):
+                raise SchemaError(f"Transaction.{f}: expected a scalar, got {x!r}", f)
+
+
+@dataclass
+class PartitionClock:
+    """Stream time of one partition: the highest event time seen on it.
+
+    An event older than ``stream time - allowed lateness`` is late.
+
+    >>> clock = PartitionClock(lateness_ms=1000)
+    >>> [clock.admit(t) for t in (5000, 4500, 3999, 4000, 9000, 7999)]
+    [True, True, False, True, True, False]
+    """
+
+    lateness_ms: int
+    max_ms: int = 0
+
+    def admit(self, t_ms: int) -> bool:
+        if t_ms > self.max_ms:
+            self.max_ms = t_ms
+            return True
+        return t_ms >= self.max_ms - self.lateness_ms
+
+    @property
+    def watermark_ms(self) -> int:
+        return self.max_ms - self.lateness_ms
+
+
+@dataclass
+class DecodedBatch:
+    """What one partition's batch became."""
+
+    by_shard: dict[int, list[EntityUpdate]] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    accepted: int = 0
+    records: int = 0
+    # Newest accepted event time (ms) in the batch.
+    max_event_ms: int = 0
+
+
+class EventDecoder:
+    """Parse, validate, judge lateness and route one partition's records.
+
+    Keep one per partition; its :attr:`clock` is the state to snapshot with
+    the partition's offset.
+    """
+
+    def __init__(
+        self,
+        fs: FeatureSet,
+        *,
+        shards: int,
+        allowed_lateness_s: float,
+        max_future_s: float = 0.0,
+        clock_ms: int = 0,
+    ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.fs = fs
+        self.shards = shards
+        self.parser = TransactionParser(fs)
+        self.clock = PartitionClock(int(allowed_lateness_s * 1000), clock_ms)
+        self.max_future_ms = int(max_future_s * 1000)
+        # (view index, entity name, key field) for each entity type
+        self._views = tuple((i, v.entity + ":", v.key_field) for i, v in enumerate(fs.views))
+        self._shard_cache: dict[str, int] = {}
+
+    def decode(self, records: list[SourceRecord], now_ms: int | None = None) -> DecodedBatch:
+        out = DecodedBatch(records=len(records))
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        parse = self.parser.parse
+        time_field = self.parser.time_field
+        admit = self.clock.admit
+        by_shard = out.by_shard
+        shard_cache = self._shard_cache
+        horizon = now_ms + self.max_future_ms if self.max_future_ms else 0
+        for rec in records:
+            try:
+                record = parse(rec.value)
+            except MalformedEventError as e:
+                out.dead_letters.append(_dead(rec, REASON_MALFORMED, str(e), now_ms))
+                continue
+            except SchemaError as e:
+                out.dead_letters.append(_dead(rec, REASON_INVALID, str(e), now_ms))
+                continue
+            t_ms = record[time_field]
+            if horizon and t_ms > horizon:
+                error = f"event time {t_ms} is more than {self.max_future_ms} ms ahead of {now_ms}"
+                out.dead_letters.append(_dead(rec, REASON_INVALID, error, now_ms))
+                continue
+            if not admit(t_ms):
+                error = (
+                    f"event time {t_ms} is before the partition's watermark "
+                    f"{self.clock.watermark_ms} (stream time {self.clock.max_ms} minus "
+                    f"{self.clock.lateness_ms} ms allowed lateness)"
+                )
+                out.dead_letters.append(_dead(rec, REASON_LATE, error, now_ms))
+                continue
+            out.accepted += 1
+            if t_ms > out.max_event_ms:
+                out.max_event_ms = t_ms
+            for vi, entity, key_field in self._views:
+                eid = str(record[key_field])
+                ekey = entity + eid
+                shard = shard_cache.get(ekey)
+                if shard is None:
+                    shard = shard_of(ekey, self.shards)
+                    if len(shard_cache) < 1_000_000:
+                        shard_cache[ekey] = shard
+                item = (vi, eid, t_ms, record, rec.partition, rec.offset)
+                bucket = by_shard.get(shard)
+                if bucket is None:
+                    by_shard[shard] = [item]
+                else:
+                    bucket.append(item)
+        return out
+
+
+def _dead(rec: SourceRecord, reason: str, error: str, now_ms: int) -> DeadLetter:
+    return DeadLetter.of(
+        source_topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        reason=reason,
+        error=error,
+        value=rec.value,
+        key=rec.key,
+        time_ms=now_ms,
+    )

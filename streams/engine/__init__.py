@@ -1,0 +1,1 @@
+"""Dataflow-engine adapters (Bytewax today): the only code that imports the engine."""

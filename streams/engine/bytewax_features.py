@@ -1,0 +1,251 @@
+"""The features flow as a Bytewax dataflow: the only module that knows Bytewax.
+
+Steps (ids are stable: recovery state is stored under them)::
+
+    kafka_events        one Kafka partition per source partition; each poll is
+                        parsed, validated and lateness-gated by that
+                        partition's EventDecoder (its stream time is snapshotted
+                        with the offset, so the verdicts survive restarts)
+    route_to_shards     (shard, updates) per shard touched by the poll
+    aggregate           FeatureShard per shard key: entity states, event clock,
+                        expiry refreshes; emits the absolute values to write
+    redis_out           batched write-if-newer into Redis, TTL, metrics
+    rejected            updates the feature engine refused, as dead letters
+    dead_letters_out    every dead letter, delivery checked
+
+Swapping the engine means rewriting this module (and the runner); the pure
+steps (decoding, aggregation, redis_sink, dead_letters, kafka_io) stay.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import redis
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from loopline.contracts.schemas import DeadLetter
+from loopline.streams.aggregation import FeatureShard, ShardOutput
+from loopline.streams.dead_letters import DeadLetterProducer
+from loopline.streams.decoding import REASON_INVALID, REASON_LATE, DecodedBatch, EventDecoder
+from loopline.streams.features_config import FeatureFlowConfig
+from loopline.streams.kafka_io import START_POSITIONS, PartitionReader, list_partitions
+from loopline.streams.metrics import FeatureMetrics, feature_metrics
+from loopline.streams.redis_sink import FeatureWriter
+
+FLOW_ID = "loopline_features"
+# Idle polling backs off from 0.5 ms to this: bounds the latency an event
+# arriving on a quiet partition can pay, and the CPU an idle flow burns.
+_MAX_IDLE_WAIT_S = 0.005
+_LAG_EVERY_S = 1.0
+
+# Source partition state: (next offset, partition stream time in ms).
+_PartitionState = tuple[int, int]
+
+
+class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
+    def __init__(self, cfg: FeatureFlowConfig, partition: int, resume: _PartitionState | None):
+        offset, clock_ms = resume if resume is not None else (START_POSITIONS[cfg.start], 0)
+        self._reader = PartitionReader(
+            cfg.consumer, cfg.topic, partition, offset, batch_size=cfg.batch_size
+        )
+        self._decoder = EventDecoder(
+            cfg.feature_set,
+            shards=cfg.shards,
+            allowed_lateness_s=cfg.allowed_lateness_s,
+            max_future_s=cfg.max_future_s,
+            clock_ms=clock_ms,
+        )
+        self._drain_idle_s = cfg.drain_idle_s
+        self._metrics = feature_metrics()
+        self._lag = self._metrics.consumer_lag.labels(str(partition))
+        self._idle_wait = 0.0
+        self._idle_since: float | None = None
+        self._next_lag = 0.0
+
+    def next_batch(self) -> list[DecodedBatch]:
+        records = self._reader.read()
+        now = time.monotonic()
+        if now >= self._next_lag:
+            self._next_lag = now + _LAG_EVERY_S
+            lag = self._reader.lag()
+            if lag is not None:
+                self._lag.set(lag)
+        if not records:
+            self._idle_wait = min(max(self._idle_wait * 2, 0.0005), _MAX_IDLE_WAIT_S)
+            if self._drain_idle_s is not None and self._reader.at_end:
+                if self._idle_since is None:
+                    self._idle_since = now
+                elif now - self._idle_since >= self._drain_idle_s:
+                    raise StopIteration
+            return []
+        self._idle_wait = 0.0
+        self._idle_since = None
+        batch = self._decoder.decode(records)
+        self._metrics.records.inc(batch.records)
+        self._metrics.events.inc(batch.accepted)
+        return [batch]
+
+    def next_awake(self) -> datetime | None:
+        if not self._idle_wait:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=self._idle_wait)
+
+    def snapshot(self) -> _PartitionState:
+        return (self._reader.next_offset, self._decoder.clock.max_ms)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class KafkaEventSource(FixedPartitionedSource[DecodedBatch, _PartitionState]):
+    """The events topic; each Kafka partition is one recoverable source partition."""
+
+    def __init__(self, cfg: FeatureFlowConfig) -> None:
+        self._cfg = cfg
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in list_partitions(self._cfg.consumer, self._cfg.topic)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: _PartitionState | None
+    ) -> _EventPartition:
+        return _EventPartition(self._cfg, int(for_part), resume_state)
+
+
+class _ShardLogic(StatefulBatchLogic[list[Any], ShardOutput, dict[str, Any]]):
+    def __init__(self, shard: FeatureShard) -> None:
+        self._shard = shard
+
+    def on_batch(self, values: list[list[Any]]) -> tuple[list[ShardOutput], bool]:
+        updates = values[0] if len(values) == 1 else [u for v in values for u in v]
+        return [self._shard.apply(updates)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._shard.snapshot()
+
+
+class _RedisPartition(StatelessSinkPartition[tuple[str, ShardOutput]]):
+    def __init__(self, cfg: FeatureFlowConfig, metrics: FeatureMetrics) -> None:
+        client = redis.Redis(
+            host=cfg.redis_host,
+            port=cfg.redis_port,
+            db=cfg.redis_db,
+            socket_timeout=cfg.redis_timeout_s,
+            socket_connect_timeout=cfg.redis_timeout_s,
+        )
+        self._writer = FeatureWriter(client, cfg.ttl_s)
+        self._metrics = metrics
+        self._written = metrics.redis_keys.labels("written")
+        self._stale = metrics.redis_keys.labels("stale")
+        self._hook = cfg.on_written
+
+    def write_batch(self, items: list[tuple[str, ShardOutput]]) -> None:
+        writes = []
+        refreshed = evicted = 0
+        for _shard, out in items:
+            writes.extend(out.writes)
+            refreshed += out.refreshed
+            evicted += out.evicted
+        if refreshed:
+            self._metrics.refreshes.inc(refreshed)
+        if evicted:
+            self._metrics.evictions.inc(evicted)
+        if not writes:
+            return
+        result = self._writer.write(writes)
+        now = time.time()
+        self._metrics.redis_write_seconds.observe(result.seconds)
+        self._written.inc(result.written)
+        if result.stale:
+            self._stale.inc(result.stale)
+        observe = self._metrics.freshness_seconds.observe
+        now_ms = now * 1000.0
+        for w in writes:
+            if w.oldest_ms:
+                observe(max(now_ms - w.oldest_ms, 0.0) / 1000.0)
+        if self._hook is not None:
+            self._hook(writes, now)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class RedisFeatureSink(DynamicSink[tuple[str, ShardOutput]]):
+    def __init__(self, cfg: FeatureFlowConfig) -> None:
+        self._cfg = cfg
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        return _RedisPartition(self._cfg, feature_metrics())
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
+    def __init__(self, cfg: FeatureFlowConfig, metrics: FeatureMetrics) -> None:
+        self._producer = DeadLetterProducer(cfg.producer, cfg.dead_letter_topic)
+        self._metrics = metrics
+
+    def write_batch(self, items: list[DeadLetter]) -> None:
+        self._producer.send(items)  # raises unless every letter is acknowledged
+        for letter in items:
+            self._metrics.dead_letters.labels(letter.reason).inc()
+            if letter.reason == REASON_LATE:
+                self._metrics.late_events.inc()
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+class DeadLetterSink(DynamicSink[DeadLetter]):
+    def __init__(self, cfg: FeatureFlowConfig) -> None:
+        self._cfg = cfg
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self._cfg, feature_metrics())
+
+
+def _rejected_letters(cfg: FeatureFlowConfig, out: ShardOutput) -> list[DeadLetter]:
+    letters = []
+    for (_vi, _eid, _t, record, partition, offset), error in out.rejected:
+        letters.append(
+            DeadLetter.of(
+                source_topic=cfg.topic,
+                partition=partition,
+                offset=offset,
+                reason=REASON_INVALID,
+                # The original bytes stayed at the source; this is the parsed record.
+                error=f"feature engine refused the event: {error}",
+                value=json.dumps(record, default=str).encode(),
+                time_ms=int(time.time() * 1000),
+            )
+        )
+    return letters
+
+
+def build_flow(cfg: FeatureFlowConfig) -> Dataflow:
+    """The features dataflow for ``cfg``."""
+    fs = cfg.feature_set
+    flow = Dataflow(FLOW_ID)
+    batches = op.input("kafka_events", flow, KafkaEventSource(cfg))
+    routed = op.flat_map(
+        "route_to_shards", batches, lambda b: [(str(s), u) for s, u in b.by_shard.items()]
+    )
+    outputs = op.stateful_batch(
+        "aggregate",
+        routed,
+        lambda resume: _ShardLogic(
+            FeatureShard(fs, cfg.layout, evict_after_s=cfg.evict_after_s, snapshot=resume)
+        ),
+    )
+    op.output("redis_out", outputs, RedisFeatureSink(cfg))
+    rejected = op.flat_map("rejected", outputs, lambda kv: _rejected_letters(cfg, kv[1]))
+    dead = op.flat_map("dead_letters", batches, lambda b: b.dead_letters)
+    all_dead = op.merge("all_dead_letters", dead, rejected)
+    op.output("dead_letters_out", all_dead, DeadLetterSink(cfg))
+    return flow

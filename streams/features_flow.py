@@ -1,0 +1,105 @@
+"""Running the features flow for real: recovery, metrics endpoint, workers, processes.
+
+``loopline run features`` calls :func:`run_features`. The flow can also be
+started with Bytewax's own runner, reading settings from the environment
+(``LOOPLINE_CONFIG`` names an optional TOML file)::
+
+    python -m bytewax.recovery .loopline/recovery/features 4
+    python -m bytewax.run "loopline.streams.features_flow:flow_from_env()" \\
+        -r .loopline/recovery/features -s 5 -b 0 -w 2
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import Settings, load_settings
+from loopline.streams.features_config import FeatureFlowConfig
+
+RECOVERY_SUBDIR = "features"
+
+
+def recovery_dir(settings: Settings) -> Path:
+    """This flow's recovery partitions (other flows use sibling directories)."""
+    return settings.streams.recovery_dir / RECOVERY_SUBDIR
+
+
+def ensure_recovery_dir(path: Path, partitions: int) -> Path:
+    """Create and initialise ``path`` unless it already holds recovery partitions.
+
+    Safe when several processes of one cluster start at once (a file lock).
+    """
+    from bytewax.recovery import init_db_dir
+
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(path.glob("part-*.sqlite3")):
+            init_db_dir(path, partitions)
+    return path
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workers: int = 1
+    process_id: int | None = None
+    addresses: Sequence[str] | None = None
+    recovery: bool = True
+    recovery_path: Path | None = None  # default: recovery_dir(settings)
+    metrics: bool = True
+    drain_idle_s: float | None = None
+
+
+def run_features(settings: Settings, options: RunOptions = RunOptions(), **cfg: Any) -> None:
+    """Run the features flow in this process until it ends (drain) or is stopped.
+
+    ``cfg`` overrides :class:`FeatureFlowConfig` fields (tests, benchmarks).
+    """
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from loopline.streams.engine.bytewax_features import build_flow
+
+    if options.workers < 1:
+        raise ConfigError("workers must be >= 1")
+    if (options.process_id is None) != (not options.addresses):
+        raise ConfigError("--process-id and --addresses go together (one address per process)")
+    flow_cfg = FeatureFlowConfig.from_settings(settings, drain_idle_s=options.drain_idle_s, **cfg)
+    if flow_cfg.start not in ("beginning", "end"):
+        raise ConfigError(
+            f"streams.start_from must be 'beginning' or 'end', not {flow_cfg.start!r}"
+        )
+    flow = build_flow(flow_cfg)
+    recovery = None
+    if options.recovery:
+        path = ensure_recovery_dir(
+            options.recovery_path or recovery_dir(settings), settings.streams.recovery_partitions
+        )
+        recovery = RecoveryConfig(path, timedelta(0))
+    if options.metrics:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.streams.metrics_port + (options.process_id or 0))
+    cli_main(
+        flow,
+        workers_per_process=options.workers,
+        process_id=options.process_id,
+        addresses=list(options.addresses) if options.addresses else None,
+        epoch_interval=timedelta(seconds=settings.streams.snapshot_interval_s),
+        recovery_config=recovery,
+    )
+
+
+def flow_from_env():  # type: ignore[no-untyped-def]
+    """The flow built from the environment's settings, for ``python -m bytewax.run``."""
+    from loopline.streams.engine.bytewax_features import build_flow
+
+    settings = load_settings(os.environ.get("LOOPLINE_CONFIG"))
+    return build_flow(FeatureFlowConfig.from_settings(settings))

@@ -1,0 +1,192 @@
+"""Parsing, validation, lateness and routing of events: pure, no sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+
+import pytest
+
+from loopline.contracts.errors import SchemaError
+from loopline.contracts.fraud import FRAUD_FEATURES
+from loopline.contracts.schemas import Transaction, decode
+from loopline.streams.decoding import (
+    REASON_INVALID,
+    REASON_LATE,
+    REASON_MALFORMED,
+    EventDecoder,
+    SourceRecord,
+    TransactionParser,
+    shard_of,
+)
+
+BASE_MS = 1_700_000_000_000
+
+
+def _tx(i: int = 0, **fields: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "event_id": f"e{i}",
+        "card_id": f"c{i % 7}",
+        "merchant_id": f"m{i % 3}",
+        "amount": 10.5 + i,
+        "event_time": BASE_MS + i * 1000,
+    }
+    doc.update(fields)
+    return doc
+
+
+def _rec(doc: object, offset: int = 0, partition: int = 0) -> SourceRecord:
+    raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return SourceRecord("t.events", partition, offset, b"k", raw)
+
+
+def _decoder(**kw: object) -> EventDecoder:
+    args: dict[str, object] = {"shards": 8, "allowed_lateness_s": 60.0, **kw}
+    return EventDecoder(FRAUD_FEATURES, **args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "words"),
+    [
+        (b"{not json", REASON_MALFORMED, "not valid JSON"),
+        (b"[1, 2]", REASON_MALFORMED, "expected a JSON object"),
+        (b"", REASON_MALFORMED, "empty message"),
+        (b"\xff\xfe", REASON_MALFORMED, "not valid JSON"),
+        (json.dumps(_tx(amount="12")).encode(), REASON_INVALID, "amount"),
+        (json.dumps(_tx(amount=-1)).encode(), REASON_INVALID, "amount"),
+        (json.dumps(_tx(amount=1e16)).encode(), REASON_INVALID, "out of range"),
+        (json.dumps(_tx(card_id="")).encode(), REASON_INVALID, "card_id"),
+        (json.dumps(_tx(event_time="yesterday")).encode(), REASON_INVALID, "event_time"),
+        (
+            json.dumps({k: v for k, v in _tx().items() if k != "merchant_id"}).encode(),
+            "invalid",
+            "merchant_id",
+        ),
+        (
+            b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":NaN,"event_time":5}',
+            REASON_INVALID,
+            "amount",
+        ),
+        (
+            b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":Infinity,"event_time":5}',
+            REASON_INVALID,
+            "amount",
+        ),
+    ],
+)
+def test_bad_records_become_dead_letters_with_origin(raw: bytes, reason: str, words: str) -> None:
+    batch = _decoder().decode([_rec(raw, offset=41, partition=3)], now_ms=BASE_MS)
+    assert batch.accepted == 0 and not batch.by_shard
+    (dl,) = batch.dead_letters
+    assert (dl.source_topic, dl.partition, dl.offset, dl.reason) == ("t.events", 3, 41, reason)
+    assert words in dl.error
+    assert dl.original_value() == raw
+    assert base64.b64decode(dl.key_b64) == b"k"
+
+
+def test_one_bad_record_loses_nothing_else() -> None:
+    recs = [_rec(_tx(i), offset=i) for i in range(10)]
+    recs.insert(4, _rec(b"garbage", offset=99))
+    batch = _decoder().decode(recs, now_ms=BASE_MS)
+    assert batch.accepted == 10 and batch.records == 11
+    assert [d.offset for d in batch.dead_letters] == [99]
+    updates = [u for items in batch.by_shard.values() for u in items]
+    assert sorted(u[5] for u in updates) == sorted([*range(10), *range(10)])
+
+
+def test_each_event_updates_its_card_and_its_merchant() -> None:
+    batch = _decoder(shards=1).decode([_rec(_tx(3), offset=5)], now_ms=BASE_MS)
+    (items,) = batch.by_shard.values()
+    assert [(vi, eid, t) for vi, eid, t, _r, _p, _o in items] == [
+        (0, "c3", BASE_MS + 3000),
+        (1, "m0", BASE_MS + 3000),
+    ]
+    assert items[0][3]["amount"] == 13.5
+
+
+def test_routing_is_stable_and_spreads() -> None:
+    # Same shard in every process and run (not Python's salted hash).
+    assert shard_of("card:c1", 64) == shard_of("card:c1", 64) == 26
+    counts = [0] * 16
+    for i in range(16_000):
+        counts[shard_of(f"card:c{i}", 16)] += 1
+    assert min(counts) > 800 and max(counts) < 1200
+
+
+def test_lateness_is_judged_per_partition_against_its_stream_time() -> None:
+    dec = _decoder(allowed_lateness_s=60.0)
+    recs = [
+        _rec(_tx(0, event_time=BASE_MS + 100_000), offset=0),
+        _rec(_tx(1, event_time=BASE_MS + 40_000), offset=1),  # exactly at the watermark: kept
+        _rec(_tx(2, event_time=BASE_MS + 39_999), offset=2),  # 1 ms too late
+        _rec(_tx(3, event_time=BASE_MS + 160_000), offset=3),
+        _rec(_tx(4, event_time=BASE_MS + 99_999), offset=4),  # late after the clock moved
+    ]
+    batch = dec.decode(recs, now_ms=BASE_MS)
+    assert batch.accepted == 3
+    late = batch.dead_letters
+    assert [(d.offset, d.reason) for d in late] == [(2, REASON_LATE), (4, REASON_LATE)]
+    assert "watermark" in late[0].error
+    # The stream time survives as state (snapshotted with the offset).
+    assert dec.clock.max_ms == BASE_MS + 160_000
+    resumed = _decoder(allowed_lateness_s=60.0, clock_ms=dec.clock.max_ms)
+    again = resumed.decode([_rec(_tx(5, event_time=BASE_MS + 99_999))], now_ms=BASE_MS)
+    assert [d.reason for d in again.dead_letters] == [REASON_LATE]
+
+
+def test_far_future_event_times_are_refused_not_allowed_to_poison_the_clock() -> None:
+    dec = _decoder(max_future_s=3600.0)
+    recs = [
+        _rec(_tx(0, event_time=BASE_MS * 1000), offset=0),  # microseconds by mistake
+        _rec(_tx(1), offset=1),
+    ]
+    batch = dec.decode(recs, now_ms=BASE_MS)
+    assert [(d.offset, d.reason) for d in batch.dead_letters] == [(0, REASON_INVALID)]
+    assert batch.accepted == 1
+
+
+def test_fast_path_accepts_exactly_what_the_schema_accepts() -> None:
+    parser = TransactionParser(FRAUD_FEATURES)
+    rng = random.Random(5)
+    variants: list[object] = [
+        "x",
+        "",
+        0,
+        -1,
+        1.5,
+        1e20,
+        True,
+        None,
+        [],
+        {},
+        1_700_000_000_000,
+        1_700_000_000_000.0,
+        1.5e12,
+    ]
+    fields = ["event_id", "card_id", "merchant_id", "amount", "event_time", "extra_field"]
+    for _ in range(3000):
+        doc = _tx(rng.randrange(100))
+        for _ in range(rng.randrange(3)):
+            f = rng.choice(fields)
+            if rng.random() < 0.2:
+                doc.pop(f, None)
+            else:
+                doc[f] = rng.choice(variants)
+        raw = json.dumps(doc).encode()
+        try:
+            expected = decode(Transaction, raw).as_record()
+            if not (0 <= expected["amount"] <= 1e15):
+                expected = None
+        except SchemaError:
+            expected = None
+        try:
+            got = parser.parse(raw)
+        except SchemaError:
+            got = None
+        assert got == expected, raw
+
+
+def test_extra_fields_are_kept_for_other_feature_sets() -> None:
+    rec = TransactionParser(FRAUD_FEATURES).parse(json.dumps(_tx(channel="web")).encode())
+    assert rec["channel"] == "web"
