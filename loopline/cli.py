@@ -18,6 +18,7 @@ with a clear message on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,15 @@ def _progress(message: str) -> None:
 
 
 # -- stack --------------------------------------------------------------------------
+# Components add their own subcommands through `register(subparsers)`; their
+# handlers read the settings from `args.settings` and return an exit code.
+COMPONENT_COMMANDS = (
+    "loopline.streams.commands",
+    "loopline.streams.drift_commands",
+    "loopline.trainer.commands",
+    "loopline.trainer.retrain_policy_loop",
+)
+
 # Subcommands import their heavy modules (the Kafka client, ...) when they run,
 # so `loopline --help` and unrelated subcommands stay fast.
 def _up_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         if cmd.arguments is not None:
             cmd.arguments(sub)
+    # Long-lived services share one `run` group; each component adds its own.
+    run = subparsers.add_parser("run", help="run one Loopline service (for real deployments)")
+    run.add_subparsers(dest="run_command", required=True, metavar="SERVICE")
+    for module in COMPONENT_COMMANDS:
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
@@ -129,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        return COMMANDS[args.command].run(args, settings)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command].run(args, settings)
+        args.settings = settings
+        return int(args.func(args))
     except LooplineError as e:
         print(f"loopline {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
