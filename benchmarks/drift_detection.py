@@ -36,11 +36,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from loopline.streams.drift import DriftMonitor, concept_detector
 from river import drift
 from river.datasets import synth
 
 from loopline.contracts.settings import DriftSettings
+from loopline.streams.drift import DriftMonitor, concept_detector
 
 NOISE_BEFORE = 0.10
 TARGETS = (0.30, 0.20)

@@ -1,4 +1,4 @@
-"""The drift CLI subcommands: ``loopline drift tail``.
+"""The drift CLI subcommands: ``loopline drift tail`` and ``loopline run drift``.
 
 The lead's CLI calls :func:`register` with its subparsers; each handler is
 stored as ``func`` and called as ``func(args)`` or ``func(args, settings)``,
@@ -19,7 +19,12 @@ from loopline.contracts.topics import Topics
 
 
 def register(subparsers: Any) -> None:
-    """Add ``drift tail`` to a subparsers object."""
+    """Add ``drift tail`` and ``run drift`` to a subparsers object (``run`` is shared)."""
+    _register_tail(subparsers)
+    _register_run(subparsers)
+
+
+def _register_tail(subparsers: Any) -> None:
     drift = subparsers.choices.get("drift") or subparsers.add_parser(
         "drift", help="drift detection: watch alarms"
     )
@@ -74,3 +79,48 @@ def run_tail(args: argparse.Namespace, settings: Settings | None = None) -> int:
             timeout_s=args.timeout_s,
         )
     return 0
+
+
+def _register_run(subparsers: Any) -> None:
+    run = _run_group(subparsers)
+    p = run.add_parser(
+        "drift",
+        help="run the drift dataflow (predictions + labeled -> drift events)",
+        description="Watch the predictions and labeled topics with River detectors and publish "
+        "confirmed drift alarms to the drift topic; state survives restarts (recovery).",
+    )
+    p.add_argument("--workers", type=int, default=None, help="worker threads (streams.workers)")
+    p.add_argument("--no-recovery", action="store_true", help="keep no snapshots (tests only)")
+    p.add_argument(
+        "--drain-idle-s",
+        type=float,
+        help="stop once every partition has been idle at its end this long",
+    )
+    p.set_defaults(func=run_drift_flow)
+
+
+def run_drift_flow(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from loopline.streams.drift_flow import run_drift
+    from loopline.streams.features_flow import RunOptions
+
+    settings = settings or getattr(args, "settings", None)
+    if settings is None:
+        raise ConfigError("no settings: the CLI must set args.settings")
+    options = RunOptions(
+        workers=args.workers or settings.streams.workers,
+        recovery=not args.no_recovery,
+        drain_idle_s=args.drain_idle_s,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        run_drift(settings, options)
+    return 0
+
+
+def _run_group(subparsers: Any) -> Any:
+    parser = subparsers.choices.get("run")
+    if parser is None:
+        parser = subparsers.add_parser("run", help="run a long-lived Loopline service")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="run_command", required=True, metavar="SERVICE")

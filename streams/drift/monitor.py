@@ -38,15 +38,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loopline.contracts.errors import SchemaError
+from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog
+from loopline.contracts.settings import DriftSettings
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 from loopline.streams.drift.effect import severity_of
 from loopline.streams.drift.events import clean_evidence, drift_event_id, finite
 from loopline.streams.drift.performance import Breach, PerformanceMonitor
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
-
-from loopline.contracts.errors import SchemaError
-from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog
-from loopline.contracts.settings import DriftSettings
 
 ERROR_MODES = ("binary", "absolute")
 # Predictions in a row from an older version before the monitor believes in a

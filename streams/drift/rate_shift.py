@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from loopline.streams.drift.effect import cohens_h
 from river import drift
+
+from loopline.streams.drift.effect import cohens_h
 
 DIRECTIONS = ("both", "up", "down")
 # A variance floor for the z test: a reference rate of exactly 0 or 1 would

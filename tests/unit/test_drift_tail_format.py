@@ -72,3 +72,16 @@ def test_register_adds_drift_tail_with_its_options() -> None:
     assert not args.from_beginning
     with pytest.raises(SystemExit):
         parser.parse_args(["drift", "tail", "--from-beginning", "--since-minutes", "5"])
+
+
+def test_register_adds_run_drift_next_to_other_run_services() -> None:
+    from loopline.streams.drift_commands import run_drift_flow
+
+    parser = argparse.ArgumentParser(prog="loopline")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run").add_subparsers(dest="run_command")
+    run.add_parser("trainer")  # another component's service
+    register(sub)
+    args = parser.parse_args(["run", "drift", "--drain-idle-s", "2", "--no-recovery"])
+    assert args.func is run_drift_flow and args.drain_idle_s == 2.0 and args.no_recovery
+    assert parser.parse_args(["run", "trainer"]).run_command == "trainer"
