@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable
 
 import pytest
+
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 
 

@@ -7,11 +7,11 @@ import random
 from dataclasses import replace
 
 import pytest
-from loopline.streams.drift import DriftMonitor
 
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog, decode, encode
 from loopline.contracts.settings import DriftSettings
+from loopline.streams.drift import DriftMonitor
 
 FEATURES = [f"f{i}" for i in range(20)]
 T0 = 1_700_000_000_000

@@ -6,6 +6,7 @@ import pickle
 import random
 
 import pytest
+
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
 
 

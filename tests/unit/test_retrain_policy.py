@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from loopline.trainer.retrain_policy import DAY_MS, RetrainPolicy
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import DriftEvent, RetrainEvent, decode, encode
 from loopline.contracts.settings import PolicySettings
+from loopline.trainer.retrain_policy import DAY_MS, RetrainPolicy
 
 H = 3600 * 1000
 T0 = 1_700_000_000_000
