@@ -113,3 +113,42 @@ def test_module_doc_lists_each_scrape_port() -> None:
     config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
     for port in (9464, 9465, 9466, 9467, 9468):
         assert f"127.0.0.1:{port}" in config
+
+
+def test_streams_features_flow_exports_the_declared_names() -> None:
+    from loopline.streams.metrics import feature_metrics
+
+    registry = CollectorRegistry()
+    m = feature_metrics(registry)
+    m.dead_letters.labels("malformed").inc()
+    m.redis_keys.labels("written").inc()
+    m.consumer_lag.labels("0").set(1)
+    _check(registry, "streams")
+
+
+def test_drift_flow_exports_the_declared_names() -> None:
+    from loopline.streams.drift_flow import drift_metrics
+
+    registry = CollectorRegistry()
+    m = drift_metrics(registry)
+    m.alarms.labels("fraud", "data", "amount", "warning").inc()
+    m.statistic.labels("fraud", "data", "amount").set(0.2)
+    m.reference.labels("fraud", "data", "amount").set(0.2)
+    m.inputs.labels("fraud", "predictions", "monitored").inc()
+    m.published.labels("delivered").inc()
+    m.lag.labels("loopline.predictions", "0").set(0)
+    m.last_input.labels("predictions").set(1.0)
+    _check(registry, "streams")
+
+
+def test_retrain_policy_loop_exports_the_declared_names() -> None:
+    from loopline.trainer.retrain_policy_loop import PolicyMetrics
+
+    registry = CollectorRegistry()
+    m = PolicyMetrics(registry)
+    m.drift_events.labels("triggered").inc()
+    m.retrain_events.labels("drift", "delivered").inc()
+    m.held.labels("rows").inc()
+    m.pending.set(0)
+    m.last_retrain.set(1.0)
+    _check(registry, "policy")
