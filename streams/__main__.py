@@ -1,0 +1,33 @@
+"""``python -m loopline.streams``: the streams subcommands without the full CLI.
+
+Same subcommands and arguments as ``loopline`` (see ``commands.py``); used by
+the integration tests to start the flow as a real process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loopline.contracts.errors import LooplineError
+from loopline.contracts.settings import load_settings
+from loopline.streams import commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loopline.streams")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, load_settings(args.config)))
+    except LooplineError as e:
+        print(f"loopline {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

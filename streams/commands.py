@@ -1,0 +1,193 @@
+"""The streams CLI subcommands: ``loopline run features`` and ``loopline simulate``.
+
+The lead's CLI calls :func:`register` with its subparsers; each handler is
+stored as ``func`` and called as ``func(args)`` or ``func(args, settings)``,
+with the :class:`Settings` built at the edge (``args.settings`` otherwise).
+``python -m loopline.streams`` offers the same subcommands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run features`` and ``simulate`` to a subparsers object (``run`` is shared)."""
+    _register_run_features(_run_group(subparsers))
+    _register_simulate(subparsers)
+
+
+def _settings(args: argparse.Namespace, settings: Settings | None) -> Settings:
+    settings = settings or getattr(args, "settings", None)
+    if settings is None:
+        raise ConfigError("no settings: the CLI must set args.settings")
+    return settings
+
+
+# -- run features -------------------------------------------------------------------
+def _register_run_features(run: Any) -> None:
+    p = run.add_parser(
+        "features",
+        help="the features dataflow: events topic -> windowed features in Redis",
+        description="Consume the events topic, compute the feature set's windowed values per "
+        "entity (event time, allowed lateness, dead letters) and keep them in Redis. Recovery "
+        "is on: a restart after a crash resumes from the last snapshot with no loss and no "
+        "double counting. Prometheus metrics on streams.metrics_port (+ process id).",
+    )
+    p.add_argument(
+        "-w", "--workers", type=int, help="worker threads per process (default streams.workers)"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="start this many local processes as one cluster (ports from --cluster-port)",
+    )
+    p.add_argument(
+        "--cluster-port",
+        type=int,
+        default=0,
+        help="first of consecutive ports for a local --processes cluster (default: free ports)",
+    )
+    p.add_argument("-i", "--process-id", type=int, help="this process's index in a cluster")
+    p.add_argument("-a", "--addresses", help='every process of the cluster, "host:port;host:port"')
+    p.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="recovery partitions (default <streams.recovery_dir>/features; created if empty)",
+    )
+    p.add_argument("--no-recovery", action="store_true", help="run without state snapshots")
+    p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    p.add_argument(
+        "--drain",
+        type=float,
+        metavar="IDLE_S",
+        help="exit once every partition is caught up and idle this long (backfills, tests)",
+    )
+    p.set_defaults(func=run_features_command)
+
+
+def run_features_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from loopline.streams.features_flow import RunOptions, run_features
+
+    settings = _settings(args, settings)
+    if args.processes > 1 and args.process_id is None:
+        return _run_local_cluster(args, settings)
+    options = RunOptions(
+        workers=args.workers or settings.streams.workers,
+        process_id=args.process_id,
+        addresses=args.addresses.split(";") if args.addresses else None,
+        recovery=not args.no_recovery,
+        recovery_path=args.recovery_dir,
+        metrics=not args.no_metrics,
+        drain_idle_s=args.drain,
+    )
+    run_features(settings, options)
+    return 0
+
+
+def _run_local_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    """Start ``--processes`` children of this command as one Bytewax cluster and wait."""
+    n = args.processes
+    ports = [args.cluster_port + i for i in range(n)] if args.cluster_port else _free_ports(n)
+    addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
+    base = [sys.executable, "-m", "loopline.streams"]
+    if getattr(args, "config", None):
+        base += ["--config", str(args.config)]
+    base += ["run", "features"]
+    if args.workers:
+        base += ["--workers", str(args.workers)]
+    if args.recovery_dir:
+        base += ["--recovery-dir", str(args.recovery_dir)]
+    for flag, on in (("--no-recovery", args.no_recovery), ("--no-metrics", args.no_metrics)):
+        if on:
+            base.append(flag)
+    if args.drain is not None:
+        base += ["--drain", str(args.drain)]
+    children = [
+        subprocess.Popen([*base, "--process-id", str(i), "--addresses", addresses], env=os.environ)
+        for i in range(n)
+    ]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    codes = [child.wait() for child in children]
+    failed = [c for c in codes if c]
+    return failed[0] if failed else 0
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# -- simulate -----------------------------------------------------------------------
+def _register_simulate(subparsers: Any) -> None:
+    from loopline.streams.simulator.config import add_simulator_arguments
+
+    p = subparsers.add_parser(
+        "simulate",
+        help="produce realistic card transactions and delayed outcomes to Kafka",
+        description="Thousands of cards and merchants with a daily rhythm, fraud patterns "
+        "(high-amount bursts, new merchants, card testing) and labels on the outcomes topic "
+        "after a configurable delay; optional drift at a given time. Deterministic for a seed.",
+    )
+    add_simulator_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=simulate_command)
+
+
+def simulate_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from loopline.contracts.topics import Topics
+    from loopline.streams.simulator.config import config_from_args
+    from loopline.streams.simulator.producer import produce_simulation
+
+    settings = _settings(args, settings)
+    config = config_from_args(args)
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    report = produce_simulation(
+        config,
+        settings.kafka,
+        Topics(settings.kafka.topic_prefix),
+        speed=args.speed,
+        progress=progress,
+    )
+    print(report.describe(time.monotonic() - started))
+    return 0
+
+
+def _run_group(subparsers: Any) -> Any:
+    parser = subparsers.choices.get("run")
+    if parser is None:
+        parser = subparsers.add_parser("run", help="run a long-lived Loopline service")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="run_command", required=True, metavar="SERVICE")
