@@ -20,6 +20,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from loopline.contracts.errors import (
+    FeatureError,
+    InvalidRequestError,
+    LooplineError,
+    ModelNotFoundError,
+    UnavailableError,
+)
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.settings import ServingSettings
 from loopline.serving.feature_store import FeatureStore
 from loopline.serving.features import (
     EntityLookup,
@@ -32,18 +42,8 @@ from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel
 from loopline.serving.model_slot import ModelSlot
 
-from loopline.contracts.errors import (
-    FeatureError,
-    InvalidRequestError,
-    LooplineError,
-    ModelNotFoundError,
-    UnavailableError,
-)
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.settings import ServingSettings
-
 # Kept for the model run and the response when the store read is bounded by a deadline.
-INFERENCE_RESERVE_S = 0.0005
+INFERENCE_RESERVE_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)

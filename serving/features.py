@@ -22,11 +22,10 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from loopline.serving.feature_store import FeatureStore, StoreUnavailableError
-
 from loopline.contracts.errors import FeatureError
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.redis_layout import RedisLayout, unpack
+from loopline.serving.feature_store import FeatureStore, StoreUnavailableError
 
 
 class FeatureStatus(enum.Enum):

@@ -15,10 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loopline.serving.metrics import ServingMetrics
-from loopline.serving.model import LoadedModel, load_model
-from loopline.serving.model_slot import ModelSlot
-
 from loopline.contracts.errors import (
     FingerprintMismatchError,
     IntegrityError,
@@ -27,6 +23,9 @@ from loopline.contracts.errors import (
 )
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.registry import ModelRegistry
+from loopline.serving.metrics import ServingMetrics
+from loopline.serving.model import LoadedModel, load_model
+from loopline.serving.model_slot import ModelSlot
 
 log = logging.getLogger(__name__)
 

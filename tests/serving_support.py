@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import model_factory
-from loopline.serving.core import InferenceCore, Prediction
-from loopline.serving.feature_store import StoreUnavailableError
-from loopline.serving.metrics import ServingMetrics
-from loopline.serving.model_manager import ModelManager
-from loopline.serving.model_slot import ModelSlot
+from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
 
 from loopline.contracts.fraud import FRAUD_FEATURES
-from loopline.contracts.redis_layout import RedisLayout, pack
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.settings import ServingSettings
+from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.contracts.redis_layout import WRITE_IF_NEWER, RedisLayout, pack
+from loopline.contracts.registry import DirectoryRegistry, ModelVersion
+from loopline.contracts.schemas import ModelUpdate, encode
+from loopline.contracts.settings import ServingSettings, Settings
+from loopline.contracts.topics import Topics
+from loopline.serving.core import InferenceCore, Prediction
+from loopline.serving.feature_store import StoreUnavailableError
+from loopline.serving.grpc_server import InferenceServer
+from loopline.serving.metrics import ServingMetrics
+from loopline.serving.model_manager import ModelManager
+from loopline.serving.model_slot import ModelSlot
 
 KEY_PREFIX = "ut"
 LAYOUT = RedisLayout(KEY_PREFIX)
@@ -105,3 +113,103 @@ def card_values(seed: float = 1.0) -> list[float]:
 def merchant_values(seed: float = 2.0) -> list[float]:
     view = FRAUD_FEATURES.view("merchant")
     return [seed + i for i in range(len(view.aggregations))]
+
+
+# -- integration helpers (real Redis, Kafka, gRPC) ---------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving_settings(base: Settings, registry: Path, key_prefix: str, **serving: Any) -> Settings:
+    """``base`` (isolated_settings) with a private registry, key prefix and serving fields."""
+    defaults: dict[str, Any] = {"port": 0, "metrics_port": -1, "registry_poll_s": 0.5}
+    return replace(
+        base,
+        registry=replace(base.registry, path=registry),
+        streams=replace(base.streams, redis_key_prefix=key_prefix),
+        serving=replace(base.serving, **{**defaults, **serving}),
+    )
+
+
+@contextlib.contextmanager
+def running_server(settings: Settings, **kw: Any) -> Iterator[InferenceServer]:
+    server = InferenceServer(settings, **kw)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace_s=2.0)
+
+
+def write_features(
+    client: Any, key_prefix: str, entity: str, entity_id: str, *, values: Sequence[float], t: float
+) -> None:
+    """Write one entity's packed values exactly as the streams flow does."""
+    key = RedisLayout(key_prefix).feature_key(FRAUD_FEATURES, entity, entity_id)
+    client.eval(WRITE_IF_NEWER, 1, key, pack(t, tuple(values)), 3600)
+
+
+def announce(settings: Settings, version: ModelVersion, action: str = "publish") -> None:
+    """Put a ModelUpdate on the model-updates topic, as the trainer does."""
+    m = version.manifest
+    update = ModelUpdate(
+        model_name=m.model_name,
+        version=m.version,
+        alias="champion",
+        sha256=m.sha256,
+        uri=str(version.model_path),
+        fingerprint=m.fingerprint,
+        time_ms=int(time.time() * 1000),
+        action=action,
+    )
+    producer = Producer(producer_config(settings.kafka))
+    producer.produce(
+        Topics(settings.kafka.topic_prefix).model_updates,
+        encode(update),
+        key=m.model_name.encode(),
+    )
+    assert producer.flush(30) == 0
+
+
+def consume(settings: Settings, topic: str, expected: int, timeout_s: float = 30.0) -> list[bytes]:
+    """Values on ``topic`` from its beginning until ``expected`` arrived or time is up."""
+    conf = consumer_config(settings.kafka, f"check-{uuid.uuid4().hex[:8]}")
+    consumer = Consumer(conf)
+    consumer.subscribe([topic])
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(msg.value())
+    finally:
+        consumer.close()
+    return out
+
+
+class Blackhole:
+    """A TCP server that accepts connections and never answers: a stalled Redis."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_until(predicate: Any, timeout_s: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -6,12 +6,12 @@ import json
 
 import model_factory
 import pytest
-from loopline.serving.model import load_model
 from serving_support import make_core
 
 from loopline.contracts.errors import FingerprintMismatchError, IntegrityError, ModelError
 from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.contracts.registry import DirectoryRegistry
+from loopline.serving.model import load_model
 
 
 def test_a_good_model_loads_and_reproduces_its_golden_scores(tmp_path) -> None:

@@ -6,9 +6,9 @@ import inspect
 
 import grpc
 import pytest
-from loopline.serving.status import STATUS_BY_ERROR, status_for
 
 from loopline.contracts import errors
+from loopline.serving.status import STATUS_BY_ERROR, status_for
 
 
 def _error_classes() -> list[type[errors.LooplineError]]:

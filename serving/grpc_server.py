@@ -1,0 +1,262 @@
+"""One server process: the core, its model manager and follower, and the gRPC services.
+
+Services: ``loopline.v1.Inference``, ``inference.GRPCInferenceService``
+(Open Inference Protocol v2), ``grpc.health.v1.Health`` (NOT_SERVING until a
+model is loaded and again from the start of a shutdown) and server
+reflection. Servicers are thin: each RPC calls a handler and maps its error
+with :func:`~loopline.serving.status.status_for`.
+
+Concurrency: a small thread pool (threads contend for the GIL; more only
+adds tail latency) and ``maximum_concurrent_rpcs``, beyond which gRPC itself
+answers RESOURCE_EXHAUSTED instead of queueing without bound. Several of
+these processes share one port with SO_REUSEPORT to use every core
+(:mod:`loopline.serving.supervisor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from loopline.contracts.errors import LooplineError
+from loopline.contracts.fraud import get_feature_set
+from loopline.contracts.registry import DirectoryRegistry, ModelRegistry
+from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
+from loopline.oip import grpc_predict_v2_pb2 as oip_pb
+from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from loopline.serving.core import InferenceCore
+from loopline.serving.feature_store import RedisFeatureStore
+from loopline.serving.metrics import ServingMetrics
+from loopline.serving.model import LoadedModel
+from loopline.serving.model_follower import ModelFollower
+from loopline.serving.model_manager import ModelManager
+from loopline.serving.model_slot import ModelSlot
+from loopline.serving.oip_api import OipHandlers
+from loopline.serving.prediction_log import KafkaPredictionLog
+from loopline.serving.status import status_for
+from loopline.serving.v1_api import V1Handlers
+from loopline.v1 import inference_pb2 as v1_pb
+from loopline.v1 import inference_pb2_grpc as v1_grpc
+
+log = logging.getLogger(__name__)
+
+V1_SERVICE = v1_pb.DESCRIPTOR.services_by_name["Inference"].full_name
+OIP_SERVICE = oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVICES = (V1_SERVICE, OIP_SERVICE)
+# RPCs whose handler time is the "total" stage (the scoring calls).
+SCORING = frozenset({"Predict", "PredictBatch", "ModelInfer"})
+
+
+class _Calls:
+    """Runs one handler: timing, status mapping, request counting."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+        self._ok = {m: metrics.requests.labels(m, "OK") for m in SCORING}
+
+    def run(
+        self, method: str, handler: Callable[[Any, float | None], Any], request: Any, context: Any
+    ) -> Any:
+        t0 = time.perf_counter()
+        try:
+            response = handler(request, context.time_remaining())
+        except Exception as e:
+            code = status_for(e)
+            if not isinstance(e, LooplineError):
+                log.exception("%s failed unexpectedly", method)
+            self.metrics.request(method, code.name)
+            context.abort(code, str(e))
+        if method in SCORING:
+            self.metrics.total.observe(time.perf_counter() - t0)
+            self._ok[method].inc()
+        return response
+
+
+class _V1Servicer(v1_grpc.InferenceServicer):
+    def __init__(self, handlers: V1Handlers, calls: _Calls) -> None:
+        self.h, self.calls = handlers, calls
+
+    def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+        return self.calls.run("Predict", self.h.predict, request, context)
+
+    def PredictBatch(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("PredictBatch", self.h.predict_batch, request, context)
+
+
+class _OipServicer(oip_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, handlers: OipHandlers, calls: _Calls) -> None:
+        self.h, self.calls = handlers, calls
+
+    def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("ServerLive", self.h.server_live, request, context)
+
+    def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("ServerReady", self.h.server_ready, request, context)
+
+    def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("ModelReady", self.h.model_ready, request, context)
+
+    def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("ServerMetadata", self.h.server_metadata, request, context)
+
+    def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("ModelMetadata", self.h.model_metadata, request, context)
+
+    def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self.calls.run("ModelInfer", self.h.model_infer, request, context)
+
+
+class InferenceServer:
+    """Everything one serving process runs; :meth:`start`, then :meth:`stop` gracefully."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: ModelRegistry | None = None,
+        metrics: ServingMetrics | None = None,
+        port: int | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.settings = settings
+        conf = settings.serving
+        self.port = conf.port if port is None else port
+        self.reuse_port = reuse_port
+        self.metrics = metrics or ServingMetrics(CollectorRegistry())
+        self.registry = registry or DirectoryRegistry(settings.registry.path)
+        self.feature_set = get_feature_set(settings.streams.feature_set)
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.slot = ModelSlot()
+        self.store = RedisFeatureStore(
+            settings.redis.host,
+            settings.redis.port,
+            settings.redis.db,
+            retry_after_s=conf.store_retry_ms / 1000.0,
+        )
+        self.sink = (
+            KafkaPredictionLog(
+                settings.kafka,
+                self.topics.predictions,
+                feature_set=self.feature_set.name,
+                metrics=self.metrics,
+                queue_size=conf.prediction_queue_size,
+            )
+            if conf.log_predictions
+            else None
+        )
+        self.core = InferenceCore(
+            settings=conf,
+            feature_set=self.feature_set,
+            key_prefix=settings.streams.redis_key_prefix,
+            store=self.store,
+            slot=self.slot,
+            metrics=self.metrics,
+            sink=self.sink,
+        )
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
+        )
+        self.manager = ModelManager(
+            registry=self.registry,
+            model_name=conf.model_name,
+            alias=conf.alias,
+            feature_set=self.feature_set,
+            slot=self.slot,
+            metrics=self.metrics,
+            golden_tolerance=conf.golden_tolerance,
+            on_change=self._model_changed,
+        )
+        self.follower = ModelFollower(
+            self.manager,
+            kafka=settings.kafka if conf.follow_model_updates else None,
+            topic=self.topics.model_updates,
+            poll_s=conf.registry_poll_s,
+        )
+        self.oip = OipHandlers(self.core, conf.max_message_bytes)
+        self.v1 = V1Handlers(self.core, conf.max_message_bytes)
+        self._server: grpc.Server | None = None
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+        for service in ("", *SERVICES):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.serving.host}:{self.port}"
+
+    def start(self) -> int:
+        """Load the alias's model if there is one, then listen; returns the bound port."""
+        outcome = self.manager.sync()
+        if outcome is None:
+            log.warning(
+                "no %s@%s in the registry yet: NOT_SERVING until one is published",
+                self.settings.serving.model_name,
+                self.settings.serving.alias,
+            )
+        conf = self.settings.serving
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=conf.threads, thread_name_prefix="rpc"),
+            maximum_concurrent_rpcs=conf.max_concurrent_rpcs,
+            options=[
+                ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+                # Up to twice the limit arrives, so the handler can refuse it with
+                # INVALID_ARGUMENT and a size; beyond that gRPC refuses it itself.
+                ("grpc.max_receive_message_length", 2 * conf.max_message_bytes),
+            ],
+        )
+        calls = _Calls(self.metrics)
+        v1_grpc.add_InferenceServicer_to_server(_V1Servicer(self.v1, calls), server)
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(_OipServicer(self.oip, calls), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
+        bound = server.add_insecure_port(f"{conf.host}:{self.port}")
+        if bound == 0:
+            raise LooplineError(f"cannot listen on {conf.host}:{self.port}")
+        self.port = bound
+        server.start()
+        self._server = server
+        self.follower.start()
+        log.info("serving %s on %s", conf.model_name, self.address)
+        return bound
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful: NOT_SERVING at once, in-flight calls finish, the log is flushed."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.serving.shutdown_grace_s if grace_s is None else grace_s
+        self.oip.shutting_down = True
+        self.health.enter_graceful_shutdown()
+        self.follower.stop()
+        if self._server is not None:
+            # New calls are refused from here; running ones get `grace` to finish.
+            self._server.stop(grace).wait()
+        if self.sink is not None:
+            self.sink.close(timeout_s=max(grace, 1.0))
+        self.store.close()
+        self._done.set()
+        log.info("stopped serving on %s", self.address)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until :meth:`stop` has finished; True when it has."""
+        return self._done.wait(timeout_s)
+
+    def _model_changed(self, model: LoadedModel) -> None:
+        if self._stopped.is_set():
+            return
+        for service in ("", *SERVICES):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,118 @@
+"""Loopline's own API (``loopline.v1.Inference``) over the core: protos in, protos out.
+
+Handlers raise domain errors; :mod:`loopline.serving.grpc_server` turns them
+into status codes. Responses are filled from a per-model template (names
+and statuses preset), which costs a third of building 20 feature messages.
+"""
+
+from __future__ import annotations
+
+from loopline.contracts.errors import InvalidRequestError, LooplineError
+from loopline.serving.core import InferenceCore, PredictInput, Prediction
+from loopline.serving.features import FeatureStatus
+from loopline.serving.model import LoadedModel
+from loopline.serving.status import status_for
+from loopline.v1 import inference_pb2 as pb
+
+STATUS_TO_PROTO = {
+    FeatureStatus.OK: pb.FEATURE_STATUS_OK,
+    FeatureStatus.MISSING: pb.FEATURE_STATUS_MISSING,
+    FeatureStatus.STALE: pb.FEATURE_STATUS_STALE,
+    FeatureStatus.DEFAULTED: pb.FEATURE_STATUS_DEFAULTED,
+}
+ARMS = ("", "champion")
+
+
+class V1Handlers:
+    """``Predict`` and ``PredictBatch`` as plain functions of a request."""
+
+    def __init__(self, core: InferenceCore, max_message_bytes: int) -> None:
+        self.core = core
+        self.max_message_bytes = max_message_bytes
+        # model -> a response with every feature name filled in, status OK
+        self._templates: dict[int, tuple[LoadedModel, pb.PredictResponse]] = {}
+
+    def predict(self, request: pb.PredictRequest, budget_s: float | None) -> pb.PredictResponse:
+        self._check_size(request)
+        return self._response(self.core.predict(self._input(request), budget_s))
+
+    def predict_batch(
+        self, request: pb.PredictBatchRequest, budget_s: float | None
+    ) -> pb.PredictBatchResponse:
+        self._check_size(request)
+        n, limit = len(request.requests), self.core.settings.max_batch_size
+        if n > limit:
+            raise InvalidRequestError(f"{n} requests exceed the batch limit {limit}")
+        inputs: list[PredictInput | LooplineError] = []
+        for r in request.requests:
+            try:
+                inputs.append(self._input(r))
+            except LooplineError as e:
+                inputs.append(e)
+        valid = [x for x in inputs if isinstance(x, PredictInput)]
+        scored = iter(self.core.predict_many(valid, budget_s) if valid else [])
+        out = pb.PredictBatchResponse()
+        for x in inputs:
+            result = next(scored) if isinstance(x, PredictInput) else x
+            item = out.results.add()
+            if isinstance(result, Prediction):
+                item.response.CopyFrom(self._response(result))
+            else:
+                item.error.code = status_for(result).name
+                item.error.message = str(result)
+        return out
+
+    def _check_size(self, request: pb.PredictRequest | pb.PredictBatchRequest) -> None:
+        size = request.ByteSize()
+        if size > self.max_message_bytes:
+            raise InvalidRequestError(
+                f"request is {size} bytes; the limit is {self.max_message_bytes}"
+            )
+
+    @staticmethod
+    def _input(request: pb.PredictRequest) -> PredictInput:
+        if request.arm not in ARMS:
+            raise InvalidRequestError(
+                f"arm {request.arm!r} is not active; this server answers with 'champion'"
+            )
+        return PredictInput(
+            entities=request.entities,
+            fields=request.fields,
+            event_time_ms=request.event_time_ms,
+            request_id=request.request_id,
+            event_id=request.event_id,
+            model=request.model,
+        )
+
+    def _response(self, p: Prediction) -> pb.PredictResponse:
+        resp = pb.PredictResponse()
+        resp.CopyFrom(self._template(p.model))
+        resp.request_id = p.request_id
+        resp.score = p.score
+        features = resp.features
+        for fv, value in zip(features, p.features, strict=True):
+            fv.value = value
+        if p.degraded:
+            resp.degraded = True
+            for fv, status in zip(features, p.statuses, strict=True):
+                if status is not FeatureStatus.OK:
+                    fv.status = STATUS_TO_PROTO[status]
+        return resp
+
+    def _template(self, model: LoadedModel) -> pb.PredictResponse:
+        entry = self._templates.get(id(model))
+        if entry is None or entry[0] is not model:
+            template = pb.PredictResponse(
+                model_name=model.name,
+                model_version=model.version,
+                arm="champion",
+                features=[
+                    pb.FeatureValue(name=n, status=pb.FEATURE_STATUS_OK)
+                    for n in model.manifest.feature_names
+                ],
+            )
+            # Keep only live models' templates (the slot holds at most two).
+            live = {id(m) for m in self.core.slot.models() if m is not None}
+            self._templates = {k: v for k, v in self._templates.items() if k in live}
+            entry = self._templates[id(model)] = (model, template)
+        return entry[1]
