@@ -22,8 +22,10 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from loopline import __version__
+from loopline.contracts.cli_support import service_group
 from loopline.contracts.errors import LooplineError
 from loopline.contracts.settings import Settings, load_settings
 
@@ -69,9 +71,11 @@ def _progress(message: str) -> None:
 COMPONENT_COMMANDS = (
     "loopline.streams.commands",
     "loopline.streams.drift_commands",
+    "loopline.serving.commands",
     "loopline.trainer.commands",
     "loopline.trainer.retrain_policy_loop",
 )
+
 
 # Subcommands import their heavy modules (the Kafka client, ...) when they run,
 # so `loopline --help` and unrelated subcommands stay fast.
@@ -115,6 +119,38 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if result.all_up else EXIT_NOT_ALL_UP
 
 
+# -- demo ---------------------------------------------------------------------------
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--live-s", type=float, default=150.0, help="live traffic, seconds")
+    parser.add_argument("--history-s", type=float, default=600.0, help="replayed history, seconds")
+    parser.add_argument("--rate", type=float, default=120.0, help="transactions per second")
+    parser.add_argument("--seed", type=int, default=11, help="simulator seed")
+    parser.add_argument(
+        "--grace-s", type=float, default=45.0, help="extra live time allowed for the loop to close"
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument("--no-console", action="store_true", help="plain progress lines only")
+    parser.add_argument("--report-dir", type=Path, help="where report.html goes (default: run dir)")
+
+
+@command("demo", "run the whole loop on the local stack and report what happened", _demo_arguments)
+def demo(args: argparse.Namespace, settings: Settings) -> int:
+    from loopline.demo.config import DemoConfig
+    from loopline.demo.runner import run_demo
+
+    config = DemoConfig(
+        seed=args.seed,
+        history_s=args.history_s,
+        live_s=args.live_s,
+        rate=args.rate,
+        grace_s=args.grace_s,
+        keep=args.keep,
+        console=not args.no_console,
+        report_dir=args.report_dir,
+    )
+    return run_demo(settings, config, say=lambda m: print(m, file=sys.stderr, flush=True))
+
+
 # -- plumbing -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -133,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         if cmd.arguments is not None:
             cmd.arguments(sub)
     # Long-lived services share one `run` group; each component adds its own.
-    run = subparsers.add_parser("run", help="run one Loopline service (for real deployments)")
-    run.add_subparsers(dest="run_command", required=True, metavar="SERVICE")
+    subparsers.add_parser("run", help="run one Loopline service (for real deployments)")
+    service_group(subparsers)
     for module in COMPONENT_COMMANDS:
         importlib.import_module(module).register(subparsers)
     return parser

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import sys
 
+from loopline.contracts.cli_support import service_group
 from loopline.contracts.settings import Settings
 
 # Flag -> ServingSettings field.
@@ -28,13 +29,14 @@ OVERRIDES = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    """Add ``run serve`` (the ``run`` group is shared with the other components)."""
+    parser = service_group(subparsers).add_parser(
         "serve",
         help="serve predictions over gRPC (Loopline v1, Open Inference Protocol v2, health)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     add_arguments(parser)
-    parser.set_defaults(handler=run_serve)
+    parser.set_defaults(func=run_serve)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

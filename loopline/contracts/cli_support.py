@@ -1,0 +1,41 @@
+"""Small helpers every component's ``commands.py`` shares with the CLI.
+
+Components add their subcommands to the ``loopline`` parser through
+``register(subparsers)``; long-lived services go under one shared ``run``
+group. Handlers receive the parsed arguments, with the :class:`Settings`
+built once at the edge in ``args.settings``.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="loopline")
+>>> sub = parser.add_subparsers(dest="command")
+>>> run = service_group(sub)
+>>> run is service_group(sub)
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import Settings
+
+
+def service_group(subparsers: Any, name: str = "run") -> Any:
+    """The sub-subparsers of ``loopline run`` (created on first use, then shared)."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help="run one Loopline service")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="SERVICE")
+
+
+def settings_of(args: argparse.Namespace, settings: Settings | None = None) -> Settings:
+    """The settings a handler runs with: given explicitly, or set by the CLI."""
+    settings = settings or getattr(args, "settings", None)
+    if settings is None:
+        raise ConfigError("no settings: the CLI must set args.settings")
+    return settings

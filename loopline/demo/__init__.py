@@ -1,0 +1,1 @@
+"""``loopline demo``: the whole loop on the local stack, watched and reported."""

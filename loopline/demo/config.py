@@ -1,0 +1,140 @@
+"""The demo's shape (durations, rates, drift) and the settings of one run.
+
+Every run gets its own topic prefix, Redis key prefix, registry, offline
+store and recovery directory under ``<state_dir>/demo/<run id>``, so runs never
+see each other's data, and the services read one TOML file written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How much traffic, for how long, and when the world changes."""
+
+    seed: int = 11
+    # Event-time history replayed before the live phase: bootstrap training
+    # data and warm feature windows.
+    history_s: float = 600.0
+    # Live phase: real-time traffic, one Predict per transaction.
+    live_s: float = 150.0
+    rate: float = 120.0
+    cards: int = 3000
+    merchants: int = 400
+    fraud_rate: float = 0.03
+    outcome_delay_s: float = 4.0
+    # Drift starts this share of the way into the live phase.
+    drift_at: float = 0.35
+    # After the live phase, wait at most this long for the loop to close.
+    grace_s: float = 45.0
+    keep: bool = False
+    console: bool = True
+    report_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.live_s <= 0 or self.history_s <= 0 or self.rate <= 0:
+            raise ConfigError("demo durations and rate must be > 0")
+        if not 0 < self.drift_at < 1:
+            raise ConfigError("demo drift_at is a share of the live phase, in (0, 1)")
+
+    @property
+    def drift_offset_s(self) -> float:
+        """Drift time in the simulator's event time (from the history's start)."""
+        return self.history_s + self.live_s * self.drift_at
+
+
+def run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[str, Any]]:
+    """Settings every service of this run shares (on top of the user's)."""
+    tag = "d" + rid.replace("-", "")
+    min_rows = int(demo.rate * demo.live_s * 0.15)
+    return {
+        "kafka": {"topic_prefix": f"{tag}.", "consumer_group_prefix": f"loopline-{tag}-"},
+        "streams": {
+            "redis_key_prefix": tag,
+            "recovery_dir": str(run_dir / "recovery"),
+        },
+        "registry": {"path": str(run_dir / "registry")},
+        "trainer": {
+            "offline_store": str(run_dir / "offline"),
+            "state_dir": str(run_dir / "trainer"),
+            # Fraud outcomes arrive within seconds here, not weeks.
+            "label_maturity_s": max(demo.outcome_delay_s * 3, 10.0),
+        },
+        "drift": {
+            # Shorter warm-up and reference windows: minutes of traffic, not days.
+            "reference_size": 500,
+            "warmup": 200,
+            "data_min_persist": 128,
+            "performance_window": 500,
+            "performance_every": 50,
+        },
+        "policy": {
+            "min_interval_s": 0.0,
+            "schedule_s": 0.0,
+            "tick_s": 0.2,
+            "min_new_rows": min_rows,
+        },
+    }
+
+
+def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def settings_to_sections(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The full settings as TOML sections (so the services see the user's choices too)."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in dataclasses.fields(settings):
+        section = getattr(settings, f.name)
+        out[f.name] = {
+            k.name: getattr(section, k.name)
+            for k in dataclasses.fields(section)
+            if getattr(section, k.name) is not None
+            and isinstance(getattr(section, k.name), bool | int | float | str | Path)
+        }
+    return out
+
+
+def prepare(base: Settings, demo: DemoConfig, state_root: Path) -> tuple[Settings, Path, Path]:
+    """Write this run's config; returns (its settings, the run dir, the TOML path)."""
+    rid = run_id()
+    run_dir = (state_root / "demo" / rid).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sections = settings_to_sections(base)
+    for section, values in run_overrides(run_dir, rid, demo).items():
+        if section in sections:
+            sections[section].update(values)
+    config_path = run_dir / "loopline.toml"
+    write_toml(config_path, sections)
+    return load_settings(config_path, env={}), run_dir, config_path

@@ -1,0 +1,337 @@
+"""The demo's report: did the loop close, and how did it behave on the way.
+
+Numbers come from the running system: the services' Prometheus endpoints
+(scraped during the run), the drift, retrain, model-updates and labeled
+topics, and the registry. The client-side latency is the driver's own view
+as a gRPC client, shown beside the server's.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loopline.contracts.kafka_config import consumer_config
+from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.topics import Topics
+from loopline.demo.observe import read_labeled
+
+if TYPE_CHECKING:
+    from loopline.contracts.schemas import LabeledExample
+    from loopline.demo.runner import DemoRun
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN without both classes.
+
+    >>> auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    """
+    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    text: str
+    loop_closed: bool
+    checks: list[Check] = field(default_factory=list)
+    html_path: Path | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _score_with(model_path: Path, rows: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    probs = session.run(["probabilities"], {name: rows.astype(np.float32)})[0]
+    return np.asarray(probs)[:, 1]
+
+
+def build_report(run: DemoRun, topics: Topics) -> Report:
+    s = run.settings
+    stats = run.stats
+    happened = run.watcher.happened if run.watcher else None
+    registry = DirectoryRegistry(s.registry.path)
+    model = s.serving.model_name
+    versions = registry.versions(model)
+    served = stats.versions_served()
+    failures = stats.failures()
+    drift = happened.drift if happened else []
+    after_drift = [e for e in drift if e.time_ms / 1000 >= run.drift_wall_s]
+    before_drift = [e for e in drift if e.time_ms / 1000 < run.drift_wall_s]
+    labeled = (
+        read_labeled(consumer_config(s.kafka, "demo-report"), topics.labeled)
+        if run.live_start_wall_s
+        else []
+    )
+
+    checks = [
+        Check(
+            "drift detected",
+            bool(after_drift),
+            f"first alarm {after_drift[0].time_ms / 1000 - run.drift_wall_s:.1f} s after the "
+            f"drift ({after_drift[0].kind}:{after_drift[0].feature}); "
+            f"{len(after_drift)} alarms, {len(before_drift)} before it"
+            if after_drift
+            else f"no alarm after the drift ({len(before_drift)} before it)",
+        ),
+        Check(
+            "retrain requested",
+            bool(happened and happened.retrain),
+            f"{len(happened.retrain) if happened else 0} retrain event(s)",
+        ),
+        Check(
+            "new model published",
+            len([v for v in versions if v.manifest.status != "rejected"]) > 1,
+            f"{len(versions)} version(s) in the registry: "
+            + ", ".join(f"v{v.manifest.version} {v.manifest.status}" for v in versions),
+        ),
+        Check("new model served", len(served) > 1, f"Predict answered with versions {served}"),
+        Check(
+            "no failed Predict",
+            not failures and bool(stats.records),
+            f"{len(stats.records):,} calls, {len(failures)} failed"
+            + (f" (first: {failures[0].error})" if failures else ""),
+        ),
+    ]
+    comparison = _compare_models(run, labeled, registry, model, served)
+    lines = ["", "Loopline demo report", "=" * 20]
+    for c in checks:
+        lines.append(f"[{'ok' if c.ok else 'FAILED'}] {c.name}: {c.detail}")
+    lines += _summary_lines(run, labeled, comparison)
+    if run.problems:
+        lines += ["", "problems:"] + [f"  - {p}" for p in run.problems]
+    report = Report(text="", loop_closed=all(c.ok for c in checks), checks=checks)
+    try:
+        report.html_path = _write_html(
+            run,
+            labeled=labeled,
+            versions=versions,
+            checks=checks,
+            comparison=comparison,
+            lines=lines,
+        )
+        lines.append(f"\nHTML report: {report.html_path}")
+    except ImportError as e:  # matplotlib missing: the text report still stands
+        lines.append(f"\nno HTML report: {e}")
+    report.text = "\n".join(lines)
+    return report
+
+
+def _compare_models(
+    run: DemoRun,
+    labeled: list[LabeledExample],
+    registry: DirectoryRegistry,
+    model: str,
+    served: list[str],
+) -> dict[str, float]:
+    """Old vs new model on the same post-drift traffic (the logged feature vectors)."""
+    if len(served) < 2:
+        return {}
+    old, new = served[0], served[-1]
+    post = [e for e in labeled if e.event_time / 1000 >= run.drift_wall_s]
+    if not post:
+        return {}
+    rows = np.array([e.features for e in post], dtype=np.float64)
+    labels = np.array([e.label for e in post])
+    out = {"rows": float(len(post)), "positives": float(labels.sum())}
+    for name, version in (("old", old), ("new", new)):
+        mv = registry.get(model, version)
+        out[f"auc_{name}"] = auc(labels, _score_with(mv.model_path, rows))
+        out[f"version_{name}"] = float(version)
+    return out
+
+
+def _summary_lines(
+    run: DemoRun, labeled: list[LabeledExample], comparison: dict[str, float]
+) -> list[str]:
+    stats = run.stats
+    ok = [r.latency_ms for r in stats.records if r.ok]
+    lines = [""]
+    wall = (run.live_end_wall_s or run.started_wall_s) - run.started_wall_s
+    lines.append(
+        f"history {run.history_events:,} events; bootstrap model in {run.bootstrap_s:.1f} s; "
+        f"live {stats.events_sent:,} events, {stats.outcomes_sent:,} outcomes; run {wall:.0f} s"
+    )
+    if ok:
+        p = np.percentile(ok, [50, 99, 99.9])
+        lines.append(
+            f"Predict client latency: p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms, p99.9 {p[2]:.2f} ms"
+        )
+    point = run.scraper.points[-1] if run.scraper and run.scraper.points else None
+    if point is not None and run.scraper is not None:
+        from loopline.contracts import metric_names as mn
+        from loopline.demo.observe import buckets, quantile
+
+        serving = run.scraper.last.get("serving", {})
+        total = buckets(serving, mn.SERVING_STAGE_SECONDS.name, stage="total")
+        features = run.scraper.last.get("features", {})
+        fresh = buckets(features, mn.FEATURES_FRESHNESS_SECONDS.name)
+        lines.append(
+            f"Predict server latency (Prometheus): p50 {quantile(total, 0.5) * 1000:.2f} ms, "
+            f"p99 {quantile(total, 0.99) * 1000:.2f} ms"
+        )
+        lines.append(
+            f"feature freshness (Prometheus): p50 {quantile(fresh, 0.5) * 1000:.1f} ms, "
+            f"p99 {quantile(fresh, 0.99) * 1000:.1f} ms"
+        )
+    lines.append(f"labeled examples: {len(labeled):,}")
+    if comparison:
+        lines.append(
+            f"post-drift AUC on the same {int(comparison['rows']):,} labeled requests "
+            f"({int(comparison['positives'])} fraud): old v{int(comparison['version_old'])} "
+            f"{comparison['auc_old']:.3f} -> new v{int(comparison['version_new'])} "
+            f"{comparison['auc_new']:.3f}"
+        )
+    return lines
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _write_html(
+    run: DemoRun,
+    *,
+    labeled: list[LabeledExample],
+    versions: list[Any],
+    checks: list[Check],
+    comparison: dict[str, float],
+    lines: list[str],
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = run.live_start_wall_s or run.started_wall_s
+    marks = [("drift", run.drift_wall_s - t0, "tab:red")]
+    served_at = _first_served(run)
+    if served_at is not None:
+        marks.append(("new model served", served_at - t0, "tab:green"))
+
+    def mark(ax: Any) -> None:
+        for label, x, color in marks:
+            ax.axvline(x, color=color, linestyle="--", label=label)
+
+    images: list[tuple[str, str]] = []
+    ok = [r.latency_ms for r in run.stats.records if r.ok]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    if ok:
+        ax.hist(ok, bins=80, range=(0, max(np.percentile(ok, 99.5), 1.0)))
+    ax.set_xlabel("Predict latency, client-observed (ms)")
+    ax.set_ylabel("calls")
+    images.append(("Predict latency", _figure_png(fig)))
+    plt.close(fig)
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    if labeled:
+        tt = np.array([e.event_time / 1000 - t0 for e in labeled])
+        sc = np.array([e.score for e in labeled])
+        lb = np.array([e.label for e in labeled])
+        ax1.scatter(tt, sc, s=2, c=np.where(lb == 1, "tab:red", "tab:blue"), alpha=0.4)
+        edges = np.arange(tt.min(), tt.max() + 10, 10)
+        centers, aucs = [], []
+        for lo in edges[:-1]:
+            sel = (tt >= lo) & (tt < lo + 10)
+            centers.append(lo + 5)
+            aucs.append(auc(lb[sel], sc[sel]) if sel.sum() > 20 else math.nan)
+        ax2.plot(centers, aucs, marker="o")
+    ax1.set_ylabel("score (red: fraud)")
+    ax2.set_ylabel("AUC per 10 s")
+    ax2.set_xlabel("seconds since live traffic began")
+    mark(ax1)
+    mark(ax2)
+    ax2.legend(loc="lower left")
+    images.append(("Scores and AUC over time", _figure_png(fig)))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    pts = run.scraper.points if run.scraper else []
+    xs = [p.wall_s - t0 for p in pts]
+    ax.plot(xs, [p.freshness_p50_s * 1000 for p in pts], label="p50")
+    ax.plot(xs, [p.freshness_p99_s * 1000 for p in pts], label="p99")
+    ax.set_ylabel("freshness, event -> Redis (ms)")
+    ax.set_xlabel("seconds since live traffic began")
+    mark(ax)
+    ax.legend()
+    images.append(("Feature freshness over time", _figure_png(fig)))
+    plt.close(fig)
+
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(x))}</td>"
+            for x in (
+                v.manifest.version,
+                v.manifest.status,
+                ", ".join(f"{k} {val:.4f}" for k, val in sorted(v.manifest.metrics.items())[:6]),
+                v.manifest.decision,
+                sum(v.manifest.rows.values()) if v.manifest.rows else "",
+            )
+        )
+        + "</tr>"
+        for v in versions
+    )
+    check_rows = "".join(
+        f"<li><b>{'ok' if c.ok else 'FAILED'}</b> {html.escape(c.name)}: "
+        f"{html.escape(c.detail)}</li>"
+        for c in checks
+    )
+    body = "".join(
+        f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>"
+        for title, png in images
+    )
+    doc = f"""<!doctype html><meta charset="utf-8"><title>Loopline demo {run.run_dir.name}</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}
+td,th{{border:1px solid #ccc;padding:4px}}table{{border-collapse:collapse}}</style>
+<h1>Loopline demo {html.escape(run.run_dir.name)}</h1><ul>{check_rows}</ul>
+<pre>{html.escape(chr(10).join(lines))}</pre>{body}
+<h2>Model versions</h2><table><tr><th>version</th><th>status</th><th>metrics</th>
+<th>decision</th><th>rows</th></tr>{rows}</table>"""
+    out_dir = run.config.report_dir or run.run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.html"
+    path.write_text(doc)
+    return path
+
+
+def _first_served(run: DemoRun) -> float | None:
+    served = run.stats.versions_served()
+    if len(served) < 2:
+        return None
+    with run.stats.lock:
+        for r in run.stats.records:
+            if r.ok and r.model_version == served[-1]:
+                return r.wall_s
+    return None

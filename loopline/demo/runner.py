@@ -1,0 +1,284 @@
+"""``loopline demo``: bring the loop up, drive it, watch it close, report.
+
+Phases: the stack; a replayed history (events and outcomes) to Kafka; the
+features flow; a bootstrap model; the services (serve, labels, drift,
+retrain policy, trainer); live traffic with a drift injected midway; a grace
+period for the loop to close; the report. Exit code 0 only when a drift was
+detected, a new model version was trained, published and served, and no
+Predict call failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loopline.contracts.kafka_config import producer_config
+from loopline.contracts.schemas import Outcome, Transaction, encode
+from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
+from loopline.demo.config import DemoConfig, prepare
+from loopline.demo.observe import MetricsScraper, TopicWatcher
+from loopline.demo.services import Service, ServiceError
+from loopline.demo.traffic import CheckedProducer, Driver, TrafficStats, restamp
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class DemoRun:
+    """Everything one run produced; the report reads it."""
+
+    config: DemoConfig
+    settings: Settings
+    run_dir: Path
+    started_wall_s: float
+    stats: TrafficStats = field(default_factory=TrafficStats)
+    history_events: int = 0
+    history_outcomes: int = 0
+    bootstrap_s: float = 0.0
+    live_start_wall_s: float = 0.0
+    drift_wall_s: float = 0.0
+    live_end_wall_s: float = 0.0
+    first_version: str = ""
+    scraper: MetricsScraper | None = None
+    watcher: TopicWatcher | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _simulator(demo: DemoConfig, start_ms: int) -> Iterator[object]:
+    # The simulator is the streams component's generator: the demo is an edge
+    # that may use every component.
+    from loopline.streams.simulator import Simulator, SimulatorConfig
+
+    cfg = SimulatorConfig(
+        seed=demo.seed,
+        start_ms=start_ms,
+        duration_s=demo.history_s + demo.live_s + demo.grace_s,
+        rate=demo.rate,
+        daily_rhythm=False,
+        cards=demo.cards,
+        merchants=demo.merchants,
+        fraud_rate=demo.fraud_rate,
+        outcome_delay_s=demo.outcome_delay_s,
+        drift_at_s=demo.drift_offset_s,
+    )
+    return Simulator(cfg).transactions()
+
+
+class Demo:
+    """One demo run, phase by phase."""
+
+    def __init__(self, base: Settings, demo: DemoConfig, say: Say) -> None:
+        self.demo = demo
+        self.say = say
+        settings, run_dir, self.config_path = prepare(base, demo, base.stack.state_dir)
+        self.run = DemoRun(demo, settings, run_dir, started_wall_s=time.time())
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.services: dict[str, Service] = {}
+        self.stop = threading.Event()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The services read the run's TOML only: environment overrides were
+        # already folded into it.
+        self.env = {k: v for k, v in self.env.items() if not k.startswith("LOOPLINE_")}
+
+    # -- phases -------------------------------------------------------------------
+    def history(self) -> Iterator[tuple[Transaction, int, float]]:
+        """Produce the history; return the live part of the stream, unsent."""
+        d = self.demo
+        now_ms = int(time.time() * 1000)
+        start_ms = now_ms - int(d.history_s * 1000)
+        stream = iter(_simulator(d, start_ms))
+        producer = CheckedProducer(producer_config(self.run.settings.kafka, **{"linger.ms": 20}))
+        pending: list[Outcome] = []
+        first_live = None
+        for sim in stream:
+            tx = sim.transaction  # type: ignore[attr-defined]
+            if tx.event_time >= now_ms:
+                first_live = sim
+                break
+            producer.send(self.topics.events, tx.card_id, encode(tx))
+            out = sim.outcome  # type: ignore[attr-defined]
+            if out.event_time < now_ms:
+                producer.send(self.topics.outcomes, out.event_id, encode(out))
+                self.run.history_outcomes += 1
+            else:
+                pending.append(out)
+            self.run.history_events += 1
+        producer.flush()
+        # Outcomes still due at the end of history are sent (as old news) now.
+        for out in pending:
+            producer.send(self.topics.outcomes, out.event_id, encode(out))
+            self.run.history_outcomes += 1
+        producer.flush()
+        self.say(
+            f"history: {self.run.history_events:,} transactions and "
+            f"{self.run.history_outcomes:,} outcomes over {d.history_s / 60:.0f} min sent to Kafka"
+        )
+
+        def live() -> Iterator[tuple[Transaction, int, float]]:
+            # Live event times are re-stamped onto the wall clock, keeping the
+            # simulator's spacing: the history ends when the live phase begins.
+            offset: int | None = None
+            sims = [first_live] if first_live is not None else []
+            for sim in _chain(sims, stream):
+                tx = sim.transaction  # type: ignore[attr-defined]
+                if offset is None:
+                    offset = int(time.time() * 1000) - tx.event_time
+                    self.run.live_start_wall_s = time.time()
+                    self.run.drift_wall_s = (start_ms + d.drift_offset_s * 1000 + offset) / 1000
+                yield restamp(tx, offset), sim.label, sim.outcome_delay_s  # type: ignore[attr-defined]
+
+        return live()
+
+    def start_service(self, name: str, argv: list[str], metrics_port: int | None) -> Service:
+        url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
+        svc = Service(
+            name,
+            ["--config", str(self.config_path), *argv],
+            self.run.run_dir / "logs" / f"{name}.log",
+            url,
+        )
+        svc.start(self.env)
+        self.services[name] = svc
+        return svc
+
+    def bootstrap(self) -> None:
+        started = time.monotonic()
+        self.say("bootstrap: training the first model on the replayed history ...")
+        log = self.run.run_dir / "logs" / "bootstrap-train.log"
+        with open(log, "wb") as out:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "loopline.cli",
+                    "--config",
+                    str(self.config_path),
+                    "train",
+                    "--bootstrap-events",
+                    "topic",
+                    "--force",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                timeout=300,
+                check=False,
+            )
+        if done.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise ServiceError(f"bootstrap training failed (exit {done.returncode}):\n{tail}")
+        self.run.bootstrap_s = time.monotonic() - started
+        self.say(f"bootstrap: champion published in {self.run.bootstrap_s:.1f} s")
+
+    def close(self) -> None:
+        self.stop.set()
+        for svc in reversed(list(self.services.values())):
+            svc.stop()
+
+
+def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
+    """The whole demo; returns the exit code (0: the loop closed)."""
+    from loopline.demo.console import LiveView
+    from loopline.demo.report import build_report
+    from loopline.stack import Stack
+
+    stack = Stack(base, progress=say)
+    status = stack.up()
+    started = [c for c in (status.kafka, status.redis) if c.started_now]
+    say(status.describe())
+    d = Demo(base, demo, say)
+    run, s = d.run, d.run.settings
+    say(f"run {run.run_dir.name}: state in {run.run_dir}")
+    from loopline.stack import ensure_topics
+
+    ensure_topics(s, d.topics)
+    view: LiveView | None = None
+    try:
+        live = d.history()
+        d.start_service("features", ["run", "features"], s.streams.metrics_port)
+        d.bootstrap()
+        d.start_service("serve", ["run", "serve"], s.serving.metrics_port)
+        d.start_service("labels", ["run", "labels"], _labels_port(s))
+        d.start_service("drift", ["run", "drift"], s.drift.metrics_port)
+        d.start_service("policy", ["run", "retrain-policy"], s.policy.metrics_port)
+        d.start_service("trainer", ["run", "trainer"], s.trainer.metrics_port)
+        for svc in d.services.values():
+            svc.wait_ready(120)
+        say("services up: " + ", ".join(d.services))
+        run.scraper = MetricsScraper(
+            {n: svc.metrics_url for n, svc in d.services.items() if svc.metrics_url}
+        )
+        run.watcher = TopicWatcher(
+            {"bootstrap.servers": s.kafka.bootstrap_servers},
+            d.topics.drift,
+            d.topics.retrain,
+            d.topics.model_updates,
+        )
+        run.scraper.start()
+        run.watcher.start()
+        producer = CheckedProducer(producer_config(s.kafka))
+        driver = Driver(
+            target=f"{s.serving.host}:{s.serving.port}",
+            producer=producer,
+            events_topic=d.topics.events,
+            outcomes_topic=d.topics.outcomes,
+            stats=run.stats,
+        )
+        view = LiveView(run, d.services, demo.console)
+        view.start()
+        driver.run(_until_closed(live, run, demo), d.stop, on_tick=view.line)
+        run.live_end_wall_s = time.time()
+        driver.drain_outcomes(int((time.time() + demo.outcome_delay_s * 1.6) * 1000), d.stop)
+        producer.flush()
+        driver.close()
+        d.stop.wait(3.0)  # let the labels flow and scrapers see the last of it
+    except KeyboardInterrupt:
+        run.problems.append("interrupted")
+    finally:
+        if view is not None:
+            view.stop()
+        if run.scraper is not None:
+            run.scraper.stop()
+        if run.watcher is not None:
+            run.watcher.stop()
+        for name, svc in d.services.items():
+            if not svc.alive():
+                run.problems.append(f"{name} died: {svc.tail(5)}")
+        d.close()
+        if not demo.keep and started:
+            say("stopping the stack the demo started (--keep leaves it running)")
+            stack.down()
+    report = build_report(run, d.topics)
+    say(report.text)
+    return 0 if report.loop_closed else 1
+
+
+def _labels_port(s: Settings) -> int | None:
+    labels = getattr(s, "labels", None)
+    return getattr(labels, "metrics_port", None)
+
+
+def _until_closed(
+    live: Iterator[tuple[Transaction, int, float]], run: DemoRun, demo: DemoConfig
+) -> Iterator[tuple[Transaction, int, float]]:
+    """The live stream until its planned end, longer (up to the grace) until a new model serves."""
+    for item in live:
+        elapsed = time.time() - run.live_start_wall_s if run.live_start_wall_s else 0.0
+        if elapsed >= demo.live_s:
+            closed = len(run.stats.versions_served()) > 1
+            if closed or elapsed >= demo.live_s + demo.grace_s:
+                return
+        yield item
+
+
+def _chain(first: list[object], rest: Iterator[object]) -> Iterator[object]:
+    yield from first
+    yield from rest
