@@ -123,6 +123,8 @@ class InferenceCore:
         self.sink = sink
         self.last_known = LastKnown(settings.last_known_capacity)
         self.ids = RequestIds()
+        # Set at the start of a graceful shutdown: new calls get UNAVAILABLE.
+        self.draining = False
         self._key_fields = frozenset(self.plan.key_fields)
         self._request_fields = frozenset(self.plan.request_fields)
         self._all_ok = tuple(FeatureStatus.OK for _ in feature_set.model_features)
@@ -136,6 +138,8 @@ class InferenceCore:
             raise ModelNotFoundError(
                 f"unknown model {name!r}; this server serves {self.settings.model_name!r}"
             )
+        if self.draining:
+            raise UnavailableError("the server is shutting down; retry on another instance")
         current, previous = self.slot.models()
         if current is None:
             raise UnavailableError(

@@ -241,8 +241,12 @@ class InferenceServer:
         grace = self.settings.serving.shutdown_grace_s if grace_s is None else grace_s
         self.oip.shutting_down = True
         self.health.enter_graceful_shutdown()
+        self.core.draining = True
         self.follower.stop()
         if self._server is not None:
+            # New calls get a clean, retryable UNAVAILABLE from the handlers while
+            # clients and load balancers notice; then gRPC stops taking calls at all.
+            time.sleep(self.settings.serving.shutdown_drain_s)
             # New calls are refused from here; running ones get `grace` to finish.
             self._server.stop(grace).wait()
         if self.sink is not None:

@@ -121,6 +121,9 @@ class ServingSettings:
     # Predictions waiting for the Kafka producer; beyond it they are dropped and counted.
     prediction_queue_size: int = 100_000
     shutdown_grace_s: float = 5.0
+    # On shutdown, new calls are answered UNAVAILABLE for this long before the
+    # port closes (in-flight calls then get shutdown_grace_s to finish).
+    shutdown_drain_s: float = 0.5
 
 
 @dataclass(frozen=True)
