@@ -23,8 +23,11 @@ from loopline.contracts.settings import Settings
 
 
 def register(subparsers: Any) -> None:
-    """Add ``run features`` and ``simulate`` to a subparsers object (``run`` is shared)."""
+    """Add ``run features``, ``run labels`` and ``simulate`` to a subparsers object."""
+    from loopline.streams.labels_flow import register_run_labels
+
     _register_run_features(_run_group(subparsers))
+    register_run_labels(_run_group(subparsers))
     _register_simulate(subparsers)
 
 

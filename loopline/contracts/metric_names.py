@@ -9,7 +9,8 @@ test checks that every series the rules use is declared here.
 Scrape ports (``Settings``): serving ``serving.metrics_port`` (9464), the
 features flow ``streams.metrics_port`` (9465), the trainer
 ``trainer.metrics_port`` (9466), the retrain policy loop
-``policy.metrics_port`` (9467), the drift flow ``drift.metrics_port`` (9468).
+``policy.metrics_port`` (9467), the drift flow ``drift.metrics_port`` (9468),
+the labels flow ``labels.metrics_port`` (9469).
 
 >>> DRIFT_ALARMS.series, DRIFT_ALARMS.labels
 ('loopline_drift_alarms_total', ('model', 'kind', 'feature', 'severity'))
@@ -235,6 +236,60 @@ DRIFT_LAST_INPUT_TIMESTAMP = _m(
     "gauge",
     ("stream",),
     "Wall-clock time the drift flow last processed an input of this stream",
+    "streams",
+)
+
+# -- streams: labels flow (streams/labels, wired by the labels dataflow) -------------
+LABELS_RECORDS = _m(
+    "loopline_labels_records",
+    "counter",
+    ("stream", "result"),
+    "Predictions and outcomes read by the labels flow, by what became of them: accepted, "
+    "duplicate, late (outcome after its timeout), unmatched (outcome expired), evicted "
+    "(state bound), timeout_dropped, malformed, invalid",
+    "streams",
+)
+LABELS_EXAMPLES = _m(
+    "loopline_labels_examples",
+    "counter",
+    ("resolution",),
+    "Labeled examples committed to the offline store and the labeled topic, by resolution "
+    "(outcome, timeout)",
+    "streams",
+)
+LABELS_PENDING = _m(
+    "loopline_labels_pending",
+    "gauge",
+    ("side",),
+    "Buffered join state: predictions waiting for an outcome, outcomes waiting for a prediction",
+    "streams",
+)
+LABELS_JOIN_LATENCY_SECONDS = _m(
+    "loopline_labels_join_latency_seconds",
+    "histogram",
+    (),
+    "Wall-clock time from the join resolving an example to its commit in both outputs",
+    "streams",
+)
+LABELS_WATERMARK = _m(
+    "loopline_labels_watermark_seconds",
+    "gauge",
+    (),
+    "The maturity window's clock: event-time watermark (or wall clock), Unix seconds",
+    "streams",
+)
+LABELS_REPLAYED = _m(
+    "loopline_labels_replayed",
+    "counter",
+    (),
+    "Examples re-emitted after a restart that were already committed (not written again)",
+    "streams",
+)
+LABELS_CONSUMER_LAG = _m(
+    "loopline_labels_consumer_lag",
+    "gauge",
+    ("topic", "partition"),
+    "Records behind the end of each predictions / outcomes partition",
     "streams",
 )
 

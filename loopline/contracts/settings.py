@@ -276,6 +276,51 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class LabelsSettings:
+    """The labeled-log dataflow (``streams/labels``): predictions + outcomes -> labeled examples.
+
+    Examples go to the offline store at ``trainer.offline_store`` (the trainer
+    reads the same directory) and to the labeled topic.
+    """
+
+    # A prediction whose outcome has not arrived this long after its event time
+    # is resolved by timeout_policy (fraud: no chargeback within the window).
+    maturity_s: float = 24 * 3600.0
+    # On timeout: "negative" (label 0), "positive" (label 1) or "drop" (no example).
+    timeout_policy: str = "negative"
+    # Clock of the maturity window: "event" (watermark of the input streams'
+    # event times) or "processing" (wall clock when the flow read each record).
+    time: str = "event"
+    # The watermark trails the slowest input by this much: an outcome at most
+    # this late (vs its partition's newest record) still beats its timeout.
+    allowed_lateness_s: float = 60.0
+    # An input partition at its end and silent this long (wall clock) stops
+    # holding the watermark back (idle partitions must not stall the clock).
+    idle_after_s: float = 1.0
+    # Outcomes wait this long (window time) for their predictions, then expire (counted).
+    outcome_retention_s: float = 3600.0
+    # Resolved request ids (duplicate prediction logs) and timed-out event ids
+    # (late outcomes) are remembered this long.
+    dedup_retention_s: float = 600.0
+    # Bounds on buffered state for the whole flow; beyond them the oldest entry
+    # goes to the dead-letter topic ("evicted") with its original bytes.
+    max_pending_predictions: int = 2_000_000
+    max_pending_outcomes: int = 1_000_000
+    # Join keys are spread over this many shards (fixed: changing it needs a
+    # fresh recovery directory, as does changing writers).
+    shards: int = 16
+    # Parallel output writers (one Kafka transactional producer each).
+    writers: int = 1
+    # One recovery snapshot, one Kafka transaction and one Parquet file per
+    # writer and touched hour this often: the labeled topic's latency and the
+    # offline store's file size.
+    flush_interval_s: float = 10.0
+    transaction_timeout_s: float = 60.0
+    # The labels flow's Prometheus endpoint (0: none).
+    metrics_port: int = 9469
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable in Loopline, frozen."""
 
@@ -289,6 +334,7 @@ class Settings:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    labels: LabelsSettings = field(default_factory=LabelsSettings)
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
