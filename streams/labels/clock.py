@@ -98,7 +98,12 @@ class PartitionProgress:
             last is None
             or since is None
             or last.caught_up != caught_up
-            or (last.max_ms != report.max_ms and since >= self.report_every_ms)
+            # In processing time the progress is the wall clock: the heartbeat suffices.
+            or (
+                not self.processing_time
+                and last.max_ms != report.max_ms
+                and since >= self.report_every_ms
+            )
             or since >= self.heartbeat_ms
         )
         if not due:
