@@ -24,6 +24,7 @@ steps (``streams/labels``) and the Kafka reader stay.
 from __future__ import annotations
 
 import pickle
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -221,6 +222,16 @@ class _LabeledPartition(StatefulSinkPartition[Resolved, Any]):
     def __init__(self, cfg: LabelsFlowConfig, part: str, resume: Any) -> None:
         self._writer = LabeledWriter(cfg, part, resume)
         self._metrics = label_metrics()
+        found = self._writer.reconciled
+        if found.suppressed or found.repaired:
+            # Once per restart after a crash: worth a line in the service log.
+            print(
+                f"labels writer {part}: resuming at flush {found.next_seq}; "
+                f"{found.suppressed} example(s) committed after the last snapshot will not be "
+                f"written again; {len(found.repaired)} file(s) rebuilt from {cfg.labeled_topic}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def write_batch(self, values: list[Resolved]) -> None:
         replayed = self._writer.add(values)
