@@ -44,6 +44,7 @@ dropped from state (its Redis value expires by TTL on the same horizon).
 from __future__ import annotations
 
 import heapq
+import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,6 +55,7 @@ from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.streams.decoding import EntityUpdate
 
 SNAPSHOT_FORMAT = 1
+_UNKNOWN = -1.0  # "not computed yet" for an expiry time (real ones are > 0)
 
 
 class FeatureWrite(NamedTuple):
@@ -92,6 +94,10 @@ class FeatureShard:
         self._views = fs.views
         self._view_index = {id(v): i for i, v in enumerate(fs.views)}
         self._prefixes = tuple(layout.key_prefix(fs, v.entity) for v in fs.views)
+        # An event at t cannot make any window change before t + this.
+        self._min_expiry_s = tuple(
+            min((w.seconds - w.tile_s for w in v.windows), default=math.inf) for v in fs.views
+        )
         self._evict_after_s = evict_after_s
         self.clock_ms = 0
         self._states: dict[str, EntityState] = {}
@@ -100,6 +106,8 @@ class FeatureShard:
         # Expiry schedule: heap of (time, key); _due holds each key's live entry.
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
+        # Keys whose _due entry is their eviction (their windows are empty).
+        self._evicting: set[str] = set()
         # Pickled entities, refreshed only for entities changed since the last
         # snapshot: a snapshot costs what changed, not the whole shard.
         self._blobs: dict[str, bytes] = {}
@@ -118,7 +126,8 @@ class FeatureShard:
         out = ShardOutput()
         states = self._states
         prefixes = self._prefixes
-        touched: dict[str, int] = {}
+        # key -> [oldest event ms, view index]
+        touched: dict[str, list[int]] = {}
         for upd in updates:
             vi, eid, t_ms, record, _partition, _offset = upd
             key = prefixes[vi] + eid
@@ -136,28 +145,45 @@ class FeatureShard:
                 self._as_of[key] = 0.0
             if t_ms > self.clock_ms:
                 self.clock_ms = t_ms
-            oldest = touched.get(key)
-            if oldest is None or t_ms < oldest:
-                touched[key] = t_ms
+            seen = touched.get(key)
+            if seen is None:
+                touched[key] = [t_ms, vi]
+            elif t_ms < seen[0]:
+                seen[0] = t_ms
         writes: dict[str, FeatureWrite] = {}
-        for key, oldest in touched.items():
+        due = self._due
+        for key, (oldest, vi) in touched.items():
             st = states[key]
             as_of = max(st.last_time, self._as_of[key])
             writes[key] = FeatureWrite(key, pack(as_of, st.values(as_of)), as_of, oldest)
             self._as_of[key] = as_of
             self._dirty.add(key)
-            self._schedule_next(key, st, as_of)
+            # New events only add expiries at or after oldest + this view's
+            # shortest (window - tile): an earlier schedule stays valid (an
+            # early entry is re-checked when it pops), so skip recomputing it.
+            scheduled = due.get(key)
+            if (
+                scheduled is None
+                or scheduled > oldest / 1000.0 + self._min_expiry_s[vi]
+                or key in self._evicting
+            ):
+                self._schedule_next(key, st, as_of)
         self._refresh(writes, out)
         out.writes = list(writes.values())
         return out
 
-    def _schedule_next(self, key: str, st: EntityState, as_of: float) -> None:
-        when = st.expires_at(as_of)
+    def _schedule_next(
+        self, key: str, st: EntityState, as_of: float, when: float | None = _UNKNOWN
+    ) -> None:
+        if when is _UNKNOWN:
+            when = st.expires_at(as_of)
+        self._evicting.discard(key)
         if when is None:
             if not self._evict_after_s:
                 self._due.pop(key, None)
                 return
             when = st.last_time + self._evict_after_s
+            self._evicting.add(key)
         if self._due.get(key) != when:
             self._due[key] = when
             heapq.heappush(self._heap, (when, key))
@@ -172,19 +198,18 @@ class FeatureShard:
             del due[key]
             st = self._states[key]
             as_of = self._as_of[key]
-            nxt = st.expires_at(as_of)
-            if nxt is None:
-                if self._evict_after_s and st.last_time + self._evict_after_s <= clock_s:
-                    self._evict(key)
-                    out.evicted += 1
-                else:
-                    self._schedule_next(key, st, as_of)
+            if key in self._evicting:  # idle since last_time + evict_after_s
+                self._evicting.discard(key)
+                self._evict(key)
+                out.evicted += 1
                 continue
-            if nxt > clock_s:
-                self._schedule_next(key, st, as_of)  # an early entry: reschedule
+            if when <= as_of:
+                # Written past it by a newer event meanwhile: schedule afresh.
+                self._schedule_next(key, st, as_of)
                 continue
-            # Jump to the last change at or before the clock.
-            t = nxt
+            # ``when`` is the next change (or earlier: then this write is merely
+            # redundant). Jump to the last change at or before the clock.
+            t = when
             while (later := st.expires_at(t)) is not None and later <= clock_s:
                 t = later
             prev = writes.get(key)
@@ -193,7 +218,7 @@ class FeatureShard:
             self._as_of[key] = t
             self._dirty.add(key)
             out.refreshed += 1
-            self._schedule_next(key, st, t)
+            self._schedule_next(key, st, t, later)
 
     def _evict(self, key: str) -> None:
         del self._states[key]

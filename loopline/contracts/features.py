@@ -279,100 +279,206 @@ _UNIT2 = 2.0**-120
 # Beyond this a value times _SCALE would overflow a float.
 _MAX_ABS = 2.0**900
 
-# Tile slot kinds; a tile is a list ``[count, slot, slot, ...]``.
-_S_SUM, _S_SUMSQ, _S_MIN, _S_MAX, _S_DISTINCT = range(5)
-
-
-class _WindowPlan:
-    """Where one window keeps each statistic inside its tiles."""
-
-    __slots__ = ("distinct_pos", "ops", "seconds", "slot", "template", "tile_s", "tiles")
-
-    def __init__(
-        self, view: EntityView, w: Window, numeric: list[str], distinct: list[str]
-    ) -> None:
-        self.seconds, self.tiles, self.tile_s = w.seconds, w.tiles, w.tile_s
-        aggs = [a for a in view.aggregations if a.window_s == w.seconds]
-        wanted: list[tuple[int, str]] = []
-        for a in aggs:
-            kinds = {
-                "sum": (_S_SUM,),
-                "mean": (_S_SUM,),
-                "std": (_S_SUM, _S_SUMSQ),
-                "min": (_S_MIN,),
-                "max": (_S_MAX,),
-                "distinct": (_S_DISTINCT,),
-            }.get(a.kind, ())
-            for kind in kinds:
-                if (kind, a.field) not in wanted:  # type: ignore[comparison-overlap]
-                    wanted.append((kind, a.field))  # type: ignore[arg-type]
-        # (kind, field) -> position in the tile list
-        self.slot = {ks: i + 1 for i, ks in enumerate(wanted)}
-        # (kind, tile position, index of the value in the prepared event)
-        self.ops = tuple(
-            (kind, pos, distinct.index(f) if kind == _S_DISTINCT else numeric.index(f))
-            for (kind, f), pos in self.slot.items()
-        )
-        empty = {_S_SUM: 0, _S_SUMSQ: 0, _S_MIN: math.inf, _S_MAX: -math.inf, _S_DISTINCT: None}
-        self.template = [0, *(empty[k] for k, _ in wanted)]
-        self.distinct_pos = tuple(p for (k, _), p in self.slot.items() if k == _S_DISTINCT)
-
-    def new_tile(self) -> list[Any]:
-        tile = self.template.copy()
-        for p in self.distinct_pos:
-            tile[p] = set()
-        return tile
+# Statistics a tile can hold; a tile is a list ``[count, stat, stat, ...]``.
+_SUM, _SUMSQ, _MIN, _MAX, _DISTINCT = "sum", "sumsq", "min", "max", "distinct"
+_STATS_OF = {
+    "sum": (_SUM,),
+    "mean": (_SUM,),
+    "std": (_SUM, _SUMSQ),
+    "min": (_MIN,),
+    "max": (_MAX,),
+    "distinct": (_DISTINCT,),
+}
 
 
 class _ViewPlan:
-    """A view compiled once into index lookups, so updates and reads do no searching."""
+    """A view compiled once into straight-line Python functions.
+
+    The engine is pure Python and runs per event online, so the per-event work
+    is generated from the definition (as ``dataclasses`` does):
+
+    - ``apply(tiles, event, t)`` reads and checks the event's fields first
+      (raising before any change), then adds it to one tile per window;
+    - ``read(tiles, as_of, last_time, last_values)`` sums up the tiles of each
+      window and computes every aggregation;
+    - ``expires(tiles, as_of)`` is :meth:`EntityState.expires_at`.
+
+    ``source`` holds the generated code.
+    """
 
     def __init__(self, view: EntityView) -> None:
-        numeric = sorted(
-            {
-                a.field
-                for a in view.aggregations
-                if a.kind in {"sum", "mean", "std", "min", "max"} and a.field
-            }
+        aggs = view.aggregations
+        numeric_kinds = {"sum", "mean", "std", "min", "max"}
+        self.numeric = tuple(sorted({a.field for a in aggs if a.kind in numeric_kinds and a.field}))
+        self.distinct = tuple(sorted({a.field for a in aggs if a.kind == "distinct" and a.field}))
+        self.last = tuple(sorted({a.field for a in aggs if a.kind == "last" and a.field}))
+        self.windows = tuple((w.tile_s, w.tiles) for w in view.windows)
+        # Per window: the statistics its tiles hold, as {(stat, field): position}.
+        self.slots: list[dict[tuple[str, str], int]] = []
+        for w in view.windows:
+            slots: dict[tuple[str, str], int] = {}
+            for a in aggs:
+                if a.window_s == w.seconds:
+                    for stat in _STATS_OF.get(a.kind, ()):
+                        slots.setdefault((stat, a.field), len(slots) + 1)  # type: ignore[arg-type]
+            self.slots.append(slots)
+        self.source = "\n".join(
+            [*self._apply_source(), "", *self._read_source(view), "", *self._expires_source()]
         )
-        distinct = sorted({a.field for a in view.aggregations if a.kind == "distinct" and a.field})
-        self.numeric = tuple(numeric)
-        self.distinct = tuple(distinct)
-        self.last = tuple(
-            sorted({a.field for a in view.aggregations if a.kind == "last" and a.field})
-        )
-        self.windows = tuple(_WindowPlan(view, w, numeric, distinct) for w in view.windows)
-        by_seconds = {wp.seconds: i for i, wp in enumerate(self.windows)}
-        reads: list[tuple[Any, ...]] = []
+        namespace: dict[str, Any] = {
+            "_UNIT": _UNIT,
+            "_UNIT2": _UNIT2,
+            "_SCALE": _SCALE,
+            "_MAX_ABS": _MAX_ABS,
+            "_INF": math.inf,
+            "_sqrt": math.sqrt,
+            "_number": _number,
+        }
+        exec(compile(self.source, f"<feature plan {view.entity}>", "exec"), namespace)
+        self.apply = namespace["apply"]
+        self.read = namespace["read"]
+        self.expires = namespace["expires"]
+
+    def _apply_source(self) -> list[str]:
+        lines = ["def apply(tiles_by_window, event, t):"]
+        stats = {s for sl in self.slots for s, _ in sl}
+        # Inputs first: a KeyError, TypeError or FeatureError leaves nothing changed.
+        for i, f in enumerate(self.numeric):
+            lines += [
+                f"    x{i} = event[{f!r}]",
+                f"    if x{i}.__class__ is not float or not -_MAX_ABS <= x{i} <= _MAX_ABS:",
+                f"        x{i} = _number(event, {f!r})",
+            ]
+            if stats & {_SUM, _SUMSQ}:
+                lines.append(f"    f{i} = int(x{i} * _SCALE)")
+            if _SUMSQ in stats:
+                lines.append(f"    q{i} = f{i} * f{i}")
+        for i, f in enumerate(self.distinct):
+            lines += [f"    d{i} = event[{f!r}]", f"    if d{i}.__class__ is not str: hash(d{i})"]
+        lines += [f"    _number(event, {f!r})" for f in self.last]
+        for w, ((tile_s, n_tiles), slots) in enumerate(zip(self.windows, self.slots, strict=True)):
+            empty = {_SUM: "0", _SUMSQ: "0", _MIN: "_INF", _MAX: "-_INF", _DISTINCT: "set()"}
+            new_tile = ", ".join(["0", *(empty[s] for s, _ in slots)])
+            lines += [
+                f"    tiles = tiles_by_window[{w}]",
+                f"    idx = int(t // {tile_s})",
+                "    tile = tiles.get(idx)",
+                "    if tile is None:",
+                f"        tile = tiles[idx] = [{new_tile}]",
+                # Drop tiles no read at or after t can see again (events older
+                # than the allowed lateness never reach here).
+                f"        if len(tiles) > {n_tiles + 1}:",
+                f"            for old in [i for i in tiles if i < idx - {n_tiles + 1}]:",
+                "                del tiles[old]",
+                "    tile[0] += 1",
+            ]
+            for (stat, f), pos in slots.items():
+                if stat == _DISTINCT:
+                    lines.append(f"    tile[{pos}].add(d{self.distinct.index(f)})")
+                    continue
+                i = self.numeric.index(f)
+                if stat == _SUM:
+                    lines.append(f"    tile[{pos}] += f{i}")
+                elif stat == _SUMSQ:
+                    lines.append(f"    tile[{pos}] += q{i}")
+                else:
+                    op = "<" if stat == _MIN else ">"
+                    lines.append(f"    if x{i} {op} tile[{pos}]: tile[{pos}] = x{i}")
+        lines.append("    return None")
+        return lines
+
+    def _read_source(self, view: EntityView) -> list[str]:
+        lines = ["def read(tiles_by_window, as_of, last_time, last_values):"]
+        var: list[dict[tuple[str, str], str]] = []
+        for w, ((tile_s, n_tiles), slots) in enumerate(zip(self.windows, self.slots, strict=True)):
+            names = {key: f"v{w}_{pos}" for key, pos in slots.items()}
+            var.append(names)
+            start = {_SUM: "0", _SUMSQ: "0", _MIN: "_INF", _MAX: "-_INF", _DISTINCT: "None"}
+            lines += [f"    n{w} = 0"] + [f"    {names[k]} = {start[k[0]]}" for k in slots]
+            lines += [
+                f"    last = int(as_of // {tile_s})",
+                f"    low = last - {n_tiles}",
+                f"    for idx, tile in tiles_by_window[{w}].items():",
+                "        if low < idx <= last:",
+                f"            n{w} += tile[0]",
+            ]
+            # Exact or order-free merges (integer sums, min, max, set union):
+            # the dict's iteration order does not matter.
+            for (stat, f), pos in slots.items():
+                v = names[(stat, f)]
+                if stat in (_SUM, _SUMSQ):
+                    lines.append(f"            {v} += tile[{pos}]")
+                elif stat == _DISTINCT:
+                    lines.append(
+                        f"            {v} = tile[{pos}] if {v} is None else {v} | tile[{pos}]"
+                    )
+                else:
+                    op = "<" if stat == _MIN else ">"
+                    lines.append(f"            if tile[{pos}] {op} {v}: {v} = tile[{pos}]")
+        index = {w.seconds: i for i, w in enumerate(view.windows)}
+        values = []
         for a in view.aggregations:
-            if a.kind in ("last", "last_time"):
-                reads.append((a.kind, a.field, 0, 0, a.default))
+            d = repr(float(a.default))
+            if a.kind == "last_time":
+                values.append(f"(last_time if last_time else {d})")
                 continue
-            wi = by_seconds[a.window_s]  # type: ignore[index]
-            slots = self.windows[wi].slot
+            if a.kind == "last":
+                get = f"last_values.get({a.field!r})"
+                values.append(f"({d} if {get} is None else float({get}))")
+                continue
+            w = index[a.window_s]  # type: ignore[index]
+            n = f"n{w}"
             if a.kind == "count":
-                reads.append(("count", wi, 0, 0, a.default))
-            elif a.kind in ("sum", "mean"):
-                reads.append((a.kind, wi, slots[(_S_SUM, a.field)], 0, a.default))
-            elif a.kind == "std":
-                pos = (slots[(_S_SUM, a.field)], slots[(_S_SUMSQ, a.field)])
-                reads.append(("std", wi, pos[0], pos[1], a.default))
-            elif a.kind == "min":
-                reads.append(("min", wi, slots[(_S_MIN, a.field)], 0, a.default))
-            elif a.kind == "max":
-                reads.append(("max", wi, slots[(_S_MAX, a.field)], 0, a.default))
-            else:  # distinct
-                reads.append(("distinct", wi, slots[(_S_DISTINCT, a.field)], 0, a.default))
-        self.reads = tuple(reads)
+                values.append(f"float({n})")
+                continue
+            v = var[w][(_STATS_OF[a.kind][0], a.field)]  # type: ignore[index]
+            expr = {
+                "sum": f"{v} * _UNIT",
+                "mean": f"{v} / {n} * _UNIT",
+                "min": v,
+                "max": v,
+                "distinct": f"float(len({v}))",
+            }.get(a.kind)
+            if a.kind == "std":
+                q = var[w][(_SUMSQ, a.field)]  # type: ignore[index]
+                expr = f"_sqrt(({n} * {q} - {v} * {v}) / ({n} * {n}) * _UNIT2)"
+            values.append(f"({expr} if {n} else {d})")
+        lines.append("    return (" + ", ".join(values) + ("," if len(values) == 1 else "") + ")")
+        return lines
+
+    def _expires_source(self) -> list[str]:
+        lines = ["def expires(tiles_by_window, as_of):", "    nxt = None"]
+        for w, (tile_s, n_tiles) in enumerate(self.windows):
+            lines += [
+                f"    tiles = tiles_by_window[{w}]",
+                "    if tiles:",
+                f"        first = int(as_of // {tile_s}) - {n_tiles - 1}",
+                "        oldest = min(tiles)",
+                "        if oldest < first:  # tiles out of the window linger until pruned",
+                "            oldest = min([i for i in tiles if i >= first], default=None)",
+                "        if oldest is not None:",
+                f"            t = float((oldest + {n_tiles}) * {tile_s})",
+                "            if nxt is None or t < nxt:",
+                "                nxt = t",
+            ]
+        lines.append("    return nxt")
+        return lines
 
 
 _PLANS: dict[EntityView, _ViewPlan] = {}
+# By identity first: hashing a view (a tree of dataclasses) costs microseconds.
+_PLANS_BY_ID: dict[int, tuple[EntityView, _ViewPlan]] = {}
 
 
 def _plan_for(view: EntityView) -> _ViewPlan:
+    known = _PLANS_BY_ID.get(id(view))
+    if known is not None and known[0] is view:
+        return known[1]
     plan = _PLANS.get(view)
     if plan is None:
         plan = _PLANS[view] = _ViewPlan(view)
+    if len(_PLANS_BY_ID) < 256:  # bounded: unpickled copies are new objects
+        _PLANS_BY_ID[id(view)] = (view, plan)
     return plan
 
 
@@ -429,135 +535,31 @@ class EntityState:
         view aggregates is missing or not a finite number.
         """
         plan = self._plan
-        # Read and check every input before changing anything.
-        xs = [_number(event, f) for f in plan.numeric]
-        fixed = [int(x * _SCALE) for x in xs]
         try:
-            ds = [event[f] for f in plan.distinct]
-            for d in ds:
-                hash(d)
+            plan.apply(self._tiles, event, t)
         except KeyError as e:
             raise FeatureError(f"event has no field {e.args[0]!r}") from None
         except TypeError as e:
             raise FeatureError(f"a distinct-count field is not hashable: {e}") from None
-        for f in plan.last:
-            _number(event, f)
-        for wp, tiles in zip(plan.windows, self._tiles, strict=True):
-            idx = int(t // wp.tile_s)
-            tile = tiles.get(idx)
-            if tile is None:
-                tile = tiles[idx] = wp.new_tile()
-                # Drop tiles no read at or after ``t`` can see again; events
-                # older than the allowed lateness never reach here.
-                horizon = idx - wp.tiles - 1
-                for old in [i for i in tiles if i < horizon]:
-                    del tiles[old]
-            tile[0] += 1
-            for kind, pos, src in wp.ops:
-                if kind == _S_SUM:
-                    tile[pos] += fixed[src]
-                elif kind == _S_SUMSQ:
-                    tile[pos] += fixed[src] * fixed[src]
-                elif kind == _S_MIN:
-                    if xs[src] < tile[pos]:
-                        tile[pos] = xs[src]
-                elif kind == _S_MAX:
-                    if xs[src] > tile[pos]:
-                        tile[pos] = xs[src]
-                else:
-                    tile[pos].add(ds[src])
         if t >= self.last_time:
             self.last_time = t
-            self.last_values = {f: event[f] for f in plan.last}
+            if plan.last:
+                self.last_values = {f: event[f] for f in plan.last}
 
     def values(self, as_of: float) -> tuple[float, ...]:
         """The stored features as of ``as_of``, in the view's order."""
-        plan = self._plan
-        windows = [
-            self._window(wp, tiles, as_of)
-            for wp, tiles in zip(plan.windows, self._tiles, strict=True)
-        ]
-        out: list[float] = []
-        for kind, wi, pos, pos2, default in plan.reads:
-            if kind == "last_time":
-                out.append(self.last_time if self.last_time else default)
-                continue
-            if kind == "last":
-                v = self.last_values.get(wi)
-                out.append(default if v is None else float(v))
-                continue
-            acc = windows[wi]
-            n = acc[0] if acc is not None else 0
-            if kind == "count":
-                out.append(float(n))
-            elif n == 0:
-                out.append(default)
-            elif kind == "sum":
-                out.append(acc[pos] * _UNIT)
-            elif kind == "mean":
-                out.append(acc[pos] / n * _UNIT)
-            elif kind == "std":
-                s, q = acc[pos], acc[pos2]
-                out.append(math.sqrt((n * q - s * s) / (n * n) * _UNIT2))
-            elif kind == "distinct":
-                out.append(float(len(acc[pos])))
-            else:  # min, max
-                out.append(acc[pos])
-        return tuple(out)
+        return self._plan.read(self._tiles, as_of, self.last_time, self.last_values)  # type: ignore[no-any-return]
 
     def expires_at(self, as_of: float) -> float | None:
         """The next time after ``as_of`` when a value changes with no new event.
 
         Streaming uses it to refresh stored values as tiles leave a window.
         """
-        nxt: float | None = None
-        for wp, tiles in zip(self._plan.windows, self._tiles, strict=True):
-            first = int(as_of // wp.tile_s) - wp.tiles + 1
-            live = [i for i in tiles if i >= first]
-            if live:
-                t = float((min(live) + wp.tiles) * wp.tile_s)
-                nxt = t if nxt is None else min(nxt, t)
-        return nxt
+        return self._plan.expires(self._tiles, as_of)  # type: ignore[no-any-return]
 
     def is_empty(self, as_of: float) -> bool:
         """True when no window holds any event as of ``as_of``."""
         return self.expires_at(as_of) is None
-
-    @staticmethod
-    def _window(wp: _WindowPlan, tiles: dict[int, list[Any]], as_of: float) -> list[Any] | None:
-        """The merged tiles of one window as of ``as_of`` (``None`` when empty).
-
-        Every merge is exact or order-free (integer sums, min, max, set union),
-        so iteration order does not matter.
-        """
-        last = int(as_of // wp.tile_s)
-        low = last - wp.tiles
-        acc: list[Any] | None = None
-        shared = False
-        for idx, tile in tiles.items():
-            if not low < idx <= last:
-                continue
-            if acc is None:
-                acc, shared = tile, True  # one tile: read it in place
-                continue
-            if shared:
-                acc = acc.copy()
-                for p in wp.distinct_pos:
-                    acc[p] = set(acc[p])
-                shared = False
-            acc[0] += tile[0]
-            for kind, pos, _ in wp.ops:
-                if kind <= _S_SUMSQ:
-                    acc[pos] += tile[pos]
-                elif kind == _S_MIN:
-                    if tile[pos] < acc[pos]:
-                        acc[pos] = tile[pos]
-                elif kind == _S_MAX:
-                    if tile[pos] > acc[pos]:
-                        acc[pos] = tile[pos]
-                else:
-                    acc[pos] |= tile[pos]
-        return acc
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ class _Population:
         for i in range(cfg.cards):
             favourites = tuple(self.popular_merchant(rng) for _ in range(rng.randint(3, 8)))
             cards.append(_Card(f"c{i:06d}", rng.lognormvariate(math.log(35.0), 0.55), favourites))
-            activity.append(rng.paretovariate(1.6))
+            # Heavy users, but no card buys more than ~25x the typical one.
+            activity.append(min(rng.paretovariate(1.6), 25.0))
         self.cards = cards
         self.card_cum = list(itertools.accumulate(activity))
 

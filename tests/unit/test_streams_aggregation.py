@@ -213,3 +213,41 @@ def test_an_update_the_engine_refuses_is_returned_not_raised() -> None:
     assert [(u[4], u[5]) for u, _err in out.rejected] == [(2, 17)]
     assert [w.key[-1] for w in out.writes] == ["b"]
     assert shard.state(LAYOUT.feature_key(FS, "card", "a")) is None
+
+
+@pytest.mark.parametrize("evict_after_s", [0.0, 5400.0])
+def test_every_stored_value_is_current_as_of_the_shard_clock(evict_after_s: float) -> None:
+    rng = random.Random(21)
+    shard = FeatureShard(FS, LAYOUT, evict_after_s=evict_after_s)
+    store: dict[str, bytes] = {}
+    t = BASE_MS
+    for _ in range(120):
+        batch = []
+        for _ in range(rng.randrange(1, 30)):
+            # Mostly forward in time, sometimes back (within a minute), sometimes a jump.
+            t += rng.choice([rng.randrange(0, 20_000), -rng.randrange(0, 60_000), 1_500_000])
+            rec = {"card_id": f"c{rng.randrange(12)}", "merchant_id": f"m{rng.randrange(4)}"}
+            rec["amount"] = round(rng.uniform(1, 300), 2)
+            batch.append((0, rec["card_id"], t, rec, 0, 0))
+            batch.append((1, rec["merchant_id"], t, rec, 0, 0))
+        _store(shard.apply(batch).writes, store)
+        clock = shard.clock_ms / 1000
+        for key, raw in store.items():
+            st = shard.state(key)
+            if st is None:  # evicted: idle past the horizon, nothing left in any window
+                assert evict_after_s
+                continue
+            valid_at, values = unpack(raw)
+            assert st.last_time <= valid_at <= clock
+            assert values == st.values(valid_at) == st.values(clock), key
+    # A day and a half later one event: every other entity's windows have emptied.
+    late = {"card_id": "z", "merchant_id": "mz", "amount": 1.0}
+    t += 36 * 3600_000
+    _store(shard.apply([(0, "z", t, late, 0, 0), (1, "mz", t, late, 0, 0)]).writes, store)
+    for key, raw in store.items():
+        if key.endswith((":z", ":mz")):
+            continue
+        view = FS.view("card" if ":card:" in key else "merchant")
+        values = dict(zip(view.names, unpack(raw)[1], strict=True))
+        assert values["txn_count_24h"] == 0  # refreshed down to empty windows
+        assert (shard.state(key) is None) == bool(evict_after_s)
