@@ -55,7 +55,7 @@ def test_population_is_large_and_skewed() -> None:
     per_merchant = Counter(s.transaction.merchant_id for s in txs)
     assert len(per_card) > 1500 and len(per_merchant) > 400
     # Heavy users and popular merchants exist.
-    assert per_card.most_common(1)[0][1] > 20 * statistics.median(per_card.values())
+    assert per_card.most_common(1)[0][1] > 10 * statistics.median(per_card.values())
     assert per_merchant.most_common(1)[0][1] > 20 * statistics.median(per_merchant.values())
 
 
