@@ -27,10 +27,10 @@ import pickle
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import (
@@ -63,7 +63,7 @@ FLOW_ID = "loopline_labels"
 _MAX_IDLE_WAIT_S = 0.05
 _LAG_EVERY_S = 1.0
 
-SourceItem = PredictionIn | OutcomeIn | ClockReport | DeadLetter
+SourceItem: TypeAlias = PredictionIn | OutcomeIn | ClockReport | DeadLetter
 # Source partition state: (next offset, newest window time read).
 _PartitionState = tuple[int, int]
 
@@ -314,7 +314,7 @@ def build_flow(cfg: LabelsFlowConfig) -> Dataflow:
 
     flow = Dataflow(FLOW_ID)
     items = op.input("kafka_inputs", flow, KafkaLabelsSource(cfg))
-    malformed = op.filter_map(
+    malformed: Stream[DeadLetter] = op.filter_map(
         "malformed", items, lambda x: x if isinstance(x, DeadLetter) else None
     )
     reports = op.filter_map(

@@ -50,7 +50,7 @@ import heapq
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DeadLetter, LabeledExample, PredictionLog, decode
@@ -69,7 +69,7 @@ OUTCOME = "outcome"
 TIMEOUT = "timeout"
 TIMEOUT_POLICIES = {"negative": 0, "positive": 1, "drop": None}
 
-JoinInput = PredictionIn | OutcomeIn | Tick
+JoinInput: TypeAlias = PredictionIn | OutcomeIn | Tick
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ class LabeledWriter:
 
     def _send(self, examples: list[LabeledExample], tag: bytes) -> None:
         producer, topic = self._producer, self._cfg.labeled_topic
-        headers = [(FLUSH_HEADER, tag)]
+        headers: list[tuple[str, str | bytes | None]] = [(FLUSH_HEADER, tag)]
         try:
             producer.begin_transaction()
             for e in examples:
@@ -267,18 +267,19 @@ class LabeledWriter:
                     )
                 for msg in consumer.consume(500, 0.2):
                     err = msg.error()
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
-                            if msg.offset() >= ends[msg.partition()]:
-                                todo.discard(msg.partition())
+                            if offset >= ends[partition]:
+                                todo.discard(partition)
                             continue
                         if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                             raise StackError(f"reading back {topic}: {err}")
                         continue
-                    if msg.offset() >= ends[msg.partition()] - 1:
-                        todo.discard(msg.partition())
+                    if offset >= ends[partition] - 1:
+                        todo.discard(partition)
                     if (FLUSH_HEADER, tag) in (msg.headers() or []):
-                        example = decode(LabeledExample, msg.value())
+                        example = decode(LabeledExample, msg.value() or b"")
                         found[example.request_id] = example
                 positions = consumer.position([TopicPartition(topic, p) for p in todo])
                 for tp in positions:

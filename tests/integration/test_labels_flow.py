@@ -68,7 +68,7 @@ def prediction(i: int, t: int, *, eid: str | None = None, rid: str | None = None
     )
 
 
-def expected_label(i: int) -> tuple[int, str] | None:
+def expected_label(i: int) -> tuple[int, str]:
     """Every 4th event gets an outcome (every 8th is fraud); the others time out as legit."""
     if i % 4:
         return 0, "timeout"
@@ -82,9 +82,7 @@ def stream(start: int, n: int) -> list[tuple[str, bytes, bytes]]:
         t = T0 + i * 10
         out.append((t, "p", f"r{i}".encode(), encode(prediction(i, t))))
         if i % 4 == 0:
-            label = expected_label(i)
-            assert label is not None
-            outcome = Outcome(f"e{i}", label[0], t + 2_000)
+            outcome = Outcome(f"e{i}", expected_label(i)[0], t + 2_000)
             out.append((t + 2_000, "o", f"e{i}".encode(), encode(outcome)))
     out.sort(key=lambda x: x[0])
     return [(kind, key, value) for _, kind, key, value in out]
@@ -164,7 +162,7 @@ def store_rows(root: Path) -> list[LabeledExample]:
 
 
 def labeled(settings: Settings, topics: Topics) -> list[LabeledExample]:
-    return [decode(LabeledExample, m.value()) for m in read_topic(settings, topics.labeled)]
+    return [decode(LabeledExample, m.value() or b"") for m in read_topic(settings, topics.labeled)]
 
 
 def summary(rows: list[LabeledExample]) -> dict[str, tuple[int, str]]:
@@ -237,7 +235,7 @@ def test_end_to_end_join_to_the_offline_store_and_the_labeled_topic(
         {f"r{i}": (1, "outcome") if i % 2 else (0, "timeout") for i in range(n, n + 40)}
     )
     rows = store_rows(settings.trainer.offline_store)
-    assert_each_once(rows, expected)  # type: ignore[arg-type]
+    assert_each_once(rows, expected)
     on_topic = labeled(settings, topics)
     assert sorted(on_topic, key=lambda e: e.request_id) == sorted(rows, key=lambda e: e.request_id)
     by_id = {e.request_id: e for e in rows}
@@ -250,7 +248,9 @@ def test_end_to_end_join_to_the_offline_store_and_the_labeled_topic(
     assert by_id["r8"].labeled_at_ms == T0 + 80 + 2_000  # when the outcome happened
     assert by_id["r1"].labeled_at_ms == T0 + 10 + 60_000  # when the window closed
     assert by_id["r8-shadow"].arm == "challenger" and by_id[f"r{n + 1}"].event_id == f"r{n + 1}"
-    letters = [decode(DeadLetter, m.value()) for m in read_topic(settings, topics.dead_letters)]
+    letters = [
+        decode(DeadLetter, m.value() or b"") for m in read_topic(settings, topics.dead_letters)
+    ]
     assert sorted((d.source_topic, d.reason, d.original_value()) for d in letters) == sorted(
         [
             (topics.predictions, "malformed", bad[0][2]),
@@ -347,12 +347,12 @@ def test_kill_9_mid_stream_then_restart_writes_each_example_once(
     Flow(settings, recovery, log, "--drain", "2").wait()
 
     rows = store_rows(store)
-    assert_each_once(rows, expected)  # type: ignore[arg-type]
+    assert_each_once(rows, expected)
     assert len(rows) == len(expected)  # raw rows across files: no duplicate at all
     on_topic = read_topic(settings, topics.labeled)
     keys = Counter(m.key() for m in on_topic)
     assert max(keys.values()) == 1 and len(keys) == len(expected)
-    assert_each_once([decode(LabeledExample, m.value()) for m in on_topic], expected)  # type: ignore[arg-type]
+    assert_each_once([decode(LabeledExample, m.value() or b"") for m in on_topic], expected)
     # Files are named after the writer and its flush number, one per touched hour.
     names = {f.name for f in store_files(store)}
     assert {n[:8] for n in names} == {"lbl-000-", "lbl-001-"}
@@ -434,9 +434,35 @@ def test_writer_repairs_a_crash_between_commit_and_parquet_and_aborts_open_trans
         e.request_id for e in everything
     )
     on_topic = [
-        decode(LabeledExample, m.value())
+        decode(LabeledExample, m.value() or b"")
         for m in read_topic(isolated_settings, writer_cfg.labeled_topic)
     ]
     assert sorted(on_topic, key=lambda e: e.request_id) == sorted(
         everything, key=lambda e: e.request_id
     )
+
+
+def test_processing_time_windows_run_on_the_wall_clock(
+    isolated_settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    """Old event times, yet nothing times out until the window has passed on the wall clock."""
+    settings = flow_settings(
+        isolated_settings,
+        tmp_path / "offline",
+        time="processing",
+        maturity_s=1.5,
+        allowed_lateness_s=0.0,
+        flush_interval_s=0.5,
+    )
+    records = stream(0, 400)
+    produce(settings, topics, records)
+    started = time.time() * 1000
+
+    run_labels(settings, RunOptions(recovery=False, metrics=False, drain_idle_s=4.0))
+
+    rows = store_rows(settings.trainer.offline_store)
+    assert_each_once(rows, {f"r{i}": expected_label(i) for i in range(400)})
+    timeouts = [e for e in rows if e.resolution == "timeout"]
+    # Labeled when the window passed on the wall clock, not at event time + maturity.
+    assert all(e.labeled_at_ms >= started + 1_500 for e in timeouts)
+    assert all(e.labeled_at_ms <= time.time() * 1000 for e in rows)
