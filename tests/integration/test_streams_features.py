@@ -11,10 +11,12 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.contracts.features import final_values
 from loopline.contracts.fraud import FRAUD_FEATURES as FS
@@ -100,13 +103,18 @@ def _env(settings: Settings, key_prefix: str) -> dict[str, str]:
 class Flow:
     """``python -m loopline.streams run features ...`` as a child process."""
 
-    def __init__(self, settings: Settings, key_prefix: str, log: Path, *args: str) -> None:
+    def __init__(
+        self, settings: Settings, key_prefix: str, log: Path, *args: str, metrics_port: int = 0
+    ) -> None:
         self.log = log
-        cmd = [sys.executable, "-m", "loopline.streams", "run", "features", "--no-metrics", *args]
+        cmd = [sys.executable, "-m", "loopline.streams", "run", "features", *args]
+        env = _env(settings, key_prefix)
+        if metrics_port:
+            env["LOOPLINE_STREAMS__METRICS_PORT"] = str(metrics_port)
+        else:
+            cmd.append("--no-metrics")
         self._out = open(log, "ab")  # noqa: SIM115 - closed in wait/kill
-        self.proc = subprocess.Popen(
-            cmd, env=_env(settings, key_prefix), stdout=self._out, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT)
 
     def wait(self, timeout_s: float = 120.0) -> None:
         try:
@@ -119,6 +127,33 @@ class Flow:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
         self._out.close()
+
+    def alive(self) -> None:
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+
+
+def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _until(check, what: str, flow: Flow, timeout_s: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        flow.alive()
+        time.sleep(0.2)
 
 
 def _end_offsets(settings: Settings, topic: str) -> list[TopicPartition]:
@@ -197,11 +232,31 @@ def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
     mixed: list[Any] = good[:3000] + bad[:3] + good[3000:] + bad[3:] + late
     _produce(isolated_settings, topics.events, mixed)
 
-    Flow(
-        isolated_settings, key_prefix, tmp_path / "flow.log", "--drain", "2", "--no-recovery"
-    ).wait()
+    port = _free_port()
+    flow = Flow(isolated_settings, key_prefix, tmp_path / "flow.log", metrics_port=port)
+    expected = _expected(good, key_prefix)
+    _until(lambda: _store(redis_client, key_prefix) == expected, "the values", flow)
+    dead = ("loopline_features_dead_letters_total",)
+    _until(
+        lambda: sum(v for k, v in _metrics(port).items() if k[0] in dead) == 45,
+        "45 dead letters",
+        flow,
+    )
+    m = _metrics(port)
+    flow.proc.terminate()
+    flow.proc.wait(30)
 
-    assert _store(redis_client, key_prefix) == _expected(good, key_prefix)
+    assert m[("loopline_features_records_total", ())] == len(mixed)
+    assert m[("loopline_features_events_total", ())] == len(good)
+    for reason, n in (("malformed", 2), ("invalid", 3), ("late", 40)):
+        assert m[("loopline_features_dead_letters_total", (("reason", reason),))] == n
+    assert m[("loopline_features_late_events_total", ())] == 40
+    assert m[("loopline_features_freshness_seconds_count", ())] > 0
+    assert m[("loopline_features_redis_write_seconds_count", ())] > 0
+    assert m[("loopline_features_redis_keys_total", (("outcome", "written"),))] >= len(expected)
+    lag = [v for k, v in m.items() if k[0] == "loopline_features_consumer_lag"]
+    assert len(lag) == 4 and set(lag) == {0.0}
+
     letters = _dead_letters(isolated_settings, topics.dead_letters)
     by_reason: dict[str, list[DeadLetter]] = {}
     for dl in letters:
