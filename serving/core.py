@@ -42,8 +42,10 @@ from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel
 from loopline.serving.model_slot import ModelSlot
 
-# Kept for the model run and the response when the store read is bounded by a deadline.
-INFERENCE_RESERVE_S = 0.001
+# Of the request's remaining time, the store read leaves this share (at least
+# the minimum) for the model run, the response and scheduling noise.
+RESERVE_SHARE = 0.1
+MIN_RESERVE_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class InferenceCore:
         # Set at the start of a graceful shutdown: new calls get UNAVAILABLE.
         self.draining = False
         self._key_fields = frozenset(self.plan.key_fields)
+        self._key_prefixes = self.plan.key_prefixes
         self._request_fields = frozenset(self.plan.request_fields)
         self._all_ok = tuple(FeatureStatus.OK for _ in feature_set.model_features)
         self._feature_timeout_s = settings.feature_timeout_ms / 1000.0
@@ -157,11 +160,25 @@ class InferenceCore:
 
     # -- online lookup path -------------------------------------------------
     def predict(self, inp: PredictInput, budget_s: float | None = None) -> Prediction:
-        """Score one request; raises a :class:`LooplineError` for the caller to map."""
-        result = self.predict_many([inp], budget_s)[0]
-        if isinstance(result, LooplineError):
-            raise result
-        return result
+        """Score one request; raises a :class:`LooplineError` for the caller to map.
+
+        The hot path: the same steps as :meth:`predict_many` without its
+        bookkeeping for several requests.
+        """
+        t0 = time.perf_counter()
+        model = self.model(inp.model, inp.model_version)
+        ids = self._validate(inp)
+        keys = [p + i.encode() for p, i in zip(self._key_prefixes, ids, strict=True)]
+        t = _request_time_s(inp)
+        lookups = self._lookup(keys, budget_s, (t,))
+        t1 = time.perf_counter()
+        self.metrics.feature_fetch.observe(t1 - t0)
+        vector, status, degraded = self._assemble(inp, lookups, t)
+        ordered = model.order(vector)
+        score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
+        prediction = self._prediction(inp, model, score, (ordered, status, degraded))
+        self.metrics.inference.observe(time.perf_counter() - t1)
+        return prediction
 
     def predict_many(
         self, inputs: Sequence[PredictInput], budget_s: float | None = None
@@ -174,60 +191,48 @@ class InferenceCore:
         t0 = time.perf_counter()
         results: list[Prediction | LooplineError | None] = [None] * len(inputs)
         models: list[LoadedModel | None] = [None] * len(inputs)
-        ids_per_input: list[list[str] | None] = [None] * len(inputs)
+        keys: list[bytes] = []
+        todo: list[int] = []
         for i, inp in enumerate(inputs):
             try:
                 models[i] = self.model(inp.model, inp.model_version)
-                ids_per_input[i] = self._validate(inp)
+                ids = self._validate(inp)
             except LooplineError as e:
                 results[i] = e
-        todo = [i for i, r in enumerate(results) if r is None]
+                continue
+            todo.append(i)
+            keys += [p + x.encode() for p, x in zip(self._key_prefixes, ids, strict=True)]
         if not todo:
             return results  # type: ignore[return-value]
-
-        n_entities = len(self.plan.entities)
-        keys: list[bytes] = []
-        for i in todo:
-            keys += self.plan.keys(ids_per_input[i])  # type: ignore[arg-type]
         times = [_request_time_s(inputs[i]) for i in todo]
         lookups = self._lookup(keys, budget_s, times)
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
 
-        rows: list[list[float]] = []
-        statuses: list[Sequence[FeatureStatus]] = []
-        degraded: list[bool] = []
+        n = len(self.plan.entities)
+        # Rows per model: requests pinned to different versions (OIP) run apart.
+        groups: dict[int, list[tuple[int, list[float], Sequence[FeatureStatus], bool]]] = {}
         for j, i in enumerate(todo):
-            inp = inputs[i]
-            entity = lookups[j * n_entities : (j + 1) * n_entities]
-            stored = {e: lk.values for e, lk in zip(self.plan.entities, entity, strict=True)}
             try:
-                vector = self.fs.assemble(stored, inp.fields, times[j])
-            except FeatureError as e:
-                results[i] = InvalidRequestError(str(e))
+                vector, status, degraded = self._assemble(
+                    inputs[i], lookups[j * n : (j + 1) * n], times[j]
+                )
+            except InvalidRequestError as e:
+                results[i] = e
                 continue
-            entity_status = [lk.status for lk in entity]
-            if all(s is FeatureStatus.OK for s in entity_status):
-                status: Sequence[FeatureStatus] = self._all_ok
-                degraded.append(False)
-            else:
-                status = self.plan.feature_statuses(entity_status)
-                degraded.append(True)
-                for s in set(entity_status):
-                    if s is not FeatureStatus.OK:
-                        self.metrics.degraded.labels(s.value).inc()
-            rows.append(vector)
-            statuses.append(status)
-        scored = [i for i in todo if results[i] is None]
-        self._score(
-            inputs=inputs,
-            scored=scored,
-            models=models,
-            rows=rows,
-            statuses=statuses,
-            degraded=degraded,
-            results=results,
-        )
+            model = models[i]
+            assert model is not None
+            groups.setdefault(id(model), []).append((i, model.order(vector), status, degraded))
+        for rows in groups.values():
+            model = models[rows[0][0]]
+            assert model is not None
+            matrix = np.array([r[1] for r in rows], dtype=np.float32)
+            for (i, ordered, status, degraded), score in zip(
+                rows, model.probabilities(matrix), strict=True
+            ):
+                results[i] = self._prediction(
+                    inputs[i], model, float(score), (ordered, status, degraded)
+                )
         self.metrics.inference.observe(time.perf_counter() - t1)
         return results  # type: ignore[return-value]
 
@@ -317,7 +322,7 @@ class InferenceCore:
         self, keys: list[bytes], budget_s: float | None, times: Sequence[float]
     ) -> list[EntityLookup]:
         budget = self._default_budget_s if budget_s is None else budget_s
-        timeout = min(self._feature_timeout_s, budget - INFERENCE_RESERVE_S)
+        timeout = min(self._feature_timeout_s, budget - max(MIN_RESERVE_S, RESERVE_SHARE * budget))
         if timeout <= 0:
             # Not even the store's timeout fits in the deadline: answer from memory.
             raws, reason = None, "deadline"
@@ -335,52 +340,50 @@ class InferenceCore:
             out += self.plan.decode(raws[sl], t, stale_after, self.last_known, keys[sl])
         return out
 
-    def _score(
+    def _assemble(
+        self, inp: PredictInput, lookups: Sequence[EntityLookup], t: float
+    ) -> tuple[list[float], Sequence[FeatureStatus], bool]:
+        """The feature-set vector, per-feature statuses (feature-set order), degraded."""
+        stored = {e: lk.values for e, lk in zip(self.plan.entities, lookups, strict=True)}
+        try:
+            vector = self.fs.assemble(stored, inp.fields, t)
+        except FeatureError as e:
+            raise InvalidRequestError(str(e)) from e
+        entity_status = [lk.status for lk in lookups]
+        if all(s is FeatureStatus.OK for s in entity_status):
+            return vector, self._all_ok, False
+        for s in set(entity_status):
+            if s is not FeatureStatus.OK:
+                self.metrics.degraded.labels(s.value).inc()
+        return vector, self.plan.feature_statuses(entity_status), True
+
+    def _prediction(
         self,
-        *,
-        inputs: Sequence[PredictInput],
-        scored: Sequence[int],
-        models: Sequence[LoadedModel | None],
-        rows: list[list[float]],
-        statuses: list[Sequence[FeatureStatus]],
-        degraded: list[bool],
-        results: list[Prediction | LooplineError | None],
-    ) -> None:
-        if not scored:
-            return
-        # Requests pinned to different versions (OIP) run per model.
-        by_model: dict[int, list[int]] = {}
-        for j, i in enumerate(scored):
-            by_model.setdefault(id(models[i]), []).append(j)
-        for positions in by_model.values():
-            model = models[scored[positions[0]]]
-            assert model is not None
-            ordered = [model.order(rows[j]) for j in positions]
-            matrix = np.asarray(ordered, dtype=np.float32)
-            scores = model.probabilities(matrix)
-            for j, score, vector in zip(positions, scores, ordered, strict=True):
-                i = scored[j]
-                inp = inputs[i]
-                status = statuses[j]
-                if model.permutation is not None and status is not self._all_ok:
-                    status = [status[k] for k in model.permutation]
-                prediction = Prediction(
-                    request_id=inp.request_id or self.ids.next(),
-                    score=float(score),
-                    model=model,
-                    features=vector,
-                    statuses=status,
-                    degraded=degraded[j],
-                    entities=inp.entities,
-                )
-                results[i] = prediction
-                if self.sink is not None:
-                    self.sink.log(
-                        prediction,
-                        inp.event_time_ms or int(time.time() * 1000),
-                        inp.event_id,
-                        model.manifest.feature_names,
-                    )
+        inp: PredictInput,
+        model: LoadedModel,
+        score: float,
+        row: tuple[list[float], Sequence[FeatureStatus], bool],
+    ) -> Prediction:
+        ordered, status, degraded = row
+        if degraded and model.permutation is not None:
+            status = [status[k] for k in model.permutation]
+        prediction = Prediction(
+            request_id=inp.request_id or self.ids.next(),
+            score=score,
+            model=model,
+            features=ordered,
+            statuses=status,
+            degraded=degraded,
+            entities=inp.entities,
+        )
+        if self.sink is not None:
+            self.sink.log(
+                prediction,
+                inp.event_time_ms or int(time.time() * 1000),
+                inp.event_id,
+                model.manifest.feature_names,
+            )
+        return prediction
 
 
 def _request_time_s(inp: PredictInput) -> float:

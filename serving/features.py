@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from loopline.contracts.errors import FeatureError
 from loopline.contracts.features import FeatureSet
@@ -46,8 +46,7 @@ SEVERITY = {
 }
 
 
-@dataclass(frozen=True)
-class EntityLookup:
+class EntityLookup(NamedTuple):
     """One entity of a request: its stored values (``None``: defaults) and status."""
 
     values: tuple[float, ...] | None

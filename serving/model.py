@@ -58,7 +58,7 @@ class LoadedModel:
     def order(self, vector: Sequence[float]) -> list[float]:
         """The feature-set vector rearranged into the model's input order."""
         if self.permutation is None:
-            return list(vector)
+            return vector if isinstance(vector, list) else list(vector)
         return [vector[i] for i in self.permutation]
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:

@@ -246,7 +246,7 @@ def test_deadline_is_honoured_when_the_store_hangs(env) -> None:
             # the answer, degraded, arrives before the deadline instead of DEADLINE_EXCEEDED.
             resp = v1.Predict(predict_request(), timeout=0.2)
             took = time.perf_counter() - t0
-            assert resp.degraded and 0.15 < took < 0.3
+            assert resp.degraded and 0.1 < took < 0.3
             assert resp.features[0].status == pb.FEATURE_STATUS_DEFAULTED
     finally:
         hole.close()

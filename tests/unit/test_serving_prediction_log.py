@@ -1,0 +1,52 @@
+"""The prediction log record: the contract's exact bytes, built the fast way."""
+
+from __future__ import annotations
+
+import time
+
+from serving_support import card_values, make_core
+
+from loopline.contracts.schemas import PredictionLog, decode, encode
+from loopline.serving.core import PredictInput
+from loopline.serving.prediction_log import encode_prediction
+
+
+def test_the_fast_encoding_is_the_contract_encoding(tmp_path) -> None:
+    kit = make_core(tmp_path)
+    kit.store.put("card", "c1", card_values(), time.time())
+    fresh = kit.core.predict(PredictInput({"card_id": "c1", "merchant_id": "m1"}, {"amount": 3.0}))
+    assert fresh.degraded  # the merchant is unknown
+    for p in (
+        fresh,
+        kit.core.predict(
+            PredictInput({"card_id": "c1", "merchant_id": "m1"}, {"amount": 3.0}, request_id="r2")
+        ),
+    ):
+        names = list(p.model.manifest.feature_names)
+        raw = encode_prediction(
+            p,
+            feature_set="fraud",
+            event_time_ms=17,
+            event_id="e1",
+            feature_names=names,
+            served_at_ms=18,
+        )
+        expected = PredictionLog(
+            request_id=p.request_id,
+            model_name="fraud",
+            model_version="1",
+            feature_set="fraud",
+            fingerprint=p.model.manifest.fingerprint,
+            entities={"card_id": "c1", "merchant_id": "m1"},
+            features=p.features,
+            score=p.score,
+            event_time=17,
+            served_at_ms=18,
+            event_id="e1",
+            feature_status={
+                n: s.value for n, s in zip(names, p.statuses, strict=True) if s.value != "ok"
+            },
+        )
+        assert raw == encode(expected)
+        assert decode(PredictionLog, raw) == expected
+    assert decode(PredictionLog, raw).feature_status["merchant.txn_count_1h"] == "missing"
