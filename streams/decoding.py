@@ -260,7 +260,9 @@ class EventDecoder:
             if t_ms > out.max_event_ms:
                 out.max_event_ms = t_ms
             for vi, entity, key_field in self._views:
-                eid = str(record[key_field])
+                eid = record[key_field]
+                if eid.__class__ is not str:
+                    eid = str(eid)
                 ekey = entity + eid
                 shard = shard_cache.get(ekey)
                 if shard is None:

@@ -49,3 +49,13 @@ def test_a_replayed_older_value_never_moves_a_key_back(
     result = writer.write([FeatureWrite(key, old, 100.0, 0)])
     assert (result.written, result.stale) == (0, 1)
     assert redis_client.get(key) == new
+
+
+def test_a_server_that_lost_the_script_gets_it_again(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    writer = FeatureWriter(redis_client, ttl_s=60)
+    writer._sha = "0" * 40  # as after a Redis restart: NOSCRIPT
+    key = f"{redis_prefix}card:c2"
+    assert writer.write([FeatureWrite(key, pack(1.0, (2.0,)), 1.0, 0)]).written == 1
+    assert redis_client.get(key) == pack(1.0, (2.0,))
