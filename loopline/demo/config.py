@@ -73,6 +73,14 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
             # Fraud outcomes arrive within seconds here, not weeks.
             "label_maturity_s": max(demo.outcome_delay_s * 3, 10.0),
         },
+        "labels": {
+            # Minutes of traffic, not weeks: labels mature in seconds and the
+            # labeled log flushes often so drift sees errors quickly.
+            "maturity_s": max(demo.outcome_delay_s * 4, 15.0),
+            "allowed_lateness_s": 5.0,
+            "flush_interval_s": 2.0,
+            "outcome_retention_s": 120.0,
+        },
         "drift": {
             # Shorter warm-up and reference windows: minutes of traffic, not days.
             "reference_size": 500,

@@ -103,6 +103,9 @@ class MetricsScraper:
         self.period_s = period_s
         self.points: list[Point] = []
         self.last: dict[str, Samples] = {}
+        # Samples when live traffic began: the report's figures are deltas from
+        # here, so the replayed history does not count in them.
+        self.baseline: dict[str, Samples] = {}
         self.errors: dict[str, str] = {}
         self._prev: dict[str, Samples] = {}
         self._stop = threading.Event()
@@ -115,6 +118,19 @@ class MetricsScraper:
         self._stop.set()
         self._thread.join(5)
         self.scrape_once()
+
+    def mark_baseline(self) -> None:
+        self.scrape_once()
+        self.baseline = dict(self.last)
+
+    def live_buckets(
+        self, service: str, histogram: str, **labels: str
+    ) -> list[tuple[float, float]]:
+        """A histogram's buckets over the live phase only."""
+        return delta(
+            buckets(self.last.get(service, {}), histogram, **labels),
+            buckets(self.baseline.get(service, {}), histogram, **labels),
+        )
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):
@@ -130,7 +146,7 @@ class MetricsScraper:
                 now[name] = self.last.get(name, {})
         prev = self.last or now
         self.last = now
-        serving, features = now.get("serving", {}), now.get("features", {})
+        serving, features = now.get("serve", {}), now.get("features", {})
         drift = now.get("drift", {})
         fresh = delta(
             buckets(features, mn.FEATURES_FRESHNESS_SECONDS.name),
@@ -138,7 +154,7 @@ class MetricsScraper:
         )
         serve = delta(
             buckets(serving, mn.SERVING_STAGE_SECONDS.name, stage="total"),
-            buckets(prev.get("serving", {}), mn.SERVING_STAGE_SECONDS.name, stage="total"),
+            buckets(prev.get("serve", {}), mn.SERVING_STAGE_SECONDS.name, stage="total"),
         )
         requests = mn.SERVING_REQUESTS.series
         ok = total(serving, requests, method="Predict", code="OK")
@@ -194,6 +210,19 @@ class TopicWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def mark_baseline(self) -> None:
+        self.scrape_once()
+        self.baseline = dict(self.last)
+
+    def live_buckets(
+        self, service: str, histogram: str, **labels: str
+    ) -> list[tuple[float, float]]:
+        """A histogram's buckets over the live phase only."""
+        return delta(
+            buckets(self.last.get(service, {}), histogram, **labels),
+            buckets(self.baseline.get(service, {}), histogram, **labels),
+        )
 
     def _loop(self) -> None:
         consumer = Consumer(self._conf)

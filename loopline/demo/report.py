@@ -189,19 +189,17 @@ def _summary_lines(
     point = run.scraper.points[-1] if run.scraper and run.scraper.points else None
     if point is not None and run.scraper is not None:
         from loopline.contracts import metric_names as mn
-        from loopline.demo.observe import buckets, quantile
+        from loopline.demo.observe import quantile
 
-        serving = run.scraper.last.get("serving", {})
-        total = buckets(serving, mn.SERVING_STAGE_SECONDS.name, stage="total")
-        features = run.scraper.last.get("features", {})
-        fresh = buckets(features, mn.FEATURES_FRESHNESS_SECONDS.name)
+        total = run.scraper.live_buckets("serve", mn.SERVING_STAGE_SECONDS.name, stage="total")
+        fresh = run.scraper.live_buckets("features", mn.FEATURES_FRESHNESS_SECONDS.name)
         lines.append(
-            f"Predict server latency (Prometheus): p50 {quantile(total, 0.5) * 1000:.2f} ms, "
-            f"p99 {quantile(total, 0.99) * 1000:.2f} ms"
+            "Predict server-side latency (Prometheus, live phase): "
+            f"p50 {quantile(total, 0.5) * 1000:.2f} ms, p99 {quantile(total, 0.99) * 1000:.2f} ms"
         )
         lines.append(
-            f"feature freshness (Prometheus): p50 {quantile(fresh, 0.5) * 1000:.1f} ms, "
-            f"p99 {quantile(fresh, 0.99) * 1000:.1f} ms"
+            "feature freshness, event -> Redis (Prometheus, live phase): "
+            f"p50 {quantile(fresh, 0.5) * 1000:.1f} ms, p99 {quantile(fresh, 0.99) * 1000:.1f} ms"
         )
     lines.append(f"labeled examples: {len(labeled):,}")
     if comparison:

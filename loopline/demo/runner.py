@@ -190,6 +190,12 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
     from loopline.demo.report import build_report
     from loopline.stack import Stack
 
+    t0 = time.monotonic()
+    plain_say = say
+
+    def say(message: str) -> None:
+        plain_say(f"[{time.monotonic() - t0:5.0f} s] {message}")
+
     stack = Stack(base, progress=say)
     status = stack.up()
     started = [c for c in (status.kafka, status.redis) if c.started_now]
@@ -222,6 +228,7 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
             d.topics.retrain,
             d.topics.model_updates,
         )
+        run.scraper.mark_baseline()
         run.scraper.start()
         run.watcher.start()
         producer = CheckedProducer(producer_config(s.kafka))
@@ -257,7 +264,8 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
             say("stopping the stack the demo started (--keep leaves it running)")
             stack.down()
     report = build_report(run, d.topics)
-    say(report.text)
+    plain_say(report.text)
+    plain_say(f"demo took {time.monotonic() - t0:.0f} s")
     return 0 if report.loop_closed else 1
 
 
