@@ -59,7 +59,8 @@ def run_id() -> str:
 def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[str, Any]]:
     """Settings every service of this run shares (on top of the user's)."""
     tag = "d" + rid.replace("-", "")
-    min_rows = int(demo.rate * demo.live_s * 0.15)
+    # Enough post-drift labels that the challenger can beat the champion.
+    min_rows = int(demo.rate * 40)
     return {
         "kafka": {"topic_prefix": f"{tag}.", "consumer_group_prefix": f"loopline-{tag}-"},
         "streams": {
@@ -72,6 +73,9 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
             "state_dir": str(run_dir / "trainer"),
             # Fraud outcomes arrive within seconds here, not weeks.
             "label_maturity_s": max(demo.outcome_delay_s * 3, 10.0),
+            # One thread: OpenMP spinning on a 2-core machine shared with six
+            # services slows training tenfold.
+            "num_threads": 1,
         },
         "labels": {
             # Minutes of traffic, not weeks: labels mature in seconds and the
