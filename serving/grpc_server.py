@@ -151,6 +151,7 @@ class InferenceServer:
                 feature_set=self.feature_set.name,
                 metrics=self.metrics,
                 queue_size=conf.prediction_queue_size,
+                **{"linger.ms": conf.prediction_log_linger_ms},
             )
             if conf.log_predictions
             else None

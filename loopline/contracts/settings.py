@@ -120,6 +120,9 @@ class ServingSettings:
     log_predictions: bool = True
     # Predictions waiting for the Kafka producer; beyond it they are dropped and counted.
     prediction_queue_size: int = 100_000
+    # Producer linger for the prediction log: bigger batches cost the serving
+    # process and the broker less per prediction; nothing waits on this log.
+    prediction_log_linger_ms: int = 20
     shutdown_grace_s: float = 5.0
     # On shutdown, new calls are answered UNAVAILABLE for this long before the
     # port closes (in-flight calls then get shutdown_grace_s to finish).
