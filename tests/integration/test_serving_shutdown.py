@@ -7,6 +7,7 @@ The second test runs the real command (``python -m loopline.serving``, what
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import model_factory
@@ -95,44 +97,8 @@ def test_the_serve_command_runs_two_processes_and_stops_cleanly_under_load(
     write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
     model_factory.publish(tmp_path / "reg")
     s = isolated_settings
-    config = tmp_path / "loopline.toml"
-    config.write_text(
-        f"""
-[kafka]
-bootstrap_servers = "{s.kafka.bootstrap_servers}"
-topic_prefix = "{s.kafka.topic_prefix}"
-[redis]
-port = {s.redis.port}
-[streams]
-redis_key_prefix = "{key_prefix}"
-[registry]
-path = "{tmp_path / "reg"}"
-[serving]
-port = 0
-metrics_port = 0
-processes = 2
-threads = 2
-"""
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loopline.serving", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
+    proc, lines, port, metrics_port = start_serve(s, key_prefix, tmp_path)
     try:
-        ready = None
-        deadline = time.monotonic() + 60
-        while ready is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            ready = re.search(r"^serving fraud@champion on [\d.]+:(\d+) .*:(\d+)/metrics", line)
-        assert ready, "".join(lines)
-        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-        port, metrics_port = int(ready.group(1)), int(ready.group(2))
-
         ok: list[str] = []
         failed: list[grpc.StatusCode] = []
         stop = threading.Event()
@@ -174,3 +140,94 @@ threads = 2
     # Every answered prediction reached the log before the workers exited.
     logged = consume(s, Topics(s.kafka.topic_prefix).predictions, len(ok), timeout_s=60)
     assert {decode(PredictionLog, v).request_id for v in logged} >= set(ok)
+
+
+def start_serve(s, key_prefix: str, tmp_path) -> tuple[subprocess.Popen, list[str], int, int]:
+    """``python -m loopline.serving`` with two workers; returns once it says it serves."""
+    config = tmp_path / "loopline.toml"
+    config.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{s.kafka.bootstrap_servers}"
+topic_prefix = "{s.kafka.topic_prefix}"
+[redis]
+port = {s.redis.port}
+[streams]
+redis_key_prefix = "{key_prefix}"
+[registry]
+path = "{tmp_path / "reg"}"
+[serving]
+port = 0
+metrics_port = 0
+processes = 2
+threads = 2
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopline.serving", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = None
+    deadline = time.monotonic() + 60
+    while ready is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        ready = re.search(r"^serving fraud@champion on [\d.]+:(\d+) .*:(\d+)/metrics", line)
+    if ready is None:
+        proc.kill()
+        raise AssertionError("".join(lines))
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    return proc, lines, int(ready.group(1)), int(ready.group(2))
+
+
+def workers_of(pid: int) -> set[int]:
+    """Worker processes of the supervisor ``pid`` (not multiprocessing's resource tracker)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            out.add(int(entry.name))
+    return out
+
+
+def test_a_dead_worker_is_replaced(isolated_settings, tmp_path) -> None:
+    model_factory.publish(tmp_path / "reg")
+    proc, lines, port, _ = start_serve(isolated_settings, "unused", tmp_path)
+    try:
+        first = workers_of(proc.pid)
+        assert len(first) == 2, "".join(lines)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(workers_of(proc.pid) - first) == 1, what="a replacement worker")
+        # Whichever worker a new connection lands on answers.
+        for _ in range(8):
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                wait_until(lambda h=health: _serving(h), what="SERVING on a fresh connection")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)
+        assert any("restarting it" in line for line in lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _serving(health) -> bool:
+    try:
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+    except grpc.RpcError:
+        return False
+    return status == health_pb2.HealthCheckResponse.SERVING
