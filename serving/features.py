@@ -141,9 +141,13 @@ class LookupPlan:
         return out
 
     def fallback(self, keys: Sequence[bytes], last_known: LastKnown) -> list[EntityLookup]:
-        """Values when the store cannot answer: last known, else defaults; all defaulted."""
+        """Values when the store cannot answer: last known, else defaults; all defaulted.
+
+        ``keys`` holds one key per entity for one or several requests in a row.
+        """
         out = []
-        for key, size in zip(keys, self.sizes, strict=True):
+        sizes = self.sizes * (len(keys) // len(self.sizes))
+        for key, size in zip(keys, sizes, strict=True):
             raw = last_known.get(key)
             values = None
             if raw is not None:

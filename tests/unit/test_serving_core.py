@@ -105,6 +105,16 @@ def test_store_down_uses_last_known_values_else_defaults(kit: CoreKit) -> None:
     assert errors == 2 and degraded == 2
 
 
+def test_store_down_for_a_batch_defaults_every_request(kit: CoreKit) -> None:
+    kit.store.put("card", "c1", card_values(), time.time())
+    kit.core.predict(request())  # c1 is now known
+    kit.store.fail = "timeout"
+    results = kit.core.predict_many([request(), request(card="c2"), request(card="c1")])
+    assert [r.statuses[0] for r in results] == [FeatureStatus.DEFAULTED] * 3
+    assert results[0].features[0] == results[2].features[0] == card_values()[0]
+    assert results[1].features[0] == 0.0
+
+
 def test_no_time_left_skips_the_store(kit: CoreKit) -> None:
     p = kit.core.predict(request(), budget_s=0.0001)
     assert kit.store.calls == []
