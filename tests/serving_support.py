@@ -126,7 +126,15 @@ def free_port() -> int:
 
 def serving_settings(base: Settings, registry: Path, key_prefix: str, **serving: Any) -> Settings:
     """``base`` (isolated_settings) with a private registry, key prefix and serving fields."""
-    defaults: dict[str, Any] = {"port": 0, "metrics_port": -1, "registry_poll_s": 0.5}
+    defaults: dict[str, Any] = {
+        "port": 0,
+        "metrics_port": -1,
+        "registry_poll_s": 0.5,
+        # Generous: a loaded 2-core machine stalls now and then, and a store
+        # timeout would turn an expected "ok" into "defaulted".
+        "feature_timeout_ms": 1000.0,
+        "default_deadline_ms": 2000.0,
+    }
     return replace(
         base,
         registry=replace(base.registry, path=registry),
