@@ -7,7 +7,7 @@ and the example Prometheus configuration under ``deploy/prometheus/`` query
 test checks that every series the rules use is declared here.
 
 Scrape ports (``Settings``): serving ``serving.metrics_port`` (9464), the
-features flow ``streams.metrics_port`` (9465), the trainer
+features flow ``streams.metrics_port`` (9470) plus the process id, the trainer
 ``trainer.metrics_port`` (9466), the retrain policy loop
 ``policy.metrics_port`` (9467), the drift flow ``drift.metrics_port`` (9468),
 the labels flow ``labels.metrics_port`` (9469).

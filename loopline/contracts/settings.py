@@ -140,7 +140,8 @@ class StreamsSettings:
     redis_key_prefix: str = "ll"
     recovery_dir: Path = Path(".loopline/recovery")
     snapshot_interval_s: float = 5.0
-    metrics_port: int = 9465
+    # Process i of a multi-process flow serves metrics on this port + i.
+    metrics_port: int = 9470
     # Features flow. Entities are spread over this many shards (the unit of
     # state and of work distribution); fixed, so results never depend on the
     # worker count. Changing it needs a fresh recovery directory.

@@ -8,6 +8,7 @@ see each other's data, and the services read one TOML file written here.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,25 @@ def run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[str, Any]]:
-    """Settings every service of this run shares (on top of the user's)."""
+    """Settings every service of this run shares (on top of the user's).
+
+    Ports are picked free, so a demo runs beside a deployment (or another demo).
+    """
     tag = "d" + rid.replace("-", "")
     # Enough post-drift labels that the challenger can beat the champion.
     min_rows = int(demo.rate * 40)
     return {
         "kafka": {"topic_prefix": f"{tag}.", "consumer_group_prefix": f"loopline-{tag}-"},
+        "serving": {"port": free_port(), "metrics_port": free_port()},
         "streams": {
+            "metrics_port": free_port(),
             "redis_key_prefix": tag,
             "recovery_dir": str(run_dir / "recovery"),
         },
@@ -76,6 +88,7 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
             # One thread: OpenMP spinning on a 2-core machine shared with six
             # services slows training tenfold.
             "num_threads": 1,
+            "metrics_port": free_port(),
         },
         "labels": {
             # Minutes of traffic, not weeks: labels mature in seconds and the
@@ -84,6 +97,7 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
             "allowed_lateness_s": 5.0,
             "flush_interval_s": 2.0,
             "outcome_retention_s": 120.0,
+            "metrics_port": free_port(),
         },
         "drift": {
             # Shorter warm-up and reference windows: minutes of traffic, not days.
@@ -92,12 +106,14 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
             "data_min_persist": 128,
             "performance_window": 500,
             "performance_every": 50,
+            "metrics_port": free_port(),
         },
         "policy": {
             "min_interval_s": 0.0,
             "schedule_s": 0.0,
             "tick_s": 0.2,
             "min_new_rows": min_rows,
+            "metrics_port": free_port(),
         },
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,22 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     except ImportError as e:  # matplotlib missing: the text report still stands
         lines.append(f"\nno HTML report: {e}")
     report.text = "\n".join(lines)
+    summary = {
+        "loop_closed": report.loop_closed,
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+        "drift_delay_s": (after_drift[0].time_ms / 1000 - run.drift_wall_s)
+        if after_drift
+        else None,
+        "versions_served": served,
+        "predictions": len(stats.records),
+        "failed_predictions": len(failures),
+        "labeled_examples": len(labeled),
+        "comparison": comparison,
+        "html": str(report.html_path) if report.html_path else None,
+    }
+    out_dir = run.config.report_dir or run.run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
     return report
 
 

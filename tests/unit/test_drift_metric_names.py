@@ -111,7 +111,14 @@ def test_module_doc_lists_each_scrape_port() -> None:
     ):
         assert f"({port})" in doc
     config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    for port in (9464, 9465, 9466, 9467, 9468):
+    for port in (
+        s.serving.metrics_port,
+        s.streams.metrics_port,
+        s.labels.metrics_port,
+        s.trainer.metrics_port,
+        s.policy.metrics_port,
+        s.drift.metrics_port,
+    ):
         assert f"127.0.0.1:{port}" in config
 
 
