@@ -148,11 +148,13 @@ class _WriteClock:
 
     def __init__(self) -> None:
         self.last = 0.0
+        self.last_cpu = 0.0
         self.freshness_ms: list[float] = []
         self.record = False
 
     def __call__(self, writes: Sequence[FeatureWrite], now: float) -> None:
         self.last = now
+        self.last_cpu = time.process_time()
         if self.record:
             now_ms = now * 1000.0
             self.freshness_ms.extend(now_ms - w.oldest_ms for w in writes if w.oldest_ms)
@@ -167,12 +169,13 @@ def _first_read_time(stop: threading.Event, out: list[float]) -> None:
     start = _records_read()  # the counter is process-wide
     while not stop.is_set():
         if _records_read() > start:
-            out.append(time.time())
+            out += [time.time(), time.process_time()]
             return
-        time.sleep(0.002)
+        time.sleep(0.02)
 
 
-def bytewax_throughput(settings: Settings, n: int, recovery: Path) -> float:
+def bytewax_throughput(settings: Settings, n: int, recovery: Path) -> tuple[float, float]:
+    """Events/s, and the process's CPU seconds per event (all its threads)."""
     clock = _WriteClock()
     stop, first = threading.Event(), []
     watcher = threading.Thread(target=_first_read_time, args=(stop, first), daemon=True)
@@ -185,10 +188,10 @@ def bytewax_throughput(settings: Settings, n: int, recovery: Path) -> float:
     stop.set()
     if not first:
         raise SystemExit("the flow read nothing")
-    return n / (clock.last - first[0])
+    return n / (clock.last - first[0]), (clock.last_cpu - first[1]) / n
 
 
-def baseline_throughput(settings: Settings, n: int) -> float:
+def baseline_throughput(settings: Settings, n: int) -> tuple[float, float]:
     """A bare consumer doing the flow's work with the flow's code, no Bytewax."""
     cfg = FeatureFlowConfig.from_settings(settings)
     conf = consumer_config(settings.kafka, f"baseline-{uuid.uuid4().hex[:6]}")
@@ -209,11 +212,11 @@ def baseline_throughput(settings: Settings, n: int) -> float:
     client = redis.Redis(host=settings.redis.host, port=settings.redis.port)
     writer = FeatureWriter(client, cfg.ttl_s)
     ended: set[int] = set()
-    first = last = 0.0
+    first = last = first_cpu = last_cpu = 0.0
     while len(ended) < parts:
         msgs = consumer.consume(cfg.batch_size, 0.1)
         if msgs and not first:
-            first = time.time()
+            first, first_cpu = time.time(), time.process_time()
         by_part: dict[int, list[SourceRecord]] = {}
         for m in msgs:
             err = m.error()
@@ -237,10 +240,10 @@ def baseline_throughput(settings: Settings, n: int) -> float:
                 writes.extend(shard.apply(updates).writes)
         if writes:
             writer.write(writes)
-            last = time.time()
+            last, last_cpu = time.time(), time.process_time()
     consumer.close()
     writer.close()
-    return n / (last - first)
+    return n / (last - first), (last_cpu - first_cpu) / n
 
 
 def freshness(
@@ -315,11 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _produce_simulated(s_bw, tput_topics.events, args.events)
 
         _say("throughput: Bytewax features flow, 1 worker, recovery on ...")
-        eps = bytewax_throughput(s_bw, args.events, tmp / "recovery-tput")
-        _say(f"  {eps:,.0f} events/s")
+        eps, cpu = bytewax_throughput(s_bw, args.events, tmp / "recovery-tput")
+        _say(f"  {eps:,.0f} events/s, {cpu * 1e6:.0f} us CPU per event")
         _say("throughput: baseline (bare confluent-kafka consumer, same work) ...")
-        base_eps = baseline_throughput(s_bl, args.events)
-        _say(f"  {base_eps:,.0f} events/s")
+        base_eps, base_cpu = baseline_throughput(s_bl, args.events)
+        _say(f"  {base_eps:,.0f} events/s, {base_cpu * 1e6:.0f} us CPU per event")
         same, keys = _same_store(client, prefixes[0], prefixes[1])
         if not same:
             raise SystemExit("the flow and the baseline left different values in Redis")
@@ -346,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("throughput", f"{eps:,.0f} events/s", f"target >= {TARGET_EPS:,}; {args.events:,} events"),
         ("baseline", f"{base_eps:,.0f} events/s", "bare confluent-kafka consumer, same work"),
         ("ratio", f"{ratio:.2f}", f"target >= {TARGET_RATIO}"),
+        (
+            "CPU/event",
+            f"{cpu * 1e6:.0f} us vs {base_cpu * 1e6:.0f} us",
+            f"flow vs baseline process CPU, all threads; 1/CPU = {1 / cpu:,.0f} events/CPU-s",
+        ),
         (
             "freshness",
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",

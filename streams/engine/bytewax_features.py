@@ -146,6 +146,7 @@ class _RedisPartition(StatelessSinkPartition[tuple[str, ShardOutput]]):
         self._written = metrics.redis_keys.labels("written")
         self._stale = metrics.redis_keys.labels("stale")
         self._hook = cfg.on_written
+        self._freshness = metrics.freshness_seconds.part()
 
     def write_batch(self, items: list[tuple[str, ShardOutput]]) -> None:
         writes = []
@@ -166,7 +167,7 @@ class _RedisPartition(StatelessSinkPartition[tuple[str, ShardOutput]]):
         self._written.inc(result.written)
         if result.stale:
             self._stale.inc(result.stale)
-        observe = self._metrics.freshness_seconds.observe
+        observe = self._freshness.observe
         now_ms = now * 1000.0
         for w in writes:
             if w.oldest_ms:
