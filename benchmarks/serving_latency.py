@@ -253,15 +253,15 @@ def scrape(metrics_port: int) -> dict[str, Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
-    buckets: dict[float, float] = {}
+    stages: dict[str, dict[float, float]] = {}
     swaps: Counter[str] = Counter()
     for family in text_string_to_metric_families(text.decode()):
         for s in family.samples:
-            if s.name == "loopline_serving_stage_seconds_bucket" and s.labels["stage"] == "total":
-                buckets[float(s.labels["le"])] = s.value
+            if s.name == "loopline_serving_stage_seconds_bucket":
+                stages.setdefault(s.labels["stage"], {})[float(s.labels["le"])] = s.value
             elif s.name == "loopline_serving_model_swaps_total":
                 swaps[s.labels["result"]] = s.value
-    return {"buckets": buckets, "swaps": swaps}
+    return {"buckets": stages.get("total", {}), "stages": stages, "swaps": swaps}
 
 
 def histogram_percentiles(before: dict[float, float], after: dict[float, float]) -> dict:
@@ -412,6 +412,11 @@ registry_poll_s = 0
                 f"p99.9 {server_side['p999']:.3f} ms",
                 flush=True,
             )
+            for stage in ("feature_fetch", "inference"):
+                q = histogram_percentiles(
+                    before["stages"].get(stage, {}), after["stages"].get(stage, {})
+                )
+                print(f"    stage {stage:<13} p50 {q['p50']:.3f} ms  p99 {q['p99']:.3f} ms")
             sat = saturation(port, steps, args.seconds)
             swap = hot_swaps(
                 port=port,
