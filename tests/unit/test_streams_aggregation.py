@@ -251,3 +251,32 @@ def test_every_stored_value_is_current_as_of_the_shard_clock(evict_after_s: floa
         values = dict(zip(view.names, unpack(raw)[1], strict=True))
         assert values["txn_count_24h"] == 0  # refreshed down to empty windows
         assert (shard.state(key) is None) == bool(evict_after_s)
+
+
+def test_final_store_with_refreshes_does_not_depend_on_arrival_or_batching() -> None:
+    # Hours of events: refreshes happen. Any interleaving of partitions and any
+    # batching (other worker counts, a restart) must end in the same bytes.
+    events = _events(3000, seed=8, span_ms=5 * 3600_000)
+    events.sort(key=lambda e: e["event_time"])
+    (items,) = _updates(events, shards=1)
+    stores = []
+    for seed in range(4):
+        rng = random.Random(seed)
+        # Two "partitions" interleaved at random, each in its own order.
+        parts = [items[0::2], items[1::2]]
+        merged: list[Any] = []
+        while any(parts):
+            p = rng.choice([i for i, part in enumerate(parts) if part])
+            k = rng.randrange(1, 400)  # partitions drift up to ~40 min apart
+            merged.extend(parts[p][:k])
+            parts[p] = parts[p][k:]
+        shard = FeatureShard(FS, LAYOUT)
+        store: dict[str, bytes] = {}
+        i = 0
+        while i < len(merged):
+            n = rng.randrange(1, 200)
+            _store(shard.apply(merged[i : i + n]).writes, store)
+            i += n
+        stores.append(store)
+    assert all(s == stores[0] for s in stores[1:])
+    assert stores[0] != _expected(events)  # refreshes did move values past the last events
