@@ -190,3 +190,36 @@ def test_fast_path_accepts_exactly_what_the_schema_accepts() -> None:
 def test_extra_fields_are_kept_for_other_feature_sets() -> None:
     rec = TransactionParser(FRAUD_FEATURES).parse(json.dumps(_tx(channel="web")).encode())
     assert rec["channel"] == "web"
+
+
+def test_another_feature_set_is_validated_on_its_own_fields() -> None:
+    from loopline.contracts.features import Aggregation, EntityView, FeatureSet, Window
+
+    device = EntityView(
+        entity="device",
+        key_field="device_id",
+        windows=(Window(3600, 12),),
+        aggregations=(
+            Aggregation("n", "count", window_s=3600),
+            Aggregation("risk_max", "max", "risk", 3600),
+            Aggregation("channels", "distinct", "channel", 3600),
+        ),
+    )
+    fs = FeatureSet("devices", 1, (*FRAUD_FEATURES.views, device), (), ("device.n",))
+    dec = EventDecoder(fs, shards=1, allowed_lateness_s=60.0)
+    ok = _tx(1, device_id="d1", risk=0.5, channel="web")
+    cases = [
+        _rec(ok, offset=0),
+        _rec(_tx(2, risk=0.5, channel="web"), offset=1),  # no device_id
+        _rec(_tx(3, device_id="d1", risk="high", channel="web"), offset=2),
+        _rec(_tx(4, device_id="d1", risk=0.1, channel=["web"]), offset=3),
+    ]
+    batch = dec.decode(cases, now_ms=BASE_MS)
+    assert batch.accepted == 1
+    assert [(d.offset, d.reason) for d in batch.dead_letters] == [
+        (1, REASON_INVALID),
+        (2, REASON_INVALID),
+        (3, REASON_INVALID),
+    ]
+    (items,) = batch.by_shard.values()
+    assert sorted((vi, eid) for vi, eid, *_ in items) == [(0, "c1"), (1, "m1"), (2, "d1")]
