@@ -44,6 +44,16 @@ from loopline.contracts.schemas import DeadLetter, Transaction, decode
 # and the feature engine's exact sums need headroom.
 MAX_ABS_INPUT = 1e15
 
+try:  # 4x faster than json.loads; optional (same verdicts without it)
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def _fast_loads(raw: bytes) -> Any:
+        # Decoded here: JSON on Kafka is UTF-8; json.loads(bytes) would sniff
+        # for UTF-16/32 first.
+        return json.loads(raw.decode())
+
+
 REASON_MALFORMED = "malformed"
 REASON_INVALID = "invalid"
 REASON_LATE = "late"
@@ -121,11 +131,14 @@ class TransactionParser:
         if not raw:
             raise MalformedEventError("empty message (no value)")
         try:
-            # Decoded here: JSON on Kafka is UTF-8, and json.loads(bytes) would
-            # sniff for UTF-16/32 first.
-            doc = json.loads(raw.decode())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise MalformedEventError(f"Transaction: not valid JSON ({e})") from None
+            doc = _fast_loads(raw)
+        except ValueError:
+            # orjson refuses what json takes (NaN, huge integers): let json and
+            # the schema word the error, so verdicts never depend on orjson.
+            try:
+                doc = json.loads(raw.decode())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise MalformedEventError(f"Transaction: not valid JSON ({e})") from None
         if type(doc) is not dict:
             raise MalformedEventError(
                 f"Transaction: expected a JSON object, got {type(doc).__name__}"

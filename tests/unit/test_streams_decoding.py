@@ -223,3 +223,28 @@ def test_another_feature_set_is_validated_on_its_own_fields() -> None:
     ]
     (items,) = batch.by_shard.values()
     assert sorted((vi, eid) for vi, eid, *_ in items) == [(0, "c1"), (1, "m1"), (2, "d1")]
+
+
+def test_same_verdicts_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopline.streams import decoding
+
+    raws = [
+        json.dumps(_tx(1)).encode(),
+        b"{not json",
+        b"\xff\xfe",
+        b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":NaN,"event_time":5}',
+        b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":1e400,"event_time":5}',
+        json.dumps(_tx(2, event_id=2**70)).encode(),
+        json.dumps(_tx(3, amount=-2)).encode(),
+    ]
+
+    def verdicts() -> list[str]:
+        batch = _decoder().decode([_rec(r, offset=i) for i, r in enumerate(raws)], now_ms=BASE_MS)
+        by_offset = {d.offset: d.reason for d in batch.dead_letters}
+        return [by_offset.get(i, "ok") for i in range(len(raws))]
+
+    with_fast = verdicts()
+    monkeypatch.setattr(decoding, "_fast_loads", lambda raw: json.loads(raw.decode()))
+    assert (
+        verdicts() == with_fast == ["ok", "malformed", "malformed", "invalid", "invalid", "invalid"]
+    )
