@@ -245,6 +245,5 @@ def test_same_verdicts_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with_fast = verdicts()
     monkeypatch.setattr(decoding, "_fast_loads", lambda raw: json.loads(raw.decode()))
-    assert (
-        verdicts() == with_fast == ["ok", "malformed", "malformed", "invalid", "invalid", "invalid"]
-    )
+    expected = ["ok", "malformed", "malformed", "invalid", "invalid", "invalid", "invalid"]
+    assert verdicts() == with_fast == expected
