@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from loopline.contracts.cli_support import service_group
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -82,7 +83,7 @@ def run_tail(args: argparse.Namespace, settings: Settings | None = None) -> int:
 
 
 def _register_run(subparsers: Any) -> None:
-    run = _run_group(subparsers)
+    run = service_group(subparsers)
     p = run.add_parser(
         "drift",
         help="run the drift dataflow (predictions + labeled -> drift events)",
@@ -114,13 +115,3 @@ def run_drift_flow(args: argparse.Namespace, settings: Settings | None = None) -
     with contextlib.suppress(KeyboardInterrupt):
         run_drift(settings, options)
     return 0
-
-
-def _run_group(subparsers: Any) -> Any:
-    parser = subparsers.choices.get("run")
-    if parser is None:
-        parser = subparsers.add_parser("run", help="run a long-lived Loopline service")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="run_command", required=True, metavar="SERVICE")

@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from loopline.contracts.cli_support import service_group
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.settings import Settings
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> None:
     _register_train(subparsers)
     _register_models(subparsers)
     _register_score(subparsers)
-    run = _group(subparsers, "run", "run a long-lived Loopline service")
+    run = service_group(subparsers)
     p = run.add_parser(
         "trainer",
         help="train on every retrain event (and on a schedule)",
@@ -350,17 +351,6 @@ def _handler(fn: Callable[[argparse.Namespace, Settings, Console], int]) -> Hand
 
     run.__name__ = fn.__name__
     return run
-
-
-def _group(subparsers: Any, name: str, help_text: str) -> Any:
-    """The sub-subparsers of ``name``, shared with other components (``run``)."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="SERVICE")
 
 
 def _registry(settings: Settings) -> DirectoryRegistry:

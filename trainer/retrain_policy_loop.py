@@ -1,4 +1,4 @@
-"""`loopline run retrain-policy`: the retrain policy between the drift and retrain topics.
+"""`loopline run policy`: the retrain policy between the drift and retrain topics.
 
 A thin Kafka loop around :class:`RetrainPolicy`. On start it replays the
 retrain topic's history into the policy (what was already requested, when,
@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from loopline.contracts import metric_names as mn
+from loopline.contracts.cli_support import service_group
 from loopline.contracts.errors import ConfigError, DeliveryError, SchemaError, StackError
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.schemas import DeadLetter, DriftEvent, RetrainEvent, decode, encode
@@ -240,10 +241,11 @@ class RetrainPolicyLoop:
 
 # -- CLI ----------------------------------------------------------------------------------
 def register(subparsers: Any) -> None:
-    """Add ``run retrain-policy`` to a subparsers object (shares ``run`` with others)."""
-    run = _run_group(subparsers)
+    """Add ``run policy`` (alias ``retrain-policy``) to a subparsers object."""
+    run = service_group(subparsers)
     p = run.add_parser(
-        "retrain-policy",
+        "policy",
+        aliases=["retrain-policy"],
         help="turn drift events into retrain events (thresholds, rows, interval, cap)",
         description="Consume the drift topic and request retraining on the retrain topic "
         "according to Settings.policy.",
@@ -275,13 +277,3 @@ def run_retrain_policy(args: argparse.Namespace, settings: Settings | None = Non
         sent = len(loop.emitted)
     print(f"retrain events requested: {sent}")
     return 0
-
-
-def _run_group(subparsers: Any) -> Any:
-    parser = subparsers.choices.get("run")
-    if parser is None:
-        parser = subparsers.add_parser("run", help="run a long-lived Loopline service")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="run_command", required=True, metavar="SERVICE")

@@ -33,8 +33,12 @@ class DemoConfig:
     merchants: int = 400
     fraud_rate: float = 0.03
     outcome_delay_s: float = 4.0
-    # Drift starts this share of the way into the live phase.
+    # Drift starts this share of the way into the live phase: legit amounts
+    # grow this much and fraud becomes this much more frequent, with a new
+    # pattern mix (strong enough that the old model visibly degrades).
     drift_at: float = 0.35
+    drift_amount_factor: float = 4.0
+    drift_fraud_factor: float = 3.0
     # After the live phase, wait at most this long for the loop to close.
     grace_s: float = 45.0
     keep: bool = False

@@ -68,6 +68,8 @@ def _simulator(demo: DemoConfig, start_ms: int) -> Iterator[object]:
         fraud_rate=demo.fraud_rate,
         outcome_delay_s=demo.outcome_delay_s,
         drift_at_s=demo.drift_offset_s,
+        drift_amount_factor=demo.drift_amount_factor,
+        drift_fraud_factor=demo.drift_fraud_factor,
     )
     return Simulator(cfg).transactions()
 
@@ -214,10 +216,11 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
         d.start_service("serve", ["run", "serve"], s.serving.metrics_port)
         d.start_service("labels", ["run", "labels"], _labels_port(s))
         d.start_service("drift", ["run", "drift"], s.drift.metrics_port)
-        d.start_service("policy", ["run", "retrain-policy"], s.policy.metrics_port)
+        d.start_service("policy", ["run", "policy"], s.policy.metrics_port)
         d.start_service("trainer", ["run", "trainer"], s.trainer.metrics_port)
         for svc in d.services.values():
             svc.wait_ready(120)
+        _wait_serving(f"{s.serving.host}:{s.serving.port}", d.services["serve"], 120)
         say("services up: " + ", ".join(d.services))
         run.scraper = MetricsScraper(
             {n: svc.metrics_url for n, svc in d.services.items() if svc.metrics_url}
@@ -267,6 +270,29 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
     plain_say(report.text)
     plain_say(f"demo took {time.monotonic() - t0:.0f} s")
     return 0 if report.loop_closed else 1
+
+
+def _wait_serving(target: str, serve: Service, timeout_s: float) -> None:
+    """Wait for gRPC health SERVING: metrics can answer before every worker listens."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if not serve.alive():
+                raise ServiceError(f"serve exited early:\n{serve.tail()}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as e:  # not listening yet: poll again
+                last = f"{e.code().name}: {e.details()}"
+            time.sleep(0.2)
+    raise ServiceError(f"serve not SERVING within {timeout_s:.0f} s ({last}):\n{serve.tail()}")
 
 
 def _labels_port(s: Settings) -> int | None:
