@@ -85,7 +85,8 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     versions = registry.versions(model)
     served = stats.versions_served()
     failures = stats.failures()
-    drift = happened.drift if happened else []
+    # A restarted drift flow may publish an alarm again; its id is stable.
+    drift = list({e.id: e for e in happened.drift}.values()) if happened else []
     after_drift = [e for e in drift if e.time_ms / 1000 >= run.drift_wall_s]
     before_drift = [e for e in drift if e.time_ms / 1000 < run.drift_wall_s]
     labeled = (
@@ -102,7 +103,13 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
             f"drift ({after_drift[0].kind}:{after_drift[0].feature}); "
             f"{len(after_drift)} alarms, {len(before_drift)} before it"
             if after_drift
-            else f"no alarm after the drift ({len(before_drift)} before it)",
+            else f"no alarm after the drift ({len(before_drift)} before it)"
+            + (
+                " - before the drift: "
+                + ", ".join(sorted({f"{e.kind}:{e.feature}" for e in before_drift}))
+                if before_drift
+                else ""
+            ),
         ),
         Check(
             "retrain requested",

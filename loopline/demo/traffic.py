@@ -103,7 +103,7 @@ class Driver:
         events_topic: str,
         outcomes_topic: str,
         stats: TrafficStats,
-        deadline_s: float = 1.0,
+        deadline_s: float = 3.0,
     ) -> None:
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.InferenceStub(self.channel)
