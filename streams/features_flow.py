@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from loopline.contracts.errors import ConfigError
+from loopline.contracts.errors import ConfigError, StackError
 from loopline.contracts.settings import Settings, load_settings
 from loopline.streams.features_config import FeatureFlowConfig
 
@@ -63,7 +63,12 @@ def run_features(settings: Settings, options: RunOptions = RunOptions(), **cfg: 
 
     ``cfg`` overrides :class:`FeatureFlowConfig` fields (tests, benchmarks).
     """
-    from bytewax.recovery import RecoveryConfig
+    from bytewax.recovery import (
+        InconsistentPartitionsError,
+        MissingPartitionsError,
+        NoPartitionsError,
+        RecoveryConfig,
+    )
     from bytewax.run import cli_main
 
     from loopline.streams.engine.bytewax_features import build_flow
@@ -89,14 +94,21 @@ def run_features(settings: Settings, options: RunOptions = RunOptions(), **cfg: 
         from prometheus_client import start_http_server
 
         start_http_server(settings.streams.metrics_port + (options.process_id or 0))
-    cli_main(
-        flow,
-        workers_per_process=options.workers,
-        process_id=options.process_id,
-        addresses=list(options.addresses) if options.addresses else None,
-        epoch_interval=timedelta(seconds=settings.streams.snapshot_interval_s),
-        recovery_config=recovery,
-    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=options.workers,
+            process_id=options.process_id,
+            addresses=list(options.addresses) if options.addresses else None,
+            epoch_interval=timedelta(seconds=settings.streams.snapshot_interval_s),
+            recovery_config=recovery,
+        )
+    except (InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError) as e:
+        where = recovery.db_dir if recovery is not None else "?"
+        raise StackError(
+            f"recovery directory {where} cannot be resumed from: {e}. Restore its backup, "
+            "or move it away to start over (the flow then recomputes from the topic)"
+        ) from e
 
 
 def tune_gc() -> None:

@@ -64,6 +64,15 @@ class PartitionReader:
         # EOF markers tell a draining reader when it has caught up.
         conf["enable.partition.eof"] = True
         self._consumer = Consumer(conf)
+        if start_offset == OFFSET_END:
+            # Resolved now: a snapshot taken before the first message must not
+            # say "the end" (on resume that would skip what arrived meanwhile).
+            try:
+                _low, start_offset = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=30
+                )
+            except KafkaException as e:
+                raise StackError(f"cannot find the end of {topic}[{partition}]: {e}") from e
         self._consumer.assign([TopicPartition(topic, partition, start_offset)])
         self.topic = topic
         self.partition = partition

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,20 @@ class Flow:
     """``python -m loopline.streams run features ...`` as a child process."""
 
     def __init__(
-        self, settings: Settings, key_prefix: str, log: Path, *args: str, metrics_port: int = 0
+        self,
+        settings: Settings,
+        key_prefix: str,
+        log: Path,
+        *args: str,
+        metrics_port: int = 0,
+        start_from: str = "beginning",
     ) -> None:
         self.log = log
         cmd = [sys.executable, "-m", "loopline.streams", "run", "features", *args]
         env = _env(settings, key_prefix)
+        env["LOOPLINE_STREAMS__START_FROM"] = start_from
+        # Never the repository's .loopline/recovery, even without --recovery-dir.
+        env["LOOPLINE_STREAMS__RECOVERY_DIR"] = str(log.parent / "recovery-default")
         if metrics_port:
             env["LOOPLINE_STREAMS__METRICS_PORT"] = str(metrics_port)
         else:
@@ -133,8 +143,12 @@ class Flow:
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+    """The flow's samples; empty while its endpoint is not up yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except urllib.error.URLError:
+        return {}
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -233,7 +247,8 @@ def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
     _produce(isolated_settings, topics.events, mixed)
 
     port = _free_port()
-    flow = Flow(isolated_settings, key_prefix, tmp_path / "flow.log", metrics_port=port)
+    log = tmp_path / "flow.log"
+    flow = Flow(isolated_settings, key_prefix, log, "--no-recovery", metrics_port=port)
     expected = _expected(good, key_prefix)
     _until(lambda: _store(redis_client, key_prefix) == expected, "the values", flow)
     dead = ("loopline_features_dead_letters_total",)
@@ -352,3 +367,30 @@ def test_two_workers_and_two_processes_equal_one_worker(
     assert stores["one"] == expected
     assert stores["two-workers"] == stores["one"]
     assert stores["two-processes"] == stores["one"]
+
+
+def test_start_from_end_ignores_history(
+    isolated_settings: Settings,
+    topics: Topics,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+) -> None:
+    old, new = _events(2000, seed=5, part=(0, 2)), _events(2000, seed=6, part=(1, 2))
+    _produce(isolated_settings, topics.events, old)
+    port = _free_port()
+    env_flow = Flow(
+        isolated_settings,
+        key_prefix,
+        tmp_path / "flow.log",
+        "--no-recovery",
+        metrics_port=port,
+        start_from="end",
+    )
+    lag = "loopline_features_consumer_lag"
+    _until(lambda: sum(k[0] == lag for k in _metrics(port)) == 4, "all partitions", env_flow)
+    _produce(isolated_settings, topics.events, new)
+    expected = _expected(new, key_prefix)
+    _until(lambda: _store(redis_client, key_prefix) == expected, "only the new values", env_flow)
+    env_flow.proc.terminate()
+    env_flow.proc.wait(30)
