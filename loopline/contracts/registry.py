@@ -8,6 +8,7 @@ Layout of :class:`DirectoryRegistry` under its root::
     <model>/versions/<version>/model.onnx
     <model>/versions/<version>/manifest.json
     <model>/aliases.json        # {"aliases": {...}, "history": {...}}
+    <model>/rollout.json        # {"plan": {...} | null, "history": [{...}, ...]}
 
 Every write goes to a temporary name first and is renamed into place, so a
 reader never sees a partial file, and an alias moves in one step.
@@ -40,8 +41,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
+from loopline.contracts.rollout import CANDIDATE, CHAMPION, RolloutPlan
 
 MODEL_FILE = "model.onnx"
+ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
 # Identity and input contract of a published version; the rest may be annotated.
 IMMUTABLE_FIELDS = frozenset(
@@ -230,18 +233,11 @@ class DirectoryRegistry:
     def set_alias(self, model: str, alias: str, version: str) -> None:
         self.get(model, version)  # must exist
         with self._locked(model):
-            doc = self._alias_doc(model)
-            if doc["aliases"].get(alias) == version:
-                return
-            doc["aliases"][alias] = version
-            doc["history"].setdefault(alias, []).append(version)
-            _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+            self._move_alias(model, alias, version)
 
     def remove_alias(self, model: str, alias: str) -> None:
         with self._locked(model):
-            doc = self._alias_doc(model)
-            if doc["aliases"].pop(alias, None) is not None:
-                _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+            self._drop_alias(model, alias)
 
     def rollback(self, model: str, alias: str = "champion") -> str:
         """Point ``alias`` back at the version it held before; returns that version."""
@@ -255,7 +251,78 @@ class DirectoryRegistry:
             _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
             return history[-1]
 
+    # -- rollout plans ------------------------------------------------------
+    def rollout(self, model: str) -> RolloutPlan | None:
+        """The model's current rollout plan (running or finished), if any."""
+        plan = self._rollout_doc(model)["plan"]
+        return None if plan is None else RolloutPlan.from_dict(plan)
+
+    def rollout_history(self, model: str) -> list[RolloutPlan]:
+        """Every plan record written for the model, oldest first (the current one last)."""
+        return [RolloutPlan.from_dict(p) for p in self._rollout_doc(model)["history"]]
+
+    def set_rollout(self, plan: RolloutPlan) -> None:
+        """Record ``plan`` as the model's rollout, moving the aliases with it.
+
+        Running: the ``candidate`` alias names the candidate version. Promoted:
+        ``champion`` names it and ``candidate`` is dropped. Aborted:
+        ``candidate`` is dropped, ``champion`` untouched. The plan record is the
+        source of truth for which version is the candidate; the alias follows.
+
+        >>> import tempfile
+        >>> reg = DirectoryRegistry(tempfile.mkdtemp())
+        >>> for onnx in (b"one", b"two"):
+        ...     _ = reg.publish("m", onnx, ManifestFields("fs", "f" * 64, ["a"]))
+        >>> reg.set_alias("m", "champion", "1")
+        >>> plan = RolloutPlan.start("m", candidate="2", champion="1", mode="shadow")
+        >>> reg.set_rollout(plan)
+        >>> reg.aliases("m"), reg.rollout("m") == plan
+        ({'champion': '1', 'candidate': '2'}, True)
+        >>> reg.set_rollout(plan.finished("promoted", "better"))
+        >>> reg.aliases("m"), reg.rollout("m").state, len(reg.rollout_history("m"))
+        ({'champion': '2'}, 'promoted', 2)
+        """
+        self.get(plan.model, plan.candidate_version)  # must exist
+        with self._locked(plan.model):
+            if plan.state == "running":
+                self._move_alias(plan.model, CANDIDATE, plan.candidate_version)
+            elif plan.state == "promoted":
+                self._move_alias(plan.model, CHAMPION, plan.candidate_version)
+                self._drop_alias(plan.model, CANDIDATE)
+            else:
+                self._drop_alias(plan.model, CANDIDATE)
+            doc = self._rollout_doc(plan.model)
+            doc["plan"] = plan.to_dict()
+            doc["history"].append(plan.to_dict())
+            _atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
+
     # -- internals ----------------------------------------------------------
+    def _move_alias(self, model: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``; the caller holds the model's lock."""
+        doc = self._alias_doc(model)
+        if doc["aliases"].get(alias) == version:
+            return
+        doc["aliases"][alias] = version
+        doc["history"].setdefault(alias, []).append(version)
+        _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+
+    def _drop_alias(self, model: str, alias: str) -> None:
+        doc = self._alias_doc(model)
+        if doc["aliases"].pop(alias, None) is not None:
+            _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+
+    def _rollout_doc(self, model: str) -> dict[str, Any]:
+        path = self._model_dir(model) / ROLLOUT_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"plan": None, "history": []}
+        except ValueError as e:
+            raise ModelError(f"model {model!r}: unreadable {ROLLOUT_FILE} ({e})") from e
+        doc.setdefault("plan", None)
+        doc.setdefault("history", [])
+        return doc
+
     def _model_dir(self, model: str) -> Path:
         if not model or "/" in model or model.startswith("."):
             raise ModelError(f"invalid model name {model!r}")

@@ -1,0 +1,119 @@
+"""The registry's rollout record: aliases moved with the plan, history, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from loopline.contracts.errors import ModelError, ModelNotFoundError
+from loopline.contracts.registry import DirectoryRegistry, ManifestFields
+from loopline.contracts.rollout import RolloutPlan
+
+
+def registry(tmp_path: Path, versions: int = 3) -> DirectoryRegistry:
+    reg = DirectoryRegistry(tmp_path)
+    for i in range(versions):
+        reg.publish("fraud", f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
+    reg.set_alias("fraud", "champion", "1")
+    return reg
+
+
+def start(candidate: str = "2", **kw: object) -> RolloutPlan:
+    return RolloutPlan.start(
+        "fraud", candidate=candidate, champion="1", mode="canary", canary_share=0.2, **kw
+    )  # type: ignore[arg-type]
+
+
+def test_no_plan_until_one_is_set(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    assert reg.rollout("fraud") is None and reg.rollout_history("fraud") == []
+
+
+def test_promote_moves_champion_and_keeps_history(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    plan = start()
+    reg.set_rollout(plan)
+    assert reg.rollout("fraud") == plan
+    assert reg.aliases("fraud") == {"champion": "1", "candidate": "2"}
+    done = plan.finished("promoted", "not worse after 1000 labels")
+    reg.set_rollout(done)
+    assert reg.aliases("fraud") == {"champion": "2"}
+    assert reg.rollout("fraud") == done
+    assert [p.state for p in reg.rollout_history("fraud")] == ["running", "promoted"]
+    # The champion move is an ordinary alias move: `models rollback` can undo it.
+    assert reg.alias_history("fraud", "champion") == ["1", "2"]
+    assert reg.rollback("fraud") == "1"
+
+
+def test_abort_leaves_the_champion(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    plan = start("3")
+    reg.set_rollout(plan)
+    reg.set_rollout(plan.finished("aborted", "error rate regression"))
+    assert reg.aliases("fraud") == {"champion": "1"}
+    current = reg.rollout("fraud")
+    assert current is not None and (current.state, current.reason) == (
+        "aborted",
+        "error rate regression",
+    )
+    second = start("2")
+    reg.set_rollout(second)
+    history = reg.rollout_history("fraud")
+    assert [(p.plan_id, p.state) for p in history] == [
+        (plan.plan_id, "running"),
+        (plan.plan_id, "aborted"),
+        (second.plan_id, "running"),
+    ]
+    # Survives a new registry object (a restarted process).
+    assert DirectoryRegistry(tmp_path).rollout("fraud") == second
+
+
+def test_a_plan_needs_an_existing_candidate(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    with pytest.raises(ModelNotFoundError):
+        reg.set_rollout(start("9"))
+    assert reg.rollout("fraud") is None and "candidate" not in reg.aliases("fraud")
+
+
+def test_a_corrupt_record_is_a_model_error(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    (tmp_path / "fraud" / "rollout.json").write_text("{not json")
+    with pytest.raises(ModelError):
+        reg.rollout("fraud")
+
+
+def test_readers_never_see_a_partial_record(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    reg.set_rollout(start())
+    stop = threading.Event()
+    seen: list[str] = []
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        reader = DirectoryRegistry(tmp_path)
+        while not stop.is_set():
+            try:
+                plan = reader.rollout("fraud")
+                assert plan is not None
+                seen.append(plan.plan_id)
+            except BaseException as e:
+                failures.append(e)
+                return
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for i in range(100):
+            reg.set_rollout(start(plan_id=f"p{i}"))
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not failures, failures[0]
+    assert seen
+    doc = json.loads((tmp_path / "fraud" / "rollout.json").read_text())
+    assert doc["plan"]["plan_id"] == "p99" and len(doc["history"]) == 101
+    leftovers = [p.name for p in (tmp_path / "fraud").iterdir() if p.name.startswith(".rollout")]
+    assert leftovers == []
