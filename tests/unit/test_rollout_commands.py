@@ -1,0 +1,132 @@
+"""`loopline models rollout ...` through argparse, against a temporary registry."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from loopline.contracts.errors import ConfigError, ModelNotFoundError
+from loopline.contracts.registry import DirectoryRegistry, ManifestFields
+from loopline.contracts.settings import Settings, load_settings
+from loopline.trainer import commands, rollout_commands
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loopline")
+    sub = p.add_subparsers(dest="command", required=True)
+    commands.register(sub)
+    rollout_commands.register(sub)
+    return p
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = load_settings(env={})
+    registry = dataclasses.replace(s.registry, path=tmp_path / "registry")
+    return dataclasses.replace(s, registry=registry)
+
+
+@pytest.fixture
+def reg(settings: Settings) -> DirectoryRegistry:
+    reg = DirectoryRegistry(settings.registry.path)
+    for i in range(3):
+        reg.publish(
+            settings.trainer.model_name,
+            f"onnx-{i}".encode(),
+            ManifestFields("fraud", "f" * 64, ["a"]),
+        )
+    reg.set_alias(settings.trainer.model_name, "champion", "1")
+    return reg
+
+
+def run(settings: Settings, *argv: str) -> int:
+    args = parser().parse_args(argv)
+    args.settings = settings
+    return args.func(args)
+
+
+def test_start_status_promote(
+    settings: Settings, reg: DirectoryRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = settings.trainer.model_name
+    assert run(settings, "models", "rollout", "status") == 0
+    assert "no rollout" in capsys.readouterr().out
+
+    start = ("models", "rollout", "start", "2", "--mode", "canary", "--share", "0.25")
+    assert run(settings, *start, "--no-announce") == 0
+    out = capsys.readouterr().out
+    assert "v2 in canary" in out and "25.0% of entities" in out
+    plan = reg.rollout(model)
+    assert plan is not None and plan.running and plan.canary_share == 0.25
+    assert (plan.candidate_version, plan.champion_version) == ("2", "1")
+    assert reg.aliases(model) == {"champion": "1", "candidate": "2"}
+
+    # One rollout at a time.
+    with pytest.raises(ConfigError, match="running"):
+        run(settings, "models", "rollout", "start", "3", "--no-announce")
+
+    assert run(settings, "models", "rollout", "status") == 0
+    out = capsys.readouterr().out
+    for text in (f"rollout {plan.plan_id}", "running", "canary", "candidate=v2"):
+        assert text in out
+
+    assert run(settings, "models", "rollout", "promote", "--no-announce") == 0
+    assert "champion: v1 -> v2" in capsys.readouterr().out
+    assert reg.aliases(model) == {"champion": "2"}
+    done = reg.rollout(model)
+    assert done is not None and done.state == "promoted" and done.plan_id == plan.plan_id
+
+    assert run(settings, "models", "rollout", "status", "--json") == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["plan"]["state"] == "promoted"
+    assert [p["state"] for p in record["history"]] == ["running", "promoted"]
+    assert record["aliases"] == {"champion": "2"}
+
+    with pytest.raises(ConfigError, match="no running rollout"):
+        run(settings, "models", "rollout", "promote", "--no-announce")
+
+
+def test_shadow_start_then_abort_keeps_the_champion(
+    settings: Settings, reg: DirectoryRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = settings.trainer.model_name
+    assert run(settings, "models", "rollout", "start", "3", "--no-announce") == 0
+    plan = reg.rollout(model)
+    assert plan is not None and (plan.mode, plan.shadow_share) == ("shadow", 1.0)
+    capsys.readouterr()
+    # A reason is required to abort.
+    with pytest.raises(SystemExit):
+        run(settings, "models", "rollout", "abort", "--no-announce")
+    assert run(settings, "models", "rollout", "abort", "--reason", "too slow", "--no-announce") == 0
+    assert "champion stays v1" in capsys.readouterr().out
+    assert reg.aliases(model) == {"champion": "1"}
+    assert run(settings, "models", "rollout", "status") == 0
+    out = capsys.readouterr().out
+    assert "aborted" in out and "too slow" in out
+
+
+def test_start_refuses_what_cannot_be_rolled_out(
+    settings: Settings, reg: DirectoryRegistry
+) -> None:
+    with pytest.raises(ConfigError, match="already the champion"):
+        run(settings, "models", "rollout", "start", "champion", "--no-announce")
+    with pytest.raises(ModelNotFoundError):
+        run(settings, "models", "rollout", "start", "9", "--no-announce")
+    with pytest.raises(SystemExit):  # argparse: not a mode
+        run(settings, "models", "rollout", "start", "2", "--mode", "linear")
+    with pytest.raises(ConfigError):
+        run(settings, "models", "rollout", "start", "2", "--share", "1.5", "--no-announce")
+    reg.remove_alias(settings.trainer.model_name, "champion")
+    with pytest.raises(ModelNotFoundError, match="no champion"):
+        run(settings, "models", "rollout", "start", "2", "--no-announce")
+    assert reg.rollout(settings.trainer.model_name) is None
+
+
+def test_register_needs_the_models_group() -> None:
+    sub = argparse.ArgumentParser().add_subparsers()
+    with pytest.raises(ConfigError, match="models"):
+        rollout_commands.register(sub)
