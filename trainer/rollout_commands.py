@@ -83,12 +83,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _start(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
     model = args.model or settings.trainer.model_name
-    current = reg.rollout(model)
-    if current is not None and current.running:
-        raise ConfigError(
-            f"{model}: rollout {current.plan_id} of v{current.candidate_version} is running; "
-            "promote or abort it first"
-        )
     champion = reg.resolve(model, "champion")
     if champion is None:
         raise ModelNotFoundError(f"{model}: no champion to roll out against (promote one first)")
@@ -114,7 +108,7 @@ def _start(args: argparse.Namespace, settings: Settings, console: Console) -> in
         canary_share=share if args.mode == "canary" else 0.0,
         shadow_share=share if args.mode == "shadow" else 1.0,
     )
-    reg.set_rollout(plan)
+    reg.start_rollout(plan)  # refused while another plan runs
     console.print(
         f"{model}: rollout [bold]{plan.plan_id}[/bold] started: v{version} in {plan.mode} "
         f"({_share_text(plan)}) against champion v{plan.champion_version}"
@@ -140,9 +134,7 @@ def _status(args: argparse.Namespace, settings: Settings, console: Console) -> i
 
 def _promote(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    plan = _running(reg, args.model or settings.trainer.model_name)
-    done = plan.finished("promoted", args.reason)
-    reg.set_rollout(done)
+    plan, done = _finish(reg, args.model or settings.trainer.model_name, "promoted", args.reason)
     console.print(
         f"{plan.model} champion: v{plan.champion_version} -> v{plan.candidate_version} "
         f"(rollout {plan.plan_id} promoted: {args.reason})"
@@ -152,9 +144,7 @@ def _promote(args: argparse.Namespace, settings: Settings, console: Console) -> 
 
 def _abort(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    plan = _running(reg, args.model or settings.trainer.model_name)
-    done = plan.finished("aborted", args.reason)
-    reg.set_rollout(done)
+    plan, done = _finish(reg, args.model or settings.trainer.model_name, "aborted", args.reason)
     champion = reg.aliases(plan.model).get("champion", "-")
     console.print(
         f"{plan.model}: rollout {plan.plan_id} of v{plan.candidate_version} aborted "
@@ -163,12 +153,17 @@ def _abort(args: argparse.Namespace, settings: Settings, console: Console) -> in
     return _announce(args, settings, console, reg, done)
 
 
-def _running(reg: DirectoryRegistry, model: str) -> RolloutPlan:
+def _finish(
+    reg: DirectoryRegistry, model: str, state: str, reason: str
+) -> tuple[RolloutPlan, RolloutPlan]:
+    """End the running plan; compare-and-set, so a policy deciding meanwhile wins cleanly."""
     plan = reg.rollout(model)
-    if plan is None or not plan.running:
-        state = "none" if plan is None else f"{plan.plan_id} {plan.state}"
-        raise ConfigError(f"{model}: no running rollout (last: {state})")
-    return plan
+    done = None if plan is None else reg.finish_rollout(model, plan.plan_id, state, reason)
+    if plan is None or done is None:
+        last = reg.rollout(model)
+        status = "none" if last is None else f"{last.plan_id} {last.state}"
+        raise ConfigError(f"{model}: no running rollout (last: {status})")
+    return plan, done
 
 
 def _announce(

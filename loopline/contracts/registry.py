@@ -284,19 +284,69 @@ class DirectoryRegistry:
         """
         self.get(plan.model, plan.candidate_version)  # must exist
         with self._locked(plan.model):
-            if plan.state == "running":
-                self._move_alias(plan.model, CANDIDATE, plan.candidate_version)
-            elif plan.state == "promoted":
-                self._move_alias(plan.model, CHAMPION, plan.candidate_version)
-                self._drop_alias(plan.model, CANDIDATE)
-            else:
-                self._drop_alias(plan.model, CANDIDATE)
-            doc = self._rollout_doc(plan.model)
-            doc["plan"] = plan.to_dict()
-            doc["history"].append(plan.to_dict())
-            _atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
+            self._write_rollout(plan)
+
+    def start_rollout(self, plan: RolloutPlan) -> None:
+        """Record a new running ``plan``, unless another plan is running (ModelError)."""
+        if not plan.running:
+            raise ModelError(f"{plan.model}: a new rollout must be running, not {plan.state}")
+        self.get(plan.model, plan.candidate_version)  # must exist
+        with self._locked(plan.model):
+            current = self._rollout_doc(plan.model)["plan"]
+            if current is not None and current.get("state") == "running":
+                raise ModelError(
+                    f"{plan.model}: rollout {current.get('plan_id')} of "
+                    f"v{current.get('candidate_version')} is running; promote or abort it first"
+                )
+            self._write_rollout(plan)
+
+    def finish_rollout(
+        self, model: str, plan_id: str, state: str, reason: str
+    ) -> RolloutPlan | None:
+        """End running plan ``plan_id`` as ``state`` ("promoted" | "aborted").
+
+        A compare-and-set: returns the finished plan, or None when ``plan_id``
+        is no longer the running plan (another process ended or replaced it),
+        so several serving processes running the policy decide only once.
+
+        >>> import tempfile
+        >>> reg = DirectoryRegistry(tempfile.mkdtemp())
+        >>> for onnx in (b"one", b"two"):
+        ...     _ = reg.publish("m", onnx, ManifestFields("fs", "f" * 64, ["a"]))
+        >>> reg.set_alias("m", "champion", "1")
+        >>> reg.start_rollout(RolloutPlan.start("m", candidate="2", champion="1",
+        ...                                     mode="canary", canary_share=0.1, plan_id="p"))
+        >>> reg.finish_rollout("m", "p", "aborted", "errors").state
+        'aborted'
+        >>> reg.finish_rollout("m", "p", "promoted", "late") is None
+        True
+        """
+        with self._locked(model):
+            current = self._rollout_doc(model)["plan"]
+            if current is None:
+                return None
+            plan = RolloutPlan.from_dict(current)
+            if not plan.running or plan.plan_id != plan_id:
+                return None
+            done = plan.finished(state, reason)
+            self._write_rollout(done)
+            return done
 
     # -- internals ----------------------------------------------------------
+    def _write_rollout(self, plan: RolloutPlan) -> None:
+        """Move the aliases the plan implies, then record it; the caller holds the lock."""
+        if plan.state == "running":
+            self._move_alias(plan.model, CANDIDATE, plan.candidate_version)
+        elif plan.state == "promoted":
+            self._move_alias(plan.model, CHAMPION, plan.candidate_version)
+            self._drop_alias(plan.model, CANDIDATE)
+        else:
+            self._drop_alias(plan.model, CANDIDATE)
+        doc = self._rollout_doc(plan.model)
+        doc["plan"] = plan.to_dict()
+        doc["history"].append(plan.to_dict())
+        _atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
+
     def _move_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``; the caller holds the model's lock."""
         doc = self._alias_doc(model)

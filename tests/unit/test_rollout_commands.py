@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.contracts.errors import ConfigError, ModelNotFoundError
+from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
 from loopline.contracts.settings import Settings, load_settings
 from loopline.trainer import commands, rollout_commands
@@ -66,7 +66,7 @@ def test_start_status_promote(
     assert reg.aliases(model) == {"champion": "1", "candidate": "2"}
 
     # One rollout at a time.
-    with pytest.raises(ConfigError, match="running"):
+    with pytest.raises(ModelError, match="running"):
         run(settings, "models", "rollout", "start", "3", "--no-announce")
 
     assert run(settings, "models", "rollout", "status") == 0

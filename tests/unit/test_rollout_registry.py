@@ -117,3 +117,45 @@ def test_readers_never_see_a_partial_record(tmp_path: Path) -> None:
     assert doc["plan"]["plan_id"] == "p99" and len(doc["history"]) == 101
     leftovers = [p.name for p in (tmp_path / "fraud").iterdir() if p.name.startswith(".rollout")]
     assert leftovers == []
+
+
+def test_start_refuses_while_a_plan_runs(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    first = start()
+    reg.start_rollout(first)
+    with pytest.raises(ModelError, match="running"):
+        reg.start_rollout(start("3"))
+    assert reg.rollout("fraud") == first and reg.aliases("fraud")["candidate"] == "2"
+    with pytest.raises(ModelError):
+        reg.start_rollout(start("3").finished("aborted", "x"))
+    reg.finish_rollout("fraud", first.plan_id, "aborted", "make room")
+    reg.start_rollout(start("3"))
+    assert reg.aliases("fraud") == {"champion": "1", "candidate": "3"}
+
+
+def test_finish_is_a_compare_and_set_only_one_concurrent_decider_wins(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    plan = start()
+    reg.start_rollout(plan)
+    assert reg.finish_rollout("fraud", "some-other-plan", "promoted", "stale") is None
+    results: list[RolloutPlan | None] = []
+    barrier = threading.Barrier(8)
+
+    def decide(i: int) -> None:
+        decider = DirectoryRegistry(tmp_path)  # as separate serving processes would
+        barrier.wait()
+        state = "promoted" if i % 2 else "aborted"
+        results.append(decider.finish_rollout("fraud", plan.plan_id, state, f"decider {i}"))
+
+    threads = [threading.Thread(target=decide, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    winners = [r for r in results if r is not None]
+    assert len(results) == 8 and len(winners) == 1
+    won = winners[0]
+    assert reg.rollout("fraud") == won
+    assert [p.state for p in reg.rollout_history("fraud")] == ["running", won.state]
+    expected_champion = "2" if won.state == "promoted" else "1"
+    assert reg.aliases("fraud") == {"champion": expected_champion}
