@@ -126,7 +126,9 @@ class _ShardLogic(StatefulBatchLogic[list[Any], ShardOutput, dict[str, Any]]):
 
     def on_batch(self, values: list[list[Any]]) -> tuple[list[ShardOutput], bool]:
         updates = values[0] if len(values) == 1 else [u for v in values for u in v]
-        return [self._shard.apply(updates)], StatefulBatchLogic.RETAIN
+        out = self._shard.apply(updates)
+        self._shard.prepickle()  # keeps the epoch-end snapshot short
+        return [out], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
         return self._shard.snapshot()

@@ -280,3 +280,21 @@ def test_final_store_with_refreshes_does_not_depend_on_arrival_or_batching() -> 
         stores.append(store)
     assert all(s == stores[0] for s in stores[1:])
     assert stores[0] != _expected(events)  # refreshes did move values past the last events
+
+
+def test_prepickled_entities_make_the_same_snapshot() -> None:
+    events = _events(600, seed=9)
+    (items,) = _updates(events, shards=1)
+    eager, lazy = FeatureShard(FS, LAYOUT), FeatureShard(FS, LAYOUT)
+    for i in range(0, len(items), 50):
+        eager.apply(items[i : i + 50])
+        lazy.apply(items[i : i + 50])
+        assert eager.prepickle(quiet_s=0.0, budget=30) <= 30
+    assert eager.prepickle(quiet_s=3600.0) == 0  # nothing quiet that long
+    assert eager.snapshot() == lazy.snapshot()
+    # Changed after being pickled: pickled again at the snapshot.
+    key = LAYOUT.feature_key(FS, "card", items[0][1])
+    eager.prepickle(quiet_s=0.0, budget=10**6)
+    before = eager.snapshot()["entities"][key]
+    eager.apply([(0, items[0][1], BASE_MS + 299_000, items[0][3], 0, 0)])
+    assert eager.snapshot()["entities"][key] != before
