@@ -29,6 +29,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from loopline.contracts.errors import ConfigError, InvalidRequestError, SchemaError
@@ -40,6 +41,7 @@ MODES = ("shadow", "canary")
 STATES = ("running", "promoted", "aborted")
 
 _HASH_SCALE = float(2**64)
+_score_of = itemgetter(0)
 
 
 def _unit_hash(*parts: str) -> float:
@@ -186,6 +188,39 @@ def shadow_sampled(plan: RolloutPlan | None, request_id: str) -> bool:
     return _unit_hash(plan.plan_id, "shadow", request_id) < plan.shadow_share
 
 
+def shadow_request_id(request_id: str) -> str:
+    """The request id a shadow score is logged under.
+
+    The label join drops a second prediction log with the same request id as a
+    duplicate, and joins predictions to outcomes by event id: so the shadow
+    log takes this id, keeps the request's event id (or, when it has none, the
+    original request id as its ``event_id``) and ``arm="candidate"``.
+
+    >>> shadow_request_id("r-1")
+    'r-1/shadow'
+    """
+    return f"{request_id}/shadow"
+
+
+def plan_arm(plan: RolloutPlan, model_version: str, event_time_ms: int) -> str | None:
+    """Which arm of ``plan`` a labeled example counts for (None: not this plan's).
+
+    Examples scored before the plan started, or by another version, say
+    nothing about this plan's arms.
+
+    >>> p = RolloutPlan("m", "3", "2", plan_id="p", created_ms=1000)
+    >>> [plan_arm(p, v, t) for v, t in (("3", 2000), ("2", 2000), ("2", 999), ("1", 2000))]
+    ['candidate', 'champion', None, None]
+    """
+    if event_time_ms < plan.created_ms:
+        return None
+    if model_version == plan.candidate_version:
+        return CANDIDATE
+    if model_version == plan.champion_version:
+        return CHAMPION
+    return None
+
+
 # -- per-arm running statistics ------------------------------------------------------
 class ErrorRate:
     """Calls and failed calls.
@@ -290,21 +325,24 @@ class WindowAUC:
         self._pairs.append((float(score), 1 if label else 0))
 
     def get(self) -> float:
-        positives = sum(y for _, y in self._pairs)
-        negatives = len(self._pairs) - positives
+        pairs = self._pairs
+        positives = sum(y for _, y in pairs)
+        negatives = len(pairs) - positives
         if positives == 0 or negatives == 0:
             return math.nan
         # Mann-Whitney U from mid-ranks, so tied scores count half.
-        ordered = sorted(self._pairs)
+        ordered = sorted(pairs, key=_score_of)
+        n = len(ordered)
         rank_sum = 0.0
         i = 0
-        while i < len(ordered):
-            j = i
-            while j + 1 < len(ordered) and ordered[j + 1][0] == ordered[i][0]:
+        while i < n:
+            score, tied_positives = ordered[i]
+            j = i + 1
+            while j < n and ordered[j][0] == score:
+                tied_positives += ordered[j][1]
                 j += 1
-            mid_rank = (i + j) / 2.0 + 1.0
-            rank_sum += mid_rank * sum(y for _, y in ordered[i : j + 1])
-            i = j + 1
+            rank_sum += tied_positives * (i + 1 + j) / 2.0  # mid-rank of ranks i+1..j
+            i = j
         u = rank_sum - positives * (positives + 1) / 2.0
         return u / (positives * negatives)
 
@@ -408,9 +446,11 @@ class RolloutPolicy:
 
     def decide(self) -> Decision:
         champ, cand = self.arms[CHAMPION], self.arms[CANDIDATE]
+        # Computed once: the AUC and quantile sorts are the costly part.
         evidence = {arm: self.arms[arm].summary() for arm in ARMS}
+        cand_ev, champ_ev = evidence[CANDIDATE], evidence[CHAMPION]
         if champ.errors.calls >= self.min_calls and cand.errors.calls >= self.min_calls:
-            ce, he = cand.errors.get(), champ.errors.get()
+            ce, he = cand_ev["error_rate"], champ_ev["error_rate"]
             if ce > he + self.error_margin:
                 return Decision(
                     "abort",
@@ -419,7 +459,7 @@ class RolloutPolicy:
                     evidence,
                 )
         if champ.latency.n >= self.min_calls and cand.latency.n >= self.min_calls:
-            cl, hl = cand.latency.get(), champ.latency.get()
+            cl, hl = cand_ev["latency_p"], champ_ev["latency_p"]
             if hl > 0 and cl / hl > self.latency_ratio:
                 q = f"p{self.latency_quantile * 100:g}"
                 return Decision(
@@ -435,10 +475,10 @@ class RolloutPolicy:
                 f"of {self.min_labels}",
                 evidence,
             )
-        ca, ha = cand.auc.get(), champ.auc.get()
+        ca, ha = cand_ev["auc"], champ_ev["auc"]
         if math.isnan(ca) or math.isnan(ha):
             return Decision("continue", "waiting for both classes among the labels", evidence)
-        cl, hl = cand.log_loss.get(), champ.log_loss.get()
+        cl, hl = cand_ev["log_loss"], champ_ev["log_loss"]
         if ca < ha - self.auc_margin:
             return Decision(
                 "abort", f"quality regression: candidate AUC {ca:.4f} vs {ha:.4f}", evidence

@@ -7,7 +7,13 @@ import math
 import pytest
 
 from loopline.contracts.errors import ConfigError, InvalidRequestError, SchemaError
-from loopline.contracts.rollout import RolloutPlan, assign_arm, shadow_sampled
+from loopline.contracts.rollout import (
+    RolloutPlan,
+    assign_arm,
+    plan_arm,
+    shadow_request_id,
+    shadow_sampled,
+)
 
 
 def canary(share: float, plan_id: str = "plan-a") -> RolloutPlan:
@@ -117,3 +123,18 @@ def test_shadow_sampling_share_and_stability() -> None:
     assert all(shadow_sampled(full, f"req-{i}") for i in range(1000))
     assert not shadow_sampled(canary(1.0), "req-1")
     assert not shadow_sampled(None, "req-1")
+
+
+def test_shadow_logs_get_their_own_request_id() -> None:
+    ids = {shadow_request_id(f"req-{i}") for i in range(1000)}
+    assert len(ids) == 1000 and not ids & {f"req-{i}" for i in range(1000)}
+
+
+def test_labeled_examples_count_only_for_this_plans_versions_and_time() -> None:
+    plan = RolloutPlan.start(
+        "fraud", candidate="3", champion="2", mode="canary", canary_share=0.5, created_ms=10_000
+    )
+    assert plan_arm(plan, "3", 10_000) == "candidate"
+    assert plan_arm(plan, "2", 10_001) == "champion"
+    assert plan_arm(plan, "2", 9_999) is None  # scored before the plan started
+    assert plan_arm(plan, "1", 20_000) is None  # another version
