@@ -161,7 +161,12 @@ def write_features(
     client.eval(WRITE_IF_NEWER, 1, key, pack(t, tuple(values)), 3600)
 
 
-def announce(settings: Settings, version: ModelVersion, action: str = "publish") -> None:
+def announce(
+    settings: Settings,
+    version: ModelVersion,
+    action: str = "publish",
+    producer: Producer | None = None,
+) -> None:
     """Put a ModelUpdate on the model-updates topic, as the trainer does."""
     m = version.manifest
     update = ModelUpdate(
@@ -174,7 +179,7 @@ def announce(settings: Settings, version: ModelVersion, action: str = "publish")
         time_ms=int(time.time() * 1000),
         action=action,
     )
-    producer = Producer(producer_config(settings.kafka))
+    producer = producer or Producer(producer_config(settings.kafka))
     producer.produce(
         Topics(settings.kafka.topic_prefix).model_updates,
         encode(update),
