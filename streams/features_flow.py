@@ -6,7 +6,7 @@ started with Bytewax's own runner, reading settings from the environment
 
     python -m bytewax.recovery .loopline/recovery/features 4
     python -m bytewax.run "loopline.streams.features_flow:flow_from_env()" \\
-        -r .loopline/recovery/features -s 5 -b 0 -w 2
+        -r .loopline/recovery/features -s 30 -b 0 -w 2
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def run_features(settings: Settings, options: RunOptions = RunOptions(), **cfg: 
             workers_per_process=options.workers,
             process_id=options.process_id,
             addresses=list(options.addresses) if options.addresses else None,
-            epoch_interval=timedelta(seconds=settings.streams.snapshot_interval_s),
+            epoch_interval=timedelta(seconds=snapshot_interval_s(settings)),
             recovery_config=recovery,
         )
     except (InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError) as e:
@@ -109,6 +109,11 @@ def run_features(settings: Settings, options: RunOptions = RunOptions(), **cfg: 
             f"recovery directory {where} cannot be resumed from: {e}. Restore its backup, "
             "or move it away to start over (the flow then recomputes from the topic)"
         ) from e
+
+
+def snapshot_interval_s(settings: Settings) -> float:
+    s = settings.streams
+    return s.features_snapshot_interval_s or s.snapshot_interval_s
 
 
 def tune_gc() -> None:

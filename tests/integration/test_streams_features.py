@@ -94,7 +94,7 @@ def _env(settings: Settings, key_prefix: str) -> dict[str, str]:
             "LOOPLINE_REDIS__HOST": settings.redis.host,
             "LOOPLINE_REDIS__PORT": str(settings.redis.port),
             "LOOPLINE_STREAMS__REDIS_KEY_PREFIX": key_prefix,
-            "LOOPLINE_STREAMS__SNAPSHOT_INTERVAL_S": "1",
+            "LOOPLINE_STREAMS__FEATURES_SNAPSHOT_INTERVAL_S": "1",
             "LOOPLINE_STREAMS__SHARDS": "16",
         }
     )
