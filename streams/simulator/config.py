@@ -97,8 +97,8 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-events", type=int, help="stop after this many transactions")
     p.add_argument("--rate", type=float, default=d.rate, help="mean transactions per second")
     p.add_argument("--flat", action="store_true", help="no daily rhythm: the same rate at any hour")
-    p.add_argument("--cards", type=int, default=d.cards)
-    p.add_argument("--merchants", type=int, default=d.merchants)
+    p.add_argument("--cards", type=int, default=d.cards, help="card population")
+    p.add_argument("--merchants", type=int, default=d.merchants, help="merchant population")
     p.add_argument("--fraud-rate", type=float, default=d.fraud_rate, help="share of fraud")
     p.add_argument(
         "--outcome-delay",
@@ -107,8 +107,18 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds from a transaction to its label (+-50%%)",
     )
     p.add_argument("--drift-at", type=float, help="inject drift this many seconds in")
-    p.add_argument("--drift-amount-factor", type=float, default=d.drift_amount_factor)
-    p.add_argument("--drift-fraud-factor", type=float, default=d.drift_fraud_factor)
+    p.add_argument(
+        "--drift-amount-factor",
+        type=float,
+        default=d.drift_amount_factor,
+        help="legit amounts are multiplied by this after the drift",
+    )
+    p.add_argument(
+        "--drift-fraud-factor",
+        type=float,
+        default=d.drift_fraud_factor,
+        help="fraud is this many times as frequent after the drift (and changes pattern)",
+    )
     p.add_argument(
         "--speed",
         type=float,
