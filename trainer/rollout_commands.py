@@ -1,4 +1,4 @@
-"""``loopline models rollout start | status | promote | abort``.
+"""``loopline models rollout start | status | watch | promote | abort``.
 
 A rollout runs a candidate version next to the champion (shadow or canary)
 under a plan held in the registry (``<model>/rollout.json``, with the
@@ -16,17 +16,24 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
+import time
+import uuid
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from loopline.contracts.errors import ConfigError, ModelNotFoundError
+from loopline.contracts.errors import ConfigError, ModelNotFoundError, SchemaError, StackError
+from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import MODES, RolloutPlan
+from loopline.contracts.rollout import MODES, Decision, RolloutPlan, RolloutPolicy, plan_arm
+from loopline.contracts.schemas import LabeledExample, decode
 from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
 from loopline.trainer.commands import _announcer, _handler, _lookup, _registry
 
+log = logging.getLogger("loopline.trainer.rollout")
 DEFAULT_SHARE = {"shadow": 1.0, "canary": 0.1}
 
 
@@ -68,6 +75,23 @@ def register(subparsers: Any) -> None:
     promote.add_argument("--reason", default="promoted by hand")
     _common(promote)
     promote.set_defaults(func=_handler(_promote))
+
+    watch = sub.add_parser(
+        "watch",
+        help="follow the labeled log and promote or abort the running plan by the policy",
+        description="Read the labeled topic from its beginning, count each example scored "
+        "after the plan started by the candidate or the champion version for its arm, and "
+        "end the plan once the policy decides: promote after --min-labels labels per arm "
+        "when the candidate is not worse by the margins, abort when it is. Error-rate and "
+        "latency aborts need serving's per-arm calls and happen there.",
+    )
+    watch.add_argument("--min-labels", type=int, default=1000, help="labels per arm first")
+    watch.add_argument("--auc-margin", type=float, default=0.01)
+    watch.add_argument("--log-loss-margin", type=float, default=0.02)
+    watch.add_argument("--decide-every-s", type=float, default=2.0)
+    watch.add_argument("--max-seconds", type=float, help="give up (plan still running) after this")
+    _common(watch)
+    watch.set_defaults(func=_handler(_watch))
 
     abort = sub.add_parser("abort", help="end the plan; the champion stays")
     abort.add_argument("--reason", required=True, help="why (kept in the plan record)")
@@ -151,6 +175,99 @@ def _abort(args: argparse.Namespace, settings: Settings, console: Console) -> in
         f"({args.reason}); champion stays v{champion}"
     )
     return _announce(args, settings, console, reg, done)
+
+
+def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    reg = _registry(settings)
+    model = args.model or settings.trainer.model_name
+    plan = reg.rollout(model)
+    if plan is None or not plan.running:
+        raise ConfigError(f"{model}: no running rollout to watch")
+    policy = RolloutPolicy(
+        min_labels=args.min_labels,
+        auc_margin=args.auc_margin,
+        log_loss_margin=args.log_loss_margin,
+    )
+    console.print(
+        f"{model}: watching rollout {plan.plan_id} (v{plan.candidate_version} vs "
+        f"v{plan.champion_version}) on {Topics(settings.kafka.topic_prefix).labeled}"
+    )
+    decision = _follow_labels(settings, reg, plan, policy, args)
+    if decision is None or decision.action == "continue":
+        reason = decision.reason if decision else "the plan ended elsewhere"
+        console.print(f"{model}: no decision ({reason})")
+        return 0
+    state = "promoted" if decision.action == "promote" else "aborted"
+    done = reg.finish_rollout(model, plan.plan_id, state, f"policy: {decision.reason}")
+    if done is None:
+        console.print(f"{model}: rollout {plan.plan_id} was ended meanwhile; nothing to do")
+        return 0
+    colour = "green" if state == "promoted" else "red"
+    console.print(f"{model}: rollout {plan.plan_id} [{colour}]{state}[/{colour}]: {done.reason}")
+    return _announce(args, settings, console, reg, done)
+
+
+def count_example(policy: RolloutPolicy, plan: RolloutPlan, example: LabeledExample) -> bool:
+    """Feed one labeled example to the policy if it belongs to the plan; True when it did.
+
+    >>> plan = RolloutPlan("fraud", "3", "2", plan_id="p", created_ms=0)
+    >>> ex = LabeledExample("r", "e", "fraud", "3", "fp", {}, [], 0.9, 1, 5, 6)
+    >>> policy = RolloutPolicy()
+    >>> count_example(policy, plan, ex), policy.arms["candidate"].labels
+    (True, 1)
+    """
+    if example.model_name != plan.model:
+        return False
+    arm = plan_arm(plan, example.model_version, example.event_time)
+    if arm is None:
+        return False
+    policy.update_label(arm, example.score, example.label)
+    return True
+
+
+def _follow_labels(
+    settings: Settings,
+    reg: DirectoryRegistry,
+    plan: RolloutPlan,
+    policy: RolloutPolicy,
+    args: argparse.Namespace,
+) -> Decision | None:
+    """Consume labels until the policy decides, the plan ends elsewhere, or time runs out."""
+    from confluent_kafka import Consumer, KafkaException
+
+    topic = Topics(settings.kafka.topic_prefix).labeled
+    # A private group from the beginning: the plan's evidence is rebuilt on every start.
+    group = f"rollout-watch-{plan.plan_id}-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(consumer_config(settings.kafka, group))
+    try:
+        consumer.subscribe([topic])
+        started = time.monotonic()
+        next_decision = started + args.decide_every_s
+        decision: Decision | None = None
+        while True:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                try:
+                    count_example(policy, plan, decode(LabeledExample, msg.value()))
+                except SchemaError as e:
+                    log.warning("labeled: skipping a malformed example: %s", e)
+            elif msg is not None:
+                log.warning("labeled: %s", msg.error())
+            now = time.monotonic()
+            if now >= next_decision:
+                next_decision = now + args.decide_every_s
+                current = reg.rollout(plan.model)
+                if current is None or current.plan_id != plan.plan_id or not current.running:
+                    return None
+                decision = policy.decide()
+                if decision.action != "continue":
+                    return decision
+            if args.max_seconds is not None and now - started >= args.max_seconds:
+                return decision or policy.decide()
+    except KafkaException as e:
+        raise StackError(f"cannot read {topic}: {e} (is the stack up? `loopline up`)") from e
+    finally:
+        consumer.close()
 
 
 def _finish(

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 from pathlib import Path
 
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
 from loopline.contracts.rollout import RolloutPlan
-from loopline.contracts.schemas import ModelUpdate, decode
+from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.trainer import commands, rollout_commands
-from loopline.trainer.kafka_io import read_history
+from loopline.trainer.kafka_io import DeliveringProducer, read_history
 
 
 def run(settings: Settings, *argv: str) -> int:
@@ -60,3 +61,71 @@ def test_rollout_changes_are_announced_with_the_plan(
     assert [u.version for u in updates] == ["1", "1", "1", "3"]
     assert updates[-1].sha256 == reg.get(model, "3").manifest.sha256
     assert plans[-1] == reg.rollout(model)
+
+
+def labeled_examples(model: str, version: str, n: int, t_ms: int, signal: float) -> list[bytes]:
+    rng = random.Random(version)
+    out = []
+    for i in range(n):
+        y = int(i % 3 == 0)
+        score = min(max(0.5 + (signal if y else -signal) + rng.gauss(0, 0.15), 0.01), 0.99)
+        ex = LabeledExample(
+            f"r-{version}-{i}", f"e-{i}", model, version, "f" * 64, {}, [], score, y, t_ms, t_ms
+        )
+        out.append(encode(ex))
+    return out
+
+
+def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
+    isolated_settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(
+        isolated_settings,
+        registry=dataclasses.replace(isolated_settings.registry, path=tmp_path / "registry"),
+    )
+    model = settings.trainer.model_name
+    reg = DirectoryRegistry(settings.registry.path)
+    for i in range(3):
+        reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
+    reg.set_alias(model, "champion", "1")
+    watch = ("models", "rollout", "watch", "--min-labels", "60", "--decide-every-s", "0.5")
+    producer = DeliveringProducer(settings.kafka)
+    try:
+        assert run(settings, "models", "rollout", "start", "2", "--mode", "canary") == 0
+        plan = reg.rollout(model)
+        assert plan is not None
+        after = plan.created_ms + 1
+        # Old labels of a bad v2 (before the plan) must not count; then fair evidence.
+        records = labeled_examples(model, "2", 100, plan.created_ms - 10_000, -0.3)
+        records += labeled_examples(model, "1", 80, after, 0.25)
+        records += labeled_examples(model, "2", 80, after, 0.27)
+        for raw in records:
+            producer.send(topics.labeled, None, raw)
+        assert run(settings, *watch, "--max-seconds", "90") == 0
+        done = reg.rollout(model)
+        assert done is not None and done.state == "promoted", done
+        assert done.reason.startswith("policy: candidate not worse after")
+        assert reg.aliases(model) == {"champion": "2"}
+
+        assert run(settings, "models", "rollout", "start", "3", "--mode", "shadow") == 0
+        plan = reg.rollout(model)
+        assert plan is not None
+        after = plan.created_ms + 1
+        for raw in labeled_examples(model, "2", 80, after, 0.25) + labeled_examples(
+            model, "3", 80, after, 0.0
+        ):
+            producer.send(topics.labeled, None, raw)
+        assert run(settings, *watch, "--max-seconds", "90") == 0
+        done = reg.rollout(model)
+        assert done is not None and done.state == "aborted", done
+        assert "quality regression" in done.reason
+        assert reg.aliases(model) == {"champion": "2"}
+    finally:
+        producer.close()
+
+    updates = [
+        decode(ModelUpdate, raw) for raw in read_history(settings.kafka, topics.model_updates)
+    ]
+    states = [RolloutPlan.from_dict(u.plan).state for u in updates]
+    assert states == ["running", "promoted", "running", "aborted"]
+    assert [u.version for u in updates] == ["1", "2", "2", "2"]

@@ -11,6 +11,8 @@ import pytest
 
 from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
+from loopline.contracts.rollout import RolloutPlan, RolloutPolicy
+from loopline.contracts.schemas import LabeledExample
 from loopline.contracts.settings import Settings, load_settings
 from loopline.trainer import commands, rollout_commands
 
@@ -130,3 +132,29 @@ def test_register_needs_the_models_group() -> None:
     sub = argparse.ArgumentParser().add_subparsers()
     with pytest.raises(ConfigError, match="models"):
         rollout_commands.register(sub)
+
+
+def test_watch_needs_a_running_plan(settings: Settings, reg: DirectoryRegistry) -> None:
+    with pytest.raises(ConfigError, match="no running rollout"):
+        run(settings, "models", "rollout", "watch", "--max-seconds", "1")
+
+
+def test_count_example_counts_only_the_plans_examples() -> None:
+    plan = RolloutPlan.start("fraud", candidate="3", champion="2", mode="shadow", created_ms=1000)
+    policy = RolloutPolicy()
+
+    def example(model: str, version: str, t: int) -> LabeledExample:
+        return LabeledExample("r", "e", model, version, "fp", {}, [], 0.7, 1, t, t)
+
+    counted = [
+        rollout_commands.count_example(policy, plan, example(m, v, t))
+        for m, v, t in (
+            ("fraud", "3", 1000),
+            ("fraud", "2", 5000),
+            ("fraud", "3", 999),
+            ("other", "3", 5000),
+            ("fraud", "1", 5000),
+        )
+    ]
+    assert counted == [True, True, False, False, False]
+    assert policy.arms["candidate"].labels == 1 and policy.arms["champion"].labels == 1
