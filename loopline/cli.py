@@ -73,6 +73,7 @@ COMPONENT_COMMANDS = (
     "loopline.streams.drift_commands",
     "loopline.serving.commands",
     "loopline.trainer.commands",
+    "loopline.trainer.rollout_commands",
     "loopline.trainer.retrain_policy_loop",
 )
 

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,11 +91,14 @@ def test_concurrent_publishers_never_share_a_version(tmp_path: Path) -> None:
         v.read_verified()
 
 
-def _reader(root: str, stop_at: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _reader(root: str, ready: Any, stop: Any, out: mp.Queue) -> None:  # type: ignore[type-arg]
     """Load every version and the champion over and over; report anything partial."""
     reg = DirectoryRegistry(root)
     loads, problems = 0, []
-    while time.monotonic() < stop_at:
+    ready.release()
+    # At least one pass after the writer stops: a slow start on a loaded
+    # machine must not leave a reader with nothing read.
+    while not stop.is_set() or loads == 0:
         try:
             for v in reg.versions("fraud"):
                 data = v.read_verified()
@@ -114,16 +118,22 @@ def test_readers_in_other_processes_never_see_a_partial_version(tmp_path: Path) 
     reg = DirectoryRegistry(tmp_path)
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    stop_at = time.monotonic() + 3.0
-    readers = [ctx.Process(target=_reader, args=(str(tmp_path), stop_at, out)) for _ in range(2)]
+    ready, stop = ctx.Semaphore(0), ctx.Event()
+    readers = [
+        ctx.Process(target=_reader, args=(str(tmp_path), ready, stop, out)) for _ in range(2)
+    ]
     for r in readers:
         r.start()
+    for _ in readers:
+        assert ready.acquire(timeout=60), "a reader process did not start"
     published = 0
+    stop_at = time.monotonic() + 3.0
     while time.monotonic() < stop_at:
         # Big enough that a non-atomic write would be caught half-written.
         v = reg.publish("fraud", bytes([published % 256]) * 1_000_000, fields(golden_scores=[0.5]))
         reg.set_alias("fraud", "champion", v.manifest.version)
         published += 1
+    stop.set()
     results = [out.get(timeout=60) for _ in readers]
     for r in readers:
         r.join(timeout=30)
