@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -301,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     base = load_settings()
+    load_before = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:8]
     tput_topics = Topics(f"bench{run_id}.")
     fresh_topics = Topics(f"bench{run_id}f.")
@@ -361,7 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{statistics.fmean(samples):.1f} ms; target p99 <= {TARGET_P99_MS:.0f} ms",
         ),
     ]
-    print("features pipeline (real Kafka + Redis, 1 worker)")
+    print(
+        f"features pipeline (real Kafka + Redis, 1 worker; {os.cpu_count()} cores, load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: other work on the machine "
+        "slows every figure)"
+    )
     for name, value, note in rows:
         print(f"  {name:<10} {value:>28}  ({note})")
     print(
