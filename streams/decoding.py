@@ -215,8 +215,6 @@ class DecodedBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
     records: int = 0
-    # Newest accepted event time (ms) in the batch.
-    max_event_ms: int = 0
 
 
 class EventDecoder:
@@ -279,8 +277,6 @@ class EventDecoder:
                 out.dead_letters.append(_dead(rec, REASON_LATE, error, now_ms))
                 continue
             out.accepted += 1
-            if t_ms > out.max_event_ms:
-                out.max_event_ms = t_ms
             for vi, entity, key_field in self._views:
                 eid = record[key_field]
                 if eid.__class__ is not str:
