@@ -28,7 +28,7 @@ import pickle
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,16 @@ from loopline.streams.drift.inputs import (
 )
 from loopline.streams.drift.monitor import DriftMonitor
 from loopline.streams.features_flow import RunOptions, ensure_recovery_dir
-from loopline.streams.kafka_io import START_POSITIONS, PartitionReader, list_partitions
+from loopline.streams.kafka_io import (
+    START_POSITIONS,
+    PartitionPacing,
+    PartitionReader,
+    list_partitions,
+)
 
 FLOW_ID = "loopline_drift"
 RECOVERY_SUBDIR = "drift"
 _MAX_IDLE_WAIT_S = 0.05
-_LAG_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -154,30 +158,22 @@ class _InputPartition(StatefulSourcePartition[Item, int]):
             cfg.consumer, self._topic, partition, offset, batch_size=cfg.batch_size
         )
         self._metrics = drift_metrics()
-        self._lag = self._metrics.lag.labels(self._topic, str(partition))
-        self._drain_idle_s = cfg.drain_idle_s
-        self._idle_wait = 0.0
-        self._idle_since: float | None = None
-        self._next_lag = 0.0
+        self._pacing = PartitionPacing(
+            self._reader,
+            self._metrics.lag.labels(self._topic, str(partition)),
+            drain_idle_s=cfg.drain_idle_s,
+            min_wait_s=0.001,
+            max_wait_s=_MAX_IDLE_WAIT_S,
+        )
 
     def next_batch(self) -> list[Item]:
         records = self._reader.read()
         now = time.monotonic()
-        if now >= self._next_lag:
-            self._next_lag = now + _LAG_EVERY_S
-            lag = self._reader.lag()
-            if lag is not None:
-                self._lag.set(lag)
+        self._pacing.after_read(bool(records), now)
         if not records:
-            self._idle_wait = min(max(self._idle_wait * 2, 0.001), _MAX_IDLE_WAIT_S)
-            if self._drain_idle_s is not None and self._reader.at_end:
-                if self._idle_since is None:
-                    self._idle_since = now
-                elif now - self._idle_since >= self._drain_idle_s:
-                    raise StopIteration
+            if self._pacing.drained(now):
+                raise StopIteration
             return []
-        self._idle_wait = 0.0
-        self._idle_since = None
         now_ms = int(time.time() * 1000)
         self._metrics.last_input.labels(self._stream).set(now_ms / 1000)
         return [
@@ -194,9 +190,7 @@ class _InputPartition(StatefulSourcePartition[Item, int]):
         ]
 
     def next_awake(self) -> datetime | None:
-        if not self._idle_wait:
-            return None
-        return datetime.now(UTC) + timedelta(seconds=self._idle_wait)
+        return self._pacing.next_awake()
 
     def snapshot(self) -> int:
         return self._reader.next_offset

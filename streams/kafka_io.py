@@ -7,6 +7,7 @@ never subscribed through a group and never committing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import (
@@ -121,3 +122,59 @@ class PartitionReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class PartitionPacing:
+    """Lag reporting, idle back-off and drain detection every partition source shares.
+
+    A source calls :meth:`after_read` after each read, asks :meth:`drained`
+    whether a draining run (``drain_idle_s``) may stop, and hands
+    :meth:`next_awake` to the engine so an idle partition is not spun on.
+    """
+
+    def __init__(
+        self,
+        reader: PartitionReader,
+        lag_gauge: Any,
+        *,
+        drain_idle_s: float | None,
+        min_wait_s: float,
+        max_wait_s: float,
+        lag_every_s: float = 1.0,
+    ) -> None:
+        self.reader = reader
+        self.lag_gauge = lag_gauge
+        self.drain_idle_s = drain_idle_s
+        self.min_wait_s = min_wait_s
+        self.max_wait_s = max_wait_s
+        self.lag_every_s = lag_every_s
+        self.idle_wait_s = 0.0
+        self._idle_since: float | None = None
+        self._next_lag = 0.0
+
+    def after_read(self, got_records: bool, now: float) -> None:
+        """Report lag on its period; back off exponentially while nothing arrives."""
+        if now >= self._next_lag:
+            self._next_lag = now + self.lag_every_s
+            lag = self.reader.lag()
+            if lag is not None:
+                self.lag_gauge.set(lag)
+        if got_records:
+            self.idle_wait_s = 0.0
+            self._idle_since = None
+        else:
+            self.idle_wait_s = min(max(self.idle_wait_s * 2, self.min_wait_s), self.max_wait_s)
+
+    def drained(self, now: float, ready: bool = True) -> bool:
+        """True once a draining source has sat at the end, ``ready``, for ``drain_idle_s``."""
+        if self.drain_idle_s is None or not self.reader.at_end or not ready:
+            return False
+        if self._idle_since is None:
+            self._idle_since = now
+            return False
+        return now - self._idle_since >= self.drain_idle_s
+
+    def next_awake(self) -> datetime | None:
+        if not self.idle_wait_s:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=self.idle_wait_s)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
@@ -36,7 +36,12 @@ from loopline.streams.aggregation import FeatureShard, ShardOutput
 from loopline.streams.dead_letters import DeadLetterProducer
 from loopline.streams.decoding import REASON_INVALID, REASON_LATE, DecodedBatch, EventDecoder
 from loopline.streams.features_config import FeatureFlowConfig
-from loopline.streams.kafka_io import START_POSITIONS, PartitionReader, list_partitions
+from loopline.streams.kafka_io import (
+    START_POSITIONS,
+    PartitionPacing,
+    PartitionReader,
+    list_partitions,
+)
 from loopline.streams.metrics import FeatureMetrics, feature_metrics
 from loopline.streams.redis_sink import FeatureWriter
 
@@ -44,7 +49,6 @@ FLOW_ID = "loopline_features"
 # Idle polling backs off from 0.5 ms to this: bounds the latency an event
 # arriving on a quiet partition can pay, and the CPU an idle flow burns.
 _MAX_IDLE_WAIT_S = 0.005
-_LAG_EVERY_S = 1.0
 
 # Source partition state: (next offset, partition stream time in ms).
 _PartitionState = tuple[int, int]
@@ -63,40 +67,30 @@ class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
             max_future_s=cfg.max_future_s,
             clock_ms=clock_ms,
         )
-        self._drain_idle_s = cfg.drain_idle_s
         self._metrics = feature_metrics()
-        self._lag = self._metrics.consumer_lag.labels(str(partition))
-        self._idle_wait = 0.0
-        self._idle_since: float | None = None
-        self._next_lag = 0.0
+        self._pacing = PartitionPacing(
+            self._reader,
+            self._metrics.consumer_lag.labels(str(partition)),
+            drain_idle_s=cfg.drain_idle_s,
+            min_wait_s=0.0005,
+            max_wait_s=_MAX_IDLE_WAIT_S,
+        )
 
     def next_batch(self) -> list[DecodedBatch]:
         records = self._reader.read()
         now = time.monotonic()
-        if now >= self._next_lag:
-            self._next_lag = now + _LAG_EVERY_S
-            lag = self._reader.lag()
-            if lag is not None:
-                self._lag.set(lag)
+        self._pacing.after_read(bool(records), now)
         if not records:
-            self._idle_wait = min(max(self._idle_wait * 2, 0.0005), _MAX_IDLE_WAIT_S)
-            if self._drain_idle_s is not None and self._reader.at_end:
-                if self._idle_since is None:
-                    self._idle_since = now
-                elif now - self._idle_since >= self._drain_idle_s:
-                    raise StopIteration
+            if self._pacing.drained(now):
+                raise StopIteration
             return []
-        self._idle_wait = 0.0
-        self._idle_since = None
         batch = self._decoder.decode(records)
         self._metrics.records.inc(batch.records)
         self._metrics.events.inc(batch.accepted)
         return [batch]
 
     def next_awake(self) -> datetime | None:
-        if not self._idle_wait:
-            return None
-        return datetime.now(UTC) + timedelta(seconds=self._idle_wait)
+        return self._pacing.next_awake()
 
     def snapshot(self) -> _PartitionState:
         return (self._reader.next_offset, self._decoder.clock.max_ms)

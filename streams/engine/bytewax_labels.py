@@ -26,7 +26,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import bytewax.operators as op
@@ -42,7 +42,12 @@ from bytewax.outputs import (
 
 from loopline.contracts.schemas import DeadLetter
 from loopline.streams.dead_letters import DeadLetterProducer
-from loopline.streams.kafka_io import START_POSITIONS, PartitionReader, list_partitions
+from loopline.streams.kafka_io import (
+    START_POSITIONS,
+    PartitionPacing,
+    PartitionReader,
+    list_partitions,
+)
 from loopline.streams.labels.clock import PROCESSING_TIME, PartitionProgress, WatermarkClock
 from loopline.streams.labels.config import LabelsFlowConfig
 from loopline.streams.labels.inputs import (
@@ -61,7 +66,6 @@ from loopline.streams.labels.output import FlushResult, LabeledWriter, Resolved
 
 FLOW_ID = "loopline_labels"
 _MAX_IDLE_WAIT_S = 0.05
-_LAG_EVERY_S = 1.0
 
 SourceItem: TypeAlias = PredictionIn | OutcomeIn | ClockReport | DeadLetter
 # Source partition state: (next offset, newest window time read).
@@ -90,25 +94,21 @@ class _InputPartition(StatefulSourcePartition[SourceItem, _PartitionState]):
             max_ms=max_ms,
         )
         self._metrics = label_metrics()
-        self._lag = self._metrics.lag.labels(topic, str(partition))
-        self._drain_idle_s = cfg.drain_idle_s
-        self._idle_wait = 0.0
-        self._idle_since: float | None = None
-        self._next_lag = 0.0
+        self._pacing = PartitionPacing(
+            self._reader,
+            self._metrics.lag.labels(topic, str(partition)),
+            drain_idle_s=cfg.drain_idle_s,
+            min_wait_s=0.001,
+            max_wait_s=_MAX_IDLE_WAIT_S,
+        )
 
     def next_batch(self) -> list[SourceItem]:
         records = self._reader.read()
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
-        if now >= self._next_lag:
-            self._next_lag = now + _LAG_EVERY_S
-            lag = self._reader.lag()
-            if lag is not None:
-                self._lag.set(lag)
+        self._pacing.after_read(bool(records), now)
         items: list[SourceItem] = []
         if records:
-            self._idle_wait = 0.0
-            self._idle_since = None
             t_override = now_ms if self._processing else None
             observe = self._progress.observe
             for rec in records:
@@ -123,20 +123,14 @@ class _InputPartition(StatefulSourcePartition[SourceItem, _PartitionState]):
         if report is not None:
             items.append(report)
         if not records:
-            self._idle_wait = min(max(self._idle_wait * 2, 0.001), _MAX_IDLE_WAIT_S)
             # Stop only once the clock knows this partition is done (else it would hold it).
             done = report.caught_up if report is not None else self._progress.caught_up_reported
-            if self._drain_idle_s is not None and self._reader.at_end and done:
-                if self._idle_since is None:
-                    self._idle_since = now
-                elif now - self._idle_since >= self._drain_idle_s and not items:
-                    raise StopIteration
+            if self._pacing.drained(now, ready=done) and not items:
+                raise StopIteration
         return items
 
     def next_awake(self) -> datetime | None:
-        if not self._idle_wait:
-            return None
-        return datetime.now(UTC) + timedelta(seconds=self._idle_wait)
+        return self._pacing.next_awake()
 
     def snapshot(self) -> _PartitionState:
         return (self._reader.next_offset, self._progress.max_ms)
