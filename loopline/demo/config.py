@@ -74,7 +74,7 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
     """
     tag = "d" + rid.replace("-", "")
     # Enough post-drift labels that the challenger can beat the champion.
-    min_rows = int(demo.rate * 40)
+    min_rows = int(demo.rate * 60)
     return {
         "kafka": {"topic_prefix": f"{tag}.", "consumer_group_prefix": f"loopline-{tag}-"},
         "serving": {"port": free_port(), "metrics_port": free_port()},
