@@ -47,7 +47,6 @@ from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.schemas import DeadLetter, DriftEvent, encode
 from loopline.contracts.settings import DriftSettings, Settings, load_settings
 from loopline.contracts.topics import Topics
-from loopline.streams.dead_letters import DeadLetterProducer
 from loopline.streams.drift.inputs import (
     LABELED,
     PREDICTIONS,
@@ -57,6 +56,7 @@ from loopline.streams.drift.inputs import (
     monitor_batch,
 )
 from loopline.streams.drift.monitor import DriftMonitor
+from loopline.streams.engine.dead_letter_sink import DeadLetterSink
 from loopline.streams.features_flow import RunOptions, ensure_recovery_dir
 from loopline.streams.kafka_io import (
     START_POSITIONS,
@@ -294,25 +294,6 @@ class DriftEventSink(DynamicSink[tuple[str, DriftEvent]]):
         return _DriftEventPartition(self._cfg)
 
 
-class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
-    def __init__(self, cfg: DriftFlowConfig) -> None:
-        self._producer = DeadLetterProducer(cfg.producer, cfg.dead_letter_topic)
-
-    def write_batch(self, items: list[DeadLetter]) -> None:
-        self._producer.send(items)  # raises unless every letter is acknowledged
-
-    def close(self) -> None:
-        self._producer.close()
-
-
-class DeadLetterSink(DynamicSink[DeadLetter]):
-    def __init__(self, cfg: DriftFlowConfig) -> None:
-        self._cfg = cfg
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._cfg)
-
-
 def _count_malformed(letter: DeadLetter) -> DeadLetter:
     stream = LABELED if letter.source_topic.endswith("labeled") else PREDICTIONS
     drift_metrics().inputs.labels("", stream, "invalid").inc()
@@ -335,7 +316,7 @@ def build_flow(cfg: DriftFlowConfig) -> Dataflow:
     refused = op.flat_map("refused", results, lambda kv: kv[1].dead_letters)
     op.output("drift_out", events, DriftEventSink(cfg))
     dead = op.merge("all_dead_letters", malformed, refused)
-    op.output("dead_letters_out", dead, DeadLetterSink(cfg))
+    op.output("dead_letters_out", dead, DeadLetterSink(cfg.producer, cfg.dead_letter_topic))
     return flow
 
 

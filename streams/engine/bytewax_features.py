@@ -33,8 +33,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from loopline.contracts.schemas import DeadLetter
 from loopline.streams.aggregation import FeatureShard, ShardOutput
-from loopline.streams.dead_letters import DeadLetterProducer
 from loopline.streams.decoding import REASON_INVALID, REASON_LATE, DecodedBatch, EventDecoder
+from loopline.streams.engine.dead_letter_sink import DeadLetterSink
 from loopline.streams.features_config import FeatureFlowConfig
 from loopline.streams.kafka_io import (
     START_POSITIONS,
@@ -183,28 +183,12 @@ class RedisFeatureSink(DynamicSink[tuple[str, ShardOutput]]):
         return _RedisPartition(self._cfg, feature_metrics())
 
 
-class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
-    def __init__(self, cfg: FeatureFlowConfig, metrics: FeatureMetrics) -> None:
-        self._producer = DeadLetterProducer(cfg.producer, cfg.dead_letter_topic)
-        self._metrics = metrics
-
-    def write_batch(self, items: list[DeadLetter]) -> None:
-        self._producer.send(items)  # raises unless every letter is acknowledged
-        for letter in items:
-            self._metrics.dead_letters.labels(letter.reason).inc()
-            if letter.reason == REASON_LATE:
-                self._metrics.late_events.inc()
-
-    def close(self) -> None:
-        self._producer.close()
-
-
-class DeadLetterSink(DynamicSink[DeadLetter]):
-    def __init__(self, cfg: FeatureFlowConfig) -> None:
-        self._cfg = cfg
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._cfg, feature_metrics())
+def _count_dead_letters(items: list[DeadLetter]) -> None:
+    metrics = feature_metrics()
+    for letter in items:
+        metrics.dead_letters.labels(letter.reason).inc()
+        if letter.reason == REASON_LATE:
+            metrics.late_events.inc()
 
 
 def _rejected_letters(cfg: FeatureFlowConfig, out: ShardOutput) -> list[DeadLetter]:
@@ -244,5 +228,9 @@ def build_flow(cfg: FeatureFlowConfig) -> Dataflow:
     rejected = op.flat_map("rejected", outputs, lambda kv: _rejected_letters(cfg, kv[1]))
     dead = op.flat_map("dead_letters", batches, lambda b: b.dead_letters)
     all_dead = op.merge("all_dead_letters", dead, rejected)
-    op.output("dead_letters_out", all_dead, DeadLetterSink(cfg))
+    op.output(
+        "dead_letters_out",
+        all_dead,
+        DeadLetterSink(cfg.producer, cfg.dead_letter_topic, _count_dead_letters),
+    )
     return flow

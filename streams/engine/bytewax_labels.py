@@ -34,14 +34,12 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import (
-    DynamicSink,
     FixedPartitionedSink,
     StatefulSinkPartition,
-    StatelessSinkPartition,
 )
 
 from loopline.contracts.schemas import DeadLetter
-from loopline.streams.dead_letters import DeadLetterProducer
+from loopline.streams.engine.dead_letter_sink import DeadLetterSink
 from loopline.streams.kafka_io import (
     START_POSITIONS,
     PartitionPacing,
@@ -265,25 +263,6 @@ class LabeledSink(FixedPartitionedSink[Resolved, Any]):
         return _LabeledPartition(self._cfg, for_part, resume_state)
 
 
-class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
-    def __init__(self, cfg: LabelsFlowConfig) -> None:
-        self._producer = DeadLetterProducer(cfg.producer, cfg.dead_letter_topic)
-
-    def write_batch(self, items: list[DeadLetter]) -> None:
-        self._producer.send(items)  # raises unless every letter is acknowledged
-
-    def close(self) -> None:
-        self._producer.close()
-
-
-class DeadLetterSink(DynamicSink[DeadLetter]):
-    def __init__(self, cfg: LabelsFlowConfig) -> None:
-        self._cfg = cfg
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._cfg)
-
-
 # -- the flow -----------------------------------------------------------------------------
 def build_flow(cfg: LabelsFlowConfig) -> Dataflow:
     """The labels dataflow for ``cfg`` (lists the input partitions: needs the broker)."""
@@ -323,6 +302,8 @@ def build_flow(cfg: LabelsFlowConfig) -> Dataflow:
     op.output("labeled_out", op.flat_map("examples", joined, to_writers), LabeledSink(cfg))
     evicted = op.flat_map("evicted", joined, lambda kv: kv[1][0].dead_letters)
     op.output(
-        "dead_letters_out", op.merge("all_dead_letters", malformed, evicted), DeadLetterSink(cfg)
+        "dead_letters_out",
+        op.merge("all_dead_letters", malformed, evicted),
+        DeadLetterSink(cfg.producer, cfg.dead_letter_topic),
     )
     return flow
