@@ -116,10 +116,15 @@ def test_the_serve_command_runs_two_processes_and_stops_cleanly_under_load(
                         failed.append(e.code())
                         return
 
-        threads = [threading.Thread(target=client) for _ in range(6)]
+        # The kernel hashes each connection to a worker: with 12 connections
+        # the chance that all land on one of two workers is 2 ** -11.
+        threads = [threading.Thread(target=client) for _ in range(12)]
         for t in threads:
             t.start()
-        wait_until(lambda: len(ok) > 300, what="load on both workers")
+        wait_until(
+            lambda: len(ok) > 300 and len({r.rsplit("-", 1)[0] for r in list(ok)}) == 2,
+            what="load on both workers",
+        )
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         text = metrics.read().decode()
         assert re.search(r'loopline_serving_requests_total\{code="OK",method="Predict"\} \d+', text)
