@@ -411,6 +411,7 @@ class RolloutPolicy:
         error_margin: float = 0.01,
         latency_ratio: float = 1.5,
         latency_quantile: float = 0.99,
+        latency_min_delta_ms: float = 0.0,
         latency_window: int = 2000,
         auc_window: int = 5000,
     ) -> None:
@@ -421,9 +422,29 @@ class RolloutPolicy:
         self.error_margin = error_margin
         self.latency_ratio = latency_ratio
         self.latency_quantile = latency_quantile
+        self.latency_min_delta_ms = latency_min_delta_ms
         self.latency_window = latency_window
         self.auc_window = auc_window
         self.arms = {arm: ArmStats(latency_quantile, latency_window, auc_window) for arm in ARMS}
+
+    @staticmethod
+    def from_settings(settings: Any) -> RolloutPolicy:
+        """The policy the ``rollout`` settings section describes.
+
+        >>> from loopline.contracts.settings import RolloutSettings
+        >>> RolloutPolicy.from_settings(RolloutSettings(min_labels=50)).min_labels
+        50
+        """
+        return RolloutPolicy(
+            min_labels=settings.min_labels,
+            auc_margin=settings.auc_margin,
+            log_loss_margin=settings.log_loss_margin,
+            min_calls=settings.min_calls,
+            error_margin=settings.error_margin,
+            latency_ratio=settings.latency_ratio,
+            latency_quantile=settings.latency_quantile,
+            latency_min_delta_ms=settings.latency_min_delta_ms,
+        )
 
     def _arm(self, arm: str) -> ArmStats:
         try:
@@ -460,7 +481,7 @@ class RolloutPolicy:
                 )
         if champ.latency.n >= self.min_calls and cand.latency.n >= self.min_calls:
             cl, hl = cand_ev["latency_p"], champ_ev["latency_p"]
-            if hl > 0 and cl / hl > self.latency_ratio:
+            if hl > 0 and cl / hl > self.latency_ratio and cl - hl >= self.latency_min_delta_ms:
                 q = f"p{self.latency_quantile * 100:g}"
                 return Decision(
                     "abort",

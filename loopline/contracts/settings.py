@@ -285,6 +285,56 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class RolloutSettings:
+    """Safe rollout of new versions (shadow, canary) and its automatic policy.
+
+    Serving aborts a running plan on an error-rate or latency regression of
+    the candidate (it sees the calls); ``loopline run rollout`` promotes or
+    aborts it from the labeled log (per-arm AUC and log loss).
+    """
+
+    # How the retrain path publishes a version that passed the gate: "champion"
+    # (all traffic at once), "shadow" or "canary" (a rollout plan against the champion).
+    publish_mode: str = "champion"
+    # Canary: share of entities the candidate answers. Shadow: share of requests
+    # it also scores off the response path.
+    canary_share: float = 0.1
+    shadow_share: float = 1.0
+    # Promotion from labels: this many labeled examples per arm first, then the
+    # candidate may be at most this much worse (AUC lower, log loss higher).
+    min_labels: int = 1000
+    auc_margin: float = 0.01
+    log_loss_margin: float = 0.02
+    # Abort from calls: both arms need min_calls first; then the candidate's error
+    # rate may exceed the champion's by error_margin, and its model-run latency
+    # quantile may exceed latency_ratio times the champion's (and by at least
+    # latency_min_delta_ms, so microsecond jitter never aborts a plan).
+    min_calls: int = 200
+    error_margin: float = 0.01
+    latency_ratio: float = 1.5
+    latency_quantile: float = 0.9
+    latency_min_delta_ms: float = 0.25
+    # Serving may abort a plan by itself (False: it only reports per-arm metrics).
+    auto_abort: bool = True
+    # Serving and `run rollout` look at the evidence this often.
+    decide_every_s: float = 2.0
+    # Shadow scores waiting for the candidate; beyond it they are skipped and counted.
+    shadow_queue_size: int = 10_000
+    # `loopline run rollout`'s Prometheus endpoint (0: none).
+    metrics_port: int = 9465
+
+    def __post_init__(self) -> None:
+        if self.publish_mode not in ("champion", "shadow", "canary"):
+            raise ConfigError(
+                f"rollout.publish_mode must be champion, shadow or canary, "
+                f"not {self.publish_mode!r}"
+            )
+        for name in ("canary_share", "shadow_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"rollout.{name} must be within [0, 1]")
+
+
+@dataclass(frozen=True)
 class LabelsSettings:
     """The labeled-log dataflow (``streams/labels``): predictions + outcomes -> labeled examples.
 
@@ -344,6 +394,7 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     labels: LabelsSettings = field(default_factory=LabelsSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
