@@ -10,7 +10,8 @@ Scrape ports (``Settings``): serving ``serving.metrics_port`` (9464), the
 features flow ``streams.metrics_port`` (9470) plus the process id, the trainer
 ``trainer.metrics_port`` (9466), the retrain policy loop
 ``policy.metrics_port`` (9467), the drift flow ``drift.metrics_port`` (9468),
-the labels flow ``labels.metrics_port`` (9469).
+the labels flow ``labels.metrics_port`` (9469), the rollout watcher
+``rollout.metrics_port`` (9465).
 
 >>> DRIFT_ALARMS.series, DRIFT_ALARMS.labels
 ('loopline_drift_alarms_total', ('model', 'kind', 'feature', 'severity'))
@@ -112,6 +113,51 @@ SERVING_PREDICTION_LOG = _m(
     "counter",
     ("result",),
     "Prediction log messages by outcome: delivered, failed, dropped",
+    "serving",
+)
+
+SERVING_ARM_CALLS = _m(
+    "loopline_serving_arm_calls",
+    "counter",
+    ("arm", "path", "result"),
+    "Model runs per rollout arm (champion, candidate), path (answer: the arm answered; "
+    "shadow: scored off the response path) and result (ok, error: the run failed or gave "
+    "a non-finite score; a failed canary answer falls back to the champion)",
+    "serving",
+)
+SERVING_ARM_MODEL_SECONDS = _m(
+    "loopline_serving_arm_model_seconds",
+    "histogram",
+    ("arm",),
+    "Model run time per arm (one row), what the rollout policy compares",
+    "serving",
+)
+SERVING_ARM_SCORE = _m(
+    "loopline_serving_arm_score",
+    "histogram",
+    ("arm",),
+    "Score distribution per arm",
+    "serving",
+)
+SERVING_SHADOW = _m(
+    "loopline_serving_shadow",
+    "counter",
+    ("result",),
+    "Shadow scorings: scored, skipped (queue full or the plan ended first), error",
+    "serving",
+)
+SERVING_ROLLOUT_INFO = _m(
+    "loopline_serving_rollout_info",
+    "gauge",
+    ("model", "plan_id", "mode", "candidate", "champion"),
+    "1 for the rollout plan this server runs",
+    "serving",
+)
+SERVING_ROLLOUT_DECISIONS = _m(
+    "loopline_serving_rollout_decisions",
+    "counter",
+    ("action",),
+    "Rollout plans this server ended by policy (abort on an error or latency regression)",
     "serving",
 )
 
@@ -359,6 +405,43 @@ POLICY_LAST_RETRAIN_TIMESTAMP = _m(
     (),
     "When the policy last emitted a retrain event (Unix seconds)",
     "policy",
+)
+
+# -- rollout watcher (trainer/rollout_watch_loop.py) ---------------------------------
+ROLLOUT_ARM_LABELS = _m(
+    "loopline_rollout_arm_labels",
+    "gauge",
+    ("model", "arm"),
+    "Labeled examples counted for each arm of the running plan",
+    "trainer",
+)
+ROLLOUT_ARM_AUC = _m(
+    "loopline_rollout_arm_auc",
+    "gauge",
+    ("model", "arm"),
+    "ROC AUC of each arm of the running plan on its labeled examples (NaN: one class so far)",
+    "trainer",
+)
+ROLLOUT_ARM_LOG_LOSS = _m(
+    "loopline_rollout_arm_log_loss",
+    "gauge",
+    ("model", "arm"),
+    "Log loss of each arm of the running plan on its labeled examples",
+    "trainer",
+)
+ROLLOUT_DECISIONS = _m(
+    "loopline_rollout_decisions",
+    "counter",
+    ("model", "action"),
+    "Rollout plans the watcher ended: promote or abort",
+    "trainer",
+)
+ROLLOUT_RUNNING = _m(
+    "loopline_rollout_running",
+    "gauge",
+    ("model",),
+    "1 while a rollout plan of the model runs",
+    "trainer",
 )
 
 ALL: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
