@@ -61,6 +61,13 @@ def _register_train(subparsers: Any) -> None:
         "against the champion and publish.",
     )
     p.add_argument("--force", action="store_true", help="publish as champion even if worse")
+    p.add_argument(
+        "--publish-as",
+        choices=("champion", "shadow", "canary"),
+        help="where a version that passes the gate goes: champion at once, or a shadow / "
+        "canary rollout against the champion (default: rollout.publish_mode; with no "
+        "champion yet, or --force, always champion)",
+    )
     p.add_argument("--no-announce", action="store_true", help="do not announce on Kafka")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _data_options(p)
@@ -120,9 +127,11 @@ def _data_request(args: argparse.Namespace) -> Any:
 def _train(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     from loopline.trainer.data import load_training_set
     from loopline.trainer.pipeline import Trainer
+    from loopline.trainer.publish_policy import PublishPolicy
     from loopline.trainer.report import ConsoleProgress, summary
 
     settings = _trainer_settings(args, settings)
+    publish = PublishPolicy.from_settings(settings.rollout, mode=args.publish_as)
     # Progress on stderr: stdout holds only the summary (or the JSON report).
     progress = ConsoleProgress(Console(stderr=True))
     announcer = None if args.no_announce else _announcer(settings)
@@ -131,7 +140,11 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
         data = load_training_set(settings, _data_request(args), progress)
         load_s = time.monotonic() - started
         trainer = Trainer(
-            settings.trainer, _registry(settings), announcer=announcer, progress=progress
+            settings.trainer,
+            _registry(settings),
+            announcer=announcer,
+            progress=progress,
+            publish=publish,
         )
         report = trainer.train(data, force=args.force, extra={"trigger": "manual"})
     finally:
@@ -142,6 +155,13 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         console.print(summary(report, load_s))
+        if report.rollout_plan_id:
+            console.print(
+                f"{report.model_name}: v{report.version} runs as a {report.published_as} "
+                f"rollout (plan {report.rollout_plan_id}) against champion "
+                f"v{report.champion_version}; the champion alias did not move. Follow it with "
+                "`loopline models rollout status`; `loopline run rollout` promotes or aborts it."
+            )
     return 0
 
 
@@ -308,6 +328,7 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
     from loopline.trainer.data import load_training_set
     from loopline.trainer.kafka_io import KafkaAnnouncer
     from loopline.trainer.pipeline import Trainer
+    from loopline.trainer.publish_policy import PublishPolicy
     from loopline.trainer.report import LogProgress
     from loopline.trainer.service import RetrainService
     from loopline.trainer.telemetry import Telemetry
@@ -323,7 +344,13 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
     service = RetrainService(
         settings,
         registry,
-        Trainer(settings.trainer, registry, announcer=announcer, progress=progress),
+        Trainer(
+            settings.trainer,
+            registry,
+            announcer=announcer,
+            progress=progress,
+            publish=PublishPolicy.from_settings(settings.rollout),
+        ),
         lambda: load_training_set(settings, request, progress),
         on_handled=telemetry.record,
     )

@@ -2,7 +2,10 @@
 
 Data loading is separate (:mod:`.offline`, :mod:`.bootstrap`), so a run takes
 a :class:`TrainingSet` and can be driven by the CLI, the retrain consumer or a
-test alike.
+test alike. A :class:`PublishPolicy` says where an accepted challenger goes:
+champion at once, or a shadow / canary rollout against the champion. Either
+way a rollout still running is ended first (aborted, "superseded by v<N>"):
+its comparison no longer holds once a newer version is published.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from loopline.contracts.errors import DeliveryError, FeatureError, ModelError
+from loopline.contracts.errors import ConfigError, DeliveryError, FeatureError, ModelError
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
+from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
 from loopline.contracts.settings import TrainerSettings
 from loopline.trainer import metrics
@@ -39,6 +43,12 @@ from loopline.trainer.export import (
 from loopline.trainer.gate import GateDecision, GateMargins, decide
 from loopline.trainer.kafka_io import model_update
 from loopline.trainer.progress import Progress, SilentProgress
+from loopline.trainer.publish_policy import (
+    PublishPolicy,
+    RolloutRegistry,
+    rollout_update,
+    share_text,
+)
 
 CHAMPION = "champion"
 
@@ -74,6 +84,12 @@ class TrainingReport:
     announced: bool
     duration_s: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Where an accepted version went: "champion", or "shadow" / "canary" (a rollout
+    # plan against the champion, which stays). Empty when rejected.
+    published_as: str = ""
+    rollout_plan_id: str = ""
+    # Rollout plans this run ended because the new version superseded them.
+    superseded_plan_ids: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,12 +106,18 @@ class Trainer:
         announcer: Announcer | None = None,
         progress: Progress | None = None,
         exporter: Exporter = to_onnx,
+        publish: PublishPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.announcer = announcer
         self.progress = progress or SilentProgress()
         self.exporter = exporter
+        self.publish = publish or PublishPolicy()
+        if self.publish.mode != "champion" and not isinstance(registry, RolloutRegistry):
+            raise ConfigError(
+                f"publish mode {self.publish.mode!r} needs a registry that holds rollout plans"
+            )
         self.fs: FeatureSet = get_feature_set(settings.feature_set)
 
     @property
@@ -164,15 +186,14 @@ class Trainer:
                     extra=extra,
                 ),
             )
-            announced = False
+            outcome = Published()
             if decision.accepted:
-                self.registry.set_alias(self.model_name, CHAMPION, mv.manifest.version)
-                announced = self._announce(mv, "publish")
+                outcome = self._place(mv, force=force)
         return TrainingReport(
             model_name=self.model_name,
             version=mv.manifest.version,
             accepted=decision.accepted,
-            decision=decision.reason,
+            decision=decision.reason + outcome.note,
             source=data.source,
             window_ms=data.window_ms,
             rows=_rows(split),
@@ -182,9 +203,74 @@ class Trainer:
             champion_metrics=champ.metrics if champ else None,
             best_iteration=booster.current_iteration(),
             parity_max_abs_diff=diff,
-            announced=announced,
+            announced=outcome.announced,
             duration_s=round(time.monotonic() - started, 3),
             stage_seconds=stages,
+            published_as=outcome.published_as,
+            rollout_plan_id=outcome.plan_id,
+            superseded_plan_ids=outcome.superseded,
+        )
+
+    # -- where an accepted version goes ----------------------------------------------
+    def _place(self, mv: ModelVersion, *, force: bool) -> Published:
+        """Make ``mv`` champion, or start its rollout against the champion; announce."""
+        version = mv.manifest.version
+        current = self.registry.resolve(self.model_name, CHAMPION)
+        plan = self.publish.plan_for(
+            self.model_name,
+            candidate=version,
+            champion=current.manifest.version if current else "",
+            force=force,
+        )
+        if plan is None:
+            superseded = self._supersede(version)
+            self.registry.set_alias(self.model_name, CHAMPION, version)
+            self._announce_rollouts(superseded)
+            announced = self._announce(mv, "publish")
+            note = _superseded_note(superseded)
+            return Published("champion", "", tuple(p.plan_id for p in superseded), announced, note)
+        superseded = self._start_rollout(plan)
+        announced = self._announce_rollouts([*superseded, plan])
+        note = (
+            f"; published as a {plan.mode} rollout ({share_text(plan)}): plan {plan.plan_id} "
+            f"against champion v{plan.champion_version}, which stays" + _superseded_note(superseded)
+        )
+        self.progress.info(f"rollout {plan.plan_id} started: v{version} in {plan.mode}")
+        ended = tuple(p.plan_id for p in superseded)
+        return Published(plan.mode, plan.plan_id, ended, announced, note)
+
+    def _rollouts(self) -> RolloutRegistry | None:
+        return self.registry if isinstance(self.registry, RolloutRegistry) else None
+
+    def _supersede(self, version: str) -> list[RolloutPlan]:
+        """End a running rollout as aborted: a newer version replaces its comparison."""
+        reg = self._rollouts()
+        current = reg.rollout(self.model_name) if reg else None
+        if reg is None or current is None or not current.running:
+            return []
+        done = reg.finish_rollout(
+            self.model_name, current.plan_id, "aborted", f"superseded by v{version}"
+        )
+        return [] if done is None else [done]  # None: it ended meanwhile anyway
+
+    def _start_rollout(self, plan: RolloutPlan) -> list[RolloutPlan]:
+        """Record ``plan``, superseding a running one; returns the plans it ended."""
+        reg = self._rollouts()
+        assert reg is not None  # checked in __init__
+        ended: list[RolloutPlan] = []
+        for _ in range(3):
+            ended += self._supersede(plan.candidate_version)
+            try:
+                reg.start_rollout(plan)
+                return ended
+            except ModelError:
+                current = reg.rollout(self.model_name)
+                if current is None or not current.running:
+                    raise
+                # Another process started a plan between our abort and start: again.
+        raise ModelError(
+            f"{self.model_name}: could not start the rollout of v{plan.candidate_version}: "
+            "other rollouts keep starting"
         )
 
     def _announce(self, mv: ModelVersion, action: str) -> bool:
@@ -199,6 +285,23 @@ class Trainer:
                 f"polling the registry still pick it up; re-announce with "
                 f"`loopline models promote {v}`"
             ) from e
+        return True
+
+    def _announce_rollouts(self, plans: list[RolloutPlan]) -> bool:
+        if self.announcer is None or not plans:
+            return False
+        champion = self.registry.resolve(self.model_name, CHAMPION)
+        if champion is None:
+            raise ModelError(f"{self.model_name}: no champion to announce the rollout with")
+        for plan in plans:
+            try:
+                self.announcer.announce(rollout_update(champion, plan))
+            except DeliveryError as e:
+                raise DeliveryError(
+                    f"rollout {plan.plan_id} of v{plan.candidate_version} is {plan.state} in "
+                    f"the registry, but announcing it failed ({e}); servers following the "
+                    f"registry still pick it up"
+                ) from e
         return True
 
     def _score_champion(self, holdout: TrainingSet) -> ChampionScore | None:
@@ -265,6 +368,23 @@ class Trainer:
                 **(extra or {}),
             },
         )
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where an accepted version went (nothing, for a rejected one)."""
+
+    published_as: str = ""
+    plan_id: str = ""
+    superseded: tuple[str, ...] = ()
+    announced: bool = False
+    note: str = ""
+
+
+def _superseded_note(plans: list[RolloutPlan]) -> str:
+    return "".join(
+        f"; rollout {p.plan_id} of v{p.candidate_version} aborted ({p.reason})" for p in plans
+    )
 
 
 def golden_rows(scores: np.ndarray, n: int) -> list[int]:
