@@ -12,6 +12,7 @@ one table (:mod:`loopline.serving.status`).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from loopline.contracts.errors import (
     UnavailableError,
 )
 from loopline.contracts.features import FeatureSet
+from loopline.contracts.rollout import ARMS, CANDIDATE, CHAMPION
 from loopline.contracts.settings import ServingSettings
 from loopline.serving.feature_store import FeatureStore
 from loopline.serving.features import (
@@ -41,6 +43,10 @@ from loopline.serving.features import (
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel
 from loopline.serving.model_slot import ModelSlot
+from loopline.serving.rollout import NO_ROLLOUT, Arms, RolloutFollower
+from loopline.serving.shadow import ShadowScorer
+
+log = logging.getLogger(__name__)
 
 # Of the request's remaining time, the store read leaves this share (at least
 # the minimum) for the model run, the response and scheduling noise.
@@ -59,6 +65,8 @@ class PredictInput:
     event_id: str = ""
     model: str = ""
     model_version: str = ""
+    # Rollout arm override: "" (follow the plan), "champion" or "candidate".
+    arm: str = ""
 
 
 @dataclass(slots=True)
@@ -72,6 +80,7 @@ class Prediction:
     statuses: Sequence[FeatureStatus]
     degraded: bool
     entities: Mapping[str, str] = field(default_factory=dict)
+    arm: str = CHAMPION
 
 
 class PredictionSink(Protocol):
@@ -115,6 +124,7 @@ class InferenceCore:
         slot: ModelSlot,
         metrics: ServingMetrics,
         sink: PredictionSink | None = None,
+        rollout: RolloutFollower | None = None,
     ) -> None:
         self.settings = settings
         self.fs = feature_set
@@ -123,6 +133,17 @@ class InferenceCore:
         self.slot = slot
         self.metrics = metrics
         self.sink = sink
+        self.rollout = rollout
+        self.shadow: ShadowScorer | None = None
+        if rollout is not None:
+            self.shadow = ShadowScorer(
+                record=rollout.record,
+                current_plan_id=self._plan_id,
+                log_prediction=sink.log if sink is not None else None,
+                make_prediction=Prediction,
+                metrics=metrics,
+                queue_size=rollout.settings.shadow_queue_size,
+            )
         self.last_known = LastKnown(settings.last_known_capacity)
         self.ids = RequestIds()
         # Set at the start of a graceful shutdown: new calls get UNAVAILABLE.
@@ -153,7 +174,11 @@ class InferenceCore:
             return current
         if previous is not None and version == previous.version:
             return previous
+        candidate = self.rollout.arms.candidate if self.rollout is not None else None
+        if candidate is not None and version == candidate.version:
+            return candidate
         loaded = [current.version] + ([previous.version] if previous else [])
+        loaded += [candidate.version] if candidate is not None else []
         raise ModelNotFoundError(
             f"model {current.name!r} version {version!r} is not loaded (loaded: {loaded})"
         )
@@ -167,23 +192,37 @@ class InferenceCore:
         """
         t0 = time.perf_counter()
         model = self.model(inp.model, inp.model_version)
+        arms = self.rollout.arms if self.rollout is not None else NO_ROLLOUT
         ids = self._validate(inp)
+        candidate = self._route(inp, arms, ids[0])
         keys = [p + i.encode() for p, i in zip(self._key_prefixes, ids, strict=True)]
         t = _request_time_s(inp)
         lookups = self._lookup(keys, budget_s, (t,))
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
         vector, status, degraded = self._assemble(inp, lookups, t)
-        ordered = model.order(vector)
-        score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
-        prediction = self._prediction(inp, model, score, (ordered, status, degraded))
+        row = (vector, status, degraded)
+        prediction = None
+        if candidate is not None:
+            score = self._run_candidate(candidate, [candidate.order(vector)])
+            if score is not None:
+                prediction = self._prediction(inp, candidate, score[0], row, arm=CANDIDATE)
+        if prediction is None:
+            ordered = model.order(vector)
+            t2 = time.perf_counter()
+            score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
+            if self.rollout is not None:
+                self.rollout.record(CHAMPION, "answer", time.perf_counter() - t2, score)
+            prediction = self._prediction(inp, model, score, row, arm=CHAMPION, ordered=ordered)
+            if arms.plan is not None and self.rollout.shadows(arms, prediction.request_id):  # type: ignore[union-attr]
+                self._shadow(arms, row, prediction, inp)
         self.metrics.inference.observe(time.perf_counter() - t1)
         return prediction
 
     def predict_many(
         self, inputs: Sequence[PredictInput], budget_s: float | None = None
     ) -> list[Prediction | LooplineError]:
-        """Score several requests with one store round trip and one model run.
+        """Score several requests with one store round trip and one run per model.
 
         Each request succeeds or fails on its own (a bad one does not fail the
         others); a missing model fails them all with :class:`UnavailableError`.
@@ -191,12 +230,15 @@ class InferenceCore:
         t0 = time.perf_counter()
         results: list[Prediction | LooplineError | None] = [None] * len(inputs)
         models: list[LoadedModel | None] = [None] * len(inputs)
+        answering: list[LoadedModel | None] = [None] * len(inputs)
+        arms = self.rollout.arms if self.rollout is not None else NO_ROLLOUT
         keys: list[bytes] = []
         todo: list[int] = []
         for i, inp in enumerate(inputs):
             try:
                 models[i] = self.model(inp.model, inp.model_version)
                 ids = self._validate(inp)
+                answering[i] = self._route(inp, arms, ids[0]) or models[i]
             except LooplineError as e:
                 results[i] = e
                 continue
@@ -210,31 +252,76 @@ class InferenceCore:
         self.metrics.feature_fetch.observe(t1 - t0)
 
         n = len(self.plan.entities)
-        # Rows per model: requests pinned to different versions (OIP) run apart.
-        groups: dict[int, list[tuple[int, list[float], Sequence[FeatureStatus], bool]]] = {}
+        rows: dict[int, tuple[list[float], Sequence[FeatureStatus], bool]] = {}
+        # Rows per answering model: pinned versions (OIP) and canary arms run apart.
+        groups: dict[int, list[int]] = {}
         for j, i in enumerate(todo):
             try:
-                vector, status, degraded = self._assemble(
-                    inputs[i], lookups[j * n : (j + 1) * n], times[j]
-                )
+                rows[i] = self._assemble(inputs[i], lookups[j * n : (j + 1) * n], times[j])
             except InvalidRequestError as e:
                 results[i] = e
                 continue
+            groups.setdefault(id(answering[i]), []).append(i)
+        fallback: list[int] = []
+        for members in groups.values():
+            model = answering[members[0]]
+            assert model is not None
+            matrix = [model.order(rows[i][0]) for i in members]
+            if model is arms.candidate and model is not models[members[0]]:
+                scores = self._run_candidate(model, matrix)
+                if scores is None:
+                    fallback += members  # the champion answers these instead
+                    continue
+                for i, score in zip(members, scores, strict=True):
+                    results[i] = self._prediction(inputs[i], model, score, rows[i], arm=CANDIDATE)
+                continue
+            self._answer_champion(
+                inputs,
+                members=members,
+                model=model,
+                matrix=matrix,
+                rows=rows,
+                results=results,
+                arms=arms,
+            )
+        for i in fallback:
             model = models[i]
             assert model is not None
-            groups.setdefault(id(model), []).append((i, model.order(vector), status, degraded))
-        for rows in groups.values():
-            model = models[rows[0][0]]
-            assert model is not None
-            matrix = np.array([r[1] for r in rows], dtype=np.float32)
-            for (i, ordered, status, degraded), score in zip(
-                rows, model.probabilities(matrix), strict=True
-            ):
-                results[i] = self._prediction(
-                    inputs[i], model, float(score), (ordered, status, degraded)
-                )
+            self._answer_champion(
+                inputs,
+                members=[i],
+                model=model,
+                matrix=[model.order(rows[i][0])],
+                rows=rows,
+                results=results,
+                arms=arms,
+            )
         self.metrics.inference.observe(time.perf_counter() - t1)
         return results  # type: ignore[return-value]
+
+    def _answer_champion(
+        self,
+        inputs: Sequence[PredictInput],
+        *,
+        members: list[int],
+        model: LoadedModel,
+        matrix: list[list[float]],
+        rows: Mapping[int, tuple[list[float], Sequence[FeatureStatus], bool]],
+        results: list[Prediction | LooplineError | None],
+        arms: Arms,
+    ) -> None:
+        t = time.perf_counter()
+        scores = model.probabilities(np.array(matrix, dtype=np.float32))
+        each = (time.perf_counter() - t) / len(members)
+        for i, ordered, score in zip(members, matrix, scores, strict=True):
+            if self.rollout is not None:
+                self.rollout.record(CHAMPION, "answer", each, float(score))
+            prediction = self._prediction(
+                inputs[i], model, float(score), rows[i], arm=CHAMPION, ordered=ordered
+            )
+            results[i] = prediction
+            if arms.plan is not None and self.rollout.shadows(arms, prediction.request_id):  # type: ignore[union-attr]
+                self._shadow(arms, rows[i], prediction, inputs[i])
 
     # -- raw feature path (OIP tensors) -------------------------------------
     def score_matrix(
@@ -312,6 +399,10 @@ class InferenceCore:
                 raise InvalidRequestError(f"field {name!r} is missing")
             if not math.isfinite(value):
                 raise InvalidRequestError(f"field {name!r} is {value}; it must be finite")
+        if inp.arm and inp.arm not in ARMS:
+            raise InvalidRequestError(
+                f"arm {inp.arm!r} is not one of {('', *ARMS)}; '' follows the rollout plan"
+            )
         if inp.event_time_ms < 0:
             raise InvalidRequestError(
                 f"event_time_ms is {inp.event_time_ms}; use epoch milliseconds, or 0 for now"
@@ -363,8 +454,14 @@ class InferenceCore:
         model: LoadedModel,
         score: float,
         row: tuple[list[float], Sequence[FeatureStatus], bool],
+        *,
+        arm: str,
+        ordered: list[float] | None = None,
     ) -> Prediction:
-        ordered, status, degraded = row
+        """The prediction of ``model`` (the arm that answered), logged."""
+        vector, status, degraded = row
+        if ordered is None:
+            ordered = model.order(vector)
         if degraded and model.permutation is not None:
             status = [status[k] for k in model.permutation]
         prediction = Prediction(
@@ -375,6 +472,7 @@ class InferenceCore:
             statuses=status,
             degraded=degraded,
             entities=inp.entities,
+            arm=arm,
         )
         if self.sink is not None:
             self.sink.log(
@@ -384,6 +482,69 @@ class InferenceCore:
                 model.manifest.feature_names,
             )
         return prediction
+
+    # -- rollout ------------------------------------------------------------
+    def _route(self, inp: PredictInput, arms: Arms, entity_id: str) -> LoadedModel | None:
+        """The candidate when it answers ``inp`` (canary share or override), else None."""
+        if inp.model_version:
+            return None  # a pinned version answers itself
+        if self.rollout is None:
+            if inp.arm == CANDIDATE:
+                raise InvalidRequestError("arm 'candidate' requested, but no rollout is running")
+            return None
+        return self.rollout.route(arms, entity_id, inp.arm)
+
+    def _run_candidate(
+        self, candidate: LoadedModel, matrix: list[list[float]]
+    ) -> list[float] | None:
+        """The candidate's scores, or None when its run fails (the champion answers)."""
+        assert self.rollout is not None
+        t = time.perf_counter()
+        try:
+            scores = [float(x) for x in candidate.probabilities(np.array(matrix, dtype=np.float32))]
+        except Exception as e:
+            log.warning("candidate v%s failed; the champion answers: %s", candidate.version, e)
+            scores = None
+        each = (time.perf_counter() - t) / len(matrix)
+        if scores is None:
+            for _ in matrix:
+                self.rollout.record(CANDIDATE, "answer", each, None)
+            return None
+        ok = [self.rollout.record(CANDIDATE, "answer", each, score) for score in scores]
+        return scores if all(ok) else None
+
+    def _shadow(
+        self,
+        arms: Arms,
+        row: tuple[list[float], Sequence[FeatureStatus], bool],
+        answered: Prediction,
+        inp: PredictInput,
+    ) -> None:
+        assert self.shadow is not None and arms.plan is not None and arms.candidate is not None
+        self.shadow.submit(
+            arms.plan.plan_id,
+            arms.candidate,
+            row,
+            answered,
+            event_time_ms=inp.event_time_ms or int(time.time() * 1000),
+            event_id=inp.event_id,
+        )
+
+    def live_models(self) -> list[LoadedModel]:
+        """Every model a request may be answered by now (current, previous, candidate)."""
+        live = [m for m in self.slot.models() if m is not None]
+        if self.rollout is not None and self.rollout.arms.candidate is not None:
+            live.append(self.rollout.arms.candidate)
+        return live
+
+    def _plan_id(self) -> str:
+        plan = self.rollout.arms.plan if self.rollout is not None else None
+        return plan.plan_id if plan is not None else ""
+
+    def close(self) -> None:
+        """Finish queued shadow scores (their logs go to the sink, still open)."""
+        if self.shadow is not None:
+            self.shadow.close()
 
 
 def _request_time_s(inp: PredictInput) -> float:

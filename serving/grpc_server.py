@@ -34,6 +34,7 @@ from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import RedisFeatureStore
 from loopline.serving.metrics import ServingMetrics
@@ -43,6 +44,7 @@ from loopline.serving.model_manager import ModelManager
 from loopline.serving.model_slot import ModelSlot
 from loopline.serving.oip_api import OipHandlers
 from loopline.serving.prediction_log import KafkaPredictionLog
+from loopline.serving.rollout import RolloutFollower
 from loopline.serving.status import status_for
 from loopline.serving.v1_api import V1Handlers
 from loopline.v1 import inference_pb2 as v1_pb
@@ -156,6 +158,20 @@ class InferenceServer:
             if conf.log_predictions
             else None
         )
+        self.announcer = (
+            RolloutAnnouncer(settings.kafka, self.topics.model_updates, self.registry)
+            if conf.follow_model_updates
+            else None
+        )
+        self.rollout = RolloutFollower(
+            registry=self.registry,
+            model_name=conf.model_name,
+            feature_set=self.feature_set,
+            metrics=self.metrics,
+            settings=settings.rollout,
+            golden_tolerance=conf.golden_tolerance,
+            announce=self.announcer,
+        )
         self.core = InferenceCore(
             settings=conf,
             feature_set=self.feature_set,
@@ -164,6 +180,7 @@ class InferenceServer:
             slot=self.slot,
             metrics=self.metrics,
             sink=self.sink,
+            rollout=self.rollout,
         )
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
@@ -178,12 +195,14 @@ class InferenceServer:
             metrics=self.metrics,
             golden_tolerance=conf.golden_tolerance,
             on_change=self._model_changed,
+            adopt=self.rollout.adoptable,
         )
         self.follower = ModelFollower(
             self.manager,
             kafka=settings.kafka if conf.follow_model_updates else None,
             topic=self.topics.model_updates,
             poll_s=conf.registry_poll_s,
+            rollout=self.rollout,
         )
         self.oip = OipHandlers(self.core, conf.max_message_bytes)
         self.v1 = V1Handlers(self.core, conf.max_message_bytes)
@@ -200,6 +219,8 @@ class InferenceServer:
     def start(self) -> int:
         """Load the alias's model if there is one, then listen; returns the bound port."""
         outcome = self.manager.sync()
+        # A running plan survives a restart: the candidate is loaded before the port opens.
+        self.rollout.sync()
         if outcome is None:
             log.warning(
                 "no %s@%s in the registry yet: NOT_SERVING until one is published",
@@ -250,8 +271,11 @@ class InferenceServer:
             time.sleep(self.settings.serving.shutdown_drain_s)
             # New calls are refused from here; running ones get `grace` to finish.
             self._server.stop(grace).wait()
+        self.core.close()  # queued shadow scores, logged before the log closes
         if self.sink is not None:
             self.sink.close(timeout_s=max(grace, 1.0))
+        if self.announcer is not None:
+            self.announcer.close()
         self.store.close()
         self._done.set()
         log.info("stopped serving on %s", self.address)

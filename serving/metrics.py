@@ -41,6 +41,25 @@ LATENCY_BUCKETS = (
     1.0,
 )
 
+SCORE_BUCKETS = (
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    0.95,
+    0.98,
+    0.99,
+    1.0,
+)
+
 
 class ServingMetrics:
     """The server's metrics, registered in ``registry``."""
@@ -101,6 +120,47 @@ class ServingMetrics:
             "Prediction log messages by outcome: delivered, failed (Kafka refused or "
             "timed out), dropped (queue full, never sent)",
             ["result"],
+            registry=registry,
+        )
+        # -- rollout arms (names in loopline.contracts.metric_names) --------
+        self.arm_calls = Counter(
+            "loopline_serving_arm_calls",
+            "Model runs per rollout arm, path (answer | shadow) and result (ok | error)",
+            ["arm", "path", "result"],
+            registry=registry,
+        )
+        self.arm_model_seconds = Histogram(
+            "loopline_serving_arm_model_seconds",
+            "Model run time per arm (one row): what the rollout policy compares",
+            ["arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.arm_score = Histogram(
+            "loopline_serving_arm_score",
+            "Score distribution per arm",
+            ["arm"],
+            buckets=SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow = Counter(
+            "loopline_serving_shadow",
+            "Shadow scorings: scored, skipped (queue full or the plan ended first), error",
+            ["result"],
+            registry=registry,
+        )
+        self.rollout_info = Gauge(
+            "loopline_serving_rollout_info",
+            "1 for the rollout plan this server runs",
+            ["model", "plan_id", "mode", "candidate", "champion"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_decisions = Counter(
+            "loopline_serving_rollout_decisions",
+            "Rollout plans this server ended by policy (abort: error or latency regression, "
+            "or a candidate that cannot load)",
+            ["action"],
             registry=registry,
         )
         self._ok: dict[str, Counter] = {}

@@ -21,6 +21,7 @@ from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.schemas import ModelUpdate, decode
 from loopline.contracts.settings import KafkaSettings
 from loopline.serving.model_manager import ModelManager
+from loopline.serving.rollout import RolloutFollower
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ class ModelFollower:
         kafka: KafkaSettings | None,
         topic: str,
         poll_s: float,
+        rollout: RolloutFollower | None = None,
     ) -> None:
         self.manager = manager
+        self.rollout = rollout
         self.kafka = kafka
         self.topic = topic
         self.poll_s = poll_s
@@ -62,14 +65,28 @@ class ModelFollower:
                     self._consume(consumer, wait)
                 else:
                     self._stop.wait(wait)
+                if self.rollout is not None:
+                    self.rollout.decide()
                 if time.monotonic() >= next_poll:
-                    self.manager.sync()
+                    self.sync()
                     next_poll = time.monotonic() + self.poll_s
                     if consumer is None and self.kafka is not None:
                         consumer = self._subscribe()  # the topic may exist by now
         finally:
             if consumer is not None:
                 consumer.close()
+
+    def sync(self, expect_sha256: str = "") -> None:
+        """The champion alias first, then the rollout plan.
+
+        In that order a promotion adopts the loaded candidate as champion
+        before the plan's end drops it, so no request waits for a load.
+        """
+        outcome = self.manager.sync(expect_sha256=expect_sha256)
+        if outcome is not None and outcome.result not in ("current", "skipped"):
+            log.info("%s v%s: %s", self.manager.model_name, outcome.version, outcome.result)
+        if self.rollout is not None:
+            self.rollout.sync()
 
     def _subscribe(self) -> Consumer | None:
         assert self.kafka is not None
@@ -112,12 +129,5 @@ class ModelFollower:
             log.warning("model update for v%s: cannot resolve the alias: %s", update.version, e)
             return
         expect = update.sha256 if target and target.manifest.version == update.version else ""
-        outcome = self.manager.sync(expect_sha256=expect)
-        if outcome is not None and outcome.result not in ("current", "skipped"):
-            log.info(
-                "model update %s v%s (%s): %s",
-                update.model_name,
-                update.version,
-                update.action,
-                outcome.result,
-            )
+        log.debug("model update %s v%s (%s)", update.model_name, update.version, update.action)
+        self.sync(expect_sha256=expect)

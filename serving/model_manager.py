@@ -53,6 +53,7 @@ class ModelManager:
         metrics: ServingMetrics,
         golden_tolerance: float,
         on_change: Callable[[LoadedModel], None] | None = None,
+        adopt: Callable[[str, str], LoadedModel | None] | None = None,
     ) -> None:
         self.registry = registry
         self.model_name = model_name
@@ -62,6 +63,9 @@ class ModelManager:
         self.metrics = metrics
         self.golden_tolerance = golden_tolerance
         self.on_change = on_change
+        # A loaded, checked model of (version, sha256) to take over instead of
+        # loading it again: a promoted rollout candidate.
+        self.adopt = adopt
         # (version, sha256) pairs that failed: not retried until the file changes.
         self.refused: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -111,20 +115,23 @@ class ModelManager:
         if key in self.refused:
             return SwapOutcome(version, "skipped", self.refused[key])
         t0 = time.perf_counter()
+        adopted = None
         try:
             if expect_sha256 and expect_sha256 != mv.manifest.sha256:
                 raise IntegrityError(
                     f"{self.model_name} v{version}: announced sha256 {expect_sha256[:12]}... "
                     f"differs from the registry's {mv.manifest.sha256[:12]}..."
                 )
-            model = load_model(mv, self.fs, self.golden_tolerance)
+            adopted = self.adopt(version, mv.manifest.sha256) if self.adopt else None
+            model = adopted or load_model(mv, self.fs, self.golden_tolerance)
         except FingerprintMismatchError as e:
             return self._refuse(key, "refused", e, current)
         except IntegrityError as e:
             return self._refuse(key, "integrity", e, current)
         except (ModelError, OSError) as e:
             return self._refuse(key, "failed", e, current)
-        self.metrics.load_seconds.observe(time.perf_counter() - t0)
+        if adopted is None:
+            self.metrics.load_seconds.observe(time.perf_counter() - t0)
         self.slot.install(model)
         self.metrics.swaps.labels("loaded").inc()
         self._announce(model, current)

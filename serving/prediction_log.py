@@ -185,7 +185,7 @@ def encode_prediction(
         event_time_ms,
         served_at_ms,
         event_id,
-        "champion",
+        prediction.arm,
         status,
     )
     return json.dumps(

@@ -20,7 +20,6 @@ STATUS_TO_PROTO = {
     FeatureStatus.STALE: pb.FEATURE_STATUS_STALE,
     FeatureStatus.DEFAULTED: pb.FEATURE_STATUS_DEFAULTED,
 }
-ARMS = ("", "champion")
 
 
 class V1Handlers:
@@ -71,10 +70,6 @@ class V1Handlers:
 
     @staticmethod
     def _input(request: pb.PredictRequest) -> PredictInput:
-        if request.arm not in ARMS:
-            raise InvalidRequestError(
-                f"arm {request.arm!r} is not active; this server answers with 'champion'"
-            )
         return PredictInput(
             entities=request.entities,
             fields=request.fields,
@@ -82,6 +77,7 @@ class V1Handlers:
             request_id=request.request_id,
             event_id=request.event_id,
             model=request.model,
+            arm=request.arm,
         )
 
     def _response(self, p: Prediction) -> pb.PredictResponse:
@@ -89,6 +85,8 @@ class V1Handlers:
         resp.CopyFrom(self._template(p.model))
         resp.request_id = p.request_id
         resp.score = p.score
+        if p.arm != "champion":
+            resp.arm = p.arm
         features = resp.features
         for fv, value in zip(features, p.features, strict=True):
             fv.value = value
@@ -111,8 +109,8 @@ class V1Handlers:
                     for n in model.manifest.feature_names
                 ],
             )
-            # Keep only live models' templates (the slot holds at most two).
-            live = {id(m) for m in self.core.slot.models() if m is not None}
+            # Keep only live models' templates (at most three).
+            live = {id(m) for m in self.core.live_models()}
             self._templates = {k: v for k, v in self._templates.items() if k in live}
             entry = self._templates[id(model)] = (model, template)
         return entry[1]

@@ -98,3 +98,65 @@ def publish(
     if alias:
         reg.set_alias(model, alias, version.manifest.version)
     return version
+
+
+def faulty_onnx(fail_above: float, column: int, n_features: int = 20) -> bytes:
+    """A small logistic model that scores NaN whenever ``column`` exceeds ``fail_above``.
+
+    An injected fault for rollout tests: it loads, passes its golden rows (all
+    below the threshold) and then fails on part of live traffic, as a model
+    with a numerical bug would.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    weights = rng.normal(0, 0.05, size=(n_features, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p"]),
+        helper.make_node("Slice", ["input", "col_lo", "col_hi", "axis1"], ["x"]),
+        helper.make_node("Sub", ["limit", "x"], ["room"]),
+        helper.make_node("Sqrt", ["room"], ["gate"]),  # NaN above the limit
+        helper.make_node("Mul", ["gate", "zero"], ["nan_or_zero"]),
+        helper.make_node("Add", ["p", "nan_or_zero"], ["pos"]),
+        helper.make_node("Sub", ["one", "pos"], ["neg"]),
+        helper.make_node("Concat", ["neg", "pos"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    consts = [
+        helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.flatten().tolist()),
+        helper.make_tensor("col_lo", TensorProto.INT64, [1], [column]),
+        helper.make_tensor("col_hi", TensorProto.INT64, [1], [column + 1]),
+        helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("limit", TensorProto.FLOAT, [1], [fail_above]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+        helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "faulty",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_features])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
+        initializer=consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def publish_faulty(
+    registry: DirectoryRegistry, *, fail_above: float, model: str = "fraud"
+) -> ModelVersion:
+    """Publish :func:`faulty_onnx` on the fraud feature set's ``amount`` column (no alias)."""
+    fs = FRAUD_FEATURES
+    column = list(fs.model_features).index("amount")
+    onnx_bytes = faulty_onnx(fail_above, column, len(fs.model_features))
+    fields = manifest_fields(onnx_bytes, fs)
+    if max(row[column] for row in fields.golden_inputs) >= fail_above:
+        raise ValueError(f"golden rows reach amount {fail_above}; pick a higher threshold")
+    return registry.publish(model, onnx_bytes, fields)

@@ -20,7 +20,7 @@ from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, RedisLayout, pack
 from loopline.contracts.registry import DirectoryRegistry, ModelVersion
 from loopline.contracts.schemas import ModelUpdate, encode
-from loopline.contracts.settings import ServingSettings, Settings
+from loopline.contracts.settings import RolloutSettings, ServingSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.serving.core import InferenceCore, Prediction
 from loopline.serving.feature_store import StoreUnavailableError
@@ -28,6 +28,7 @@ from loopline.serving.grpc_server import InferenceServer
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model_manager import ModelManager
 from loopline.serving.model_slot import ModelSlot
+from loopline.serving.rollout import RolloutFollower
 
 KEY_PREFIX = "ut"
 LAYOUT = RedisLayout(KEY_PREFIX)
@@ -70,10 +71,17 @@ class CoreKit:
     manager: ModelManager
     registry: DirectoryRegistry
     metrics: ServingMetrics
+    rollout: RolloutFollower | None = None
 
 
-def make_core(root: Path, publish: bool = True, **serving: Any) -> CoreKit:
-    """A core over a MemoryStore and a DirectoryRegistry at ``root`` (model v1 loaded)."""
+def make_core(
+    root: Path, publish: bool = True, rollout: RolloutSettings | None = None, **serving: Any
+) -> CoreKit:
+    """A core over a MemoryStore and a DirectoryRegistry at ``root`` (model v1 loaded).
+
+    With ``rollout`` settings the core follows the registry's rollout plan
+    (call ``kit.rollout.sync()`` after changing it; nothing is announced).
+    """
     registry = DirectoryRegistry(root)
     if publish:
         model_factory.publish(registry)
@@ -81,6 +89,18 @@ def make_core(root: Path, publish: bool = True, **serving: Any) -> CoreKit:
     metrics = ServingMetrics(CollectorRegistry())
     slot = ModelSlot()
     store, sink = MemoryStore(), ListSink()
+    follower = (
+        RolloutFollower(
+            registry=registry,
+            model_name=settings.model_name,
+            feature_set=FRAUD_FEATURES,
+            metrics=metrics,
+            settings=rollout,
+            golden_tolerance=settings.golden_tolerance,
+        )
+        if rollout is not None
+        else None
+    )
     core = InferenceCore(
         settings=settings,
         feature_set=FRAUD_FEATURES,
@@ -89,6 +109,7 @@ def make_core(root: Path, publish: bool = True, **serving: Any) -> CoreKit:
         slot=slot,
         metrics=metrics,
         sink=sink,
+        rollout=follower,
     )
     manager = ModelManager(
         registry=registry,
@@ -98,9 +119,12 @@ def make_core(root: Path, publish: bool = True, **serving: Any) -> CoreKit:
         slot=slot,
         metrics=metrics,
         golden_tolerance=settings.golden_tolerance,
+        adopt=follower.adoptable if follower is not None else None,
     )
     manager.sync()
-    return CoreKit(core, store, sink, manager, registry, metrics)
+    if follower is not None:
+        follower.sync()
+    return CoreKit(core, store, sink, manager, registry, metrics, follower)
 
 
 def card_values(seed: float = 1.0) -> list[float]:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
 from loopline.contracts.rollout import CANDIDATE, CHAMPION, RolloutPlan
+from loopline.contracts.schemas import ModelUpdate
 
 MODEL_FILE = "model.onnx"
 ROLLOUT_FILE = "rollout.json"
@@ -128,6 +129,28 @@ class ModelVersion:
         return data
 
 
+def model_update(
+    mv: ModelVersion, alias: str, action: str, plan: RolloutPlan | None = None
+) -> ModelUpdate:
+    """The model-updates record saying ``alias`` of a model now means ``mv``.
+
+    The topic is compacted by model name: every record states the model's
+    current champion (and, for action ``rollout``, its plan), never a delta.
+    """
+    m = mv.manifest
+    return ModelUpdate(
+        model_name=m.model_name,
+        version=m.version,
+        alias=alias,
+        sha256=m.sha256,
+        uri=mv.model_path.resolve().as_uri(),
+        fingerprint=m.fingerprint,
+        time_ms=int(time.time() * 1000),
+        action=action,
+        plan=plan.to_dict() if plan is not None else {},
+    )
+
+
 class ModelRegistry(Protocol):
     """What the trainer and serving need from a registry."""
 
@@ -141,6 +164,10 @@ class ModelRegistry(Protocol):
     def models(self) -> list[str]: ...
     def alias_history(self, model: str, alias: str) -> list[str]: ...
     def update_manifest(self, model: str, version: str, **changes: Any) -> ModelVersion: ...
+    def rollout(self, model: str) -> RolloutPlan | None: ...
+    def finish_rollout(
+        self, model: str, plan_id: str, state: str, reason: str
+    ) -> RolloutPlan | None: ...
 
 
 class DirectoryRegistry:
