@@ -52,7 +52,7 @@ def test_oversized_request_and_inactive_arm_are_invalid(kit: CoreKit) -> None:
     big = v1_request(event_id="e" * 5000)
     with pytest.raises(InvalidRequestError, match=r"request is \d+ bytes; the limit is 4096"):
         h.predict(big, None)
-    with pytest.raises(InvalidRequestError, match="arm 'candidate' requested, but no rollout is running"):
+    with pytest.raises(InvalidRequestError, match="arm 'candidate' requested, but no rollout"):
         h.predict(v1_request(arm="candidate"), None)
 
 
