@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.offline_store import HOUR_MS, data_files, hour_start_ms, partitions
+from loopline.contracts.rollout import shadow_request_id
 from loopline.trainer.dataset import TrainingSet
 
 COLUMNS = [
@@ -28,6 +29,7 @@ COLUMNS = [
     "labeled_at_ms",
 ]
 SOURCE = "offline-store"
+SHADOW_SUFFIX = shadow_request_id("")
 
 
 def latest_hour_end_ms(root: str | Path) -> int | None:
@@ -67,6 +69,9 @@ def load_window(
     keep(pc.equal(table["fingerprint"], fs.fingerprint), "other_fingerprint")
     keep(pc.equal(pc.list_value_length(table["features"]), len(names)), "bad_length")
     keep(pc.is_in(table["label"], pa.array([0, 1], table.schema.field("label").type)), "bad_label")
+    # A shadow score repeats its event's features and label under another
+    # request id; training on both would count the event twice.
+    keep(pc.invert(pc.ends_with(table["request_id"], SHADOW_SUFFIX)), "shadow")
     table = _latest_per_request(table, dropped)
     if len(table):
         x = pc.list_flatten(table["features"]).to_numpy().reshape(len(table), len(names))

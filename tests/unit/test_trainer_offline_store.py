@@ -84,6 +84,20 @@ def test_window_filters_dedupes_and_ignores_temporaries(tmp_path: Path) -> None:
     assert full.dropped == {"other_fingerprint": 1, "bad_length": 1, "duplicates": 1}
 
 
+def test_shadow_scores_of_an_event_are_not_trained_on_twice(tmp_path: Path) -> None:
+    rows = [example(i, T0 + i * 1000) for i in range(6)]
+    shadows = [
+        example(i, T0 + i * 1000, request_id=f"r{i}/shadow", model_version="2", arm="candidate")
+        for i in range(6)
+    ]
+    # A canary answer is the only score of its event: it stays.
+    canary = example(7, T0 + 7000, model_version="2", arm="candidate")
+    write_examples(tmp_path, [*rows, *shadows, canary], "a")
+    ts = load_window(tmp_path, FRAUD_FEATURES, window_hours=24)
+    assert ts.ids == [f"e{i}" for i in range(6)] + ["e7"]
+    assert ts.dropped == {"shadow": 6}
+
+
 def test_empty_store_gives_an_empty_set(tmp_path: Path) -> None:
     ts = load_window(tmp_path, FRAUD_FEATURES, window_hours=24)
     assert len(ts) == 0 and ts.features.shape == (0, K)
