@@ -16,24 +16,22 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import logging
-import time
-import uuid
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from loopline.contracts.errors import ConfigError, ModelNotFoundError, SchemaError, StackError
-from loopline.contracts.kafka_config import consumer_config
+from loopline.contracts.errors import ConfigError, DeliveryError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import MODES, Decision, RolloutPlan, RolloutPolicy, plan_arm
-from loopline.contracts.schemas import LabeledExample, decode
+from loopline.contracts.rollout import MODES, RolloutPlan, RolloutPolicy
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.trainer.commands import _announcer, _handler, _lookup, _registry
+from loopline.trainer.publish_policy import rollout_update, share_text
+from loopline.trainer.rollout_watch_loop import RolloutWatcher, count_example, kafka_label_sources
 
-log = logging.getLogger("loopline.trainer.rollout")
+__all__ = ["count_example", "plan_table", "register"]
+
 DEFAULT_SHARE = {"shadow": 1.0, "canary": 0.1}
 
 
@@ -79,16 +77,19 @@ def register(subparsers: Any) -> None:
     watch = sub.add_parser(
         "watch",
         help="follow the labeled log and promote or abort the running plan by the policy",
-        description="Read the labeled topic from its beginning, count each example scored "
-        "after the plan started by the candidate or the champion version for its arm, and "
-        "end the plan once the policy decides: promote after --min-labels labels per arm "
+        description="Read the labeled topic from just before the plan started, count each "
+        "example scored after the start by the candidate or the champion version for its arm, "
+        "and end the plan once the policy decides: promote after --min-labels labels per arm "
         "when the candidate is not worse by the margins, abort when it is. Error-rate and "
-        "latency aborts need serving's per-arm calls and happen there.",
+        "latency aborts need serving's per-arm calls and happen there. `loopline run "
+        "rollout` does the same for every plan, as a service.",
     )
-    watch.add_argument("--min-labels", type=int, default=1000, help="labels per arm first")
-    watch.add_argument("--auc-margin", type=float, default=0.01)
-    watch.add_argument("--log-loss-margin", type=float, default=0.02)
-    watch.add_argument("--decide-every-s", type=float, default=2.0)
+    watch.add_argument(
+        "--min-labels", type=int, help="labels per arm first (default rollout.min_labels)"
+    )
+    watch.add_argument("--auc-margin", type=float, help="default rollout.auc_margin")
+    watch.add_argument("--log-loss-margin", type=float, help="default rollout.log_loss_margin")
+    watch.add_argument("--decide-every-s", type=float, help="default rollout.decide_every_s")
     watch.add_argument("--max-seconds", type=float, help="give up (plan still running) after this")
     _common(watch)
     watch.set_defaults(func=_handler(_watch))
@@ -183,91 +184,64 @@ def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> in
     plan = reg.rollout(model)
     if plan is None or not plan.running:
         raise ConfigError(f"{model}: no running rollout to watch")
-    policy = RolloutPolicy(
-        min_labels=args.min_labels,
-        auc_margin=args.auc_margin,
-        log_loss_margin=args.log_loss_margin,
+    overrides = {
+        name: value
+        for name, value in (
+            ("min_labels", args.min_labels),
+            ("auc_margin", args.auc_margin),
+            ("log_loss_margin", args.log_loss_margin),
+            ("decide_every_s", args.decide_every_s),
+        )
+        if value is not None
+    }
+    rollout = dataclasses.replace(settings.rollout, **overrides)
+    announcer = None if args.no_announce else _announcer(settings)
+    # The same watcher as `loopline run rollout`, pinned to this one plan.
+    watcher = RolloutWatcher(
+        reg,
+        model,
+        open_source=kafka_label_sources(settings),
+        new_policy=lambda: RolloutPolicy.from_settings(rollout),
+        announcer=announcer,
+        decide_every_s=rollout.decide_every_s,
+        plan_id=plan.plan_id,
     )
     console.print(
         f"{model}: watching rollout {plan.plan_id} (v{plan.candidate_version} vs "
-        f"v{plan.champion_version}) on {Topics(settings.kafka.topic_prefix).labeled}"
+        f"v{plan.champion_version}, {rollout.min_labels} labels per arm) on "
+        f"{Topics(settings.kafka.topic_prefix).labeled}"
     )
-    decision = _follow_labels(settings, reg, plan, policy, args)
-    if decision is None or decision.action == "continue":
-        reason = decision.reason if decision else "the plan ended elsewhere"
-        console.print(f"{model}: no decision ({reason})")
+    try:
+        watcher.follow(plan)
+        ended = watcher.run(deadline_s=args.max_seconds, max_plans=1)
+        if watcher.outbox:
+            raise DeliveryError(
+                f"{model}: rollout {plan.plan_id} ended in the registry, but announcing it "
+                "failed; servers following the registry still pick it up"
+            )
+    finally:
+        watcher.close()
+        if announcer is not None:
+            announcer.close()
+    if not ended:
+        last = watcher.last_decision
+        console.print(f"{model}: no decision ({last.reason if last else 'no evidence yet'})")
         return 0
-    state = "promoted" if decision.action == "promote" else "aborted"
-    done = reg.finish_rollout(model, plan.plan_id, state, f"policy: {decision.reason}")
-    if done is None:
+    end = ended[0]
+    if end.decision is None:
+        console.print(f"{model}: no decision (the plan ended elsewhere)")
+        return 0
+    if end.finished is None:
         console.print(f"{model}: rollout {plan.plan_id} was ended meanwhile; nothing to do")
         return 0
-    colour = "green" if state == "promoted" else "red"
-    console.print(f"{model}: rollout {plan.plan_id} [{colour}]{state}[/{colour}]: {done.reason}")
-    return _announce(args, settings, console, reg, done)
-
-
-def count_example(policy: RolloutPolicy, plan: RolloutPlan, example: LabeledExample) -> bool:
-    """Feed one labeled example to the policy if it belongs to the plan; True when it did.
-
-    >>> plan = RolloutPlan("fraud", "3", "2", plan_id="p", created_ms=0)
-    >>> ex = LabeledExample("r", "e", "fraud", "3", "fp", {}, [], 0.9, 1, 5, 6)
-    >>> policy = RolloutPolicy()
-    >>> count_example(policy, plan, ex), policy.arms["candidate"].labels
-    (True, 1)
-    """
-    if example.model_name != plan.model:
-        return False
-    arm = plan_arm(plan, example.model_version, example.event_time)
-    if arm is None:
-        return False
-    policy.update_label(arm, example.score, example.label)
-    return True
-
-
-def _follow_labels(
-    settings: Settings,
-    reg: DirectoryRegistry,
-    plan: RolloutPlan,
-    policy: RolloutPolicy,
-    args: argparse.Namespace,
-) -> Decision | None:
-    """Consume labels until the policy decides, the plan ends elsewhere, or time runs out."""
-    from confluent_kafka import Consumer, KafkaException
-
-    topic = Topics(settings.kafka.topic_prefix).labeled
-    # A private group from the beginning: the plan's evidence is rebuilt on every start.
-    group = f"rollout-watch-{plan.plan_id}-{uuid.uuid4().hex[:8]}"
-    consumer = Consumer(consumer_config(settings.kafka, group))
-    try:
-        consumer.subscribe([topic])
-        started = time.monotonic()
-        next_decision = started + args.decide_every_s
-        decision: Decision | None = None
-        while True:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                try:
-                    count_example(policy, plan, decode(LabeledExample, msg.value()))
-                except SchemaError as e:
-                    log.warning("labeled: skipping a malformed example: %s", e)
-            elif msg is not None:
-                log.warning("labeled: %s", msg.error())
-            now = time.monotonic()
-            if now >= next_decision:
-                next_decision = now + args.decide_every_s
-                current = reg.rollout(plan.model)
-                if current is None or current.plan_id != plan.plan_id or not current.running:
-                    return None
-                decision = policy.decide()
-                if decision.action != "continue":
-                    return decision
-            if args.max_seconds is not None and now - started >= args.max_seconds:
-                return decision or policy.decide()
-    except KafkaException as e:
-        raise StackError(f"cannot read {topic}: {e} (is the stack up? `loopline up`)") from e
-    finally:
-        consumer.close()
+    done = end.finished
+    colour = "green" if done.state == "promoted" else "red"
+    console.print(
+        f"{model}: rollout {plan.plan_id} [{colour}]{done.state}[/{colour}]: {done.reason}"
+    )
+    if announcer is not None:
+        console.print(f"announced on {announcer.topic}")
+    return 0
 
 
 def _finish(
@@ -290,14 +264,12 @@ def _announce(
     reg: DirectoryRegistry,
     plan: RolloutPlan,
 ) -> int:
-    from loopline.trainer.kafka_io import model_update
-
     if args.no_announce:
         return 0
     champion = reg.resolve(plan.model, "champion")
     if champion is None:
         raise ModelNotFoundError(f"{plan.model}: no champion to announce")
-    update = dataclasses.replace(model_update(champion, "champion", "rollout"), plan=plan.to_dict())
+    update = rollout_update(champion, plan)
     announcer = _announcer(settings)
     try:
         announcer.announce(update)  # waits for the broker's acknowledgement
@@ -307,10 +279,7 @@ def _announce(
     return 0
 
 
-def _share_text(plan: RolloutPlan) -> str:
-    if plan.mode == "canary":
-        return f"{plan.canary_share:.1%} of entities answered by the candidate"
-    return f"{plan.shadow_share:.1%} of requests also scored by the candidate"
+_share_text = share_text
 
 
 def plan_table(plan: RolloutPlan, aliases: dict[str, str]) -> Table:
