@@ -75,6 +75,7 @@ COMPONENT_COMMANDS = (
     "loopline.trainer.commands",
     "loopline.trainer.rollout_commands",
     "loopline.trainer.retrain_policy_loop",
+    "loopline.trainer.rollout_watch_loop",
 )
 
 
