@@ -447,6 +447,7 @@ def register(subparsers: Any) -> None:
         "--metrics-port", type=int, help="Prometheus port (default rollout.metrics_port)"
     )
     p.add_argument("--max-plans", type=int, help="exit after this many plans stopped running")
+    p.add_argument("--max-seconds", type=float, help="exit after this long")
     p.add_argument("--no-announce", action="store_true", help="do not announce on Kafka")
     p.set_defaults(func=run_rollout_watch)
 
@@ -492,7 +493,7 @@ def run_rollout_watch(args: argparse.Namespace, settings: Settings | None = None
     )  # fmt: skip
     ended: list[PlanEnd] = []
     try:
-        ended = watcher.run(stop, max_plans=args.max_plans)
+        ended = watcher.run(stop, deadline_s=args.max_seconds, max_plans=args.max_plans)
     except KeyboardInterrupt:
         stop.set()
     finally:
