@@ -276,6 +276,9 @@ class RolloutWatcher:
         self.decide_every_s = max(0.05, decide_every_s)
         self.plan_id = plan_id
         self.clock = clock
+        for action in ("promote", "abort"):
+            # Present from the start at 0, so a first decision shows up in increase().
+            self.metrics.decisions.labels(model, action)
         self.watch: PlanWatch | None = None
         self.source: LabelSource | None = None
         self.last_decision: Decision | None = None
