@@ -279,6 +279,7 @@ class RolloutWatcher:
         for action in ("promote", "abort"):
             # Present from the start at 0, so a first decision shows up in increase().
             self.metrics.decisions.labels(model, action)
+        self.metrics.running.labels(model).set(0)
         self.watch: PlanWatch | None = None
         self.source: LabelSource | None = None
         self.last_decision: Decision | None = None

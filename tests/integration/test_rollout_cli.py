@@ -115,7 +115,12 @@ def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
             model, "3", 80, after, 0.0
         ):
             producer.send(topics.labeled, None, raw)
-        assert run(settings, *watch, "--max-seconds", "90") == 0
+        # Without options the watch takes its thresholds from the rollout settings.
+        configured = dataclasses.replace(
+            settings,
+            rollout=dataclasses.replace(settings.rollout, min_labels=60, decide_every_s=0.5),
+        )
+        assert run(configured, "models", "rollout", "watch", "--max-seconds", "90") == 0
         done = reg.rollout(model)
         assert done is not None and done.state == "aborted", done
         assert "quality regression" in done.reason
