@@ -163,6 +163,8 @@ class ServingMetrics:
             ["action"],
             registry=registry,
         )
+        # Present at 0 from the start, so `increase()` sees the first abort.
+        self.rollout_decisions.labels("abort")
         self._ok: dict[str, Counter] = {}
 
     def request(self, method: str, code: str) -> None:

@@ -135,7 +135,12 @@ def summary(report: TrainingReport, load_s: float | None = None) -> Table:
     t.add_row("best iteration", str(r.best_iteration))
     t.add_row("ONNX parity", f"max abs diff {r.parity_max_abs_diff:.2e}")
     t.add_row("metrics (holdout)", metrics_table(r))
-    verdict = "[green]champion[/green]" if r.accepted else "[yellow]rejected candidate[/yellow]"
+    if not r.accepted:
+        verdict = "[yellow]rejected candidate[/yellow]"
+    elif r.published_as in ("shadow", "canary"):
+        verdict = f"[cyan]{r.published_as} rollout candidate[/cyan]"
+    else:
+        verdict = "[green]champion[/green]"
     t.add_row("decision", f"{verdict}: {r.decision}")
     if r.accepted:
         t.add_row("announced", "yes" if r.announced else "no (announcing disabled)")

@@ -61,5 +61,6 @@ class Telemetry:
             return
         self.duration.set(report.duration_s)
         self.auc.set(report.metrics.get("auc", float("nan")))
-        if report.accepted and report.version.isdigit():
+        # A version published as a rollout candidate is not champion (yet).
+        if report.accepted and report.published_as == "champion" and report.version.isdigit():
             self.champion.set(int(report.version))
