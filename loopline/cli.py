@@ -130,6 +130,13 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace-s", type=float, default=45.0, help="extra live time allowed for the loop to close"
     )
+    parser.add_argument(
+        "--publish-as",
+        choices=("champion", "canary", "shadow"),
+        default="champion",
+        help="how the retrained model goes live: at once (champion), or as a canary or "
+        "shadow rollout that `loopline run rollout` promotes from per-arm labels",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     parser.add_argument("--no-console", action="store_true", help="plain progress lines only")
     parser.add_argument("--report-dir", type=Path, help="where report.html goes (default: run dir)")
@@ -146,6 +153,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
         live_s=args.live_s,
         rate=args.rate,
         grace_s=args.grace_s,
+        publish_as=args.publish_as,
         keep=args.keep,
         console=not args.no_console,
         report_dir=args.report_dir,

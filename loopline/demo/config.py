@@ -41,6 +41,9 @@ class DemoConfig:
     drift_fraud_factor: float = 3.0
     # After the live phase, wait at most this long for the loop to close.
     grace_s: float = 45.0
+    # How the retrained model goes live: "champion" (at once), or "canary" /
+    # "shadow" (a rollout plan that `loopline run rollout` promotes from labels).
+    publish_as: str = "champion"
     keep: bool = False
     console: bool = True
     report_dir: Path | None = None
@@ -50,6 +53,14 @@ class DemoConfig:
             raise ConfigError("demo durations and rate must be > 0")
         if not 0 < self.drift_at < 1:
             raise ConfigError("demo drift_at is a share of the live phase, in (0, 1)")
+        if self.publish_as not in ("champion", "canary", "shadow"):
+            raise ConfigError(
+                f"demo publish_as must be champion, canary or shadow, not {self.publish_as!r}"
+            )
+
+    @property
+    def rollout(self) -> bool:
+        return self.publish_as != "champion"
 
     @property
     def drift_offset_s(self) -> float:
@@ -119,6 +130,24 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
             "min_new_rows": min_rows,
             "metrics_port": free_port(),
         },
+        "rollout": _rollout_overrides(demo),
+    }
+
+
+def _rollout_overrides(demo: DemoConfig) -> dict[str, Any]:
+    if not demo.rollout:
+        return {"publish_mode": "champion", "metrics_port": free_port()}
+    return {
+        "publish_mode": demo.publish_as,
+        "canary_share": 0.5,
+        "shadow_share": 1.0,
+        # Five seconds of traffic per arm: enough labels (with a few dozen
+        # frauds) for AUC to tell a clearly worse candidate apart.
+        "min_labels": int(demo.rate * 5),
+        "auc_margin": 0.02,
+        "log_loss_margin": 0.05,
+        "decide_every_s": 1.0,
+        "metrics_port": free_port(),
     }
 
 

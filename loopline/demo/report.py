@@ -21,6 +21,7 @@ import numpy as np
 
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.topics import Topics
 from loopline.demo.observe import read_labeled
 
@@ -130,6 +131,9 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
             + (f" (first: {failures[0].error})" if failures else ""),
         ),
     ]
+    plans = registry.rollout_history(model)
+    if run.config.rollout:
+        checks.insert(4, _rollout_check(plans))
     comparison = _compare_models(run, labeled, registry, model, served)
     lines = ["", "Loopline demo report", "=" * 20]
     for c in checks:
@@ -158,6 +162,7 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
         if after_drift
         else None,
         "versions_served": served,
+        "rollout": [p.to_dict() for p in plans],
         "predictions": len(stats.records),
         "failed_predictions": len(failures),
         "labeled_examples": len(labeled),
@@ -168,6 +173,27 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
     return report
+
+
+def _rollout_check(plans: list[RolloutPlan]) -> Check:
+    """The retrained version went through a rollout plan and was promoted."""
+    # The history holds each plan's records in order; the last record of a plan is its state.
+    final = {p.plan_id: p for p in plans}
+    promoted = [p for p in final.values() if p.state == "promoted"]
+    if promoted:
+        p = promoted[-1]
+        took = (p.updated_ms - p.created_ms) / 1000
+        return Check(
+            "rollout promoted",
+            True,
+            f"v{p.candidate_version} ran as {p.mode} next to v{p.champion_version} and was "
+            f"promoted after {took:.0f} s ({p.reason})",
+        )
+    detail = (
+        "; ".join(f"v{p.candidate_version} {p.mode} {p.state} {p.reason}" for p in final.values())
+        or "no rollout plan was started"
+    )
+    return Check("rollout promoted", False, detail)
 
 
 def _compare_models(

@@ -2,10 +2,11 @@
 
 Phases: the stack; a replayed history (events and outcomes) to Kafka; the
 features flow; a bootstrap model; the services (serve, labels, drift,
-retrain policy, trainer); live traffic with a drift injected midway; a grace
-period for the loop to close; the report. Exit code 0 only when a drift was
-detected, a new model version was trained, published and served, and no
-Predict call failed.
+retrain policy, trainer, and with ``--publish-as canary|shadow`` the rollout
+watcher); live traffic with a drift injected midway; a grace period for the
+loop to close; the report. Exit code 0 only when a drift was detected, a new
+model version was trained, published and served (and, with a rollout,
+promoted by the watcher), and no Predict call failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopline.contracts.kafka_config import producer_config
+from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import Outcome, Transaction, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -218,6 +220,8 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
         d.start_service("drift", ["run", "drift"], s.drift.metrics_port)
         d.start_service("policy", ["run", "policy"], s.policy.metrics_port)
         d.start_service("trainer", ["run", "trainer"], s.trainer.metrics_port)
+        if demo.rollout:
+            d.start_service("rollout", ["run", "rollout"], s.rollout.metrics_port)
         for svc in d.services.values():
             svc.wait_ready(120)
         _wait_serving(f"{s.serving.host}:{s.serving.port}", d.services["serve"], 120)
@@ -263,10 +267,13 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
             if not svc.alive():
                 run.problems.append(f"{name} died: {svc.tail(5)}")
         d.close()
+    # The report reads the labeled topic: build it before the stack goes down.
+    try:
+        report = build_report(run, d.topics)
+    finally:
         if not demo.keep and started:
             say("stopping the stack the demo started (--keep leaves it running)")
             stack.down()
-    report = build_report(run, d.topics)
     plain_say(report.text)
     plain_say(f"demo took {time.monotonic() - t0:.0f} s")
     return 0 if report.loop_closed else 1
@@ -306,11 +313,20 @@ def _until_closed(
     """The live stream until its planned end, longer (up to the grace) until a new model serves."""
     for item in live:
         elapsed = time.time() - run.live_start_wall_s if run.live_start_wall_s else 0.0
-        if elapsed >= demo.live_s:
-            closed = len(run.stats.versions_served()) > 1
-            if closed or elapsed >= demo.live_s + demo.grace_s:
-                return
+        if elapsed >= demo.live_s and (_closed(run) or elapsed >= demo.live_s + demo.grace_s):
+            return
         yield item
+
+
+def _closed(run: DemoRun) -> bool:
+    """A new version answered; with a rollout, it was also promoted to champion."""
+    if len(run.stats.versions_served()) < 2:
+        return False
+    if not run.config.rollout:
+        return True
+    registry = DirectoryRegistry(run.settings.registry.path)
+    plan = registry.rollout(run.settings.serving.model_name)
+    return plan is not None and plan.state == "promoted"
 
 
 def _chain(first: list[object], rest: Iterator[object]) -> Iterator[object]:
