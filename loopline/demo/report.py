@@ -21,13 +21,15 @@ import numpy as np
 
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import RolloutPlan
+from loopline.contracts.rollout import RolloutPlan, shadow_request_id
 from loopline.contracts.topics import Topics
 from loopline.demo.observe import read_labeled
 
 if TYPE_CHECKING:
     from loopline.contracts.schemas import LabeledExample
     from loopline.demo.runner import DemoRun
+
+SHADOW_SUFFIX = shadow_request_id("")
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -90,11 +92,13 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     drift = list({e.id: e for e in happened.drift}.values()) if happened else []
     after_drift = [e for e in drift if e.time_ms / 1000 >= run.drift_wall_s]
     before_drift = [e for e in drift if e.time_ms / 1000 < run.drift_wall_s]
-    labeled = (
+    every_labeled = (
         read_labeled(consumer_config(s.kafka, "demo-report"), topics.labeled)
         if run.live_start_wall_s
         else []
     )
+    # Shadow scores repeat an answered request's event: one example per answer here.
+    labeled = [e for e in every_labeled if not e.request_id.endswith(SHADOW_SUFFIX)]
 
     checks = [
         Check(
@@ -166,6 +170,7 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
         "predictions": len(stats.records),
         "failed_predictions": len(failures),
         "labeled_examples": len(labeled),
+        "shadow_labeled_examples": len(every_labeled) - len(labeled),
         "comparison": comparison,
         "html": str(report.html_path) if report.html_path else None,
     }

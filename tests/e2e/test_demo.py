@@ -3,7 +3,9 @@
 Traffic flows, an abrupt drift is injected at a known time, and the run must
 show a drift event on the drift topic within a bounded delay, a retrain
 event, a new model version published and served, the new model's AUC on
-post-drift traffic above the old one's, and zero failed Predict calls.
+post-drift traffic above the old one's, and zero failed Predict calls. With
+``--publish-as shadow`` the retrained version must also go through a shadow
+rollout that the watcher promotes from labels.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ MAX_DRIFT_DELAY_S = 30.0
 
 
 @pytest.mark.slow
-def test_shortened_demo_closes_the_loop(stack_settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("publish_as", ["champion", "shadow"])
+def test_shortened_demo_closes_the_loop(
+    stack_settings: Settings, tmp_path: Path, publish_as: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = stack_settings.kafka.bootstrap_servers
     env["LOOPLINE_REDIS__HOST"] = stack_settings.redis.host
@@ -41,7 +46,9 @@ def test_shortened_demo_closes_the_loop(stack_settings: Settings, tmp_path: Path
         "--rate",
         "100",
         "--grace-s",
-        "60",
+        "60" if publish_as == "champion" else "90",
+        "--publish-as",
+        publish_as,
         "--report-dir",
         str(tmp_path / "report"),
     ]
@@ -58,3 +65,13 @@ def test_shortened_demo_closes_the_loop(stack_settings: Settings, tmp_path: Path
     comparison = summary["comparison"]
     assert comparison["auc_new"] > comparison["auc_old"], comparison
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
+    plans = summary["rollout"]
+    if publish_as == "champion":
+        assert plans == []
+        return
+    assert summary["checks"]["rollout promoted"]["ok"]
+    final = {p["plan_id"]: p for p in plans}
+    promoted = [p for p in final.values() if p["state"] == "promoted"]
+    assert promoted and promoted[-1]["mode"] == "shadow"
+    assert promoted[-1]["candidate_version"] in summary["versions_served"]
+    assert summary["shadow_labeled_examples"] > 0
