@@ -255,22 +255,36 @@ def scrape(metrics_port: int) -> dict[str, Any]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
     stages: dict[str, dict[float, float]] = {}
     swaps: Counter[str] = Counter()
-    for family in text_string_to_metric_families(text.decode()):
-        for s in family.samples:
-            if s.name == "loopline_serving_stage_seconds_bucket":
-                stages.setdefault(s.labels["stage"], {})[float(s.labels["le"])] = s.value
-            elif s.name == "loopline_serving_model_swaps_total":
-                swaps[s.labels["result"]] = s.value
-    return {"buckets": stages.get("total", {}), "stages": stages, "swaps": swaps}
+    families = text_string_to_metric_families(text.decode())
+    samples = [s for family in families for s in family.samples]
+    for s in samples:
+        if s.name == "loopline_serving_stage_seconds_bucket":
+            stages.setdefault(s.labels["stage"], {})[float(s.labels["le"])] = s.value
+        elif s.name == "loopline_serving_model_swaps_total":
+            swaps[s.labels["result"]] = s.value
+    # samples: everything, for benchmarks reading other families
+    return {
+        "buckets": stages.get("total", {}),
+        "stages": stages,
+        "swaps": swaps,
+        "samples": samples,
+    }
 
 
-def histogram_percentiles(before: dict[float, float], after: dict[float, float]) -> dict:
+QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))
+
+
+def histogram_percentiles(
+    before: dict[float, float],
+    after: dict[float, float],
+    quantiles: tuple[tuple[str, float], ...] = QUANTILES,
+) -> dict:
     """Percentiles (ms) of the observations between two scrapes of a cumulative histogram."""
     bounds = sorted(after)
     counts = [after[b] - before.get(b, 0.0) for b in bounds]
     total = counts[-1]
     out = {}
-    for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+    for name, q in quantiles:
         rank, lo, prev = q * total, 0.0, 0.0
         value = float("nan")
         for b, c in zip(bounds, counts, strict=True):
@@ -317,6 +331,82 @@ def _baseline_worker(port: int, threads: int, redis_port: int, prefix: str, mode
     server.wait_for_termination()
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# -- setup ------------------------------------------------------------------------
+def write_features(store: Any, layout: Any) -> None:
+    """Packed features of N_CARDS cards and N_MERCHANTS merchants, as the streams flow writes."""
+    from loopline.contracts.fraud import FRAUD_FEATURES as FS
+    from loopline.contracts.redis_layout import pack
+
+    rng = random.Random(7)
+    now = time.time()
+    pipe = store.pipeline(transaction=False)
+    card_n = len(FS.view("card").aggregations)
+    merchant_n = len(FS.view("merchant").aggregations)
+    for i in range(N_CARDS):
+        vals = [float(rng.randrange(10)) for _ in range(card_n - 1)] + [now - 60]
+        pipe.set(layout.feature_key(FS, "card", f"c{i}"), pack(now, vals), ex=3600)
+    for i in range(N_MERCHANTS):
+        vals = [float(rng.randrange(50)) for _ in range(merchant_n)]
+        pipe.set(layout.feature_key(FS, "merchant", f"m{i}"), pack(now, vals), ex=3600)
+    pipe.execute()
+
+
+def write_config(
+    path: Path,
+    settings: Any,
+    *,
+    tag: str,
+    registry_root: Path,
+    processes: int,
+    threads: int,
+    extra: str = "",
+) -> Path:
+    """The server's TOML: the benchmark's topics, Redis keys and registry; ``extra`` appended."""
+    path.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{settings.kafka.bootstrap_servers}"
+topic_prefix = "{settings.kafka.topic_prefix}"
+[redis]
+host = "{settings.redis.host}"
+port = {settings.redis.port}
+[streams]
+redis_key_prefix = "{tag}"
+[registry]
+path = "{registry_root}"
+[serving]
+port = 0
+metrics_port = 0
+processes = {processes}
+threads = {threads}
+registry_poll_s = 0
+"""
+        + extra
+    )
+    return path
+
+
+def remove_bench_data(store: Any, tag: str, settings: Any, topics: Any) -> None:
+    """Delete the benchmark's Redis keys and topics."""
+    from loopline.stack import delete_topics
+
+    keys = list(store.scan_iter(match=f"{tag}:*", count=5000))
+    for i in range(0, len(keys), 5000):
+        store.delete(*keys[i : i + 5000])
+    try:
+        delete_topics(settings, topics.all(), timeout_s=20)
+    except Exception as e:
+        print(f"(could not delete the benchmark topics: {e})")
+
+
 # -- the run ------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -331,11 +421,11 @@ def main() -> None:
     import redis
 
     from loopline.contracts.fraud import FRAUD_FEATURES as FS
-    from loopline.contracts.redis_layout import RedisLayout, pack
+    from loopline.contracts.redis_layout import RedisLayout
     from loopline.contracts.registry import DirectoryRegistry
     from loopline.contracts.settings import load_settings
     from loopline.contracts.topics import Topics
-    from loopline.stack import delete_topics, ensure_topics
+    from loopline.stack import ensure_topics
 
     t_start = time.perf_counter()
     settings = load_settings()
@@ -355,43 +445,19 @@ def main() -> None:
             f"a 200-tree model in a temporary registry",
             flush=True,
         )
-        rng = random.Random(7)
-        now = time.time()
-        pipe = store.pipeline(transaction=False)
-        card_n = len(FS.view("card").aggregations)
-        merchant_n = len(FS.view("merchant").aggregations)
-        for i in range(N_CARDS):
-            vals = [float(rng.randrange(10)) for _ in range(card_n - 1)] + [now - 60]
-            pipe.set(layout.feature_key(FS, "card", f"c{i}"), pack(now, vals), ex=3600)
-        for i in range(N_MERCHANTS):
-            vals = [float(rng.randrange(50)) for _ in range(merchant_n)]
-            pipe.set(layout.feature_key(FS, "merchant", f"m{i}"), pack(now, vals), ex=3600)
-        pipe.execute()
+        write_features(store, layout)
         registry = DirectoryRegistry(work / "registry")
         first = model_factory.publish(registry, n_trees=200, n_leaves=31, seed=0)
         for seed in (1, 2, 3):  # trained now, so swaps only publish
             model_factory.train_onnx(200, 31, seed)
 
-        config = work / "loopline.toml"
-        config.write_text(
-            f"""
-[kafka]
-bootstrap_servers = "{settings.kafka.bootstrap_servers}"
-topic_prefix = "{topics.prefix}"
-[redis]
-host = "{settings.redis.host}"
-port = {settings.redis.port}
-[streams]
-redis_key_prefix = "{tag}"
-[registry]
-path = "{registry.root}"
-[serving]
-port = 0
-metrics_port = 0
-processes = {args.processes}
-threads = {args.threads}
-registry_poll_s = 0
-"""
+        config = write_config(
+            work / "loopline.toml",
+            settings,
+            tag=tag,
+            registry_root=registry.root,
+            processes=args.processes,
+            threads=args.threads,
         )
         steps = [(1, 1), (1, 2), (2, 2), (2, 4), (2, 8), (2, 16)]
         requests = make_requests(5000)
@@ -427,11 +493,7 @@ registry_poll_s = 0
                 processes=args.processes,
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
 
         # -- the baseline -------------------------------------------------------
         ctx = multiprocessing.get_context("spawn")
@@ -471,13 +533,7 @@ registry_poll_s = 0
                 if w.is_alive():
                     w.kill()
     finally:
-        keys = list(store.scan_iter(match=f"{tag}:*", count=5000))
-        for i in range(0, len(keys), 5000):
-            store.delete(*keys[i : i + 5000])
-        try:
-            delete_topics(settings, topics.all(), timeout_s=20)
-        except Exception as e:
-            print(f"(could not delete the benchmark topics: {e})")
+        remove_bench_data(store, tag, settings, topics)
 
     result = {
         "server_p50_ms": round(server_side["p50"], 4),
