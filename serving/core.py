@@ -209,10 +209,12 @@ class InferenceCore:
                 prediction = self._prediction(inp, candidate, score[0], row, arm=CANDIDATE)
         if prediction is None:
             ordered = model.order(vector)
-            t2 = time.perf_counter()
-            score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
-            if self.rollout is not None:
-                self.rollout.record(CHAMPION, "answer", time.perf_counter() - t2, score)
+            if self.rollout is None:
+                score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
+            else:
+                out, wall, cpu = model.timed_probabilities(np.array([ordered], dtype=np.float32))
+                score = float(out[0])
+                self.rollout.record(CHAMPION, "answer", wall, cpu, score)
             prediction = self._prediction(inp, model, score, row, arm=CHAMPION, ordered=ordered)
             if arms.plan is not None and self.rollout.shadows(arms, prediction.request_id):  # type: ignore[union-attr]
                 self._shadow(arms, row, prediction, inp)
@@ -310,12 +312,11 @@ class InferenceCore:
         results: list[Prediction | LooplineError | None],
         arms: Arms,
     ) -> None:
-        t = time.perf_counter()
-        scores = model.probabilities(np.array(matrix, dtype=np.float32))
-        each = (time.perf_counter() - t) / len(members)
+        scores, wall, cpu = model.timed_probabilities(np.array(matrix, dtype=np.float32))
+        n = len(members)
         for i, ordered, score in zip(members, matrix, scores, strict=True):
             if self.rollout is not None:
-                self.rollout.record(CHAMPION, "answer", each, float(score))
+                self.rollout.record(CHAMPION, "answer", wall / n, cpu / n, float(score))
             prediction = self._prediction(
                 inputs[i], model, float(score), rows[i], arm=CHAMPION, ordered=ordered
             )
@@ -499,18 +500,20 @@ class InferenceCore:
     ) -> list[float] | None:
         """The candidate's scores, or None when its run fails (the champion answers)."""
         assert self.rollout is not None
-        t = time.perf_counter()
+        n = len(matrix)
+        w0, c0 = time.perf_counter(), time.thread_time()
         try:
-            scores = [float(x) for x in candidate.probabilities(np.array(matrix, dtype=np.float32))]
-        except Exception as e:
+            out, wall, cpu = candidate.timed_probabilities(np.array(matrix, dtype=np.float32))
+            scores: list[float] | None = [float(x) for x in out]
+        except Exception as e:  # onnxruntime raises its own hierarchy
             log.warning("candidate v%s failed; the champion answers: %s", candidate.version, e)
             scores = None
-        each = (time.perf_counter() - t) / len(matrix)
+            wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         if scores is None:
             for _ in matrix:
-                self.rollout.record(CANDIDATE, "answer", each, None)
+                self.rollout.record(CANDIDATE, "answer", wall / n, cpu / n, None)
             return None
-        ok = [self.rollout.record(CANDIDATE, "answer", each, score) for score in scores]
+        ok = [self.rollout.record(CANDIDATE, "answer", wall / n, cpu / n, x) for x in scores]
         return scores if all(ok) else None
 
     def _shadow(

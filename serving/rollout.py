@@ -110,8 +110,16 @@ class RolloutFollower:
         """Whether the candidate also scores this request off the response path."""
         return arms.candidate is not None and shadow_sampled(arms.plan, request_id)
 
-    def record(self, arm: str, path: str, seconds: float, score: float | None) -> bool:
-        """One model run of ``arm``; ``score`` None or non-finite is an error. True when ok."""
+    def record(
+        self, arm: str, path: str, seconds: float, cpu_seconds: float, score: float | None
+    ) -> bool:
+        """One model run of ``arm``; ``score`` None or non-finite is an error. True when ok.
+
+        The histogram gets the wall time (what a caller waits); the policy
+        compares CPU time, the model's own cost, because the shadow thread
+        waits for the GIL behind request threads and its wall time would make
+        an equally fast candidate look slower under load.
+        """
         ok = score is not None and math.isfinite(score)
         self._calls[(arm, path, "ok" if ok else "error")].inc()
         if ok:
@@ -119,7 +127,7 @@ class RolloutFollower:
             self._scores[arm].observe(score)
         if self.arms.plan is not None:
             with self._policy_lock:
-                self.policy.update_call(arm, seconds * 1000.0 if ok else None, error=not ok)
+                self.policy.update_call(arm, cpu_seconds * 1000.0 if ok else None, error=not ok)
         return ok
 
     # -- follower thread ----------------------------------------------------------

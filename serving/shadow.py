@@ -37,7 +37,7 @@ class ShadowScorer:
     def __init__(
         self,
         *,
-        record: Callable[[str, str, float, float | None], bool],
+        record: Callable[[str, str, float, float, float | None], bool],
         current_plan_id: Callable[[], str],
         log_prediction: Callable[[Any, int, str, Sequence[str]], None] | None,
         make_prediction: Callable[..., Any],
@@ -103,15 +103,14 @@ class ShadowScorer:
             self._skipped.inc()  # the plan ended (or changed) while this row waited
             return
         ordered = candidate.order(vector)
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.thread_time()
         try:
-            score: float | None = float(
-                candidate.probabilities(np.array([ordered], dtype=np.float32))[0]
-            )
-        except Exception as e:
+            out, wall, cpu = candidate.timed_probabilities(np.array([ordered], dtype=np.float32))
+            score: float | None = float(out[0])
+        except Exception as e:  # onnxruntime raises its own hierarchy
             log.warning("shadow: candidate v%s failed: %s", candidate.version, e)
-            score = None
-        ok = self.record(CANDIDATE, "shadow", time.perf_counter() - t0, score)
+            score, wall, cpu = None, time.perf_counter() - w0, time.thread_time() - c0
+        ok = self.record(CANDIDATE, "shadow", wall, cpu, score)
         if not ok:
             self._errors.inc()
             return

@@ -306,9 +306,11 @@ class RolloutSettings:
     auc_margin: float = 0.01
     log_loss_margin: float = 0.02
     # Abort from calls: both arms need min_calls first; then the candidate's error
-    # rate may exceed the champion's by error_margin, and its model-run latency
+    # rate may exceed the champion's by error_margin, and its model-run time
     # quantile may exceed latency_ratio times the champion's (and by at least
-    # latency_min_delta_ms, so microsecond jitter never aborts a plan).
+    # latency_min_delta_ms, so microsecond jitter never aborts a plan). Run
+    # times are CPU time on the scoring thread: the model's own cost, the same
+    # on a request thread and on the shadow thread whatever the load.
     min_calls: int = 200
     error_margin: float = 0.01
     latency_ratio: float = 1.5
