@@ -199,3 +199,18 @@ def test_a_restarted_server_resumes_the_running_plan(kit: CoreKit, tmp_path) -> 
     restarted.store.data.update(kit.store.data)
     assert restarted.rollout.arms.plan == plan
     assert [restarted.core.predict(request(card=f"r{i}")).arm for i in range(200)] == arms
+
+
+def test_latency_policy_compares_cpu_time_not_waiting(kit: CoreKit) -> None:
+    # The shadow thread's wall time includes waiting for the GIL behind request
+    # threads; only the model's own (CPU) time may decide a latency abort.
+    start(kit.registry, "2", mode="shadow")
+    kit.rollout.sync()
+    for _ in range(300):
+        kit.rollout.record("champion", "answer", 0.0002, 0.0002, 0.4)
+        kit.rollout.record("candidate", "shadow", 0.0050, 0.0002, 0.4)
+    assert kit.rollout.decide().action == "continue"
+    for _ in range(300):
+        kit.rollout.record("candidate", "shadow", 0.0050, 0.0050, 0.4)
+    decision = kit.rollout.decide()
+    assert decision.action == "abort" and "latency regression" in decision.reason
