@@ -31,10 +31,10 @@ candidate gave; serving's own per-arm model-run times (what its automatic
 abort compares). Figures are pooled per mode over the rounds and reported as
 ratios against ``none``: absolute times on a shared 2-core machine are noisy.
 
-Serving's automatic abort (``rollout.auto_abort``) is off here unless
-``--auto-abort``: a latency-regression abort would end a phase's plan
-halfway and mix two modes in its figures. A plan ending during a phase is
-reported either way.
+Serving runs with its defaults, automatic abort included: a plan that serving
+aborted during a phase (a false latency or error regression: the candidate
+is as healthy as the champion) is reported, and fails the run.
+``--no-auto-abort`` turns it off to measure costs alone.
 
 Run: ``python benchmarks/rollout_shadow_cost.py [--rounds 4] [--latency-seconds 4]
 [--load-seconds 3]``. It prints a summary, then one JSON object on the last line.
@@ -336,10 +336,10 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=3.0, help="throughput part")
     parser.add_argument("--clients", type=int, default=8, help="calls in flight (throughput)")
     parser.add_argument(
-        "--auto-abort",
-        action="store_true",
-        help="keep serving's automatic abort on (its default); off by default here, so "
-        "that a latency-regression abort cannot end a phase's plan halfway",
+        "--no-auto-abort",
+        dest="auto_abort",
+        action="store_false",
+        help="turn serving's automatic abort off (on by default, as in serving)",
     )
     args = parser.parse_args()
 
