@@ -17,9 +17,12 @@ from confluent_kafka import (
 
 from loopline.contracts.errors import DeliveryError, StackError
 from loopline.contracts.kafka_config import consumer_config, producer_config
-from loopline.contracts.registry import ModelVersion
+from loopline.contracts.registry import model_update
 from loopline.contracts.schemas import ModelUpdate, encode
 from loopline.contracts.settings import KafkaSettings
+
+# Re-exported: the trainer's modules import it from here.
+__all__ = ["DeliveringProducer", "KafkaAnnouncer", "model_update", "read_history"]
 
 METADATA_TIMEOUT_S = 15.0
 
@@ -84,21 +87,6 @@ def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> 
                 ends.pop(part, None)
     finally:
         consumer.close()
-
-
-def model_update(mv: ModelVersion, alias: str, action: str) -> ModelUpdate:
-    """The compacted-topic record stating ``alias`` of a model now means ``mv``."""
-    m = mv.manifest
-    return ModelUpdate(
-        model_name=m.model_name,
-        version=m.version,
-        alias=alias,
-        sha256=m.sha256,
-        uri=mv.model_path.resolve().as_uri(),
-        fingerprint=m.fingerprint,
-        time_ms=int(time.time() * 1000),
-        action=action,
-    )
 
 
 class DeliveringProducer:
