@@ -501,14 +501,12 @@ class InferenceCore:
         """The candidate's scores, or None when its run fails (the champion answers)."""
         assert self.rollout is not None
         n = len(matrix)
-        w0, c0 = time.perf_counter(), time.thread_time()
         try:
             out, wall, cpu = candidate.timed_probabilities(np.array(matrix, dtype=np.float32))
             scores: list[float] | None = [float(x) for x in out]
         except Exception as e:  # onnxruntime raises its own hierarchy
             log.warning("candidate v%s failed; the champion answers: %s", candidate.version, e)
-            scores = None
-            wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+            scores, wall, cpu = None, 0.0, 0.0  # a failed run's time is never compared
         if scores is None:
             for _ in matrix:
                 self.rollout.record(CANDIDATE, "answer", wall / n, cpu / n, None)

@@ -103,13 +103,12 @@ class ShadowScorer:
             self._skipped.inc()  # the plan ended (or changed) while this row waited
             return
         ordered = candidate.order(vector)
-        w0, c0 = time.perf_counter(), time.thread_time()
         try:
             out, wall, cpu = candidate.timed_probabilities(np.array([ordered], dtype=np.float32))
             score: float | None = float(out[0])
         except Exception as e:  # onnxruntime raises its own hierarchy
             log.warning("shadow: candidate v%s failed: %s", candidate.version, e)
-            score, wall, cpu = None, time.perf_counter() - w0, time.thread_time() - c0
+            score, wall, cpu = None, 0.0, 0.0  # a failed run's time is never compared
         ok = self.record(CANDIDATE, "shadow", wall, cpu, score)
         if not ok:
             self._errors.inc()
