@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -105,7 +104,7 @@ def rollout_update(champion: ModelVersion, plan: RolloutPlan) -> ModelUpdate:
     It names the champion of its moment (the topic is compacted by model name
     and carries a model's current state) and holds the plan.
     """
-    return dataclasses.replace(model_update(champion, "champion", "rollout"), plan=plan.to_dict())
+    return model_update(champion, "champion", "rollout", plan)
 
 
 def share_text(plan: RolloutPlan) -> str:
