@@ -209,12 +209,14 @@ class InferenceCore:
                 prediction = self._prediction(inp, candidate, score[0], row, arm=CANDIDATE)
         if prediction is None:
             ordered = model.order(vector)
-            if self.rollout is None:
+            if arms.plan is None:
                 score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
+                if self.rollout is not None:
+                    self.rollout.record_score(CHAMPION, score)
             else:
                 out, wall, cpu = model.timed_probabilities(np.array([ordered], dtype=np.float32))
                 score = float(out[0])
-                self.rollout.record(CHAMPION, "answer", wall, cpu, score)
+                self.rollout.record(CHAMPION, "answer", wall, cpu, score)  # type: ignore[union-attr]
             prediction = self._prediction(inp, model, score, row, arm=CHAMPION, ordered=ordered)
             if arms.plan is not None and self.rollout.shadows(arms, prediction.request_id):  # type: ignore[union-attr]
                 self._shadow(arms, row, prediction, inp)
@@ -315,7 +317,9 @@ class InferenceCore:
         scores, wall, cpu = model.timed_probabilities(np.array(matrix, dtype=np.float32))
         n = len(members)
         for i, ordered, score in zip(members, matrix, scores, strict=True):
-            if self.rollout is not None:
+            if self.rollout is not None and arms.plan is None:
+                self.rollout.record_score(CHAMPION, float(score))
+            elif self.rollout is not None:
                 self.rollout.record(CHAMPION, "answer", wall / n, cpu / n, float(score))
             prediction = self._prediction(
                 inputs[i], model, float(score), rows[i], arm=CHAMPION, ordered=ordered

@@ -131,7 +131,7 @@ class ServingMetrics:
         )
         self.arm_model_seconds = Histogram(
             "loopline_serving_arm_model_seconds",
-            "Model run time per arm (one row): what the rollout policy compares",
+            "Model run wall time per arm (one row), while a rollout plan runs",
             ["arm"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -110,6 +110,14 @@ class RolloutFollower:
         """Whether the candidate also scores this request off the response path."""
         return arms.candidate is not None and shadow_sampled(arms.plan, request_id)
 
+    def record_score(self, arm: str, score: float) -> None:
+        """An answer while no plan runs: its count and score, no timing (nothing compares it)."""
+        if math.isfinite(score):
+            self._calls[(arm, "answer", "ok")].inc()
+            self._scores[arm].observe(score)
+        else:
+            self._calls[(arm, "answer", "error")].inc()
+
     def record(
         self, arm: str, path: str, seconds: float, cpu_seconds: float, score: float | None
     ) -> bool:
