@@ -216,10 +216,12 @@ class InferenceCore:
             else:
                 out, wall, cpu = model.timed_probabilities(np.array([ordered], dtype=np.float32))
                 score = float(out[0])
-                self.rollout.record(CHAMPION, "answer", wall, cpu, score)  # type: ignore[union-attr]
-            prediction = self._prediction(inp, model, score, row, arm=CHAMPION, ordered=ordered)
-            if arms.plan is not None and self.rollout.shadows(arms, prediction.request_id):  # type: ignore[union-attr]
-                self._shadow(arms, row, prediction, inp)
+                self.rollout.record(  # type: ignore[union-attr]
+                    CANDIDATE if model is arms.candidate else CHAMPION, "answer", wall, cpu, score
+                )
+            arm = CANDIDATE if model is arms.candidate else CHAMPION  # pinned to the candidate
+            prediction = self._prediction(inp, model, score, row, arm=arm, ordered=ordered)
+            self._shadow(arms, row, prediction, inp)
         self.metrics.inference.observe(time.perf_counter() - t1)
         return prediction
 
@@ -316,17 +318,17 @@ class InferenceCore:
     ) -> None:
         scores, wall, cpu = model.timed_probabilities(np.array(matrix, dtype=np.float32))
         n = len(members)
+        arm = CANDIDATE if model is arms.candidate else CHAMPION  # pinned to the candidate
         for i, ordered, score in zip(members, matrix, scores, strict=True):
             if self.rollout is not None and arms.plan is None:
-                self.rollout.record_score(CHAMPION, float(score))
+                self.rollout.record_score(arm, float(score))
             elif self.rollout is not None:
-                self.rollout.record(CHAMPION, "answer", wall / n, cpu / n, float(score))
+                self.rollout.record(arm, "answer", wall / n, cpu / n, float(score))
             prediction = self._prediction(
-                inputs[i], model, float(score), rows[i], arm=CHAMPION, ordered=ordered
+                inputs[i], model, float(score), rows[i], arm=arm, ordered=ordered
             )
             results[i] = prediction
-            if arms.plan is not None and self.rollout.shadows(arms, prediction.request_id):  # type: ignore[union-attr]
-                self._shadow(arms, rows[i], prediction, inputs[i])
+            self._shadow(arms, rows[i], prediction, inputs[i])
 
     # -- raw feature path (OIP tensors) -------------------------------------
     def score_matrix(
@@ -525,7 +527,13 @@ class InferenceCore:
         answered: Prediction,
         inp: PredictInput,
     ) -> None:
-        assert self.shadow is not None and arms.plan is not None and arms.candidate is not None
+        """Queue the candidate's shadow score of a champion answer, when the plan samples it."""
+        if arms.plan is None or answered.arm != CHAMPION:
+            return
+        assert self.rollout is not None and self.shadow is not None
+        if not self.rollout.shadows(arms, answered.request_id):
+            return
+        assert arms.candidate is not None
         self.shadow.submit(
             arms.plan.plan_id,
             arms.candidate,

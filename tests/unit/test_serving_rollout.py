@@ -214,3 +214,18 @@ def test_latency_policy_compares_cpu_time_not_waiting(kit: CoreKit) -> None:
         kit.rollout.record("candidate", "shadow", 0.0050, 0.0050, 0.4)
     decision = kit.rollout.decide()
     assert decision.action == "abort" and "latency regression" in decision.reason
+
+
+def test_a_request_pinned_to_the_candidate_version_is_labelled_candidate(kit: CoreKit) -> None:
+    start(kit.registry, "2", mode="shadow")
+    kit.rollout.sync()
+    kit.sink.logged.clear()
+    pinned = kit.core.predict(request(model_version="2"))
+    batch = kit.core.predict_many([request(model_version="2"), request(model_version="1")])
+    assert (pinned.arm, pinned.model.version) == ("candidate", "2")
+    assert [(p.arm, p.model.version) for p in batch] == [("candidate", "2"), ("champion", "1")]
+    # Only the champion's answer is shadowed (the candidate already answered the others).
+    wait_until(lambda: kit.core.shadow.pending == 0, timeout_s=10, what="shadow queue drained")
+    time.sleep(0.05)
+    shadows = [p for p, *_ in kit.sink.logged if p.request_id.endswith("/shadow")]
+    assert len(shadows) == 1
