@@ -45,16 +45,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from serving_latency import (
     Load,
+    bench_setup,
     histogram_percentiles,
     make_requests,
     percentiles,
@@ -344,27 +343,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import model_factory  # tests/ is on sys.path since serving_latency's import
-    import redis
 
     from loopline.contracts.redis_layout import RedisLayout
     from loopline.contracts.registry import DirectoryRegistry
-    from loopline.contracts.settings import load_settings
-    from loopline.contracts.topics import Topics
-    from loopline.stack import ensure_topics
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
-    settings = load_settings()
-    tag = f"bench{uuid.uuid4().hex[:8]}"
-    topics = Topics(f"{tag}.")
-    settings = replace(settings, kafka=replace(settings.kafka, topic_prefix=topics.prefix))
-    try:
-        ensure_topics(settings, topics)
-    except Exception as e:
-        raise SystemExit(f"Kafka is not reachable ({e}); start the stack: loopline up") from e
-    work = Path(tempfile.mkdtemp(prefix="loopline-bench-"))
-    store = redis.Redis(host=settings.redis.host, port=settings.redis.port, socket_timeout=10)
+    settings, topics, tag, work, store = bench_setup()
     figures = {mode: ModeFigures() for mode in MODES}
     rows: list[tuple[str, dict[str, float]]] = []
     try:

@@ -408,26 +408,18 @@ def remove_bench_data(store: Any, tag: str, settings: Any, topics: Any) -> None:
 
 
 # -- the run ------------------------------------------------------------------------
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--processes", type=int, default=2, help="server worker processes")
-    parser.add_argument("--threads", type=int, default=2, help="RPC threads per worker")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
-    parser.add_argument("--latency-seconds", type=float, default=8.0, help="1-client phase")
-    parser.add_argument("--swaps", type=int, default=SWAPS)
-    args = parser.parse_args()
+def bench_setup() -> tuple[Any, Any, str, Path, Any]:
+    """Settings on private topics (created), a scratch directory and a Redis client.
 
-    import model_factory
+    Returns ``(settings, topics, tag, work_dir, redis)``; ``tag`` prefixes the
+    topics and the Redis keys of this run.
+    """
     import redis
 
-    from loopline.contracts.fraud import FRAUD_FEATURES as FS
-    from loopline.contracts.redis_layout import RedisLayout
-    from loopline.contracts.registry import DirectoryRegistry
     from loopline.contracts.settings import load_settings
     from loopline.contracts.topics import Topics
     from loopline.stack import ensure_topics
 
-    t_start = time.perf_counter()
     settings = load_settings()
     tag = f"bench{uuid.uuid4().hex[:8]}"
     topics = Topics(f"{tag}.")
@@ -438,6 +430,26 @@ def main() -> None:
         raise SystemExit(f"Kafka is not reachable ({e}); start the stack: loopline up") from e
     work = Path(tempfile.mkdtemp(prefix="loopline-bench-"))
     store = redis.Redis(host=settings.redis.host, port=settings.redis.port, socket_timeout=10)
+    return settings, topics, tag, work, store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=2, help="server worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="RPC threads per worker")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
+    parser.add_argument("--latency-seconds", type=float, default=8.0, help="1-client phase")
+    parser.add_argument("--swaps", type=int, default=SWAPS)
+    args = parser.parse_args()
+
+    import model_factory
+
+    from loopline.contracts.fraud import FRAUD_FEATURES as FS
+    from loopline.contracts.redis_layout import RedisLayout
+    from loopline.contracts.registry import DirectoryRegistry
+
+    t_start = time.perf_counter()
+    settings, topics, tag, work, store = bench_setup()
     layout = RedisLayout(tag)
     try:
         print(
