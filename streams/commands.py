@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loopline.contracts.errors import ConfigError
+from loopline.contracts.cli_support import flow_run_options, settings_of
 from loopline.contracts.settings import Settings
 
 
@@ -29,13 +29,6 @@ def register(subparsers: Any) -> None:
     _register_run_features(_run_group(subparsers))
     register_run_labels(_run_group(subparsers))
     _register_simulate(subparsers)
-
-
-def _settings(args: argparse.Namespace, settings: Settings | None) -> Settings:
-    settings = settings or getattr(args, "settings", None)
-    if settings is None:
-        raise ConfigError("no settings: the CLI must set args.settings")
-    return settings
 
 
 # -- run features -------------------------------------------------------------------
@@ -71,20 +64,14 @@ def _register_run_features(run: Any) -> None:
         help="recovery partitions (default <streams.recovery_dir>/features; created if empty)",
     )
     p.add_argument("--no-recovery", action="store_true", help="run without state snapshots")
-    p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
-    p.add_argument(
-        "--drain",
-        type=float,
-        metavar="IDLE_S",
-        help="exit once every partition is caught up and idle this long (backfills, tests)",
-    )
+    flow_run_options(p)
     p.set_defaults(func=run_features_command)
 
 
 def run_features_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
     from loopline.streams.features_flow import RunOptions, run_features
 
-    settings = _settings(args, settings)
+    settings = settings_of(args, settings)
     if args.processes > 1 and args.process_id is None:
         return _run_local_cluster(args, settings)
     options = RunOptions(
@@ -167,7 +154,7 @@ def simulate_command(args: argparse.Namespace, settings: Settings | None = None)
     from loopline.streams.simulator.config import config_from_args
     from loopline.streams.simulator.producer import produce_simulation
 
-    settings = _settings(args, settings)
+    settings = settings_of(args, settings)
     config = config_from_args(args)
     started = time.monotonic()
 

@@ -13,8 +13,7 @@ import sys
 import time
 from typing import Any
 
-from loopline.contracts.cli_support import service_group
-from loopline.contracts.errors import ConfigError
+from loopline.contracts.cli_support import service_group, settings_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 
@@ -55,9 +54,7 @@ def _register_tail(subparsers: Any) -> None:
 def run_tail(args: argparse.Namespace, settings: Settings | None = None) -> int:
     from loopline.streams.drift.tail import HEADER, tail
 
-    settings = settings or getattr(args, "settings", None)
-    if settings is None:
-        raise ConfigError("no settings: the CLI must set args.settings")
+    settings = settings_of(args, settings)
     topic = Topics(settings.kafka.topic_prefix).drift
     since_ms = None
     if args.since_minutes is not None:
@@ -104,9 +101,7 @@ def run_drift_flow(args: argparse.Namespace, settings: Settings | None = None) -
     from loopline.streams.drift_flow import run_drift
     from loopline.streams.features_flow import RunOptions
 
-    settings = settings or getattr(args, "settings", None)
-    if settings is None:
-        raise ConfigError("no settings: the CLI must set args.settings")
+    settings = settings_of(args, settings)
     options = RunOptions(
         workers=args.workers or settings.streams.workers,
         recovery=not args.no_recovery,

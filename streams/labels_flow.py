@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loopline.contracts.cli_support import flow_run_options, settings_of
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import Settings, load_settings
 from loopline.streams.features_flow import RunOptions, ensure_recovery_dir
@@ -119,20 +120,12 @@ def register_run_labels(run: Any) -> None:
         help="keep no snapshots: every start re-reads from streams.start_from (already stored "
         "examples are not written twice)",
     )
-    p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
-    p.add_argument(
-        "--drain",
-        type=float,
-        metavar="IDLE_S",
-        help="exit once every partition is caught up and idle this long (backfills, tests)",
-    )
+    flow_run_options(p)
     p.set_defaults(func=run_labels_command)
 
 
 def run_labels_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    settings = settings or getattr(args, "settings", None)
-    if settings is None:
-        raise ConfigError("no settings: the CLI must set args.settings")
+    settings = settings_of(args, settings)
     options = RunOptions(
         workers=args.workers or settings.streams.workers,
         process_id=args.process_id,

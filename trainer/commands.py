@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from loopline.contracts.cli_support import service_group
+from loopline.contracts.cli_support import service_group, settings_of
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.settings import Settings
@@ -371,9 +371,7 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
 # -- helpers ------------------------------------------------------------------------
 def _handler(fn: Callable[[argparse.Namespace, Settings, Console], int]) -> Handler:
     def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
-        settings = settings or getattr(args, "settings", None)
-        if settings is None:
-            raise ConfigError("no settings: the CLI must set args.settings")
+        settings = settings_of(args, settings)
         return fn(args, settings, Console())
 
     run.__name__ = fn.__name__

@@ -25,8 +25,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from loopline.contracts import metric_names as mn
-from loopline.contracts.cli_support import service_group
-from loopline.contracts.errors import ConfigError, DeliveryError, SchemaError, StackError
+from loopline.contracts.cli_support import service_group, settings_of
+from loopline.contracts.errors import DeliveryError, SchemaError, StackError
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.schemas import DeadLetter, DriftEvent, RetrainEvent, decode, encode
 from loopline.contracts.settings import KafkaSettings, Settings
@@ -256,9 +256,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_retrain_policy(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    settings = settings or getattr(args, "settings", None)
-    if settings is None:
-        raise ConfigError("no settings: the CLI must set args.settings")
+    settings = settings_of(args, settings)
     import signal
 
     from prometheus_client import start_http_server

@@ -33,6 +33,17 @@ def service_group(subparsers: Any, name: str = "run") -> Any:
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="SERVICE")
 
 
+def flow_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-metrics`` and ``--drain IDLE_S``, which every dataflow service takes."""
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        metavar="IDLE_S",
+        help="exit once every partition is caught up and idle this long (backfills, tests)",
+    )
+
+
 def settings_of(args: argparse.Namespace, settings: Settings | None = None) -> Settings:
     """The settings a handler runs with: given explicitly, or set by the CLI."""
     settings = settings or getattr(args, "settings", None)
