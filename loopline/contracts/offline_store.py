@@ -30,6 +30,8 @@ only this module, so the layout is defined once::
 [(1699999200000, 'hour=22')]
 >>> read_examples(data_files(partitions(root)[0])[0]) == [ex]
 True
+>>> read_table(data_files(partitions(root)[0])[0], ["label"]).column("label").to_pylist()
+[1.0]
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ LABELED_SCHEMA = pa.schema(
         pa.field("entities", pa.map_(pa.string(), pa.string()), nullable=False),
         pa.field("features", pa.list_(pa.float64()), nullable=False),
         pa.field("score", pa.float64(), nullable=False),
-        pa.field("label", pa.int8(), nullable=False),
+        # float64 for every task (binary labels are 0.0/1.0); files written before
+        # regression existed hold int8, which reading casts (see read_table).
+        pa.field("label", pa.float64(), nullable=False),
         pa.field("event_time", pa.int64(), nullable=False),
         pa.field("labeled_at_ms", pa.int64(), nullable=False),
         pa.field("resolution", pa.string(), nullable=False),
@@ -144,9 +148,17 @@ def from_table(table: pa.Table) -> list[LabeledExample]:
     return [LabeledExample(**row) for row in rows]
 
 
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One Parquet file of the store, cast to :data:`LABELED_SCHEMA` (older int8 labels too).
+
+    Tables from files of different ages then concatenate: each column has one type.
+    """
+    return pq.read_table(path, columns=list(columns) if columns else None, schema=LABELED_SCHEMA)
+
+
 def read_examples(path: str | Path) -> list[LabeledExample]:
     """Every example in one Parquet file of the store."""
-    return from_table(pq.read_table(path, schema=LABELED_SCHEMA))
+    return from_table(read_table(path))
 
 
 def write_examples(root: str | Path, examples: Iterable[LabeledExample], name: str) -> list[Path]:

@@ -17,6 +17,8 @@ Traceback (most recent call last):
 loopline.contracts.errors.SchemaError: Transaction.amount: expected a number, got str 'x'
 >>> decode(Outcome, encode(Outcome(event_id="e1", label=1, event_time=5))) == Outcome("e1", 1, 5)
 True
+>>> decode(Outcome, b'{"event_id":"e2","label":42.5,"event_time":5}').label  # regression
+42.5
 """
 
 from __future__ import annotations
@@ -30,9 +32,47 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
 
-from loopline.contracts.errors import SchemaError
+from loopline.contracts.errors import ConfigError, SchemaError
 
 T = TypeVar("T")
+
+# What a model's labels mean: "binary" (0/1, fraud = 1) or "regression" (any finite number).
+# The schemas carry both as JSON numbers; whoever knows the task checks the values.
+TASKS: tuple[str, ...] = ("binary", "regression")
+BINARY = "binary"
+REGRESSION = "regression"
+
+
+def check_task(task: str, where: str) -> str:
+    """``task`` if it is one of :data:`TASKS`, else a :class:`ConfigError` naming ``where``.
+
+    >>> check_task("regression", "labels")
+    'regression'
+    >>> check_task("multiclass", "drift")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    loopline.contracts.errors.ConfigError: drift: task must be one of (...), not 'multiclass'
+    """
+    if task not in TASKS:
+        raise ConfigError(f"{where}: task must be one of {TASKS}, not {task!r}")
+    return task
+
+
+def check_label(task: str, label: float, where: str = "Outcome.label") -> None:
+    """Raise :class:`SchemaError` unless ``label`` is a valid label for ``task``.
+
+    >>> check_label("binary", 1.0); check_label("regression", -3.25)
+    >>> check_label("binary", 3)
+    Traceback (most recent call last):
+    ...
+    loopline.contracts.errors.SchemaError: Outcome.label: must be 0 or 1
+    """
+    field_name = where.rpartition(".")[2]
+    if task == BINARY:
+        if label not in (0, 1):
+            raise SchemaError(f"{where}: must be 0 or 1", field_name)
+    elif not math.isfinite(label):
+        raise SchemaError(f"{where}: must be a finite number", field_name)
 
 
 @dataclass(frozen=True)
@@ -59,15 +99,16 @@ class Transaction:
 
 @dataclass(frozen=True)
 class Outcome:
-    """``outcomes`` topic: the label of an earlier event (1 = fraud), keyed by ``event_id``."""
+    """``outcomes`` topic: the label of an earlier event, keyed by ``event_id``.
+
+    A JSON number: 0/1 for a binary task (1 = fraud; producers may write ints),
+    any finite value for a regression task. Which values are valid depends on
+    the task, so the consumer that knows it checks them (:func:`check_label`).
+    """
 
     event_id: str
-    label: int
+    label: float
     event_time: int
-
-    def validate(self) -> None:
-        if self.label not in (0, 1):
-            raise SchemaError("Outcome.label: must be 0 or 1", "label")
 
 
 @dataclass(frozen=True)
@@ -101,7 +142,7 @@ class LabeledExample:
     entities: dict[str, str]
     features: list[float]
     score: float
-    label: int
+    label: float  # 0/1 for a binary task, the observed value for a regression task
     event_time: int
     labeled_at_ms: int
     # "outcome" when an outcome arrived, "timeout" when the maturity window's policy decided.

@@ -27,6 +27,7 @@ import pickle
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeAlias
 
 import bytewax.operators as op
@@ -81,7 +82,9 @@ class _InputPartition(StatefulSourcePartition[SourceItem, _PartitionState]):
             cfg.consumer, topic, partition, offset, batch_size=cfg.batch_size
         )
         self._stream = stream
-        self._decode = decode_prediction if stream == PREDICTIONS else decode_outcome
+        self._decode = (
+            decode_prediction if stream == PREDICTIONS else partial(decode_outcome, task=cfg.task)
+        )
         self._processing = cfg.time == PROCESSING_TIME
         self._progress = PartitionProgress(
             f"{topic}:{partition}",

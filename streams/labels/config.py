@@ -13,6 +13,19 @@ starts from a :class:`LabelsFlowConfig`.
 125000
 >>> str(cfg.store_root)
 '.loopline/offline'
+>>> cfg.task
+'binary'
+
+A regression task has no default label: it needs ``labels.timeout_policy = "drop"``.
+
+>>> from dataclasses import replace
+>>> drop = replace(Settings(), labels=replace(Settings().labels, timeout_policy="drop"))
+>>> LabelsFlowConfig.from_settings(drop, task="regression").policy.timeout_label is None
+True
+>>> LabelsFlowConfig.from_settings(Settings(), task="regression")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+loopline.contracts.errors.ConfigError: labels: ... set labels.timeout_policy = "drop" ...
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.contracts.schemas import BINARY, REGRESSION, check_task
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.streams.labels.clock import TIME_MODES
@@ -55,6 +69,9 @@ class LabelsFlowConfig:
     drain_idle_s: float | None = None
     report_every_ms: int = 200
     heartbeat_ms: int = 1000
+    # What the labels mean: "binary" (0/1, checked on decode) or "regression"
+    # (any finite number; no timeout label). Passed by the caller, not read from Settings.
+    task: str = BINARY
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LabelsFlowConfig:
@@ -103,4 +120,16 @@ class LabelsFlowConfig:
             raise ConfigError(f"labels.time must be one of {TIME_MODES}, not {cfg.time!r}")
         if cfg.start not in START_POSITIONS:
             raise ConfigError(f"streams.start_from must be 'beginning' or 'end', not {cfg.start!r}")
+        _check_task(cfg, s.timeout_policy)
         return cfg
+
+
+def _check_task(cfg: LabelsFlowConfig, timeout_policy: str) -> None:
+    """Refuse a timeout label for regression: no value is a safe default for a number."""
+    check_task(cfg.task, "labels")
+    if cfg.task == REGRESSION and cfg.policy.timeout_label is not None:
+        raise ConfigError(
+            "labels: a regression label has no default value, so a prediction without an "
+            f"outcome cannot be labeled {timeout_policy!r}: set labels.timeout_policy = "
+            '"drop" (LOOPLINE_LABELS__TIMEOUT_POLICY=drop)'
+        )

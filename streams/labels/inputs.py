@@ -22,6 +22,10 @@ the request id as its ``event_id``).
 ...                                                          b'"event_time":5}'))
 >>> bad.reason, bad.error
 ('invalid', 'Outcome.label: must be 0 or 1')
+>>> reg = decode_outcome(SourceRecord("outs", 2, 5, None, b'{"event_id":"e3","label":3.5,'
+...                                                       b'"event_time":5}'), task="regression")
+>>> reg.label
+3.5
 >>> decode_prediction(SourceRecord("preds", 0, 8, None, b"{oops")).reason
 'malformed'
 """
@@ -34,7 +38,14 @@ import zlib
 from typing import Any, NamedTuple
 
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.schemas import DeadLetter, Outcome, PredictionLog, decode
+from loopline.contracts.schemas import (
+    BINARY,
+    DeadLetter,
+    Outcome,
+    PredictionLog,
+    check_label,
+    decode,
+)
 from loopline.streams.decoding import SourceRecord
 
 __all__ = [
@@ -72,10 +83,10 @@ class PredictionIn(NamedTuple):
 
 
 class OutcomeIn(NamedTuple):
-    """A valid outcome."""
+    """A valid outcome: ``label`` is an int 0/1 for a binary task, a float for regression."""
 
     event_id: str
-    label: int
+    label: float
     t_ms: int  # window time, as for PredictionIn
     raw: bytes
     partition: int
@@ -118,19 +129,28 @@ def decode_prediction(rec: SourceRecord, t_ms: int | None = None) -> PredictionI
     )
 
 
-def decode_outcome(rec: SourceRecord, t_ms: int | None = None) -> OutcomeIn | DeadLetter:
-    """Validate one outcomes record; ``t_ms`` overrides the window time (processing time)."""
+def decode_outcome(
+    rec: SourceRecord, t_ms: int | None = None, task: str = BINARY
+) -> OutcomeIn | DeadLetter:
+    """Validate one outcomes record for ``task``; ``t_ms`` overrides the window time.
+
+    A binary label must be 0 or 1, a regression label any finite number
+    (the schema only asks for a JSON number: the task decides the rest).
+    """
     try:
         out = decode(Outcome, _json_object(rec, "Outcome"))
         if out.event_time <= 0:
             raise SchemaError("Outcome.event_time: must be epoch ms > 0", "event_time")
+        check_label(task, out.label)
     except _MalformedError as e:
         return _dead(rec, REASON_MALFORMED, str(e))
     except SchemaError as e:
         return _dead(rec, REASON_INVALID, str(e))
+    # Binary labels stay ints, so the labeled log of a binary model reads as before (1, not 1.0).
+    label = int(out.label) if task == BINARY else out.label
     return OutcomeIn(
         out.event_id,
-        out.label,
+        label,
         out.event_time if t_ms is None else t_ms,
         rec.value or b"",
         rec.partition,

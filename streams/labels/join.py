@@ -9,7 +9,8 @@ returns labeled examples, dead letters and counts.
 - A prediction still unlabeled when the watermark passes its window time plus
   ``maturity_ms`` is resolved by the timeout policy (resolution ``"timeout"``;
   fraud: no chargeback within the window = legitimate, label 0), or dropped
-  when the policy is ``drop`` (counted).
+  when the policy is ``drop`` (counted). A regression label has no default
+  value, so a regression flow always drops (the flow's config enforces it).
 - An outcome stays buffered ``outcome_retention_ms`` past its window time, so
   every prediction of the same event (shadow arms, a late log) gets it; one
   that matched nothing by then expires (counted as ``unmatched``, not an
@@ -77,7 +78,7 @@ class JoinPolicy:
     """How long each side waits, what a timeout means, and the state bounds (per shard)."""
 
     maturity_ms: int
-    timeout_label: int | None = 0  # None: drop predictions that time out
+    timeout_label: int | None = 0  # None: drop predictions that time out (regression)
     outcome_retention_ms: int = 3_600_000
     dedup_retention_ms: int = 600_000
     max_predictions: int = 1_000_000
@@ -99,7 +100,7 @@ class _Pending(NamedTuple):
 
 
 class _Outcome(NamedTuple):
-    label: int
+    label: float
     t_ms: int
     expires_ms: int
     matched: int
@@ -248,7 +249,7 @@ class JoinShard:
 
     # -- resolution -----------------------------------------------------------------
     def _resolve(
-        self, entry: _Pending, label: int, resolution: str, labeled_at: int, out: JoinOutput
+        self, entry: _Pending, label: float, resolution: str, labeled_at: int, out: JoinOutput
     ) -> None:
         self._remember(entry.request_id, labeled_at)
         try:
