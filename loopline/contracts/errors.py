@@ -73,3 +73,7 @@ class OverloadedError(LooplineError):
 
 class UnavailableError(LooplineError):
     """The component cannot answer now (no model loaded, shutting down)."""
+
+
+class DefinitionError(ConfigError):
+    """A feature repo's definitions are invalid; the message names the object and the fix."""

@@ -55,10 +55,13 @@ from typing import Any, Literal
 from loopline.contracts.errors import FeatureError
 
 AggKind = Literal["count", "sum", "mean", "min", "max", "std", "distinct", "last", "last_time"]
-DerivedKind = Literal["field", "ratio", "age"]
+DerivedKind = Literal["field", "ratio", "difference", "product", "log1p", "age"]
 
 _WINDOWED = {"count", "sum", "mean", "min", "max", "std", "distinct"}
 _NEEDS_FIELD = {"sum", "mean", "min", "max", "std", "distinct", "last"}
+_FILTER_OPS = ("==", "!=", ">", ">=", "<", "<=", "in")
+# Events of several sources reach one replay; this key names an event's source.
+SOURCE_TAG = "__source__"
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,20 @@ class Aggregation:
     field: str | None = None
     window_s: int | None = None
     default: float = 0.0
+    # Only events matching (field, op, value) count; windowed kinds only.
+    where: tuple[str, str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.where is not None:
+            if self.kind not in _WINDOWED:
+                raise FeatureError(f"aggregation {self.name}: where= needs a windowed kind")
+            field_, op, value = self.where
+            if op not in _FILTER_OPS:
+                raise FeatureError(
+                    f"aggregation {self.name}: filter op {op!r} is not {_FILTER_OPS}"
+                )
+            if op == "in":
+                object.__setattr__(self, "where", (field_, op, tuple(value)))
         if self.kind in _WINDOWED and self.window_s is None:
             raise FeatureError(f"aggregation {self.name}: {self.kind} needs window_s")
         if self.kind not in _WINDOWED and self.window_s is not None:
@@ -109,8 +124,18 @@ class EntityView:
     key_field: str
     windows: tuple[Window, ...]
     aggregations: tuple[Aggregation, ...]
+    # Several key fields make a composite entity id (values joined by "|").
+    key_fields: tuple[str, ...] = ()
+    # The event source this view reads (None: every event), and its time field
+    # (None: the feature set's event_time_field).
+    source: str | None = None
+    time_field: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.key_fields:
+            object.__setattr__(self, "key_fields", (self.key_field,))
+        elif self.key_fields[0] != self.key_field:
+            raise FeatureError(f"{self.entity}: key_field must be the first of key_fields")
         known = {w.seconds for w in self.windows}
         for agg in self.aggregations:
             if agg.window_s is not None and agg.window_s not in known:
@@ -121,6 +146,12 @@ class EntityView:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.aggregations)
+
+    def entity_id(self, record: Mapping[str, Any]) -> str:
+        """The id this view keeps the record's entity under (``KeyError`` if a key is absent)."""
+        if len(self.key_fields) == 1:
+            return str(record[self.key_field])
+        return "|".join(str(record[f]) for f in self.key_fields)
 
     @property
     def defaults(self) -> tuple[float, ...]:
@@ -133,6 +164,8 @@ class Derived:
 
     - ``field``: the request field ``args[0]`` as a float;
     - ``ratio``: ``args[0] / args[1]`` (``default`` when the divisor is 0);
+    - ``difference``, ``product``: ``args[0] - args[1]``, ``args[0] * args[1]``;
+    - ``log1p``: ``log(1 + max(args[0], 0))``;
     - ``age``: request time minus the time in ``args[0]`` (``default`` if unset).
 
     Names of stored values are ``entity.name``; request fields are bare names.
@@ -154,6 +187,9 @@ class FeatureSet:
     derived: tuple[Derived, ...]
     model_features: tuple[str, ...]
     event_time_field: str = "event_time"
+    # The event source whose events are scored (replay yields rows for these
+    # only); None: every event is scored.
+    scored_source: str | None = None
     fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -196,21 +232,37 @@ class FeatureSet:
             "name": self.name,
             "version": self.version,
             "event_time_field": self.event_time_field,
-            "views": [
-                {
-                    "entity": v.entity,
-                    "key_field": v.key_field,
-                    "windows": [[w.seconds, w.tiles] for w in v.windows],
-                    "aggregations": [
-                        [a.name, a.kind, a.field, a.window_s, "float64", a.default]
-                        for a in v.aggregations
-                    ],
-                }
-                for v in self.views
-            ],
+            "views": [_describe_view(v) for v in self.views],
+            **({"scored_source": self.scored_source} if self.scored_source else {}),
             "derived": [[d.name, d.kind, list(d.args), "float64", d.default] for d in self.derived],
             "model_features": list(self.model_features),
         }
+
+
+def _describe_view(v: EntityView) -> dict[str, Any]:
+    # Options appear only when set, so the description (and fingerprint) of a
+    # view that uses none of them is what it was before they existed.
+    out: dict[str, Any] = {
+        "entity": v.entity,
+        "key_field": v.key_field,
+        "windows": [[w.seconds, w.tiles] for w in v.windows],
+        "aggregations": [
+            [a.name, a.kind, a.field, a.window_s, "float64", a.default]
+            + ([[a.where[0], a.where[1], _plain(a.where[2])]] if a.where else [])
+            for a in v.aggregations
+        ],
+    }
+    if len(v.key_fields) > 1:
+        out["key_fields"] = list(v.key_fields)
+    if v.source is not None:
+        out["source"] = v.source
+    if v.time_field is not None:
+        out["time_field"] = v.time_field
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _fingerprint(fs: FeatureSet) -> str:
@@ -263,6 +315,12 @@ class _AssemblyPlan:
             elif kind == "ratio":
                 den = value(refs[1])
                 out.append(value(refs[0]) / den if den else default)
+            elif kind == "difference":
+                out.append(value(refs[0]) - value(refs[1]))
+            elif kind == "product":
+                out.append(value(refs[0]) * value(refs[1]))
+            elif kind == "log1p":
+                out.append(math.log1p(max(value(refs[0]), 0.0)))
             else:  # age
                 then = value(refs[0])
                 out.append(now - then if then > 0 else default)
@@ -280,7 +338,8 @@ _UNIT2 = 2.0**-120
 _MAX_ABS = 2.0**900
 
 # Statistics a tile can hold; a tile is a list ``[count, stat, stat, ...]``.
-_SUM, _SUMSQ, _MIN, _MAX, _DISTINCT = "sum", "sumsq", "min", "max", "distinct"
+_COUNT, _SUM, _SUMSQ, _MIN, _MAX = "count", "sum", "sumsq", "min", "max"
+_DISTINCT = "distinct"
 _STATS_OF = {
     "sum": (_SUM,),
     "mean": (_SUM,),
@@ -313,14 +372,23 @@ class _ViewPlan:
         self.distinct = tuple(sorted({a.field for a in aggs if a.kind == "distinct" and a.field}))
         self.last = tuple(sorted({a.field for a in aggs if a.kind == "last" and a.field}))
         self.windows = tuple((w.tile_s, w.tiles) for w in view.windows)
-        # Per window: the statistics its tiles hold, as {(stat, field): position}.
-        self.slots: list[dict[tuple[str, str], int]] = []
+        # Distinct filters; filter -1 is "every event".
+        self.filters: tuple[tuple[str, str, Any], ...] = tuple(
+            dict.fromkeys(a.where for a in aggs if a.where is not None)
+        )
+        # Per window: the statistics its tiles hold, as {(stat, field, filter): position};
+        # position 0 is the unfiltered count.
+        self.slots: list[dict[tuple[str, str | None, int], int]] = []
         for w in view.windows:
-            slots: dict[tuple[str, str], int] = {}
+            slots: dict[tuple[str, str | None, int], int] = {}
             for a in aggs:
-                if a.window_s == w.seconds:
-                    for stat in _STATS_OF.get(a.kind, ()):
-                        slots.setdefault((stat, a.field), len(slots) + 1)  # type: ignore[arg-type]
+                if a.window_s != w.seconds:
+                    continue
+                fid = self._fid(a)
+                if fid >= 0:
+                    slots.setdefault((_COUNT, None, fid), len(slots) + 1)
+                for stat in _STATS_OF.get(a.kind, ()):
+                    slots.setdefault((stat, a.field, fid), len(slots) + 1)
             self.slots.append(slots)
         self.source = "\n".join(
             [*self._apply_source(), "", *self._read_source(view), "", *self._expires_source()]
@@ -333,15 +401,20 @@ class _ViewPlan:
             "_INF": math.inf,
             "_sqrt": math.sqrt,
             "_number": _number,
+            "_matches": _matches,
+            "_FILTERS": self.filters,
         }
         exec(compile(self.source, f"<feature plan {view.entity}>", "exec"), namespace)
         self.apply = namespace["apply"]
         self.read = namespace["read"]
         self.expires = namespace["expires"]
 
+    def _fid(self, a: Aggregation) -> int:
+        return -1 if a.where is None else self.filters.index(a.where)
+
     def _apply_source(self) -> list[str]:
         lines = ["def apply(tiles_by_window, event, t):"]
-        stats = {s for sl in self.slots for s, _ in sl}
+        stats = {s for sl in self.slots for s, _, _ in sl}
         # Inputs first: a KeyError, TypeError or FeatureError leaves nothing changed.
         for i, f in enumerate(self.numeric):
             lines += [
@@ -356,9 +429,13 @@ class _ViewPlan:
         for i, f in enumerate(self.distinct):
             lines += [f"    d{i} = event[{f!r}]", f"    if d{i}.__class__ is not str: hash(d{i})"]
         lines += [f"    _number(event, {f!r})" for f in self.last]
+        lines += [f"    m{k} = _matches(event, _FILTERS[{k}])" for k in range(len(self.filters))]
         for w, ((tile_s, n_tiles), slots) in enumerate(zip(self.windows, self.slots, strict=True)):
-            empty = {_SUM: "0", _SUMSQ: "0", _MIN: "_INF", _MAX: "-_INF", _DISTINCT: "set()"}
-            new_tile = ", ".join(["0", *(empty[s] for s, _ in slots)])
+            empty = {
+                _COUNT: "0", _SUM: "0", _SUMSQ: "0", _MIN: "_INF", _MAX: "-_INF",
+                _DISTINCT: "set()",
+            }  # fmt: skip
+            new_tile = ", ".join(["0", *(empty[s] for s, _, _ in slots)])
             lines += [
                 f"    tiles = tiles_by_window[{w}]",
                 f"    idx = int(t // {tile_s})",
@@ -372,28 +449,36 @@ class _ViewPlan:
                 "                del tiles[old]",
                 "    tile[0] += 1",
             ]
-            for (stat, f), pos in slots.items():
-                if stat == _DISTINCT:
-                    lines.append(f"    tile[{pos}].add(d{self.distinct.index(f)})")
-                    continue
-                i = self.numeric.index(f)
-                if stat == _SUM:
-                    lines.append(f"    tile[{pos}] += f{i}")
+            for (stat, f, fid), pos in slots.items():
+                pad = "    "
+                if fid >= 0:
+                    lines.append(f"    if m{fid}:")
+                    pad = "        "
+                if stat == _COUNT:
+                    lines.append(f"{pad}tile[{pos}] += 1")
+                elif stat == _DISTINCT:
+                    lines.append(f"{pad}tile[{pos}].add(d{self.distinct.index(f)})")
+                elif stat == _SUM:
+                    lines.append(f"{pad}tile[{pos}] += f{self.numeric.index(f)}")
                 elif stat == _SUMSQ:
-                    lines.append(f"    tile[{pos}] += q{i}")
+                    lines.append(f"{pad}tile[{pos}] += q{self.numeric.index(f)}")
                 else:
+                    i = self.numeric.index(f)
                     op = "<" if stat == _MIN else ">"
-                    lines.append(f"    if x{i} {op} tile[{pos}]: tile[{pos}] = x{i}")
+                    lines.append(f"{pad}if x{i} {op} tile[{pos}]: tile[{pos}] = x{i}")
         lines.append("    return None")
         return lines
 
     def _read_source(self, view: EntityView) -> list[str]:
         lines = ["def read(tiles_by_window, as_of, last_time, last_values):"]
-        var: list[dict[tuple[str, str], str]] = []
+        var: list[dict[tuple[str, str | None, int], str]] = []
         for w, ((tile_s, n_tiles), slots) in enumerate(zip(self.windows, self.slots, strict=True)):
             names = {key: f"v{w}_{pos}" for key, pos in slots.items()}
             var.append(names)
-            start = {_SUM: "0", _SUMSQ: "0", _MIN: "_INF", _MAX: "-_INF", _DISTINCT: "None"}
+            start = {
+                _COUNT: "0", _SUM: "0", _SUMSQ: "0", _MIN: "_INF", _MAX: "-_INF",
+                _DISTINCT: "None",
+            }  # fmt: skip
             lines += [f"    n{w} = 0"] + [f"    {names[k]} = {start[k[0]]}" for k in slots]
             lines += [
                 f"    last = int(as_of // {tile_s})",
@@ -404,9 +489,9 @@ class _ViewPlan:
             ]
             # Exact or order-free merges (integer sums, min, max, set union):
             # the dict's iteration order does not matter.
-            for (stat, f), pos in slots.items():
-                v = names[(stat, f)]
-                if stat in (_SUM, _SUMSQ):
+            for key, pos in slots.items():
+                stat, v = key[0], names[key]
+                if stat in (_COUNT, _SUM, _SUMSQ):
                     lines.append(f"            {v} += tile[{pos}]")
                 elif stat == _DISTINCT:
                     lines.append(
@@ -427,11 +512,12 @@ class _ViewPlan:
                 values.append(f"({d} if {get} is None else float({get}))")
                 continue
             w = index[a.window_s]  # type: ignore[index]
-            n = f"n{w}"
+            fid = self._fid(a)
+            n = f"n{w}" if fid < 0 else var[w][(_COUNT, None, fid)]
             if a.kind == "count":
                 values.append(f"float({n})")
                 continue
-            v = var[w][(_STATS_OF[a.kind][0], a.field)]  # type: ignore[index]
+            v = var[w][(_STATS_OF[a.kind][0], a.field, fid)]
             expr = {
                 "sum": f"{v} * _UNIT",
                 "mean": f"{v} / {n} * _UNIT",
@@ -440,7 +526,7 @@ class _ViewPlan:
                 "distinct": f"float(len({v}))",
             }.get(a.kind)
             if a.kind == "std":
-                q = var[w][(_SUMSQ, a.field)]  # type: ignore[index]
+                q = var[w][(_SUMSQ, a.field, fid)]
                 expr = f"_sqrt(({n} * {q} - {v} * {v}) / ({n} * {n}) * _UNIT2)"
             values.append(f"({expr} if {n} else {d})")
         lines.append("    return (" + ", ".join(values) + ("," if len(values) == 1 else "") + ")")
@@ -480,6 +566,30 @@ def _plan_for(view: EntityView) -> _ViewPlan:
     if len(_PLANS_BY_ID) < 256:  # bounded: unpickled copies are new objects
         _PLANS_BY_ID[id(view)] = (view, plan)
     return plan
+
+
+def _matches(event: Mapping[str, Any], where: tuple[str, str, Any]) -> bool:
+    """Whether ``event`` passes an aggregation's filter (an absent field never does)."""
+    field_, op, value = where
+    x = event.get(field_)
+    if x is None:
+        return False
+    if op == "in":
+        return x in value
+    try:
+        if op == "==":
+            return bool(x == value)
+        if op == "!=":
+            return bool(x != value)
+        if op == ">":
+            return bool(x > value)
+        if op == ">=":
+            return bool(x >= value)
+        if op == "<":
+            return bool(x < value)
+        return bool(x <= value)
+    except TypeError:  # a string compared with a number: not a match
+        return False
 
 
 def _number(event: Mapping[str, Any], f: str) -> float:
@@ -571,29 +681,48 @@ class PointInTimeRow:
 
 
 def replay(fs: FeatureSet, events: Iterable[Mapping[str, Any]]) -> Iterator[PointInTimeRow]:
-    """Offline, point-in-time correct features for each event, in order.
+    """Offline, point-in-time correct features for each scored event, in order.
 
     Each row holds the model vector as of the event's time, computed from the
     events before it only (the event itself is applied afterwards), exactly as
-    the online store holds it when a Predict call precedes the event.
+    the online store holds it when a Predict call precedes the event. Events
+    of several sources are told apart by their :data:`SOURCE_TAG` key: a view
+    reads only its own source's events, and only the scored source's events
+    yield rows.
     """
     states: dict[tuple[str, str], EntityState] = {}
     tf = fs.event_time_field
+    scored = fs.scored_source
     for event in events:
-        t = float(event[tf]) / 1000.0
-        stored: dict[str, tuple[float, ...] | None] = {}
-        keys = []
-        for view in fs.views:
-            key = (view.entity, str(event[view.key_field]))
-            keys.append((view, key))
-            st = states.get(key)
-            stored[view.entity] = st.values(t) if st is not None else None
-        yield PointInTimeRow(event, fs.assemble(stored, event, request_time=t))
-        for view, key in keys:
-            st = states.get(key)
-            if st is None:
-                st = states[key] = EntityState(view)
-            st.update(event, t)
+        source = event.get(SOURCE_TAG)
+        if scored is None or source is None or source == scored:
+            t = float(event[tf]) / 1000.0
+            stored: dict[str, tuple[float, ...] | None] = {}
+            for view in fs.views:
+                try:
+                    st = states.get((view.entity, view.entity_id(event)))
+                except KeyError:  # the scored event lacks this view's key: defaults
+                    st = None
+                stored[view.entity] = st.values(t) if st is not None else None
+            yield PointInTimeRow(event, fs.assemble(stored, event, request_time=t))
+        _apply_event(fs, states, event, source)
+
+
+def _apply_event(
+    fs: FeatureSet,
+    states: dict[tuple[str, str], EntityState],
+    event: Mapping[str, Any],
+    source: str | None,
+) -> None:
+    for view in fs.views:
+        if view.source is not None and source is not None and view.source != source:
+            continue
+        t = float(event[view.time_field or fs.event_time_field]) / 1000.0
+        key = (view.entity, view.entity_id(event))
+        st = states.get(key)
+        if st is None:
+            st = states[key] = EntityState(view)
+        st.update(event, t)
 
 
 def final_values(
@@ -605,15 +734,8 @@ def final_values(
     streaming flow writes after an entity's last event.
     """
     states: dict[tuple[str, str], EntityState] = {}
-    tf = fs.event_time_field
     for event in events:
-        t = float(event[tf]) / 1000.0
-        for view in fs.views:
-            key = (view.entity, str(event[view.key_field]))
-            st = states.get(key)
-            if st is None:
-                st = states[key] = EntityState(view)
-            st.update(event, t)
+        _apply_event(fs, states, event, event.get(SOURCE_TAG))
     out = {}
     for key, st in states.items():
         at = st.last_time if as_of is None else as_of

@@ -1,0 +1,401 @@
+"""A feature repo's definitions, checked across objects and compiled for the runtime.
+
+:class:`Project` holds what a definitions module declares (entities, event
+sources, feature views, models). :meth:`Project.feature_set` compiles a
+model's features into the :class:`~loopline.contracts.features.FeatureSet`
+the features dataflow and the trainer's replay both run; the event schemas
+become decoders (:mod:`loopline.contracts.event_schema`). Cross-object faults
+(a view aggregating a field its source lacks, a model reading an unknown
+feature) raise :class:`DefinitionError` naming the object and the fix.
+
+>>> from loopline.contracts.definitions import *
+>>> user = Entity("user", key="user_id")
+>>> clicks = EventSource("clicks", topic="clicks", fields=(
+...     Field("click_id", "string"), Field("user_id", "string"),
+...     Field("price", "float", ge=0), Field("ts", "timestamp")),
+...     event_id="click_id", event_time="ts")
+>>> view = FeatureView("user", entities=(user,), source=clicks, features=(
+...     Aggregate("clicks_1h", "count", window="1h"),
+...     Aggregate("spend_1h", "sum", "price", window="1h"),
+... ))
+>>> model = Model("spend", features=(view, "price"), scores=clicks,
+...               request=(RequestField("price"),),
+...               outcomes=Outcomes("purchases", task="regression", on_timeout="drop"))
+>>> project = Project.of("shop", [user, clicks, view, model])
+>>> fs = project.feature_set()
+>>> fs.model_features
+('user.clicks_1h', 'user.spend_1h', 'price')
+>>> project.model().task, project.topics_read()
+('regression', ('clicks',))
+>>> Project.of("shop", [Model("m", features=("user.nope",), scores=clicks,
+...     outcomes=Outcomes("o")), view]).feature_set()  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+loopline.contracts.errors.DefinitionError: definitions.py: Model 'm': feature 'user.nope' is ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from loopline.contracts.definitions import (
+    NUMERIC_AGGREGATES,
+    Aggregate,
+    Entity,
+    EventSource,
+    FeatureView,
+    Model,
+    RequestField,
+    Transform,
+)
+from loopline.contracts.errors import DefinitionError
+from loopline.contracts.features import (
+    Aggregation,
+    Derived,
+    EntityView,
+    FeatureSet,
+    Window,
+)
+
+DEFAULT_TILES = 12
+# The feature engine's kind for each declared aggregate kind that differs.
+_ENGINE_KIND = {"time_since": "last_time"}
+_AGE_SUFFIX = "__t"
+
+
+@dataclass(frozen=True)
+class Project:
+    """Everything a feature repo declares, checked as a whole."""
+
+    name: str
+    entities: tuple[Entity, ...]
+    sources: tuple[EventSource, ...]
+    views: tuple[FeatureView, ...]
+    models: tuple[Model, ...]
+    root: Path | None = None
+    definitions_file: str = "definitions.py"
+    _compiled: dict[str, FeatureSet] = field(default_factory=dict, compare=False, repr=False)
+
+    @staticmethod
+    def of(
+        name: str, objects: Iterable[Any], root: Path | None = None, file: str = "definitions.py"
+    ) -> Project:
+        """Collect the declared objects (and those they refer to), then check them."""
+        found: dict[type, dict[str, Any]] = {
+            Entity: {},
+            EventSource: {},
+            FeatureView: {},
+            Model: {},
+        }
+
+        def add(obj: Any) -> None:
+            kind = type(obj)
+            if kind not in found:
+                return
+            same = found[kind].get(obj.name)
+            if same is not None and same is not obj and same != obj:
+                raise DefinitionError(
+                    f"{file}: two different {kind.__name__} objects are named {obj.name!r}; "
+                    "rename one"
+                )
+            found[kind].setdefault(obj.name, obj)
+            if isinstance(obj, FeatureView):
+                add(obj.source)
+                for e in obj.entities:
+                    add(e)
+            elif isinstance(obj, Model):
+                add(obj.scores)
+                for f in obj.features:
+                    add(f)
+
+        for obj in objects:
+            add(obj)
+        project = Project(
+            name=name,
+            entities=tuple(found[Entity].values()),
+            sources=tuple(found[EventSource].values()),
+            views=tuple(found[FeatureView].values()),
+            models=tuple(found[Model].values()),
+            root=root,
+            definitions_file=file,
+        )
+        project.check()
+        return project
+
+    # -- lookups ---------------------------------------------------------------
+    def model(self, name: str | None = None) -> Model:
+        """The named model, or the repo's first one when ``name`` is empty."""
+        if not self.models:
+            raise DefinitionError(f"{self.definitions_file}: declares no Model; add one")
+        if not name:
+            return self.models[0]
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise DefinitionError(
+            f"{self.definitions_file}: no Model named {name!r}; "
+            f"declared: {[m.name for m in self.models]}"
+        )
+
+    def view(self, name: str) -> FeatureView:
+        for v in self.views:
+            if v.name == name:
+                return v
+        raise DefinitionError(
+            f"{self.definitions_file}: no FeatureView named {name!r}; "
+            f"declared: {[v.name for v in self.views]}"
+        )
+
+    def source(self, name: str) -> EventSource:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise DefinitionError(f"{self.definitions_file}: no EventSource named {name!r}")
+
+    def source_of_topic(self, topic: str) -> EventSource:
+        """The event source on ``topic`` (the unprefixed name the repo declares)."""
+        for s in self.sources:
+            if s.topic == topic:
+                return s
+        raise DefinitionError(f"{self.definitions_file}: no EventSource reads topic {topic!r}")
+
+    def views_of(self, model: str | None = None) -> tuple[FeatureView, ...]:
+        """The views a model reads, in the order it first names them."""
+        m = self.model(model)
+        out: dict[str, FeatureView] = {}
+        for ref in (*m.features, *(i for t in m.transforms for i in t.inputs)):
+            if isinstance(ref, FeatureView):
+                out.setdefault(ref.name, ref)
+            elif isinstance(ref, str) and "." in ref:
+                v = self.view(ref.split(".", 1)[0])
+                out.setdefault(v.name, v)
+        return tuple(out.values())
+
+    def topics_read(self, model: str | None = None) -> tuple[str, ...]:
+        """The (unprefixed) event topics the features flow reads for a model."""
+        return tuple(dict.fromkeys(v.source.topic for v in self.views_of(model)))
+
+    def feature_set(self, model: str | None = None) -> FeatureSet:
+        """The compiled feature set of a model (compiled once, then cached)."""
+        m = self.model(model)
+        fs = self._compiled.get(m.name)
+        if fs is None:
+            fs = self._compiled[m.name] = _compile(self, m)
+        return fs
+
+    @cached_property
+    def describe(self) -> dict[str, Any]:
+        """Plain data for `loopline plan` and the applied-state file."""
+        return {
+            "project": self.name,
+            "models": {
+                m.name: {
+                    "task": m.task,
+                    "fingerprint": self.feature_set(m.name).fingerprint,
+                    "features": list(self.feature_set(m.name).model_features),
+                    "topics": [*self.topics_read(m.name), m.outcomes.topic],
+                }
+                for m in self.models
+            },
+        }
+
+    # -- checks ------------------------------------------------------------------
+    def check(self) -> None:
+        """Cross-object checks; every fault names the object and the fix."""
+        for view in self.views:
+            _check_view(view, self.definitions_file)
+        for m in self.models:
+            self.feature_set(m.name)
+
+
+def _check_view(view: FeatureView, file: str) -> None:
+    where = f"{file}: FeatureView {view.name!r}"
+    src = view.source
+    for e in view.entities:
+        if not src.has(e.key):
+            raise DefinitionError(
+                f"{where}: entity {e.name!r} is keyed by {e.key!r}, which EventSource "
+                f"{src.name!r} does not declare; add Field({e.key!r}, {e.key_type!r}) to it"
+            )
+        if src.field(e.key).type not in ("string", "int") or src.field(e.key).optional:
+            raise DefinitionError(
+                f"{where}: key field {e.key!r} must be a required string or int field"
+            )
+    for a in view.features:
+        _check_aggregate(a, src, where)
+
+
+def _check_aggregate(a: Aggregate, src: EventSource, where: str) -> None:
+    here = f"{where}, Aggregate {a.name!r}"
+    if a.field is not None:
+        if not src.has(a.field):
+            raise DefinitionError(
+                f"{here}: reads field {a.field!r}, which EventSource {src.name!r} does not "
+                f"declare (its fields: {[f.name for f in src.fields]}); fix the name or declare it"
+            )
+        f = src.field(a.field)
+        if a.kind in NUMERIC_AGGREGATES and f.type not in ("int", "float", "timestamp", "bool"):
+            raise DefinitionError(
+                f"{here}: {a.kind} needs a numeric field, but {a.field!r} is {f.type}; "
+                "use 'distinct' or 'count' with where= for string fields"
+            )
+        if f.optional:
+            raise DefinitionError(
+                f"{here}: field {a.field!r} is optional; aggregate a required field "
+                "(or filter on it with where=)"
+            )
+    if a.where is not None and not src.has(a.where.field):
+        raise DefinitionError(
+            f"{here}: where= filters on {a.where.field!r}, which EventSource {src.name!r} "
+            "does not declare"
+        )
+
+
+def _tiles(window_s: int, asked: int | None) -> int:
+    if asked is not None:
+        if window_s % asked:
+            raise DefinitionError(f"a {window_s}s window cannot split into {asked} whole tiles")
+        return asked
+    # The most tiles up to DEFAULT_TILES that split the window into whole seconds.
+    return next(n for n in range(DEFAULT_TILES, 0, -1) if window_s % n == 0)
+
+
+def _entity_view(view: FeatureView, time_field: str) -> EntityView:
+    tiles: dict[int, int] = {}
+    aggs = []
+    for a in view.features:
+        w = a.window_s
+        if w is not None:
+            want = _tiles(w, a.tiles)
+            if tiles.setdefault(w, want) != want:
+                raise DefinitionError(
+                    f"FeatureView {view.name!r}: aggregates over the {a.window} window ask for "
+                    f"different tiles ({tiles[w]} and {want}); give them the same tiles="
+                )
+        kind = _ENGINE_KIND.get(a.kind, a.kind)
+        name = a.name + _AGE_SUFFIX if a.kind == "time_since" else a.name
+        where = None if a.where is None else (a.where.field, a.where.op, a.where.value)
+        aggs.append(Aggregation(name, kind, a.field, w, a.default, where))  # type: ignore[arg-type]
+    keys = view.key_fields
+    src = view.source
+    return EntityView(
+        entity=view.name,
+        key_field=keys[0],
+        windows=tuple(Window(s, n) for s, n in sorted(tiles.items())),
+        aggregations=tuple(aggs),
+        key_fields=keys if len(keys) > 1 else (),
+        source=None if src is None else src.name,
+        time_field=None if src.event_time == time_field else src.event_time,
+    )
+
+
+def _compile(project: Project, m: Model) -> FeatureSet:
+    where = f"{project.definitions_file}: Model {m.name!r}"
+    views = project.views_of(m.name)
+    time_field = m.scores.event_time
+    entity_views = [_entity_view(v, time_field) for v in views]
+    # One source for everything: views need no source tag (and the fingerprint
+    # stays what a single-topic feature set always had).
+    single = all(v.source.name == m.scores.name for v in views)
+    if single:
+        entity_views = [
+            EntityView(ev.entity, ev.key_field, ev.windows, ev.aggregations, ev.key_fields)
+            for ev in entity_views
+        ]
+    for v in views:
+        for key in v.key_fields:
+            if not m.scores.has(key):
+                raise DefinitionError(
+                    f"{where}: scores EventSource {m.scores.name!r} lacks key field {key!r} of "
+                    f"FeatureView {v.name!r}; a scored event must name every entity it reads"
+                )
+    derived: list[Derived] = []
+    for r in m.request:
+        if not m.scores.has(r.name):
+            raise DefinitionError(
+                f"{where}: request field {r.name!r} is not a field of EventSource "
+                f"{m.scores.name!r}; declare it there (training replays those events)"
+            )
+        derived.append(Derived(r.name, "field", (r.name,), r.default or 0.0))
+    request_names = {r.name for r in m.request}
+    transform_names = {t.name for t in m.transforms}
+    for t in m.transforms:
+        for i in t.inputs:
+            _resolve(
+                project,
+                i,
+                request=request_names,
+                transforms=transform_names - {t.name},
+                where=where,
+            )
+        derived.append(Derived(t.name, t.kind, t.inputs, t.default))  # type: ignore[arg-type]
+    ages: dict[str, Derived] = {}
+    names: list[str] = []
+    for ref in m.features:
+        if isinstance(ref, FeatureView):
+            names += [f"{ref.name}.{a.name}" for a in ref.features]
+        elif isinstance(ref, str):
+            _resolve(project, ref, request=request_names, transforms=transform_names, where=where)
+            names.append(ref)
+        else:
+            raise DefinitionError(
+                f"{where}: features= entries are FeatureViews or names "
+                f"('view.feature', a request field, a transform), not {type(ref).__name__}"
+            )
+    for name in names:
+        view_name, _, agg = name.partition(".")
+        if agg and _aggregate(project.view(view_name), agg).kind == "time_since":
+            ages[name] = Derived(name, "age", (name + _AGE_SUFFIX,), -1.0)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DefinitionError(f"{where}: feature {dup[0]!r} is listed twice")
+    return FeatureSet(
+        name=m.name,
+        version=1,
+        views=tuple(entity_views),
+        derived=(*derived, *ages.values()),
+        model_features=tuple(names),
+        event_time_field=time_field,
+        scored_source=None if single else m.scores.name,
+    )
+
+
+def _aggregate(view: FeatureView, name: str) -> Aggregate:
+    for a in view.features:
+        if a.name == name:
+            return a
+    raise DefinitionError(
+        f"feature {view.name}.{name!r} is not an aggregate of FeatureView {view.name!r}"
+    )
+
+
+def _resolve(
+    project: Project,
+    ref: str,
+    *,
+    request: set[str],
+    transforms: set[str],
+    where: str,
+) -> None:
+    if "." in ref:
+        view_name, _, agg = ref.partition(".")
+        view = project.view(view_name)
+        if not any(a.name == agg for a in view.features):
+            have = ", ".join(a.name for a in view.features)
+            raise DefinitionError(
+                f"{where}: feature {ref!r} is not an aggregate of "
+                f"FeatureView {view_name!r} (it has: {have})"
+            )
+        return
+    if ref not in request and ref not in transforms:
+        raise DefinitionError(
+            f"{where}: feature {ref!r} is neither 'view.aggregate', a RequestField in "
+            "request= nor a Transform in transforms=; declare it"
+        )
+
+
+__all__ = ["Project", "RequestField", "Transform"]
