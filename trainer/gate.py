@@ -1,9 +1,14 @@
 """The champion/challenger gate: a pure decision over holdout metrics.
 
 Both models are scored on the same recent holdout. The challenger becomes
-champion only when no metric is worse than the champion's by more than its
-margin (or when forced); otherwise it is kept as a rejected candidate and the
-reason says which metric failed and by how much.
+champion only when no metric of its task is worse than the champion's by more
+than its margin (or when forced); otherwise it is kept as a rejected candidate
+and the reason says which metric failed and by how much.
+
+Binary models compare AUC, log loss and Brier score with absolute margins.
+Regression models compare RMSE and MAE with *relative* margins, a fraction of
+the champion's value: the target has no fixed scale, so "0.01 worse" means
+nothing, but "1 % worse" does.
 
 >>> margins = GateMargins(auc=0.005, log_loss=0.01, brier=0.002)
 >>> champ = {"auc": 0.90, "log_loss": 0.20, "brier": 0.05}
@@ -16,6 +21,19 @@ True
 'forced: auc 0.8500 vs champion 0.9000 (worse by 0.0500 > margin 0.005)'
 >>> decide(champ, None, margins).reason
 'accepted: no champion yet'
+
+A regression challenger 2 % worse in RMSE, with a 1 % margin:
+
+>>> reg = GateMargins(auc=0, log_loss=0, brier=0, rmse=0.01, mae=0.01)
+>>> decide({"rmse": 10.2, "mae": 7.0}, {"rmse": 10.0, "mae": 7.0}, reg, task="regression").reason
+'rejected: rmse 10.2000 vs champion 10.0000 (worse by 2.00% > margin 1%)'
+
+A primary metric with a required improvement: within the margins is not enough.
+
+>>> d = decide({"rmse": 9.95, "mae": 7.0}, {"rmse": 10.0, "mae": 7.0}, reg, task="regression",
+...            gate_metric="rmse", min_improvement=0.01)
+>>> d.accepted, d.reason
+(False, 'rejected: rmse 9.9500 vs champion 10.0000 (better by 0.50% < required 1%)')
 """
 
 from __future__ import annotations
@@ -24,17 +42,26 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.registry import check_task
+
 # metric -> True when higher is better
-DIRECTIONS = {"auc": True, "log_loss": False, "brier": False}
+DIRECTIONS = {"auc": True, "log_loss": False, "brier": False, "rmse": False, "mae": False}
+# The metrics each task's gate compares, in the order reasons name them.
+TASK_METRICS = {"binary": ("auc", "log_loss", "brier"), "regression": ("rmse", "mae")}
+# Metrics whose margins (and required improvement) are fractions of the champion's value.
+RELATIVE = frozenset({"rmse", "mae"})
 
 
 @dataclass(frozen=True)
 class GateMargins:
-    """How much worse than the champion each metric may be."""
+    """How much worse than the champion each metric may be (rmse, mae: relative)."""
 
     auc: float
     log_loss: float
     brier: float
+    rmse: float = 0.01
+    mae: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -44,13 +71,27 @@ class Check:
     champion: float
     margin: float
     passed: bool
+    # "margin": may be at most `margin` worse; "improvement": must be at least `margin` better.
+    kind: str = "margin"
 
     def describe(self) -> str:
-        worse = self.champion - self.challenger
+        better = self.challenger - self.champion
         if not DIRECTIONS[self.metric]:
-            worse = -worse
-        verdict = f"worse by {worse:.4f} > margin {self.margin:g}" if not self.passed else "ok"
-        return f"{self.metric} {self.challenger:.4f} vs champion {self.champion:.4f} ({verdict})"
+            better = -better
+        head = f"{self.metric} {self.challenger:.4f} vs champion {self.champion:.4f}"
+        if self.passed:
+            return f"{head} (ok)"
+        if self.kind == "improvement":
+            return f"{head} (better by {self._amount(better)} < required {self._limit()})"
+        return f"{head} (worse by {self._amount(-better)} > margin {self._limit()})"
+
+    def _amount(self, x: float) -> str:
+        if self.metric in RELATIVE:
+            return f"{x / abs(self.champion):.2%}" if self.champion else "inf"
+        return f"{x:.4f}"
+
+    def _limit(self) -> str:
+        return f"{self.margin:.0%}" if self.metric in RELATIVE else f"{self.margin:g}"
 
 
 @dataclass(frozen=True)
@@ -67,18 +108,34 @@ def decide(
     *,
     force: bool = False,
     no_champion_reason: str = "no champion yet",
+    task: str = "binary",
+    gate_metric: str | None = None,
+    min_improvement: float = 0.0,
 ) -> GateDecision:
-    """Accept or reject the challenger; metrics that are NaN on either side are not compared."""
+    """Accept or reject the challenger; metrics that are NaN on either side are not compared.
+
+    ``gate_metric`` (one of the task's metrics) must also improve on the
+    champion by at least ``min_improvement``, in the unit of its margin
+    (absolute for binary metrics, a fraction of the champion's for rmse/mae).
+    """
+    metrics = TASK_METRICS[check_task(task)]
+    if gate_metric is not None and gate_metric not in metrics:
+        raise ConfigError(
+            f"gate metric {gate_metric!r} is not a {task} metric; use one of {list(metrics)}"
+        )
     if champion is None:
         return GateDecision(True, f"accepted: {no_champion_reason}")
     checks = []
-    for metric, higher_is_better in DIRECTIONS.items():
+    for metric in metrics:
         mine, theirs = challenger[metric], champion[metric]
         if math.isnan(mine) or math.isnan(theirs):
             continue
         margin = getattr(margins, metric)
-        ok = mine >= theirs - margin if higher_is_better else mine <= theirs + margin
-        checks.append(Check(metric, mine, theirs, margin, ok))
+        checks.append(Check(metric, mine, theirs, margin, _within(metric, mine, theirs, margin)))
+    if gate_metric is not None:
+        mine, theirs = challenger[gate_metric], champion[gate_metric]
+        ok = _improves(gate_metric, mine, theirs, min_improvement)
+        checks.append(Check(gate_metric, mine, theirs, min_improvement, ok, "improvement"))
     failed = [c for c in checks if not c.passed]
     if not failed:
         return GateDecision(
@@ -88,3 +145,20 @@ def decide(
     if force:
         return GateDecision(True, f"forced: {why}", tuple(checks))
     return GateDecision(False, f"rejected: {why}", tuple(checks))
+
+
+def _slack(metric: str, champion: float, amount: float) -> float:
+    """``amount`` in the metric's units: relative metrics scale with the champion's value."""
+    return amount * abs(champion) if metric in RELATIVE else amount
+
+
+def _within(metric: str, mine: float, theirs: float, margin: float) -> bool:
+    slack = _slack(metric, theirs, margin)
+    return mine >= theirs - slack if DIRECTIONS[metric] else mine <= theirs + slack
+
+
+def _improves(metric: str, mine: float, theirs: float, required: float) -> bool:
+    if math.isnan(mine) or math.isnan(theirs):
+        return False  # an improvement that cannot be measured is not one
+    need = _slack(metric, theirs, required)
+    return mine >= theirs + need if DIRECTIONS[metric] else mine <= theirs - need

@@ -1,4 +1,6 @@
-"""Binary-classification metrics in plain numpy (no scikit-learn dependency).
+"""Holdout metrics in plain numpy (no scikit-learn dependency), per task.
+
+Binary classification: AUC, log loss, Brier score, calibration error.
 
 >>> import numpy as np
 >>> y = np.array([0, 0, 1, 1])
@@ -9,6 +11,15 @@
 (0.4723, 0.1581)
 >>> evaluate(y, p)["positives"]
 2.0
+
+Regression: RMSE and MAE (the gate's), R2 (for reports).
+
+>>> t = np.array([1.0, 2.0, 3.0, 4.0])
+>>> v = np.array([1.5, 2.0, 2.0, 4.5])
+>>> rmse(t, v), mae(t, v), r2(t, v)
+(0.6123724356957945, 0.5, 0.7)
+>>> evaluate_task("regression", t, v)["rows"]
+4.0
 """
 
 from __future__ import annotations
@@ -76,3 +87,46 @@ def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "rows": float(len(y)),
         "positives": float(np.sum(y)),
     }
+
+
+def rmse(y: np.ndarray, p: np.ndarray) -> float:
+    """Root mean squared error, in the target's units; NaN without rows."""
+    err = np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    return float(np.sqrt(np.mean(err**2))) if len(err) else math.nan
+
+
+def mae(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean absolute error, in the target's units; NaN without rows."""
+    err = np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    return float(np.mean(np.abs(err))) if len(err) else math.nan
+
+
+def r2(y: np.ndarray, p: np.ndarray) -> float:
+    """Coefficient of determination; NaN when the labels do not vary.
+
+    >>> r2(np.array([1.0, 1.0]), np.array([1.0, 2.0]))
+    nan
+    """
+    y = np.asarray(y, dtype=np.float64)
+    total = float(np.sum((y - y.mean()) ** 2)) if len(y) else 0.0
+    if total == 0.0:
+        return math.nan
+    resid = float(np.sum((np.asarray(p, dtype=np.float64) - y) ** 2))
+    return 1.0 - resid / total
+
+
+def evaluate_regression(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Every regression metric the gate and the summary use, as plain floats."""
+    y = np.asarray(y, dtype=np.float64)
+    return {
+        "rmse": rmse(y, p),
+        "mae": mae(y, p),
+        "r2": r2(y, p),
+        "rows": float(len(y)),
+        "label_mean": float(y.mean()) if len(y) else math.nan,
+    }
+
+
+def evaluate_task(task: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """:func:`evaluate` for a binary task, :func:`evaluate_regression` for a regression."""
+    return evaluate_regression(y, p) if task == "regression" else evaluate(y, p)

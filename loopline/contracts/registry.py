@@ -40,13 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
+from loopline.contracts.errors import ConfigError, IntegrityError, ModelError, ModelNotFoundError
 from loopline.contracts.rollout import CANDIDATE, CHAMPION, RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
 
 MODEL_FILE = "model.onnx"
 ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
+# What a model predicts: "binary" (probability of the positive class) or
+# "regression" (a real value). Manifests written before the field are binary.
+TASKS = ("binary", "regression")
 # Identity and input contract of a published version; the rest may be annotated.
 IMMUTABLE_FIELDS = frozenset(
     {
@@ -59,10 +62,22 @@ IMMUTABLE_FIELDS = frozenset(
         "feature_names",
         "input_name",
         "probability_output",
+        "task",
         "golden_inputs",
         "golden_scores",
     }
 )
+
+
+def check_task(task: str) -> str:
+    """``task`` when it is one of :data:`TASKS`; else a :class:`ConfigError` naming them.
+
+    >>> check_task("regression")
+    'regression'
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; use one of {list(TASKS)}")
+    return task
 
 
 def sha256_hex(data: bytes) -> str:
@@ -77,14 +92,17 @@ class ManifestFields:
     fingerprint: str
     feature_names: list[str]
     input_name: str = "input"
-    # Output holding class probabilities, shape [n, 2]; column 1 is the positive class.
+    # The output tensor serving reads (name kept for old manifests): for a binary
+    # model the class probabilities, shape [n, 2], column 1 the positive class;
+    # for a regression model the predicted values, shape [n, 1].
     probability_output: str = "probabilities"
+    task: str = "binary"  # one of TASKS
     training_window_ms: list[int] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     parent_version: str = ""
     code_version: str = ""
-    # A few input rows and the probabilities the model must give for them:
+    # A few input rows and the scores (probability or value) the model must give for them:
     # serving checks a freshly loaded session against them before swapping.
     golden_inputs: list[list[float]] = field(default_factory=list)
     golden_scores: list[float] = field(default_factory=list)

@@ -194,6 +194,11 @@ class TrainerSettings:
     # A challenger may be at most this much worse than the champion (lower is better).
     gate_log_loss_margin: float = 0.01
     gate_brier_margin: float = 0.002
+    # Regression models: a challenger's RMSE / MAE may exceed the champion's by
+    # this fraction of the champion's value (relative: the target has no fixed
+    # scale; 0.01 = 1 % worse allowed).
+    gate_rmse_margin: float = 0.01
+    gate_mae_margin: float = 0.01
     golden_rows: int = 8
     # Processed retrain-event ids (idempotency) live here.
     state_dir: Path = Path(".loopline/trainer")
@@ -242,13 +247,17 @@ class DriftSettings:
     # Feed the feature detectors every n-th prediction (1: every one).
     data_sample_every: int = 1
     # Concept drift on per-example error: "binary" (wrong at alert_threshold)
-    # or "absolute" (|label - score|).
+    # or "absolute" (|label - score|). A regression model always uses "absolute"
+    # (the task, passed by the caller, chooses it; see streams/drift/regression.py).
     error_mode: str = "binary"
     alert_threshold: float = 0.5
-    # Performance floors on labeled data (0 disables a floor).
+    # Performance floors on labeled data (0 disables a floor). AUC and precision
+    # are for binary models only.
     performance_window: int = 2000
     auc_floor: float = 0.80
     precision_floor: float = 0.0
+    # Regression models: a ceiling on the rolling RMSE, in the target's unit (0: none).
+    rmse_ceiling: float = 0.0
     performance_every: int = 100
     performance_persist: int = 3
     performance_min_positives: int = 20
