@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loopline.contracts.errors import ConfigError
 from loopline.contracts.fraud import get_feature_set
+from loopline.contracts.registry import check_task
 from loopline.contracts.schemas import Outcome, Transaction
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -24,6 +26,9 @@ class DataRequest:
     end_ms: int | None = None
     # With an empty offline store, fall back to bootstrapping from the events topic.
     fallback_to_bootstrap: bool = True
+    # "binary" (0/1 labels) or "regression" (float labels): which label rows are
+    # usable and how they are kept; pass the same task to the Trainer.
+    task: str = "binary"
 
 
 def load_training_set(
@@ -33,13 +38,21 @@ def load_training_set(
     t = settings.trainer
     fs = get_feature_set(t.feature_set)
     window = request.window_hours if request.window_hours is not None else t.window_hours
+    task = check_task(request.task)
     if not request.bootstrap_events:
         progress.stage("load offline store")
-        ts = offline.load_window(t.offline_store, fs, window, request.end_ms)
+        ts = offline.load_window(t.offline_store, fs, window, request.end_ms, task=task)
         progress.info(f"offline store {t.offline_store}: {len(ts)} labeled rows")
-        if len(ts) or not request.fallback_to_bootstrap:
+        if len(ts) or not request.fallback_to_bootstrap or task == "regression":
             return ts
         progress.info("no labeled rows yet: bootstrapping from the events topic")
+    if task == "regression":
+        # The replay counts an event without an outcome as a 0 label once mature:
+        # right for fraud (no chargeback), wrong for a real-valued target.
+        raise ConfigError(
+            "bootstrapping replays binary labels only; train a regression task from the "
+            "offline store (drop --bootstrap-events)"
+        )
     events = request.bootstrap_events or "topic"
     topics = Topics(settings.kafka.topic_prefix)
     progress.stage("load history")

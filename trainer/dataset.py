@@ -2,6 +2,8 @@
 
 Features are kept as float32: that is what the ONNX model receives at serving
 time, so the native model is trained and checked on exactly those values.
+Labels are int8 0/1 for a binary task and float64 for a regression task,
+whether the source column held ints or floats.
 
 >>> ts = TrainingSet.from_rows(
 ...     features=[[float(i), 1.0] for i in range(10)],
@@ -18,6 +20,12 @@ time, so the native model is trained and checked on exactly those values.
 (6, 2, 2)
 >>> s.holdout.ids
 ['e1', 'e0']
+>>> TrainingSet.from_rows(features=[[1.0], [2.0]], labels=[0.0, 1.0], event_time_ms=[1, 2],
+...     ids=["a", "b"], feature_names=("x",), source="demo").labels.dtype
+dtype('int8')
+>>> TrainingSet.from_rows(features=[[1.0], [2.0]], labels=[3, 2.5], event_time_ms=[1, 2],
+...     ids=["a", "b"], feature_names=("x",), source="demo", task="regression").labels.tolist()
+[3.0, 2.5]
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from loopline.contracts.errors import SchemaError
+from loopline.contracts.registry import check_task
 from loopline.trainer.errors import InsufficientDataError
 
 
@@ -47,15 +57,16 @@ class TrainingSet:
     def from_rows(
         *,
         features: Sequence[Sequence[float]] | np.ndarray,
-        labels: Sequence[int] | np.ndarray,
+        labels: Sequence[float] | np.ndarray,
         event_time_ms: Sequence[int] | np.ndarray,
         ids: Sequence[str],
         feature_names: tuple[str, ...],
         source: str,
         dropped: dict[str, int] | None = None,
+        task: str = "binary",
     ) -> TrainingSet:
         x = np.asarray(features, dtype=np.float64).reshape(len(ids), len(feature_names))
-        y = np.asarray(labels, dtype=np.int8)
+        y = task_labels(labels, task)
         t = np.asarray(event_time_ms, dtype=np.int64)
         if not len(x) == len(y) == len(t):
             raise ValueError("features, labels and times must have one row per id")
@@ -70,6 +81,11 @@ class TrainingSet:
             source=source,
             dropped=dict(dropped or {}),
         )
+
+    @property
+    def is_regression(self) -> bool:
+        """Float labels: built for a regression task (binary labels are int8)."""
+        return self.labels.dtype.kind == "f"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -96,6 +112,32 @@ class TrainingSet:
             source=self.source,
             dropped=self.dropped,
         )
+
+
+def task_labels(labels: Sequence[float] | np.ndarray, task: str) -> np.ndarray:
+    """Labels as the task trains on them; int or float columns alike.
+
+    >>> task_labels([1, 0.0], "binary").tolist(), task_labels([1, 0.5], "regression").tolist()
+    ([1, 0], [1.0, 0.5])
+    >>> task_labels([0.5], "binary")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    loopline.contracts.errors.SchemaError: binary labels must be 0 or 1; got 0.5 (train a ...
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if check_task(task) == "regression":
+        bad = y[~np.isfinite(y)]
+        if len(bad):
+            raise SchemaError(f"regression labels must be finite; got {bad[0]}", "label")
+        return y
+    bad = y[(y != 0) & (y != 1)]
+    if len(bad):
+        raise SchemaError(
+            f"binary labels must be 0 or 1; got {bad[0]:g} (train a regression task for "
+            "real-valued labels)",
+            "label",
+        )
+    return y.astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -126,11 +168,22 @@ def split_by_time(ts: TrainingSet, validation_fraction: float, holdout_fraction:
     )
 
 
-def check_enough(split: Split, min_rows: int, min_positives: int) -> None:
-    """Refuse to train on too little data (every part must hold both classes)."""
+def check_enough(split: Split, min_rows: int, min_positives: int, task: str = "binary") -> None:
+    """Refuse to train on too little data.
+
+    Binary: every part must hold both classes and training ``min_positives``
+    positives. Regression: the training labels must vary.
+    """
     total = len(split.train) + len(split.valid) + len(split.holdout)
     if total < min_rows:
         raise InsufficientDataError(f"only {total} labeled rows in the window (need {min_rows})")
+    if check_task(task) == "regression":
+        if np.ptp(split.train.labels) == 0:
+            raise InsufficientDataError(
+                f"every training label is {split.train.labels[0]:g}; a regression needs "
+                "labels that vary"
+            )
+        return
     if split.train.positives < min_positives:
         raise InsufficientDataError(
             f"only {split.train.positives} positive rows to train on (need {min_positives})"

@@ -2,7 +2,8 @@
 
 Layout and schema are :mod:`loopline.contracts.offline_store`'s. Only rows
 computed with the feature set's current fingerprint are usable: a model must
-train on the vector it will be served.
+train on the vector it will be served. The label column may hold ints or
+floats: a binary task keeps the 0/1 rows, a regression task the finite ones.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def latest_hour_end_ms(root: str | Path) -> int | None:
 
 
 def load_window(
-    root: str | Path, fs: FeatureSet, window_hours: float, end_ms: int | None = None
+    root: str | Path,
+    fs: FeatureSet,
+    window_hours: float,
+    end_ms: int | None = None,
+    *,
+    task: str = "binary",
 ) -> TrainingSet:
     """Labeled rows with event time in ``[end - window, end)``.
 
@@ -49,11 +55,11 @@ def load_window(
     end = end_ms if end_ms is not None else latest_hour_end_ms(root)
     names = tuple(fs.model_features)
     if end is None:
-        return _empty(names)
+        return _empty(names, task)
     start = end - int(window_hours * HOUR_MS)
     files = [f for part in partitions(root, start, end) for f in data_files(part)]
     if not files:
-        return _empty(names)
+        return _empty(names, task)
     table = pa.concat_tables([pq.read_table(f, columns=COLUMNS) for f in files])
     dropped: dict[str, int] = {}
 
@@ -68,7 +74,7 @@ def load_window(
     keep(pc.and_(pc.greater_equal(t, start), pc.less(t, end)), "outside_window")
     keep(pc.equal(table["fingerprint"], fs.fingerprint), "other_fingerprint")
     keep(pc.equal(pc.list_value_length(table["features"]), len(names)), "bad_length")
-    keep(pc.is_in(table["label"], pa.array([0, 1], table.schema.field("label").type)), "bad_label")
+    keep(_usable_labels(table["label"], task), "bad_label")
     # A shadow score repeats its event's features and label under another
     # request id; training on both would count the event twice.
     keep(pc.invert(pc.ends_with(table["request_id"], SHADOW_SUFFIX)), "shadow")
@@ -88,7 +94,16 @@ def load_window(
         feature_names=names,
         source=SOURCE,
         dropped=dropped,
+        task=task,
     )
+
+
+def _usable_labels(labels: pa.ChunkedArray, task: str) -> pa.ChunkedArray:
+    """Rows whose label the task can train on (null labels never)."""
+    as_float = pc.cast(labels, pa.float64())
+    if task == "regression":
+        return pc.fill_null(pc.is_finite(as_float), False)
+    return pc.fill_null(pc.is_in(as_float, pa.array([0.0, 1.0])), False)
 
 
 def _latest_per_request(table: pa.Table, dropped: dict[str, int]) -> pa.Table:
@@ -106,7 +121,7 @@ def _latest_per_request(table: pa.Table, dropped: dict[str, int]) -> pa.Table:
     return table.take(pa.array(np.sort(order[first])))
 
 
-def _empty(names: tuple[str, ...]) -> TrainingSet:
+def _empty(names: tuple[str, ...], task: str) -> TrainingSet:
     return TrainingSet.from_rows(
         features=np.zeros((0, len(names))),
         labels=[],
@@ -114,4 +129,5 @@ def _empty(names: tuple[str, ...]) -> TrainingSet:
         ids=[],
         feature_names=names,
         source=SOURCE,
+        task=task,
     )

@@ -6,6 +6,10 @@ test alike. A :class:`PublishPolicy` says where an accepted challenger goes:
 champion at once, or a shadow / canary rollout against the champion. Either
 way a rollout still running is ended first (aborted, "superseded by v<N>"):
 its comparison no longer holds once a newer version is published.
+
+The task (``Trainer(..., task="regression")``) picks the objective, the
+metrics the gate compares and the ONNX output serving reads; the training
+set must have been loaded for the same task (float labels for regression).
 """
 
 from __future__ import annotations
@@ -24,20 +28,21 @@ import numpy as np
 from loopline.contracts.errors import ConfigError, DeliveryError, FeatureError, ModelError
 from loopline.contracts.features import FeatureSet
 from loopline.contracts.fraud import get_feature_set
-from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
+from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion, check_task
 from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
 from loopline.contracts.settings import TrainerSettings
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
 from loopline.trainer.dataset import Split, TrainingSet, check_enough, split_by_time
+from loopline.trainer.evaluation import describe_split, golden_rows, split_rows
 from loopline.trainer.export import (
     INPUT_NAME,
-    PROBABILITY_OUTPUT,
+    SCORE_OUTPUTS,
     Exporter,
     check_parity,
-    native_probabilities,
-    onnx_probabilities,
+    native_scores,
+    onnx_scores,
     to_onnx,
 )
 from loopline.trainer.gate import GateDecision, GateMargins, decide
@@ -48,9 +53,12 @@ from loopline.trainer.publish_policy import (
     RolloutRegistry,
     rollout_update,
     share_text,
+    start_rollout,
+    supersede,
 )
 
 CHAMPION = "champion"
+__all__ = ["Trainer", "TrainingReport", "golden_rows"]  # golden_rows: moved, still importable
 
 
 class Announcer(Protocol):
@@ -90,6 +98,7 @@ class TrainingReport:
     rollout_plan_id: str = ""
     # Rollout plans this run ended because the new version superseded them.
     superseded_plan_ids: tuple[str, ...] = ()
+    task: str = "binary"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,8 +116,17 @@ class Trainer:
         progress: Progress | None = None,
         exporter: Exporter = to_onnx,
         publish: PublishPolicy | None = None,
+        task: str = "binary",
+        gate_metric: str | None = None,
+        min_improvement: float = 0.0,
     ) -> None:
+        """``task``: "binary" or "regression"; ``gate_metric``/``min_improvement``:
+        a metric of the task the challenger must also improve by that much (see
+        :func:`loopline.trainer.gate.decide`)."""
         self.settings = settings
+        self.task = check_task(task)
+        self.gate_metric = gate_metric
+        self.min_improvement = min_improvement
         self.registry = registry
         self.announcer = announcer
         self.progress = progress or SilentProgress()
@@ -144,31 +162,37 @@ class Trainer:
                 f"training rows have features {list(data.feature_names)[:3]}..., "
                 f"not feature set {self.fs.name}'s model_features"
             )
+        self._check_labels(data)
+        task = self.task
         with stage("split"):
             split = split_by_time(data, s.validation_fraction, s.holdout_fraction)
-            check_enough(split, s.min_rows, s.min_positives)
-            self.progress.info(_describe_split(split))
+            check_enough(split, s.min_rows, s.min_positives, task)
+            self.progress.info(describe_split(split, task))
         with stage("train"):
-            booster = train_booster(
-                split.train, split.valid, BoosterParams.from_settings(s), self.progress.iteration
-            )
+            params = BoosterParams.from_settings(s, task)
+            booster = train_booster(split.train, split.valid, params, self.progress.iteration)
             self.progress.info(f"best iteration {booster.current_iteration()}")
         with stage("export"):
             onnx = self.exporter(booster, self.fs)
         with stage("parity"):
-            native = native_probabilities(booster, split.holdout.features)
-            scores = onnx_probabilities(onnx, split.holdout.features)
-            diff = check_parity(native, scores, s.parity_tolerance)
-            self.progress.info(f"ONNX vs native max abs diff {diff:.2e} on {len(native)} rows")
+            native = native_scores(booster, split.holdout.features)
+            scores = onnx_scores(onnx, split.holdout.features, task)
+            relative = task == "regression"
+            diff = check_parity(native, scores, s.parity_tolerance, relative=relative)
+            kind = "relative" if relative else "abs"
+            self.progress.info(f"ONNX vs native max {kind} diff {diff:.2e} on {len(native)} rows")
         with stage("gate"):
-            challenger = metrics.evaluate(split.holdout.labels, scores)
+            challenger = metrics.evaluate_task(task, split.holdout.labels, scores)
             champ = self._score_champion(split.holdout)
             decision = decide(
                 challenger,
                 champ.metrics if champ else None,
-                GateMargins(s.gate_auc_margin, s.gate_log_loss_margin, s.gate_brier_margin),
+                _margins(s),
                 force=force,
                 no_champion_reason=(champ.reason if champ else "") or "no champion yet",
+                task=task,
+                gate_metric=self.gate_metric,
+                min_improvement=self.min_improvement,
             )
             self.progress.info(decision.reason)
         with stage("publish"):
@@ -196,7 +220,7 @@ class Trainer:
             decision=decision.reason + outcome.note,
             source=data.source,
             window_ms=data.window_ms,
-            rows=_rows(split),
+            rows=split_rows(split, task),
             dropped=dict(data.dropped),
             metrics=challenger,
             champion_version=champ.version if champ else "",
@@ -209,7 +233,17 @@ class Trainer:
             published_as=outcome.published_as,
             rollout_plan_id=outcome.plan_id,
             superseded_plan_ids=outcome.superseded,
+            task=task,
         )
+
+    def _check_labels(self, data: TrainingSet) -> None:
+        """Refuse a training set loaded for the other task (its labels were cast for it)."""
+        if len(data) and data.is_regression != (self.task == "regression"):
+            loaded = "regression" if data.is_regression else "binary"
+            raise ConfigError(
+                f"the training set was loaded for a {loaded} task but this trainer trains "
+                f"{self.task}; load it with DataRequest(task={self.task!r})"
+            )
 
     # -- where an accepted version goes ----------------------------------------------
     def _place(self, mv: ModelVersion, *, force: bool) -> Published:
@@ -243,35 +277,13 @@ class Trainer:
         return self.registry if isinstance(self.registry, RolloutRegistry) else None
 
     def _supersede(self, version: str) -> list[RolloutPlan]:
-        """End a running rollout as aborted: a newer version replaces its comparison."""
         reg = self._rollouts()
-        current = reg.rollout(self.model_name) if reg else None
-        if reg is None or current is None or not current.running:
-            return []
-        done = reg.finish_rollout(
-            self.model_name, current.plan_id, "aborted", f"superseded by v{version}"
-        )
-        return [] if done is None else [done]  # None: it ended meanwhile anyway
+        return [] if reg is None else supersede(reg, self.model_name, version)
 
     def _start_rollout(self, plan: RolloutPlan) -> list[RolloutPlan]:
-        """Record ``plan``, superseding a running one; returns the plans it ended."""
         reg = self._rollouts()
         assert reg is not None  # checked in __init__
-        ended: list[RolloutPlan] = []
-        for _ in range(3):
-            ended += self._supersede(plan.candidate_version)
-            try:
-                reg.start_rollout(plan)
-                return ended
-            except ModelError:
-                current = reg.rollout(self.model_name)
-                if current is None or not current.running:
-                    raise
-                # Another process started a plan between our abort and start: again.
-        raise ModelError(
-            f"{self.model_name}: could not start the rollout of v{plan.candidate_version}: "
-            "other rollouts keep starting"
-        )
+        return start_rollout(reg, plan)
 
     def _announce(self, mv: ModelVersion, action: str) -> bool:
         if self.announcer is None:
@@ -314,11 +326,13 @@ class Trainer:
             self.fs.model_features
         ):
             return ChampionScore(m.version, None, f"champion v{m.version} uses another feature set")
+        if m.task != self.task:
+            return ChampionScore(m.version, None, f"champion v{m.version} is a {m.task} model")
         try:
-            scores = onnx_probabilities(current.read_verified(), holdout.features)
+            scores = onnx_scores(current.read_verified(), holdout.features, self.task)
         except ModelError as e:
             return ChampionScore(m.version, None, f"champion v{m.version} is unusable ({e})")
-        return ChampionScore(m.version, metrics.evaluate(holdout.labels, scores))
+        return ChampionScore(m.version, metrics.evaluate_task(self.task, holdout.labels, scores))
 
     def _manifest(
         self,
@@ -346,9 +360,10 @@ class Trainer:
             fingerprint=self.fs.fingerprint,
             feature_names=list(self.fs.model_features),
             input_name=INPUT_NAME,
-            probability_output=PROBABILITY_OUTPUT,
+            probability_output=SCORE_OUTPUTS[self.task],
+            task=self.task,
             training_window_ms=list(window),
-            rows=_rows(split),
+            rows=split_rows(split, self.task),
             metrics={
                 **challenger,
                 "parity_max_abs_diff": parity,
@@ -364,7 +379,7 @@ class Trainer:
                 "source": split.train.source,
                 "dropped": dict(split.train.dropped),
                 "gate": gate,
-                "params": BoosterParams.from_settings(s).lightgbm(),
+                "params": BoosterParams.from_settings(s, self.task).lightgbm(),
                 **(extra or {}),
             },
         )
@@ -387,35 +402,14 @@ def _superseded_note(plans: list[RolloutPlan]) -> str:
     )
 
 
-def golden_rows(scores: np.ndarray, n: int) -> list[int]:
-    """Holdout rows serving re-scores after loading: the highest scores and a spread of the rest.
-
-    >>> golden_rows(np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.05]), 4)
-    [0, 1, 3, 5]
-    """
-    if n <= 0 or not len(scores):
-        return []
-    top = [int(i) for i in np.argsort(-scores, kind="stable")[: n // 2]]
-    rest = [i for i in range(len(scores)) if i not in set(top)]
-    k = min(n - len(top), len(rest))
-    spread = [rest[int(j)] for j in np.linspace(0, len(rest) - 1, k)] if k else []
-    return sorted(set(top) | set(spread))
-
-
-def _rows(split: Split) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for name, part in (("train", split.train), ("valid", split.valid), ("holdout", split.holdout)):
-        out[name] = len(part)
-        out[f"{name}_positives"] = part.positives
-    return out
-
-
-def _describe_split(split: Split) -> str:
-    parts = []
-    for name, part in (("train", split.train), ("valid", split.valid), ("holdout", split.holdout)):
-        rate = part.positives / max(len(part), 1)
-        parts.append(f"{name} {len(part)} rows ({part.positives} positive, {rate:.2%})")
-    return "; ".join(parts)
+def _margins(s: TrainerSettings) -> GateMargins:
+    return GateMargins(
+        auc=s.gate_auc_margin,
+        log_loss=s.gate_log_loss_margin,
+        brier=s.gate_brier_margin,
+        rmse=s.gate_rmse_margin,
+        mae=s.gate_mae_margin,
+    )
 
 
 def code_version() -> str:

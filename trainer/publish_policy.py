@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from loopline.contracts.errors import ConfigError
+from loopline.contracts.errors import ConfigError, ModelError
 from loopline.contracts.registry import ModelVersion
 from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
@@ -116,3 +116,31 @@ def share_text(plan: RolloutPlan) -> str:
     if plan.mode == "canary":
         return f"{plan.canary_share:.1%} of entities answered by the candidate"
     return f"{plan.shadow_share:.1%} of requests also scored by the candidate"
+
+
+def supersede(reg: RolloutRegistry, model: str, version: str) -> list[RolloutPlan]:
+    """End a running rollout as aborted: a newer version replaces its comparison."""
+    current = reg.rollout(model)
+    if current is None or not current.running:
+        return []
+    done = reg.finish_rollout(model, current.plan_id, "aborted", f"superseded by v{version}")
+    return [] if done is None else [done]  # None: it ended meanwhile anyway
+
+
+def start_rollout(reg: RolloutRegistry, plan: RolloutPlan) -> list[RolloutPlan]:
+    """Record ``plan``, superseding a running one; returns the plans it ended."""
+    ended: list[RolloutPlan] = []
+    for _ in range(3):
+        ended += supersede(reg, plan.model, plan.candidate_version)
+        try:
+            reg.start_rollout(plan)
+            return ended
+        except ModelError:
+            current = reg.rollout(plan.model)
+            if current is None or not current.running:
+                raise
+            # Another process started a plan between our abort and start: again.
+    raise ModelError(
+        f"{plan.model}: could not start the rollout of v{plan.candidate_version}: "
+        "other rollouts keep starting"
+    )
