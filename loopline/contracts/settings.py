@@ -391,9 +391,20 @@ class LabelsSettings:
 
 
 @dataclass(frozen=True)
+class ProjectSettings:
+    """The feature repo Loopline runs on (``loopline init`` makes one)."""
+
+    # Folder holding loopline.yaml; None: the fraud example of a source checkout.
+    repo: Path | None = None
+    # The repo's model that serving, the trainer and the flows run ("": its first).
+    model: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable in Loopline, frozen."""
 
+    project: ProjectSettings = field(default_factory=ProjectSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -408,21 +419,31 @@ class Settings:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from defaults, an optional TOML file and ``env``.
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    repo: Path | None = None,
+) -> Settings:
+    """Build the settings from defaults, a feature repo, an optional file and ``env``.
 
-    ``env`` defaults to ``os.environ``; pass an explicit mapping in tests.
+    Increasing priority: the defaults below, what the repo's definitions
+    declare (its model name), the repo's ``loopline.yaml`` sections, the
+    ``path`` file (TOML or YAML), then ``LOOPLINE_<SECTION>__<KEY>`` variables
+    of ``env`` (default ``os.environ``; pass an explicit mapping in tests).
     Unknown sections or keys are errors, so a typo never goes unnoticed.
     """
     layers: dict[str, dict[str, Any]] = {}
+    if repo is not None:
+        from loopline.contracts.repo import read_repo_config
+
+        cfg = read_repo_config(repo)
+        layers["project"] = {"repo": cfg.root}
+        for section, values in cfg.sections.items():
+            layers.setdefault(section, {}).update(values)
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file not found: {path}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+        from loopline.contracts.repo import read_config_document
+
+        doc = read_config_document(Path(path))
         for section, values in doc.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: [{section}] must be a table")
@@ -433,7 +454,27 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         layers.setdefault(section, {})[key] = raw
-    return _apply(Settings(), layers)
+    settings = _apply(Settings(), layers)
+    if repo is not None:
+        settings = _bind_model(settings, layers)
+    return settings
+
+
+# Settings naming the model or its feature set; unless given explicitly they
+# follow the repo's model (one value declared once, in the definitions).
+_MODEL_NAMED = (("serving", "model_name"), ("trainer", "model_name"), ("streams", "feature_set"),
+                ("trainer", "feature_set"))  # fmt: skip
+
+
+def _bind_model(settings: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
+    from loopline.contracts.repo import project_of
+
+    name = project_of(settings).model(settings.project.model).name
+    updates: dict[str, dict[str, Any]] = {}
+    for section, key in _MODEL_NAMED:
+        if key not in layers.get(section, {}):
+            updates.setdefault(section, {})[key] = name
+    return _apply(settings, updates)
 
 
 def _apply(base: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
