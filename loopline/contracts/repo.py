@@ -30,6 +30,7 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError, DefinitionError, LooplineError
 from loopline.contracts.project import Project
+from loopline.contracts.settings import Settings
 
 CONFIG_NAMES = ("loopline.yaml", "loopline.yml", "loopline.toml")
 REPO_ENV = "LOOPLINE_REPO"
@@ -180,3 +181,16 @@ def _import(path: Path) -> dict[str, Any]:
     finally:
         sys.path.remove(str(path.parent))
     return vars(module)
+
+
+def project_of(settings: Settings) -> Project:
+    """The project the settings run on: their repo, else the built-in example."""
+    root = settings.project.repo
+    if root is None:
+        root = builtin_example()
+        if root is None:
+            raise ConfigError(
+                "no feature repo configured: pass --repo PATH or set LOOPLINE_REPO "
+                "(`loopline init DIR` makes one)"
+            )
+    return load_project(Path(root))
