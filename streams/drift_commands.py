@@ -97,7 +97,10 @@ def _register_run(subparsers: Any) -> None:
     p.set_defaults(func=run_drift_flow)
 
 
-def run_drift_flow(args: argparse.Namespace, settings: Settings | None = None) -> int:
+def run_drift_flow(
+    args: argparse.Namespace, settings: Settings | None = None, **overrides: Any
+) -> int:
+    """``loopline run drift``; ``overrides`` go to the flow's config (``task="regression"``)."""
     from loopline.streams.drift_flow import run_drift
     from loopline.streams.features_flow import RunOptions
 
@@ -108,5 +111,5 @@ def run_drift_flow(args: argparse.Namespace, settings: Settings | None = None) -
         drain_idle_s=args.drain_idle_s,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        run_drift(settings, options)
+        run_drift(settings, options, **overrides)
     return 0

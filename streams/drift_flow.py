@@ -44,7 +44,7 @@ from loopline.contracts import metric_names as mn
 from loopline.contracts.errors import ConfigError, DeliveryError
 from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.kafka_config import consumer_config, producer_config
-from loopline.contracts.schemas import DeadLetter, DriftEvent, encode
+from loopline.contracts.schemas import BINARY, DeadLetter, DriftEvent, check_task, encode
 from loopline.contracts.settings import DriftSettings, Settings, load_settings
 from loopline.contracts.topics import Topics
 from loopline.streams.drift.inputs import (
@@ -87,6 +87,9 @@ class DriftFlowConfig:
     drain_idle_s: float | None = None
     stats_every_s: float = 1.0
     delivery_timeout_s: float = 30.0
+    # What labels and scores mean: "binary" or "regression" (residual concept
+    # drift, an RMSE ceiling instead of AUC). Passed by the caller, not read from Settings.
+    task: str = BINARY
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DriftFlowConfig:
@@ -102,7 +105,9 @@ class DriftFlowConfig:
             batch_size=settings.streams.batch_size,
             start=settings.streams.start_from,
         )
-        return replace(cfg, **overrides)
+        cfg = replace(cfg, **overrides)
+        check_task(cfg.task, "drift")
+        return cfg
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -222,6 +227,9 @@ class _MonitorLogic(StatefulBatchLogic[DriftInput, BatchResult, bytes]):
     def __init__(self, cfg: DriftFlowConfig, resume: bytes | None) -> None:
         self._cfg = cfg
         self._monitor: DriftMonitor | None = pickle.loads(resume) if resume else None
+        if self._monitor is not None and self._monitor.task != cfg.task:
+            # Detectors learned on another task's errors mean nothing now: start over.
+            self._monitor = None
         self._metrics = drift_metrics()
         self._next_stats = 0.0
 
@@ -229,7 +237,7 @@ class _MonitorLogic(StatefulBatchLogic[DriftInput, BatchResult, bytes]):
         monitor = self._monitor
         if monitor is None:
             monitor = self._monitor = DriftMonitor(
-                values[0].model_name, self._cfg.feature_names, self._cfg.drift
+                values[0].model_name, self._cfg.feature_names, self._cfg.drift, self._cfg.task
             )
         result = monitor_batch(monitor, values, int(time.time() * 1000))
         inputs = self._metrics.inputs

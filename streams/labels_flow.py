@@ -124,7 +124,10 @@ def register_run_labels(run: Any) -> None:
     p.set_defaults(func=run_labels_command)
 
 
-def run_labels_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+def run_labels_command(
+    args: argparse.Namespace, settings: Settings | None = None, **overrides: Any
+) -> int:
+    """``loopline run labels``; ``overrides`` go to the flow's config (``task="regression"``)."""
     settings = settings_of(args, settings)
     options = RunOptions(
         workers=args.workers or settings.streams.workers,
@@ -136,5 +139,5 @@ def run_labels_command(args: argparse.Namespace, settings: Settings | None = Non
         drain_idle_s=args.drain,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        run_labels(settings, options)
+        run_labels(settings, options, **overrides)
     return 0

@@ -60,7 +60,8 @@ class BandShift:
 
 
 class BandShiftDetector:
-    """Confirmed shifts of a numeric stream's distribution.
+    """Confirmed shifts of a numeric stream's distribution (any real values: the band
+    comes from the reference's own quantiles, so no range such as [0, 1] is assumed).
 
     Parameters
     ----------
@@ -70,9 +71,16 @@ class BandShiftDetector:
         The band's edges as quantiles of the reference values.
     recent_alpha
         Weight of a new value in the recent mean reported as evidence.
+    upper_only
+        Only values above the band count as outside (for magnitudes such as an
+        absolute residual, whose low side says nothing: the band is then
+        ``(-inf, high]`` and ``low_quantile`` is unused).
     rate_params
         Passed to :class:`RateShiftDetector` (delta, clock, warmup, ...).
     """
+
+    # Class default: detector states pickled before this option existed are two-sided.
+    upper_only = False
 
     def __init__(
         self,
@@ -80,6 +88,7 @@ class BandShiftDetector:
         low_quantile: float = 0.1,
         high_quantile: float = 0.9,
         recent_alpha: float = 1 / 64,
+        upper_only: bool = False,
         **rate_params: Any,
     ) -> None:
         if reference_size < 10:
@@ -90,6 +99,7 @@ class BandShiftDetector:
         self.low_quantile = low_quantile
         self.high_quantile = high_quantile
         self.recent_alpha = recent_alpha
+        self.upper_only = upper_only
         self.rate_params = rate_params
         self.n = 0
         self.n_alarms = 0
@@ -147,7 +157,7 @@ class BandShiftDetector:
             return
         ordered = sorted(reference)
         last = len(ordered) - 1
-        self.band_low = ordered[int(self.low_quantile * last)]
+        self.band_low = -math.inf if self.upper_only else ordered[int(self.low_quantile * last)]
         self.band_high = ordered[math.ceil(self.high_quantile * last)]
         self.reference_mean = self.recent_mean = math.fsum(ordered) / len(ordered)
         self._reference = None

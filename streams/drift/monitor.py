@@ -11,6 +11,13 @@ decoded :class:`PredictionLog` and :class:`LabeledExample`, and publishes the
   (:class:`RateShiftDetector`, upward only);
 - ``performance``: rolling AUC or precision below its floor.
 
+The ``task`` (passed by the caller) says what labels mean. For ``regression``
+the score is the predicted value (its band is learned from its own quantiles:
+any range), concept drift watches the absolute residual ``|label - score|``
+(``error_mode`` "absolute", against a learned residual quantile: see
+:mod:`loopline.streams.drift.regression`), and the performance check is a
+ceiling on the rolling RMSE (``drift.rmse_ceiling``) instead of AUC/precision.
+
 Prediction, concept and performance detectors describe one model version and
 start over when a new version serves. Input from other arms (shadow,
 challenger) is skipped: it repeats the champion's features.
@@ -39,13 +46,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog
+from loopline.contracts.schemas import (
+    BINARY,
+    REGRESSION,
+    DriftEvent,
+    LabeledExample,
+    PredictionLog,
+    check_task,
+)
 from loopline.contracts.settings import DriftSettings
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 from loopline.streams.drift.effect import severity_of
 from loopline.streams.drift.events import clean_evidence, drift_event_id, finite
 from loopline.streams.drift.performance import Breach, PerformanceMonitor
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
+from loopline.streams.drift.regression import (
+    RMSE,
+    RmseMonitor,
+    residual_detector,
+    residual_evidence,
+)
 
 ERROR_MODES = ("binary", "absolute")
 # Predictions in a row from an older version before the monitor believes in a
@@ -110,15 +130,22 @@ class DriftMonitor:
         The model's input features, in the logged vector's order.
     settings
         Detectors and hygiene (``Settings.drift``).
+    task
+        ``"binary"`` or ``"regression"`` (what labels and scores mean).
     """
+
+    # Class default: monitors pickled before tasks existed are binary.
+    task = BINARY
 
     def __init__(
         self,
         model_name: str,
         feature_names: Sequence[str],
         settings: DriftSettings | None = None,
+        task: str = BINARY,
     ) -> None:
         s = settings or DriftSettings()
+        self.task = check_task(task, "drift")
         if s.error_mode not in ERROR_MODES:
             raise ValueError(f"error_mode must be one of {ERROR_MODES}, got {s.error_mode!r}")
         if s.data_sample_every < 1:
@@ -182,6 +209,8 @@ class DriftMonitor:
             self.n_skipped += 1  # a label for a model that no longer serves
             return []
         self.n_labeled += 1
+        if self.task == REGRESSION:
+            return self._update_regression(example)
         s = self.settings
         if s.error_mode == "binary":
             error = float((example.score >= s.alert_threshold) != (example.label == 1))
@@ -204,6 +233,32 @@ class DriftMonitor:
             events.append(self._breach_event(breach, example.labeled_at_ms))
         return events
 
+    def _update_regression(self, example: LabeledExample) -> list[DriftEvent]:
+        """Concept drift on the absolute residual, the rolling RMSE against its ceiling."""
+        events: list[DriftEvent] = []
+        found = self._error.update(abs(example.label - example.score))
+        if found is not None:
+            q = self.settings.band_high_quantile
+            events.append(
+                self._event(
+                    "concept",
+                    "error",
+                    f"adwin-residual(q{q:g})",
+                    found.shift,
+                    time_ms=example.labeled_at_ms,
+                    evidence=residual_evidence(found),
+                    sample=found.samples,
+                )
+            )
+        for breach in self._performance.update(example.label, example.score):
+            events.append(self._breach_event(breach, example.labeled_at_ms))
+        return events
+
+    @property
+    def error_mode(self) -> str:
+        """The per-example error watched: the task chooses "absolute" for regression."""
+        return "absolute" if self.task == REGRESSION else self.settings.error_mode
+
     # -- observation ------------------------------------------------------------------
     def stats(self) -> list[ChannelStat]:
         """Every channel's present statistic (for Prometheus gauges)."""
@@ -219,6 +274,12 @@ class DriftMonitor:
                 "prediction", "score", score.outside_rate, band_reference, score.n, score.n_alarms
             )
         )
+        if isinstance(error, BandShiftDetector) and isinstance(perf, RmseMonitor):
+            above = 1.0 - s.band_high_quantile  # share above the reference quantile
+            alarms = error.n_alarms
+            out.append(ChannelStat("concept", "error", error.outside_rate, above, error.n, alarms))
+            out.append(ChannelStat("performance", RMSE, perf.rmse, s.rmse_ceiling, perf.n, 0))
+            return out
         out.append(
             ChannelStat("concept", "error", error.estimation, float("nan"), error.n, error.n_alarms)
         )
@@ -232,6 +293,18 @@ class DriftMonitor:
     def _reset_model_channels(self) -> None:
         s = self.settings
         self._score = band_detector(self.settings)
+        self._error: RateShiftDetector | BandShiftDetector
+        self._performance: PerformanceMonitor | RmseMonitor
+        if self.task == REGRESSION:
+            self._error = residual_detector(s, _rate_params(s, s.min_persist, "up"))
+            self._performance = RmseMonitor(
+                window=s.performance_window,
+                ceiling=s.rmse_ceiling,
+                every=s.performance_every,
+                persist=s.performance_persist,
+                cooldown=s.performance_cooldown,
+            )
+            return
         self._error = concept_detector(s)
         self._performance = PerformanceMonitor(
             window=s.performance_window,
@@ -347,15 +420,8 @@ class DriftMonitor:
             window_before=breach.window,
             window_after=breach.window,
             model_version=self.model_version,
-            # AUC ranks every case; a precision drop alone costs analysts' time.
-            severity="critical" if breach.metric == "auc" else "warning",
-            evidence=clean_evidence(
-                {
-                    "model_name": self.model_name,
-                    "floor": breach.floor,
-                    "positives_in_window": breach.positives,
-                    "evaluations_below": breach.evaluations_below,
-                    "labeled_samples": breach.samples,
-                }
-            ),
+            # AUC ranks every case and RMSE weighs every error; a precision drop
+            # alone costs analysts' time.
+            severity="critical" if breach.metric in ("auc", RMSE) else "warning",
+            evidence=clean_evidence({"model_name": self.model_name, **breach.evidence()}),
         )

@@ -35,7 +35,7 @@ from river import metrics
 class Breach:
     """A confirmed floor breach: ``before`` is the mean of the healthy evaluations."""
 
-    metric: str  # "auc" | "precision"
+    metric: str  # "auc" | "precision" | "rmse" (a ceiling: floor holds it)
     before: float
     after: float
     floor: float
@@ -43,6 +43,21 @@ class Breach:
     positives: int
     evaluations_below: int
     samples: int
+
+    def evidence(self) -> dict[str, float | int]:
+        """The breach for a drift event's evidence."""
+        if self.metric == "rmse":  # a ceiling, crossed from below (streams/drift/regression.py)
+            return {
+                "ceiling": self.floor,
+                "evaluations_above": self.evaluations_below,
+                "labeled_samples": self.samples,
+            }
+        return {
+            "floor": self.floor,
+            "positives_in_window": self.positives,
+            "evaluations_below": self.evaluations_below,
+            "labeled_samples": self.samples,
+        }
 
 
 class PerformanceMonitor:
