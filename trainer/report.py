@@ -18,7 +18,9 @@ from loopline.contracts.registry import ModelVersion
 from loopline.trainer.pipeline import TrainingReport
 
 METRICS = ("auc", "log_loss", "brier", "ece")
-HIGHER_IS_BETTER = {"auc"}
+# The metrics each task's summary shows (holdout), in order.
+TASK_METRICS = {"binary": METRICS, "regression": ("rmse", "mae", "r2")}
+HIGHER_IS_BETTER = {"auc", "r2"}
 
 
 def utc(ms: int, short: bool = False) -> str:
@@ -71,7 +73,7 @@ class ConsoleProgress:
                 TextColumn("           boosting"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("valid log loss {task.fields[loss]:.5f}"),
+                TextColumn("valid loss {task.fields[loss]:.5f}"),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=True,
@@ -103,9 +105,7 @@ class LogProgress:
 
     def iteration(self, i: int, total: int, valid_log_loss: float) -> None:
         if i % 50 == 0:
-            self.log.info(
-                "training:   iteration %d/%d valid log loss %.5f", i, total, valid_log_loss
-            )
+            self.log.info("training:   iteration %d/%d valid loss %.5f", i, total, valid_log_loss)
 
 
 def summary(report: TrainingReport, load_s: float | None = None) -> Table:
@@ -116,6 +116,7 @@ def summary(report: TrainingReport, load_s: float | None = None) -> Table:
     t.add_column()
     start, end = r.window_ms
     hours = (end - start) / 3_600_000
+    t.add_row("task", r.task)
     t.add_row("source", r.source)
     t.add_row("data window", f"{utc(start)} -> {utc(end)} ({hours:.1f} h)")
     rows = r.rows
@@ -126,14 +127,18 @@ def summary(report: TrainingReport, load_s: float | None = None) -> Table:
     )
     if r.dropped:
         t.add_row("left out", ", ".join(f"{k} {v}" for k, v in sorted(r.dropped.items())))
-    pos = rows["train_positives"] + rows["valid_positives"] + rows["holdout_positives"]
-    t.add_row(
-        "class balance",
-        f"{pos} positive / {total - pos} negative ({pos / max(total, 1):.2%} positive; "
-        f"holdout {rows['holdout_positives']} positive)",
-    )
+    if r.task == "binary":
+        pos = rows["train_positives"] + rows["valid_positives"] + rows["holdout_positives"]
+        t.add_row(
+            "class balance",
+            f"{pos} positive / {total - pos} negative ({pos / max(total, 1):.2%} positive; "
+            f"holdout {rows['holdout_positives']} positive)",
+        )
+    elif "label_mean" in r.metrics:
+        t.add_row("holdout label mean", fmt(r.metrics["label_mean"]))
     t.add_row("best iteration", str(r.best_iteration))
-    t.add_row("ONNX parity", f"max abs diff {r.parity_max_abs_diff:.2e}")
+    kind = "relative" if r.task == "regression" else "abs"
+    t.add_row("ONNX parity", f"max {kind} diff {r.parity_max_abs_diff:.2e}")
     t.add_row("metrics (holdout)", metrics_table(r))
     if not r.accepted:
         verdict = "[yellow]rejected candidate[/yellow]"
@@ -160,7 +165,7 @@ def metrics_table(r: TrainingReport) -> Table:
     if champ is not None:
         t.add_column(f"champion v{r.champion_version}", justify="right")
         t.add_column("delta", justify="right")
-    for m in METRICS:
+    for m in TASK_METRICS.get(r.task, METRICS):
         mine = r.metrics.get(m)
         if champ is None:
             t.add_row(m, fmt(mine))
@@ -185,10 +190,12 @@ def versions_table(
     wide = width >= WIDE
     t = Table(title=f"{model}: {len(versions)} version(s) (times UTC)", box=box.SIMPLE_HEAD)
     columns = ["version", "created", "status", "aliases", "auc", "log loss", "brier", "rows"]
+    if any(v.manifest.task == "regression" for v in versions):
+        columns[4:4] = ["rmse", "mae"]
     columns += ["data window", "parent"] if wide else []
     if not wide:
         columns = [c for c in columns if c not in {"created", "brier"}]
-    numeric = {"auc", "log loss", "brier", "rows"}
+    numeric = {"auc", "log loss", "brier", "rows", "rmse", "mae"}
     for col in columns:
         t.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
     t.add_column("decision", overflow="fold", min_width=10)
@@ -203,6 +210,8 @@ def versions_table(
             "auc": fmt(m.metrics.get("auc")),
             "log loss": fmt(m.metrics.get("log_loss")),
             "brier": fmt(m.metrics.get("brier")),
+            "rmse": fmt(m.metrics.get("rmse")),
+            "mae": fmt(m.metrics.get("mae")),
             "rows": str(sum(m.rows.get(k, 0) for k in ("train", "valid", "holdout"))),
             "data window": _span(m.training_window_ms),
             "parent": m.parent_version or "-",
@@ -238,6 +247,7 @@ def version_detail(mv: ModelVersion, aliases: dict[str, str]) -> Table:
     names = sorted(a for a, v in aliases.items() if v == m.version)
     t.add_row("aliases", ", ".join(names) or "-")
     t.add_row("status", m.status)
+    t.add_row("task", m.task)
     t.add_row("decision", m.decision or "-")
     t.add_row("created", utc(m.created_ms))
     t.add_row("file", str(mv.model_path))
@@ -256,7 +266,7 @@ def version_detail(mv: ModelVersion, aliases: dict[str, str]) -> Table:
         champ = gate["champion_metrics"]
         t.add_row(
             f"champion v{gate.get('champion_version')} then",
-            ", ".join(f"{k} {fmt(champ.get(k))}" for k in METRICS),
+            ", ".join(f"{k} {fmt(champ.get(k))}" for k in TASK_METRICS.get(m.task, METRICS)),
         )
     t.add_row("parent version", m.parent_version or "-")
     t.add_row("code version", m.code_version or "-")
