@@ -4,6 +4,11 @@
 :class:`LoadedModel` in hand is known good; it runs off the request path.
 The session is tuned for single-row latency: one intra-op thread, sequential
 execution (a thread pool costs more than a 200-tree ensemble takes to run).
+
+The manifest's ``task`` says what the output holds: a binary model's
+``probabilities`` ``[n, 2]`` (serving keeps column 1, the positive class), a
+regression model's values ``[n, 1]`` (flattened). Either way a model gives
+one float score per row.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import onnxruntime as ort
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import Manifest, ModelVersion
+from loopline.contracts.registry import TASKS, Manifest, ModelVersion
 
 WARMUP_RUNS = 20
+# Width of the output each task's model answers with.
+OUTPUT_WIDTH = {"binary": 2, "regression": 1}
 
 
 def session_options() -> ort.SessionOptions:
@@ -43,6 +50,15 @@ class LoadedModel:
     # Feature-set vector position of each model input column (None: same order).
     permutation: tuple[int, ...] | None = None
     outputs: list[str] = field(default_factory=list)
+    # Binary: keep column 1 of [n, 2]; regression: flatten [n, 1]. Set once, read per request.
+    binary: bool = field(init=False, default=True)
+
+    def __post_init__(self) -> None:
+        self.binary = self.manifest.task != "regression"
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
 
     @property
     def name(self) -> str:
@@ -62,10 +78,14 @@ class LoadedModel:
             return vector if isinstance(vector, list) else list(vector)
         return [vector[i] for i in self.permutation]
 
-    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        """Positive-class probability of each row of a float32 ``[n, k]`` matrix."""
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        """One score per row of a float32 ``[n, k]`` matrix: the positive-class
+        probability (binary) or the predicted value (regression)."""
         out = self.session.run(self.outputs, {self.manifest.input_name: matrix})[0]
-        return out[:, 1]
+        return out[:, 1] if self.binary else out.reshape(-1)
+
+    # The name the serving core calls; for a regression model it gives values.
+    probabilities = scores
 
     def timed_probabilities(self, matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
         """:meth:`probabilities` with its wall time and this thread's CPU time (seconds).
@@ -108,9 +128,7 @@ def load_model(
             f"{label}: input {m.input_name!r} has shape {shape}, "
             f"expected [n, {len(m.feature_names)}] for {len(m.feature_names)} features"
         )
-    outputs = [o.name for o in session.get_outputs()]
-    if m.probability_output not in outputs:
-        raise ModelError(f"{label}: the model has no output {m.probability_output!r} ({outputs})")
+    check_output(label, m, session)
     model = LoadedModel(
         manifest=m,
         session=session,
@@ -120,6 +138,24 @@ def load_model(
     _warm(model)
     check_golden(model, golden_tolerance)
     return model
+
+
+def check_output(label: str, m: Manifest, session: ort.InferenceSession) -> None:
+    """The output the manifest names must exist with its task's width ([n, 2] or [n, 1])."""
+    if m.task not in TASKS:
+        raise ModelError(f"{label}: the manifest's task {m.task!r} is not one of {list(TASKS)}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    if m.probability_output not in outputs:
+        raise ModelError(
+            f"{label}: the model has no output {m.probability_output!r} ({list(outputs)})"
+        )
+    shape = outputs[m.probability_output].shape
+    width = OUTPUT_WIDTH[m.task]
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
+        raise ModelError(
+            f"{label}: output {m.probability_output!r} has shape {shape}; a {m.task} model "
+            f"must answer [n, {width}]"
+        )
 
 
 def check_compatible(m: Manifest, fs: FeatureSet) -> None:
@@ -151,9 +187,11 @@ def check_golden(model: LoadedModel, tolerance: float) -> None:
     matrix = np.asarray(m.golden_inputs, dtype=np.float32)
     if matrix.ndim != 2 or matrix.shape[1] != model.n_features:
         raise ModelError(f"{m.model_name} v{m.version}: golden inputs have shape {matrix.shape}")
-    got = model.probabilities(matrix)
+    got = model.scores(matrix)
+    # A regression value has no fixed scale: the tolerance is relative there too.
+    rel_tol = 0.0 if model.binary else tolerance
     for i, (want, have) in enumerate(zip(m.golden_scores, got, strict=True)):
-        if not math.isclose(float(have), want, rel_tol=0.0, abs_tol=tolerance):
+        if not math.isclose(float(have), want, rel_tol=rel_tol, abs_tol=tolerance):
             raise ModelError(
                 f"{m.model_name} v{m.version}: golden row {i} scored {float(have):.6f}, "
                 f"the manifest says {want:.6f} (tolerance {tolerance})"

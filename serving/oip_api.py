@@ -10,9 +10,10 @@
   (INT64 ``[n]``) and ``event_id`` (BYTES ``[n]``); features are then looked
   up online exactly as for ``Predict``.
 
-Outputs: ``probabilities`` (FP32 ``[n, 2]``), and for entity inputs also
-``features`` (FP32 ``[n, k]``, the vector the model saw) and
-``feature_status`` (BYTES ``[n, k]``: ok, missing, stale, defaulted).
+Outputs: for a binary model ``probabilities`` (FP32 ``[n, 2]``), for a
+regression model ``predictions`` (FP32 ``[n]``, the predicted values); for
+entity inputs also ``features`` (FP32 ``[n, k]``, the vector the model saw)
+and ``feature_status`` (BYTES ``[n, k]``: ok, missing, stale, defaulted).
 Tensors travel as ``raw_input_contents``/``raw_output_contents`` or typed
 contents, like Triton's clients send them.
 
@@ -47,6 +48,7 @@ NUMERIC = {
     "INT32": ("<i4", "int_contents"),
 }
 PROBABILITIES, FEATURES, FEATURE_STATUS = "probabilities", "features", "feature_status"
+PREDICTIONS = "predictions"
 EVENT_TIME, EVENT_ID = "event_time_ms", "event_id"
 _LEN = struct.Struct("<I")
 
@@ -110,8 +112,13 @@ class OipHandlers:
             tm(name=EVENT_TIME, datatype="INT64", shape=[-1]),
             tm(name=EVENT_ID, datatype="BYTES", shape=[-1]),
         ]
+        scores = (
+            tm(name=PROBABILITIES, datatype="FP32", shape=[-1, 2])
+            if model.binary
+            else tm(name=PREDICTIONS, datatype="FP32", shape=[-1])
+        )
         outputs = [
-            tm(name=PROBABILITIES, datatype="FP32", shape=[-1, 2]),
+            scores,
             tm(name=FEATURES, datatype="FP32", shape=[-1, k]),
             tm(name=FEATURE_STATUS, datatype="BYTES", shape=[-1, k]),
         ]
@@ -185,6 +192,9 @@ class OipHandlers:
             )
         matrix = _numeric(tensor, raw).reshape(shape).astype(np.float32, copy=False)
         probs = self.core.score_matrix(model, matrix, request_id)
+        if not model.binary:
+            # The core answers [1 - score, score] per row; a regression's value is column 1.
+            return _predictions(probs[:, 1])
         return {PROBABILITIES: ("FP32", list(probs.shape), probs.astype("<f4").tobytes())}
 
     def _infer_entities(
@@ -240,12 +250,16 @@ class OipHandlers:
                     raise InvalidRequestError(f"row {r}: {result}") from result
                 raise result
         preds: list[Prediction] = results  # type: ignore[assignment]
-        probs = np.array([[1.0 - p.score, p.score] for p in preds], dtype="<f4")
+        if model.binary:
+            probs = np.array([[1.0 - p.score, p.score] for p in preds], dtype="<f4")
+            scores = {PROBABILITIES: ("FP32", [n, 2], probs.tobytes())}
+        else:
+            scores = _predictions(np.array([p.score for p in preds]))
         feats = np.array([p.features for p in preds], dtype="<f4")
         status = encode_bytes_tensor([s.value.encode() for p in preds for s in p.statuses])
         k = model.n_features
         return {
-            PROBABILITIES: ("FP32", [n, 2], probs.tobytes()),
+            **scores,
             FEATURES: ("FP32", [n, k], feats.tobytes()),
             FEATURE_STATUS: ("BYTES", [n, k], status),
         }
@@ -254,6 +268,12 @@ class OipHandlers:
         if not name:
             raise ModelNotFoundError("model_name is required")
         return name
+
+
+def _predictions(values: np.ndarray) -> dict[str, tuple[str, list[int], bytes]]:
+    """A regression model's answer: ``predictions``, FP32 ``[n]``."""
+    flat = np.asarray(values, dtype="<f4").reshape(-1)
+    return {PREDICTIONS: ("FP32", [len(flat)], flat.tobytes())}
 
 
 def _row_id(request_id: str, row: int, n: int) -> str:

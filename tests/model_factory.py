@@ -4,7 +4,9 @@ LightGBM trained on synthetic rows of the fraud feature set, exported with
 onnxmltools exactly as the trainer exports (``input`` float [None, n];
 ``label`` and ``probabilities`` [n, 2], no ZipMap), published into a
 :class:`DirectoryRegistry` with a full manifest including golden rows.
-Serving must not import the trainer, hence this small twin.
+Serving must not import the trainer, hence this small twin. Regression
+models (:func:`publish_regression`) export ``variable`` [n, 1] and carry
+``task="regression"`` in their manifest.
 """
 
 from __future__ import annotations
@@ -94,6 +96,82 @@ def publish(
     reg = registry if isinstance(registry, DirectoryRegistry) else DirectoryRegistry(registry)
     onnx_bytes = train_onnx(n_trees, n_leaves, seed, len(fs.model_features))
     fields = replace(manifest_fields(onnx_bytes, fs, seed=seed), **overrides)  # type: ignore[arg-type]
+    version = reg.publish(model, onnx_bytes, fields)
+    if alias:
+        reg.set_alias(model, alias, version.manifest.version)
+    return version
+
+
+def synthetic_targets(x: np.ndarray, seed: int) -> np.ndarray:
+    """A real-valued target of the rows (an amount-like scale), learnable from them."""
+    rng = np.random.default_rng(seed + 7)
+    return 3.0 * x[:, -4] + 40.0 * x[:, 0] - 0.5 * x[:, 3] + 100.0 + rng.normal(0, 5.0, len(x))
+
+
+@functools.cache
+def train_regression_onnx(
+    n_trees: int = 20, n_leaves: int = 15, seed: int = 0, n_features: int = 20
+) -> bytes:
+    """ONNX bytes of a LightGBM regressor (output ``variable`` [n, 1]; cached)."""
+    import lightgbm as lgb
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    x, _ = synthetic_rows(4000, n_features, seed)
+    model = lgb.LGBMRegressor(
+        n_estimators=n_trees, num_leaves=n_leaves, random_state=seed, verbose=-1, n_jobs=1
+    )
+    model.fit(x, synthetic_targets(x, seed))
+    onx = convert_lightgbm(
+        model,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        target_opset=15,
+        zipmap=False,
+    )
+    return onx.SerializeToString()
+
+
+def onnx_values(onnx_bytes: bytes, rows: np.ndarray) -> list[float]:
+    """The values the exported regressor predicts for ``rows``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    out = session.run(["variable"], {"input": rows.astype(np.float32)})[0]
+    return [float(v) for v in out.reshape(-1)]
+
+
+def regression_manifest_fields(
+    onnx_bytes: bytes, fs: FeatureSet = FRAUD_FEATURES, golden_rows: int = 8, seed: int = 0
+) -> ManifestFields:
+    rows, _ = synthetic_rows(golden_rows, len(fs.model_features), seed + 1000)
+    return ManifestFields(
+        feature_set=fs.name,
+        fingerprint=fs.fingerprint,
+        feature_names=list(fs.model_features),
+        probability_output="variable",
+        task="regression",
+        golden_inputs=[[float(v) for v in r] for r in rows],
+        golden_scores=onnx_values(onnx_bytes, rows),
+        metrics={"rmse": 5.0, "mae": 4.0},
+        code_version="tests",
+    )
+
+
+def publish_regression(
+    registry: DirectoryRegistry | str | Path,
+    *,
+    model: str = "fraud",
+    n_trees: int = 20,
+    n_leaves: int = 15,
+    seed: int = 0,
+    alias: str | None = "champion",
+    fs: FeatureSet = FRAUD_FEATURES,
+    **overrides: object,
+) -> ModelVersion:
+    """Like :func:`publish`, for a regression model."""
+    reg = registry if isinstance(registry, DirectoryRegistry) else DirectoryRegistry(registry)
+    onnx_bytes = train_regression_onnx(n_trees, n_leaves, seed, len(fs.model_features))
+    fields = replace(regression_manifest_fields(onnx_bytes, fs, seed=seed), **overrides)  # type: ignore[arg-type]
     version = reg.publish(model, onnx_bytes, fields)
     if alias:
         reg.set_alias(model, alias, version.manifest.version)
