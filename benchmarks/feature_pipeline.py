@@ -205,6 +205,7 @@ def baseline_throughput(settings: Settings, n: int) -> tuple[float, float]:
     decoders = {
         p: EventDecoder(
             cfg.feature_set,
+            cfg.sources[0][1],
             shards=cfg.shards,
             allowed_lateness_s=cfg.allowed_lateness_s,
             max_future_s=cfg.max_future_s,

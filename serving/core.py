@@ -385,7 +385,6 @@ class InferenceCore:
                 raise InvalidRequestError(
                     f"unknown entity field {name!r}; expected {sorted(self._key_fields)}"
                 )
-        ids = []
         for name in self.plan.key_fields:
             value = inp.entities.get(name, "")
             if not value:
@@ -394,7 +393,6 @@ class InferenceCore:
                 raise InvalidRequestError(
                     f"entity field {name!r} is {len(value)} characters long (limit {limit})"
                 )
-            ids.append(value)
         for name in inp.fields:
             if name not in self._request_fields:
                 raise InvalidRequestError(
@@ -414,7 +412,7 @@ class InferenceCore:
             raise InvalidRequestError(
                 f"event_time_ms is {inp.event_time_ms}; use epoch milliseconds, or 0 for now"
             )
-        return ids
+        return self.plan.entity_ids(inp.entities)
 
     def _lookup(
         self, keys: list[bytes], budget_s: float | None, times: Sequence[float]

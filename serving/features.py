@@ -3,10 +3,13 @@
 Pure logic over a :class:`~loopline.serving.feature_store.FeatureStore`; it
 knows the feature set and the Redis layout, not the transport.
 
->>> from loopline.contracts.fraud import FRAUD_FEATURES as fs
+>>> from loopline.contracts.repo import builtin_example, load_project
+>>> fs = load_project(builtin_example()).feature_set()
 >>> plan = LookupPlan(fs, key_prefix="ll")
 >>> plan.key_fields
 ('card_id', 'merchant_id')
+>>> plan.entity_ids({"card_id": "c1", "merchant_id": "m9"})
+['c1', 'm9']
 >>> plan.request_fields
 ('amount',)
 >>> statuses = plan.feature_statuses((FeatureStatus.OK, FeatureStatus.MISSING))
@@ -93,12 +96,21 @@ class LookupPlan:
         self.fs = fs
         layout = RedisLayout(key_prefix)
         self.entities = tuple(v.entity for v in fs.views)
-        self.key_fields = tuple(v.key_field for v in fs.views)
+        # Every key field a request must carry, once each (views may share one).
+        self.key_fields = tuple(dict.fromkeys(k for v in fs.views for k in v.key_fields))
+        self._view_keys = tuple(v.key_fields for v in fs.views)
         self.key_prefixes = tuple(layout.key_prefix(fs, v.entity).encode() for v in fs.views)
         self.sizes = tuple(len(v.aggregations) for v in fs.views)
         self.request_fields = _request_fields(fs)
         # For each model feature (feature-set order), the entity positions it reads.
         self.dependencies = _dependencies(fs, self.entities)
+
+    def entity_ids(self, entities: Mapping[str, str]) -> list[str]:
+        """Each view's entity id from a request's key fields (composite keys joined by "|")."""
+        return [
+            entities[keys[0]] if len(keys) == 1 else "|".join(entities[k] for k in keys)
+            for keys in self._view_keys
+        ]
 
     def keys(self, entity_ids: Sequence[str]) -> list[bytes]:
         return [p + i.encode() for p, i in zip(self.key_prefixes, entity_ids, strict=True)]

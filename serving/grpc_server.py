@@ -28,8 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from loopline.contracts.errors import LooplineError
-from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.registry import DirectoryRegistry, ModelRegistry
+from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
@@ -137,7 +137,7 @@ class InferenceServer:
         self.reuse_port = reuse_port
         self.metrics = metrics or ServingMetrics(CollectorRegistry())
         self.registry = registry or DirectoryRegistry(settings.registry.path)
-        self.feature_set = get_feature_set(settings.streams.feature_set)
+        self.feature_set = project_of(settings).feature_set(settings.streams.feature_set)
         self.topics = Topics(settings.kafka.topic_prefix)
         self.slot = ModelSlot()
         self.store = RedisFeatureStore(

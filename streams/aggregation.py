@@ -24,7 +24,8 @@ shard clock, so an out-of-order event can still be applied after a refresh
 An entity silent for ``evict_after_s`` of event time with empty windows is
 dropped from state (its Redis value expires by TTL on the same horizon).
 
->>> from loopline.contracts.fraud import FRAUD_FEATURES
+>>> from loopline.contracts.repo import builtin_example, load_project
+>>> FRAUD_FEATURES = load_project(builtin_example()).feature_set()
 >>> from loopline.contracts.redis_layout import RedisLayout, unpack
 >>> shard = FeatureShard(FRAUD_FEATURES, RedisLayout("demo"))
 >>> rec = {"card_id": "c1", "merchant_id": "m1", "amount": 10.0}

@@ -11,8 +11,10 @@ Lateness is judged per Kafka partition, against the partition's stream time
 depends only on the partition's order, never on worker count, process count
 or restarts, and the stream time is snapshotted together with the offset.
 
->>> from loopline.contracts.fraud import FRAUD_FEATURES
->>> dec = EventDecoder(FRAUD_FEATURES, shards=4, allowed_lateness_s=60)
+>>> from loopline.contracts.repo import builtin_example, load_project
+>>> project = load_project(builtin_example())
+>>> fs, source = project.feature_set(), project.source("transactions")
+>>> dec = EventDecoder(fs, EventParser(source), shards=4, allowed_lateness_s=60)
 >>> good = (b'{"event_id":"e1","card_id":"c1","merchant_id":"m1","amount":5,'
 ...         b'"event_time":1700000000000}')
 >>> late = good.replace(b"1700000000000", b"1699999000000")
@@ -29,30 +31,15 @@ or restarts, and the stream time is snapshotted together with the offset.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from loopline.contracts.errors import SchemaError
+from loopline.contracts.errors import ConfigError, SchemaError
+from loopline.contracts.event_schema import EventParser, MalformedEventError
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.schemas import DeadLetter, Transaction, decode
-
-# Feature inputs beyond this magnitude are refused: no real amount is near it,
-# and the feature engine's exact sums need headroom.
-MAX_ABS_INPUT = 1e15
-
-try:  # 4x faster than json.loads; optional (same verdicts without it)
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def _fast_loads(raw: bytes) -> Any:
-        # Decoded here: JSON on Kafka is UTF-8; json.loads(bytes) would sniff
-        # for UTF-16/32 first.
-        return json.loads(raw.decode())
-
+from loopline.contracts.schemas import DeadLetter
 
 REASON_MALFORMED = "malformed"
 REASON_INVALID = "invalid"
@@ -76,110 +63,9 @@ class SourceRecord(NamedTuple):
 EntityUpdate = tuple[int, str, int, dict[str, Any], int, int]
 
 
-class MalformedEventError(SchemaError):
-    """The bytes are not a JSON object at all."""
-
-
 def shard_of(entity_key: str, shards: int) -> int:
     """Stable shard of an entity: the same in every process and every run."""
     return zlib.crc32(entity_key.encode()) % shards
-
-
-class TransactionParser:
-    """Bytes -> the flat record the feature engine reads, or :class:`SchemaError`.
-
-    Accepts exactly what ``contracts.schemas.decode(Transaction, ...)`` accepts
-    (it is the fallback whenever the fast path has any doubt, and it words the
-    errors), then checks every field the feature set reads.
-
-    >>> from loopline.contracts.fraud import FRAUD_FEATURES
-    >>> p = TransactionParser(FRAUD_FEATURES)
-    >>> raw = b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":1.5,"event_time":9}'
-    >>> p.parse(raw)["amount"]
-    1.5
-    >>> p.parse(raw.replace(b"1.5", b"-1"))
-    Traceback (most recent call last):
-    ...
-    loopline.contracts.errors.SchemaError: Transaction.amount: must be >= 0
-    """
-
-    # Checked by the Transaction schema already (types, emptiness, sign).
-    _SCHEMA_FIELDS = frozenset({"event_id", "card_id", "merchant_id", "amount", "event_time"})
-
-    def __init__(self, fs: FeatureSet) -> None:
-        numeric: set[str] = set()
-        scalar: set[str] = set()
-        keys: set[str] = set()
-        for view in fs.views:
-            keys.add(view.key_field)
-            for a in view.aggregations:
-                if a.field is None:
-                    continue
-                if a.kind == "distinct":
-                    scalar.add(a.field)
-                else:
-                    numeric.add(a.field)
-        self.time_field = fs.event_time_field
-        self._numeric = tuple(sorted(numeric))
-        self._extra_keys = tuple(sorted(keys - self._SCHEMA_FIELDS))
-        self._extra_scalars = tuple(sorted(scalar - self._SCHEMA_FIELDS))
-        # The fast path has checked amount's range already.
-        self._numeric_extra = tuple(f for f in self._numeric if f != "amount")
-        self._unchecked = bool(self._numeric_extra or self._extra_keys or self._extra_scalars)
-
-    def parse(self, raw: bytes | None) -> dict[str, Any]:
-        if not raw:
-            raise MalformedEventError("empty message (no value)")
-        try:
-            doc = _fast_loads(raw)
-        except ValueError:
-            # orjson refuses what json takes (NaN, huge integers): let json and
-            # the schema word the error, so verdicts never depend on orjson.
-            try:
-                doc = json.loads(raw.decode())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise MalformedEventError(f"Transaction: not valid JSON ({e})") from None
-        if type(doc) is not dict:
-            raise MalformedEventError(
-                f"Transaction: expected a JSON object, got {type(doc).__name__}"
-            )
-        eid, cid, mid = doc.get("event_id"), doc.get("card_id"), doc.get("merchant_id")
-        amount, et = doc.get("amount"), doc.get("event_time")
-        fast = (
-            type(eid) is str
-            and eid
-            and type(cid) is str
-            and cid
-            and type(mid) is str
-            and mid
-            and type(amount) in (float, int)
-            and 0 <= amount <= MAX_ABS_INPUT  # false for NaN and Infinity too
-            and type(et) is int
-            and et > 0
-        )
-        if fast:
-            if self._unchecked:
-                self._check_features(doc, self._numeric_extra)
-            return doc  # type: ignore[no-any-return]
-        record = decode(Transaction, doc).as_record()
-        self._check_features(record, self._numeric)
-        return record
-
-    def _check_features(self, record: dict[str, Any], numeric: tuple[str, ...]) -> None:
-        for f in numeric:
-            x = record.get(f)
-            if type(x) not in (float, int) or not math.isfinite(x):
-                raise SchemaError(f"Transaction.{f}: expected a finite number, got {x!r}", f)
-            if abs(x) > MAX_ABS_INPUT:
-                raise SchemaError(f"Transaction.{f}: {x!r} is out of range", f)
-        for f in self._extra_keys:
-            x = record.get(f)
-            if type(x) not in (str, int) or x == "":
-                raise SchemaError(f"Transaction.{f}: expected a non-empty key, got {x!r}", f)
-        for f in self._extra_scalars:
-            x = record.get(f)
-            if type(x) not in (str, int, float, bool):
-                raise SchemaError(f"Transaction.{f}: expected a scalar, got {x!r}", f)
 
 
 @dataclass
@@ -227,6 +113,7 @@ class EventDecoder:
     def __init__(
         self,
         fs: FeatureSet,
+        parser: EventParser,
         *,
         shards: int,
         allowed_lateness_s: float,
@@ -234,14 +121,21 @@ class EventDecoder:
         clock_ms: int = 0,
     ) -> None:
         if shards < 1:
-            raise ValueError("shards must be >= 1")
+            raise ConfigError("shards must be >= 1")
         self.fs = fs
         self.shards = shards
-        self.parser = TransactionParser(fs)
+        self.parser = parser
         self.clock = PartitionClock(int(allowed_lateness_s * 1000), clock_ms)
         self.max_future_ms = int(max_future_s * 1000)
-        # (view index, entity name, key field) for each entity type
-        self._views = tuple((i, v.entity + ":", v.key_field) for i, v in enumerate(fs.views))
+        # (view index, entity name, key field(s)) of each view this source feeds
+        source = parser.source.name
+        self._views = tuple(
+            (i, v.entity + ":", v.key_field if len(v.key_fields) == 1 else v.key_fields)
+            for i, v in enumerate(fs.views)
+            if v.source is None or v.source == source
+        )
+        if not self._views:
+            raise ConfigError(f"no feature view of {fs.name} reads source {source!r}")
         self._shard_cache: dict[str, int] = {}
 
     def decode(self, records: list[SourceRecord], now_ms: int | None = None) -> DecodedBatch:
@@ -278,9 +172,12 @@ class EventDecoder:
                 continue
             out.accepted += 1
             for vi, entity, key_field in self._views:
-                eid = record[key_field]
-                if eid.__class__ is not str:
-                    eid = str(eid)
+                if key_field.__class__ is str:
+                    eid = record[key_field]
+                    if eid.__class__ is not str:
+                        eid = str(eid)
+                else:  # a composite key: the view's entity_id
+                    eid = "|".join(str(record[f]) for f in key_field)
                 ekey = entity + eid
                 shard = shard_cache.get(ekey)
                 if shard is None:

@@ -8,6 +8,8 @@ benchmark's plain-consumer baseline both start from a
 >>> cfg = FeatureFlowConfig.from_settings(Settings())
 >>> cfg.topic, cfg.dead_letter_topic, cfg.shards
 ('loopline.events', 'loopline.dead-letters', 64)
+>>> [parser.name for _, parser in cfg.sources]
+['transactions']
 >>> cfg.consumer["fetch.wait.max.ms"]
 10
 """
@@ -18,10 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loopline.contracts.event_schema import EventParser
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.redis_layout import RedisLayout
+from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.streams.aggregation import FeatureWrite
@@ -34,7 +37,8 @@ WrittenHook = Callable[[Sequence[FeatureWrite], float], None]
 @dataclass(frozen=True)
 class FeatureFlowConfig:
     feature_set: FeatureSet
-    topic: str
+    # (topic, parser of its events) for each event source the views read
+    sources: tuple[tuple[str, EventParser], ...]
     dead_letter_topic: str
     consumer: dict[str, Any]
     producer: dict[str, Any]
@@ -55,13 +59,25 @@ class FeatureFlowConfig:
     drain_idle_s: float | None = None
     on_written: WrittenHook | None = field(default=None, compare=False)
 
+    @property
+    def topic(self) -> str:
+        """The first (often the only) event topic."""
+        return self.sources[0][0]
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> FeatureFlowConfig:
         s = settings.streams
         topics = Topics(settings.kafka.topic_prefix)
+        project = project_of(settings)
+        fs = project.feature_set(s.feature_set)
+        keys = {k for v in fs.views for k in v.key_fields}
+        sources = tuple(
+            (topics.named(t), EventParser(project.source_of_topic(t), keys))
+            for t in project.topics_read(s.feature_set)
+        )
         cfg = cls(
-            feature_set=get_feature_set(s.feature_set),
-            topic=topics.events,
+            feature_set=fs,
+            sources=sources,
             dead_letter_topic=topics.dead_letters,
             consumer=consumer_config(settings.kafka, "features"),
             producer=producer_config(settings.kafka),

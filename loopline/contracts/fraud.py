@@ -1,6 +1,9 @@
-"""The reference feature set: card-transaction fraud scoring.
+"""Deprecated shim: the fraud feature set, compiled from the example repo.
 
-Another use case is another :class:`FeatureSet` value, not new code.
+The fraud use case lives in ``examples/fraud`` as a feature repo like any
+user's; code reaches a feature set through
+:func:`loopline.contracts.repo.project_of`. This module remains only for
+older tests and benchmarks and goes away with them.
 
 >>> FRAUD_FEATURES.model_features[:3]
 ('card.txn_count_10m', 'card.amount_sum_10m', 'card.amount_max_10m')
@@ -10,93 +13,24 @@ Another use case is another :class:`FeatureSet` value, not new code.
 
 from __future__ import annotations
 
-from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import (
-    Aggregation,
-    Derived,
-    EntityView,
-    FeatureSet,
-    Window,
-)
+from loopline.contracts.errors import ConfigError, FeatureError
+from loopline.contracts.features import FeatureSet
+from loopline.contracts.repo import builtin_example, load_project
 
-_10M, _1H, _24H = 600, 3600, 86400
 
-CARD_VIEW = EntityView(
-    entity="card",
-    key_field="card_id",
-    windows=(Window(_10M, 10), Window(_1H, 12), Window(_24H, 24)),
-    aggregations=(
-        Aggregation("txn_count_10m", "count", window_s=_10M),
-        Aggregation("amount_sum_10m", "sum", "amount", _10M),
-        Aggregation("amount_max_10m", "max", "amount", _10M),
-        Aggregation("txn_count_1h", "count", window_s=_1H),
-        Aggregation("amount_sum_1h", "sum", "amount", _1H),
-        Aggregation("amount_mean_1h", "mean", "amount", _1H),
-        Aggregation("amount_max_1h", "max", "amount", _1H),
-        Aggregation("merchant_distinct_1h", "distinct", "merchant_id", _1H),
-        Aggregation("txn_count_24h", "count", window_s=_24H),
-        Aggregation("amount_sum_24h", "sum", "amount", _24H),
-        Aggregation("amount_mean_24h", "mean", "amount", _24H),
-        Aggregation("amount_std_24h", "std", "amount", _24H),
-        Aggregation("amount_max_24h", "max", "amount", _24H),
-        Aggregation("merchant_distinct_24h", "distinct", "merchant_id", _24H),
-        Aggregation("last_amount", "last", "amount"),
-        Aggregation("last_event_time", "last_time"),
-    ),
-)
+def _example_feature_set() -> FeatureSet:
+    root = builtin_example()
+    if root is None:
+        raise ConfigError("the fraud example repo is not beside this installation")
+    return load_project(root).feature_set()
 
-MERCHANT_VIEW = EntityView(
-    entity="merchant",
-    key_field="merchant_id",
-    windows=(Window(_1H, 12), Window(_24H, 24)),
-    aggregations=(
-        Aggregation("txn_count_1h", "count", window_s=_1H),
-        Aggregation("amount_mean_24h", "mean", "amount", _24H),
-        Aggregation("txn_count_24h", "count", window_s=_24H),
-    ),
-)
 
-FRAUD_FEATURES = FeatureSet(
-    name="fraud",
-    version=1,
-    views=(CARD_VIEW, MERCHANT_VIEW),
-    derived=(
-        Derived("amount", "field", ("amount",)),
-        Derived("amount_to_card_mean_24h", "ratio", ("amount", "card.amount_mean_24h"), 1.0),
-        Derived(
-            "amount_to_merchant_mean_24h", "ratio", ("amount", "merchant.amount_mean_24h"), 1.0
-        ),
-        Derived("seconds_since_last_txn", "age", ("card.last_event_time",), -1.0),
-    ),
-    model_features=(
-        "card.txn_count_10m",
-        "card.amount_sum_10m",
-        "card.amount_max_10m",
-        "card.txn_count_1h",
-        "card.amount_sum_1h",
-        "card.amount_mean_1h",
-        "card.amount_max_1h",
-        "card.merchant_distinct_1h",
-        "card.txn_count_24h",
-        "card.amount_mean_24h",
-        "card.amount_std_24h",
-        "card.amount_max_24h",
-        "card.merchant_distinct_24h",
-        "merchant.txn_count_1h",
-        "merchant.amount_mean_24h",
-        "merchant.txn_count_24h",
-        "amount",
-        "amount_to_card_mean_24h",
-        "amount_to_merchant_mean_24h",
-        "seconds_since_last_txn",
-    ),
-)
-
+FRAUD_FEATURES = _example_feature_set()
 FEATURE_SETS = {FRAUD_FEATURES.name: FRAUD_FEATURES}
 
 
 def get_feature_set(name: str) -> FeatureSet:
-    """Look a registered feature set up by name."""
+    """Look a feature set of the example repo up by name."""
     try:
         return FEATURE_SETS[name]
     except KeyError:

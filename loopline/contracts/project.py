@@ -179,6 +179,11 @@ class Project:
         """The (unprefixed) event topics the features flow reads for a model."""
         return tuple(dict.fromkeys(v.source.topic for v in self.views_of(model)))
 
+    def topics(self) -> tuple[str, ...]:
+        """Every (unprefixed) topic the repo declares: event sources', then outcomes'."""
+        names = [s.topic for s in self.sources] + [m.outcomes.topic for m in self.models]
+        return tuple(dict.fromkeys(names))
+
     def feature_set(self, model: str | None = None) -> FeatureSet:
         """The compiled feature set of a model (compiled once, then cached)."""
         m = self.model(model)

@@ -9,7 +9,8 @@ Writes carry absolute values and go through :data:`WRITE_IF_NEWER`, a Lua
 script that replaces the value only when ``valid_at`` is not older than the
 stored one, so a replay after recovery can never move a value back in time.
 
->>> from loopline.contracts.fraud import FRAUD_FEATURES as fs
+>>> from loopline.contracts.repo import builtin_example, load_project
+>>> fs = load_project(builtin_example()).feature_set()
 >>> layout = RedisLayout(prefix="ll")
 >>> layout.feature_key(fs, "card", "c42")  # doctest: +ELLIPSIS
 'll:f:fraud:v1:...:card:c42'

@@ -29,6 +29,10 @@ class Topics:
 
     prefix: str = "loopline."
 
+    def named(self, topic: str) -> str:
+        """A feature repo's topic (an event source's or its outcomes') under the prefix."""
+        return self.prefix + topic
+
     @property
     def events(self) -> str:
         """Raw business events (card transactions), JSON, keyed by entity."""
@@ -72,11 +76,17 @@ class Topics:
     def all(self) -> list[str]:
         return [s.name for s in self.specs()]
 
-    def specs(self, settings: TopicSettings | None = None) -> list[TopicSpec]:
-        """The topics with partition counts, retention and compaction."""
+    def specs(
+        self, settings: TopicSettings | None = None, repo_topics: tuple[str, ...] = ()
+    ) -> list[TopicSpec]:
+        """The topics with partition counts, retention and compaction.
+
+        ``repo_topics`` adds a feature repo's event and outcome topics (unprefixed).
+        """
         s = settings or TopicSettings()
         keep = {"retention.ms": str(s.retention_ms)}
         data = [self.events, self.outcomes, self.predictions, self.labeled]
+        data += [n for n in map(self.named, repo_topics) if n not in data]
         specs = [TopicSpec(name, s.partitions, dict(keep)) for name in data]
         specs += [
             TopicSpec(self.drift, 1, dict(keep)),

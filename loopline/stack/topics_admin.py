@@ -52,8 +52,10 @@ def ensure_topics(
     Idempotent: existing topics are left as they are. Returns the names this
     call created. Returns only once every topic has a leader on every partition.
     """
+    from loopline.contracts.repo import project_of
+
     topics = topics or Topics(settings.kafka.topic_prefix)
-    specs = topics.specs(settings.topics)
+    specs = topics.specs(settings.topics, project_of(settings).topics())
     admin = admin_client(settings)
     created: list[str] = []
     deadline = time.monotonic() + timeout_s

@@ -55,13 +55,17 @@ _PartitionState = tuple[int, int]
 
 
 class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
-    def __init__(self, cfg: FeatureFlowConfig, partition: int, resume: _PartitionState | None):
+    def __init__(
+        self, cfg: FeatureFlowConfig, source: int, partition: int, resume: _PartitionState | None
+    ):
         offset, clock_ms = resume if resume is not None else (START_POSITIONS[cfg.start], 0)
+        topic, parser = cfg.sources[source]
         self._reader = PartitionReader(
-            cfg.consumer, cfg.topic, partition, offset, batch_size=cfg.batch_size
+            cfg.consumer, topic, partition, offset, batch_size=cfg.batch_size
         )
         self._decoder = EventDecoder(
             cfg.feature_set,
+            parser,
             shards=cfg.shards,
             allowed_lateness_s=cfg.allowed_lateness_s,
             max_future_s=cfg.max_future_s,
@@ -70,7 +74,9 @@ class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
         self._metrics = feature_metrics()
         self._pacing = PartitionPacing(
             self._reader,
-            self._metrics.consumer_lag.labels(str(partition)),
+            self._metrics.consumer_lag.labels(
+                str(partition) if len(cfg.sources) == 1 else f"{topic}:{partition}"
+            ),
             drain_idle_s=cfg.drain_idle_s,
             min_wait_s=0.0005,
             max_wait_s=_MAX_IDLE_WAIT_S,
@@ -100,18 +106,32 @@ class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
 
 
 class KafkaEventSource(FixedPartitionedSource[DecodedBatch, _PartitionState]):
-    """The events topic; each Kafka partition is one recoverable source partition."""
+    """The event topics; each Kafka partition is one recoverable source partition.
+
+    With one topic a partition is named by its number (as it always was);
+    with several, ``topic:number``.
+    """
 
     def __init__(self, cfg: FeatureFlowConfig) -> None:
         self._cfg = cfg
 
     def list_parts(self) -> list[str]:
-        return [str(p) for p in list_partitions(self._cfg.consumer, self._cfg.topic)]
+        sources = self._cfg.sources
+        if len(sources) == 1:
+            return [str(p) for p in list_partitions(self._cfg.consumer, sources[0][0])]
+        return [
+            f"{topic}:{p}"
+            for topic, _ in sources
+            for p in list_partitions(self._cfg.consumer, topic)
+        ]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: _PartitionState | None
     ) -> _EventPartition:
-        return _EventPartition(self._cfg, int(for_part), resume_state)
+        topic, _, number = for_part.rpartition(":")
+        topics = [t for t, _ in self._cfg.sources]
+        source = topics.index(topic) if topic else 0
+        return _EventPartition(self._cfg, source, int(number), resume_state)
 
 
 class _ShardLogic(StatefulBatchLogic[list[Any], ShardOutput, dict[str, Any]]):
@@ -193,10 +213,12 @@ def _count_dead_letters(items: list[DeadLetter]) -> None:
 
 def _rejected_letters(cfg: FeatureFlowConfig, out: ShardOutput) -> list[DeadLetter]:
     letters = []
-    for (_vi, _eid, _t, record, partition, offset), error in out.rejected:
+    topic_of = {parser.name: topic for topic, parser in cfg.sources}
+    views = cfg.feature_set.views
+    for (vi, _eid, _t, record, partition, offset), error in out.rejected:
         letters.append(
             DeadLetter.of(
-                source_topic=cfg.topic,
+                source_topic=topic_of.get(views[vi].source or "", cfg.topic),
                 partition=partition,
                 offset=offset,
                 reason=REASON_INVALID,

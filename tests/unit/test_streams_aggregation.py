@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pytest
+from fraud_repo import transaction_parser
 
 from loopline.contracts.errors import FeatureError
 from loopline.contracts.features import EntityState, final_values
@@ -37,7 +38,9 @@ def _events(n: int, seed: int, span_ms: int = 5 * 60_000) -> list[dict[str, Any]
 
 def _updates(events: list[dict[str, Any]], shards: int) -> list[list[Any]]:
     """Events through a partition decoder, per shard (lateness off: any order)."""
-    dec = EventDecoder(FS, shards=shards, allowed_lateness_s=10**9, max_future_s=0)
+    dec = EventDecoder(
+        FS, transaction_parser(), shards=shards, allowed_lateness_s=10**9, max_future_s=0
+    )
     recs = [SourceRecord("ev", 0, i, None, json.dumps(e).encode()) for i, e in enumerate(events)]
     batch = dec.decode(recs)
     assert batch.accepted == len(events)
