@@ -35,7 +35,7 @@ from loopline.contracts.settings import Settings
 CONFIG_NAMES = ("loopline.yaml", "loopline.yml", "loopline.toml")
 REPO_ENV = "LOOPLINE_REPO"
 # Keys of loopline.yaml that describe the repo itself; every other key is a settings section.
-REPO_KEYS = ("project", "definitions")
+REPO_KEYS = ("project", "definitions", "simulator")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class RepoConfig:
     project: str
     definitions: str = "definitions.py"
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The repo's simulator module (see loopline.simulation), when it has one.
+    simulator: str = "simulator.py"
 
 
 def builtin_example(name: str = "fraud") -> Path | None:
@@ -109,7 +111,10 @@ def read_repo_config(root: Path) -> RepoConfig:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: {key}: must be a section of settings (key: value lines)")
         sections[key] = value
-    return RepoConfig(root.resolve(), path, project, definitions, sections)
+    simulator = doc.get("simulator", "simulator.py")
+    if not isinstance(simulator, str) or not simulator.endswith(".py"):
+        raise ConfigError(f"{path}: 'simulator' must name a .py file, e.g. simulator.py")
+    return RepoConfig(root.resolve(), path, project, definitions, sections, simulator)
 
 
 def read_config_document(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ PACKAGES = (
     "loopline",
     "loopline.contracts",
     "loopline.stack",
+    "loopline.simulation",
     "loopline.streams",
     "loopline.serving",
     "loopline.trainer",
