@@ -23,7 +23,7 @@ from rich.table import Table
 
 from loopline.contracts.errors import ConfigError, DeliveryError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import MODES, RolloutPlan, RolloutPolicy
+from loopline.contracts.rollout import BINARY, MODES, TASKS, RolloutPlan, RolloutPolicy
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.trainer.commands import _announcer, _handler, _lookup, _registry
@@ -89,6 +89,14 @@ def register(subparsers: Any) -> None:
     )
     watch.add_argument("--auc-margin", type=float, help="default rollout.auc_margin")
     watch.add_argument("--log-loss-margin", type=float, help="default rollout.log_loss_margin")
+    watch.add_argument("--rmse-margin", type=float, help="default rollout.rmse_margin")
+    watch.add_argument("--mae-margin", type=float, help="default rollout.mae_margin")
+    watch.add_argument(
+        "--task",
+        choices=TASKS,
+        default=BINARY,
+        help="what the labels mean: binary (AUC, log loss) or regression (RMSE, MAE)",
+    )
     watch.add_argument("--decide-every-s", type=float, help="default rollout.decide_every_s")
     watch.add_argument("--max-seconds", type=float, help="give up (plan still running) after this")
     _common(watch)
@@ -190,18 +198,21 @@ def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> in
             ("min_labels", args.min_labels),
             ("auc_margin", args.auc_margin),
             ("log_loss_margin", args.log_loss_margin),
+            ("rmse_margin", getattr(args, "rmse_margin", None)),
+            ("mae_margin", getattr(args, "mae_margin", None)),
             ("decide_every_s", args.decide_every_s),
         )
         if value is not None
     }
     rollout = dataclasses.replace(settings.rollout, **overrides)
+    task = getattr(args, "task", None) or BINARY
     announcer = None if args.no_announce else _announcer(settings)
     # The same watcher as `loopline run rollout`, pinned to this one plan.
     watcher = RolloutWatcher(
         reg,
         model,
         open_source=kafka_label_sources(settings),
-        new_policy=lambda: RolloutPolicy.from_settings(rollout),
+        new_policy=lambda: RolloutPolicy.from_settings(rollout, task=task),
         announcer=announcer,
         decide_every_s=rollout.decide_every_s,
         plan_id=plan.plan_id,

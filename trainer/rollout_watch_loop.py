@@ -15,6 +15,11 @@ ends elsewhere its evidence is dropped and the watcher waits for the next.
 Error-rate and latency aborts need per-arm calls, which only serving sees:
 they happen there. ``loopline models rollout watch`` runs the same watcher for
 one plan.
+
+The model's task (:class:`RolloutWatchConfig` ``task``, passed by the caller)
+chooses the evidence: per-arm AUC and log loss for ``binary``, RMSE and MAE
+for ``regression`` (``rollout.rmse_margin``, ``rollout.mae_margin``), each
+exported as a gauge.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -37,8 +42,15 @@ from loopline.contracts.errors import DeliveryError, ModelError, SchemaError, St
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import ModelVersion
 from loopline.contracts.rollout import ARMS, Decision, RolloutPlan, RolloutPolicy, plan_arm
-from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode
-from loopline.contracts.settings import KafkaSettings, Settings
+from loopline.contracts.schemas import (
+    BINARY,
+    REGRESSION,
+    LabeledExample,
+    ModelUpdate,
+    check_task,
+    decode,
+)
+from loopline.contracts.settings import KafkaSettings, RolloutSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.trainer.publish_policy import rollout_update, share_text
 
@@ -49,6 +61,33 @@ log = logging.getLogger("loopline.trainer.rollout")
 CLOCK_SKEW_MS = 60_000
 METADATA_TIMEOUT_S = 10.0
 POLL_BATCH = 500
+
+
+@dataclass(frozen=True)
+class RolloutWatchConfig:
+    """What ``loopline run rollout`` watches, resolved from :class:`Settings` at the edge.
+
+    >>> cfg = RolloutWatchConfig.from_settings(Settings(), task="regression")
+    >>> cfg.model, cfg.task, cfg.new_policy().task
+    ('fraud', 'regression', 'regression')
+    """
+
+    model: str
+    rollout: RolloutSettings
+    # What labels and scores mean: "binary" (AUC, log loss) or "regression"
+    # (RMSE, MAE). Passed by the caller, not read from Settings.
+    task: str = BINARY
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RolloutWatchConfig:
+        cfg = cls(model=settings.trainer.model_name, rollout=settings.rollout)
+        cfg = replace(cfg, **overrides)
+        check_task(cfg.task, "rollout")
+        return cfg
+
+    def new_policy(self) -> RolloutPolicy:
+        """A fresh policy for one plan."""
+        return RolloutPolicy.from_settings(self.rollout, task=self.task)
 
 
 def count_example(policy: RolloutPolicy, plan: RolloutPlan, example: LabeledExample) -> bool:
@@ -202,6 +241,11 @@ class RolloutMetrics:
         self.labels = gauge(mn.ROLLOUT_ARM_LABELS)
         self.auc = gauge(mn.ROLLOUT_ARM_AUC)
         self.log_loss = gauge(mn.ROLLOUT_ARM_LOG_LOSS)
+        # Regression gauges are registered on first regression evidence, so a binary
+        # watcher exports exactly what it did before regression existed.
+        self._gauge = gauge
+        self.rmse: Gauge | None = None
+        self.mae: Gauge | None = None
         self.running = gauge(mn.ROLLOUT_RUNNING)
         self.decisions = Counter(
             mn.ROLLOUT_DECISIONS.name,
@@ -210,12 +254,22 @@ class RolloutMetrics:
             registry=registry,
         )
 
-    def evidence(self, model: str, evidence: dict[str, dict[str, float]]) -> None:
+    def evidence(
+        self, model: str, evidence: dict[str, dict[str, float]], task: str = BINARY
+    ) -> None:
+        # Only the task's own quality gauges: a binary model exports no RMSE series.
+        if task == REGRESSION:
+            if self.rmse is None or self.mae is None:
+                self.rmse = self._gauge(mn.ROLLOUT_ARM_RMSE)
+                self.mae = self._gauge(mn.ROLLOUT_ARM_MAE)
+            quality = {"rmse": self.rmse, "mae": self.mae}
+        else:
+            quality = {"auc": self.auc, "log_loss": self.log_loss}
         for arm in ARMS:
             ev = evidence.get(arm, {})
             self.labels.labels(model, arm).set(ev.get("labels", 0))
-            self.auc.labels(model, arm).set(ev.get("auc", math.nan))
-            self.log_loss.labels(model, arm).set(ev.get("log_loss", math.nan))
+            for key, gauge in quality.items():
+                gauge.labels(model, arm).set(ev.get(key, math.nan))
 
 
 # -- the watcher ------------------------------------------------------------------------
@@ -297,7 +351,7 @@ class RolloutWatcher:
         self.last_decision = None
         self._idle_logged = False
         self.metrics.running.labels(self.model).set(1)
-        self.metrics.evidence(self.model, {})
+        self.metrics.evidence(self.model, {}, self.watch.policy.task)
         log.info(
             "rollout %s of %s started: v%s in %s (%s) against champion v%s; counting labels "
             "from %s",
@@ -354,7 +408,7 @@ class RolloutWatcher:
     def _decide(self, watch: PlanWatch) -> PlanEnd | None:
         plan = watch.plan
         decision = watch.decide()
-        self.metrics.evidence(self.model, decision.evidence)
+        self.metrics.evidence(self.model, decision.evidence, watch.policy.task)
         previous = self.last_decision
         self.last_decision = decision
         if decision.action == "continue":
@@ -439,7 +493,8 @@ def register(subparsers: Any) -> None:
     run = service_group(subparsers)
     p = run.add_parser(
         "rollout",
-        help="promote or abort running rollouts from per-arm labels (AUC, log loss)",
+        help="promote or abort running rollouts from per-arm labels (AUC, log loss; "
+        "RMSE, MAE for regression)",
         description="Follow the model's rollout plan in the registry; for each running plan, "
         "count the labeled examples scored by the candidate and by the champion since it "
         "started, and end it by Settings.rollout: promote after min_labels per arm when the "
@@ -456,7 +511,10 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_rollout_watch)
 
 
-def run_rollout_watch(args: argparse.Namespace, settings: Settings | None = None) -> int:
+def run_rollout_watch(
+    args: argparse.Namespace, settings: Settings | None = None, **overrides: Any
+) -> int:
+    """``loopline run rollout``; ``overrides`` go to :class:`RolloutWatchConfig` (``task=``)."""
     import signal
 
     from prometheus_client import start_http_server
@@ -467,8 +525,10 @@ def run_rollout_watch(args: argparse.Namespace, settings: Settings | None = None
     settings = settings_of(args, settings)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    rollout = settings.rollout
-    model = args.model or settings.trainer.model_name
+    if args.model:
+        overrides = {"model": args.model, **overrides}
+    cfg = RolloutWatchConfig.from_settings(settings, **overrides)
+    rollout, model = cfg.rollout, cfg.model
     metrics = RolloutMetrics(CollectorRegistry())
     port = args.metrics_port if args.metrics_port is not None else rollout.metrics_port
     if port:
@@ -483,7 +543,7 @@ def run_rollout_watch(args: argparse.Namespace, settings: Settings | None = None
         DirectoryRegistry(settings.registry.path),
         model,
         open_source=kafka_label_sources(settings),
-        new_policy=lambda: RolloutPolicy.from_settings(rollout),
+        new_policy=cfg.new_policy,
         announcer=announcer,
         metrics=metrics,
         decide_every_s=rollout.decide_every_s,
@@ -491,8 +551,8 @@ def run_rollout_watch(args: argparse.Namespace, settings: Settings | None = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info(
-        "rollout watcher: %s in %s, labels from %s, every %.1f s (min %d labels per arm)%s",
-        model, settings.registry.path, topics.labeled, rollout.decide_every_s,
+        "rollout watcher: %s (%s) in %s, labels from %s, every %.1f s (min %d labels per arm)%s",
+        model, cfg.task, settings.registry.path, topics.labeled, rollout.decide_every_s,
         rollout.min_labels, f", metrics on :{port}" if port else "",
     )  # fmt: skip
     ended: list[PlanEnd] = []

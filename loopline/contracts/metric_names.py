@@ -429,6 +429,20 @@ ROLLOUT_ARM_LOG_LOSS = _m(
     "Log loss of each arm of the running plan on its labeled examples",
     "trainer",
 )
+ROLLOUT_ARM_RMSE = _m(
+    "loopline_rollout_arm_rmse",
+    "gauge",
+    ("model", "arm"),
+    "Root mean squared error of each arm of the running plan (regression models only)",
+    "trainer",
+)
+ROLLOUT_ARM_MAE = _m(
+    "loopline_rollout_arm_mae",
+    "gauge",
+    ("model", "arm"),
+    "Mean absolute error of each arm of the running plan (regression models only)",
+    "trainer",
+)
 ROLLOUT_DECISIONS = _m(
     "loopline_rollout_decisions",
     "counter",

@@ -34,6 +34,11 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError, InvalidRequestError, SchemaError
 
+# The tasks a policy judges (loopline.contracts.schemas.TASKS, repeated: this module
+# imports nothing but errors, so serving and the trainer load it cheaply).
+BINARY = "binary"
+REGRESSION = "regression"
+TASKS = (BINARY, REGRESSION)
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 ARMS = (CHAMPION, CANDIDATE)
@@ -347,28 +352,72 @@ class WindowAUC:
         return u / (positives * negatives)
 
 
-class ArmStats:
-    """Everything the policy watches for one arm."""
+class RegressionError:
+    """Root mean squared and mean absolute error of predicted values.
 
-    def __init__(self, latency_q: float = 0.99, latency_window: int = 2000, auc_window: int = 5000):
+    >>> e = RegressionError()
+    >>> for prediction, label in ((10.0, 12.0), (5.0, 4.0), (0.0, 0.0), (-1.0, 1.0)):
+    ...     e.update(prediction, label)
+    >>> e.n, round(e.rmse(), 4), e.mae()
+    (4, 1.5, 1.25)
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._squares = 0.0
+        self._absolutes = 0.0
+
+    def update(self, prediction: float, label: float) -> None:
+        residual = float(label) - float(prediction)
+        self.n += 1
+        self._squares += residual * residual
+        self._absolutes += abs(residual)
+
+    def rmse(self) -> float:
+        return math.sqrt(self._squares / self.n) if self.n else math.nan
+
+    def mae(self) -> float:
+        return self._absolutes / self.n if self.n else math.nan
+
+
+class ArmStats:
+    """Everything the policy watches for one arm (label metrics by task)."""
+
+    def __init__(
+        self,
+        latency_q: float = 0.99,
+        latency_window: int = 2000,
+        auc_window: int = 5000,
+        task: str = BINARY,
+    ):
+        self.task = task
         self.errors = ErrorRate()
         self.latency = LatencyQuantile(latency_q, latency_window)
         self.log_loss = LogLoss()
         self.auc = WindowAUC(auc_window)
+        self.regression = RegressionError()
 
     @property
     def labels(self) -> int:
-        return self.log_loss.n
+        return self.regression.n if self.task == REGRESSION else self.log_loss.n
+
+    def update_label(self, score: float, label: float) -> None:
+        if self.task == REGRESSION:
+            self.regression.update(score, label)
+        else:
+            self.log_loss.update(score, int(label))
+            self.auc.update(score, int(label))
 
     def summary(self) -> dict[str, float]:
-        return {
+        out = {
             "calls": self.errors.calls,
             "error_rate": self.errors.get(),
             "latency_p": self.latency.get(),
             "labels": self.labels,
-            "auc": self.auc.get(),
-            "log_loss": self.log_loss.get(),
         }
+        if self.task == REGRESSION:
+            return {**out, "rmse": self.regression.rmse(), "mae": self.regression.mae()}
+        return {**out, "auc": self.auc.get(), "log_loss": self.log_loss.get()}
 
 
 # -- policy -----------------------------------------------------------------------------
@@ -389,7 +438,10 @@ class RolloutPolicy:
     quantile exceeds ``latency_ratio`` times the champion's. After
     ``min_labels`` labeled examples on each arm, promotes when the candidate's
     AUC is at most ``auc_margin`` below and its log loss at most
-    ``log_loss_margin`` above the champion's, and aborts otherwise.
+    ``log_loss_margin`` above the champion's, and aborts otherwise. With
+    ``task="regression"`` the labels are numbers and the scores predicted
+    values: it promotes when the candidate's RMSE and MAE are each at most
+    ``rmse_margin`` / ``mae_margin`` (relative: 0.02 = 2 %) above the champion's.
 
     >>> policy = RolloutPolicy(min_labels=4, min_calls=2)
     >>> policy.decide().action
@@ -414,7 +466,15 @@ class RolloutPolicy:
         latency_min_delta_ms: float = 0.0,
         latency_window: int = 2000,
         auc_window: int = 5000,
+        rmse_margin: float = 0.02,
+        mae_margin: float = 0.02,
+        task: str = BINARY,
     ) -> None:
+        if task not in TASKS:
+            raise ConfigError(f"rollout: task must be one of {TASKS}, not {task!r}")
+        self.task = task
+        self.rmse_margin = rmse_margin
+        self.mae_margin = mae_margin
         self.min_labels = min_labels
         self.auc_margin = auc_margin
         self.log_loss_margin = log_loss_margin
@@ -425,17 +485,24 @@ class RolloutPolicy:
         self.latency_min_delta_ms = latency_min_delta_ms
         self.latency_window = latency_window
         self.auc_window = auc_window
-        self.arms = {arm: ArmStats(latency_quantile, latency_window, auc_window) for arm in ARMS}
+        self.arms = {
+            arm: ArmStats(latency_quantile, latency_window, auc_window, task) for arm in ARMS
+        }
 
     @staticmethod
-    def from_settings(settings: Any) -> RolloutPolicy:
-        """The policy the ``rollout`` settings section describes.
+    def from_settings(settings: Any, task: str = BINARY) -> RolloutPolicy:
+        """The policy the ``rollout`` settings section describes, for ``task``.
 
         >>> from loopline.contracts.settings import RolloutSettings
         >>> RolloutPolicy.from_settings(RolloutSettings(min_labels=50)).min_labels
         50
+        >>> RolloutPolicy.from_settings(RolloutSettings(), task="regression").rmse_margin
+        0.02
         """
         return RolloutPolicy(
+            task=task,
+            rmse_margin=settings.rmse_margin,
+            mae_margin=settings.mae_margin,
             min_labels=settings.min_labels,
             auc_margin=settings.auc_margin,
             log_loss_margin=settings.log_loss_margin,
@@ -459,11 +526,9 @@ class RolloutPolicy:
         if latency_ms is not None and not error:
             stats.latency.update(latency_ms)
 
-    def update_label(self, arm: str, score: float, label: int) -> None:
-        """One labeled example scored by ``arm``."""
-        stats = self._arm(arm)
-        stats.log_loss.update(score, label)
-        stats.auc.update(score, label)
+    def update_label(self, arm: str, score: float, label: float) -> None:
+        """One labeled example scored by ``arm`` (a 0/1 label, or a number for regression)."""
+        self._arm(arm).update_label(score, label)
 
     def decide(self) -> Decision:
         champ, cand = self.arms[CHAMPION], self.arms[CANDIDATE]
@@ -496,6 +561,8 @@ class RolloutPolicy:
                 f"of {self.min_labels}",
                 evidence,
             )
+        if self.task == REGRESSION:
+            return self._decide_regression(cand.labels, evidence)
         ca, ha = cand_ev["auc"], champ_ev["auc"]
         if math.isnan(ca) or math.isnan(ha):
             return Decision("continue", "waiting for both classes among the labels", evidence)
@@ -514,5 +581,24 @@ class RolloutPolicy:
             "promote",
             f"candidate not worse after {cand.labels} labels: AUC {ca:.4f} vs {ha:.4f}, "
             f"log loss {cl:.4f} vs {hl:.4f}",
+            evidence,
+        )
+
+    def _decide_regression(self, labels: int, evidence: dict[str, dict[str, float]]) -> Decision:
+        """Promote unless the candidate's RMSE or MAE is worse by more than its relative margin."""
+        cand, champ = evidence[CANDIDATE], evidence[CHAMPION]
+        for metric, margin in (("rmse", self.rmse_margin), ("mae", self.mae_margin)):
+            c, h = cand[metric], champ[metric]
+            if c > h * (1.0 + margin):
+                return Decision(
+                    "abort",
+                    f"quality regression: candidate {metric.upper()} {c:.4g} vs {h:.4g} "
+                    f"(margin {margin:.1%})",
+                    evidence,
+                )
+        return Decision(
+            "promote",
+            f"candidate not worse after {labels} labels: RMSE {cand['rmse']:.4g} vs "
+            f"{champ['rmse']:.4g}, MAE {cand['mae']:.4g} vs {champ['mae']:.4g}",
             evidence,
         )

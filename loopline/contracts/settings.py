@@ -298,7 +298,8 @@ class RolloutSettings:
 
     Serving aborts a running plan on an error-rate or latency regression of
     the candidate (it sees the calls); ``loopline run rollout`` promotes or
-    aborts it from the labeled log (per-arm AUC and log loss).
+    aborts it from the labeled log (per-arm AUC and log loss; RMSE and MAE for
+    a regression model).
     """
 
     # How the retrain path publishes a version that passed the gate: "champion"
@@ -313,6 +314,11 @@ class RolloutSettings:
     min_labels: int = 1000
     auc_margin: float = 0.01
     log_loss_margin: float = 0.02
+    # Regression models (task passed by the caller): the candidate's RMSE and MAE
+    # may exceed the champion's by this fraction of the champion's value (relative:
+    # a regression target has no fixed scale; 0.02 = 2 % worse allowed).
+    rmse_margin: float = 0.02
+    mae_margin: float = 0.02
     # Abort from calls: both arms need min_calls first; then the candidate's error
     # rate may exceed the champion's by error_margin, and its model-run time
     # quantile may exceed latency_ratio times the champion's (and by at least
