@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="TOML settings file (LOOPLINE_<SECTION>__<KEY> environment variables override it)",
+        help="TOML or YAML settings file, over the repo's loopline.yaml "
+        "(LOOPLINE_<SECTION>__<KEY> environment variables override both)",
     )
+    _repo_option(parser, argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -183,13 +185,48 @@ def build_parser() -> argparse.ArgumentParser:
     service_group(subparsers)
     for module in COMPONENT_COMMANDS:
         importlib.import_module(module).register(subparsers)
+    for sub in _all_subparsers(parser):
+        _repo_option(sub, argparse.SUPPRESS)
     return parser
+
+
+def _repo_option(parser: argparse.ArgumentParser, default: object) -> None:
+    if any("--repo" in a.option_strings for a in parser._actions):
+        return
+    parser.add_argument(
+        "--repo",
+        metavar="PATH",
+        default=default,
+        help="feature repo to run on (default: $LOOPLINE_REPO, else the current folder if it "
+        "holds loopline.yaml, else the fraud example)",
+    )
+
+
+def _all_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                out += [sub, *_all_subparsers(sub)]
+    return out
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The settings of a command: its feature repo, then --config, then the environment."""
+    from loopline.contracts.repo import find_repo, read_config_document
+
+    explicit = getattr(args, "repo", None)
+    if explicit is None and args.config:
+        # A run's config file (the demo writes one) may name the repo itself.
+        named = read_config_document(Path(args.config)).get("project", {})
+        explicit = named.get("repo") if isinstance(named, dict) else None
+    return load_settings(args.config, repo=find_repo(explicit))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = settings_for(args)
         if args.command in COMMANDS:
             return COMMANDS[args.command].run(args, settings)
         args.settings = settings
