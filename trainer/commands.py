@@ -95,6 +95,16 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maturity-s", type=float, help="bootstrap label maturity window (s)")
     p.add_argument("--num-trees", type=int, help="boosting rounds (upper bound)")
     p.add_argument("--model", help="model name (default: trainer.model_name)")
+    p.add_argument(
+        "--task",
+        choices=("binary", "regression"),
+        help="what the model predicts: binary 0/1 labels (default) or real-valued labels",
+    )
+
+
+def _task(args: argparse.Namespace) -> str:
+    # None: the flag was not given; the model definition may say later, binary until then.
+    return getattr(args, "task", None) or "binary"
 
 
 def _trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
@@ -121,6 +131,7 @@ def _data_request(args: argparse.Namespace) -> Any:
         bootstrap_events=args.bootstrap_events or "",
         bootstrap_outcomes=args.bootstrap_outcomes,
         end_ms=_parse_time(args.until) if args.until else None,
+        task=_task(args),
     )
 
 
@@ -145,6 +156,7 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
             announcer=announcer,
             progress=progress,
             publish=publish,
+            task=_task(args),
         )
         report = trainer.train(data, force=args.force, extra={"trigger": "manual"})
     finally:
@@ -350,6 +362,7 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
             announcer=announcer,
             progress=progress,
             publish=PublishPolicy.from_settings(settings.rollout),
+            task=_task(args),
         ),
         lambda: load_training_set(settings, request, progress),
         on_handled=telemetry.record,
