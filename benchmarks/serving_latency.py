@@ -342,8 +342,10 @@ def stop_server(proc: subprocess.Popen) -> None:
 # -- setup ------------------------------------------------------------------------
 def write_features(store: Any, layout: Any) -> None:
     """Packed features of N_CARDS cards and N_MERCHANTS merchants, as the streams flow writes."""
-    from loopline.contracts.fraud import FRAUD_FEATURES as FS
     from loopline.contracts.redis_layout import pack
+    from loopline.contracts.repo import builtin_example, load_project
+
+    FS = load_project(builtin_example()).feature_set()  # noqa: N806
 
     rng = random.Random(7)
     now = time.time()
@@ -444,7 +446,9 @@ def main() -> None:
 
     import model_factory
 
-    from loopline.contracts.fraud import FRAUD_FEATURES as FS
+    from loopline.contracts.repo import builtin_example, load_project
+
+    FS = load_project(builtin_example()).feature_set()  # noqa: N806
     from loopline.contracts.redis_layout import RedisLayout
     from loopline.contracts.registry import DirectoryRegistry
 

@@ -15,3 +15,5 @@ TRANSACTIONS = PROJECT.source("transactions")
 def transaction_parser() -> EventParser:
     """The features flow's parser of the fraud example's events."""
     return EventParser(TRANSACTIONS, keys=("card_id", "merchant_id"))
+CARD_VIEW = FRAUD_FEATURES.view("card")
+MERCHANT_VIEW = FRAUD_FEATURES.view("merchant")

@@ -13,9 +13,9 @@ from typing import Any
 
 import model_factory
 from confluent_kafka import Consumer, Producer
+from fraud_repo import FRAUD_FEATURES
 from prometheus_client import CollectorRegistry
 
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, RedisLayout, pack
 from loopline.contracts.registry import DirectoryRegistry, ModelVersion

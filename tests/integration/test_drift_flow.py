@@ -17,8 +17,8 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
@@ -41,7 +41,7 @@ FAST = DriftSettings(
     performance_window=500,
     performance_every=50,
 )
-FEATURES = get_feature_set("fraud").model_features
+FEATURES = FRAUD_FEATURES.model_features
 SHIFTED = 5
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.offline_store import data_files, partitions, read_examples
 from loopline.contracts.schemas import (

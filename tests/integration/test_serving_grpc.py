@@ -11,6 +11,7 @@ import grpc
 import model_factory
 import numpy as np
 import pytest
+from fraud_repo import FRAUD_FEATURES as FS
 from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -28,7 +29,6 @@ from serving_support import (
     write_features,
 )
 
-from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.contracts.schemas import PredictionLog, decode
 from loopline.contracts.topics import Topics
 from loopline.oip import grpc_predict_v2_pb2 as oip

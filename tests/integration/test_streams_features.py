@@ -25,10 +25,10 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from fraud_repo import FRAUD_FEATURES as FS
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.contracts.features import final_values
-from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.schemas import DeadLetter, decode
 from loopline.contracts.settings import Settings

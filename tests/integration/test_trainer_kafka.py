@@ -18,8 +18,8 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import (

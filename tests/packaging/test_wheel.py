@@ -21,8 +21,10 @@ for name in ["loopline", "loopline.contracts.features", "loopline.stack", "loopl
     where = pathlib.Path(mod.__file__).resolve()
     assert venv in where.parents, f"{name} imported from {where}, not the venv"
 assert (res.files("loopline.v1") / "inference.proto").is_file()
-from loopline.contracts.fraud import FRAUD_FEATURES
-print("ok", len(FRAUD_FEATURES.model_features))
+from loopline.contracts.repo import load_project
+# A feature repo outside the package loads from the installed wheel.
+fs = load_project(pathlib.Path(sys.argv[1])).feature_set()
+print("ok", len(fs.model_features))
 """
 
 
@@ -59,7 +61,7 @@ def test_wheel_installs_and_imports(tmp_path: Path) -> None:
         timeout=300,
     )
     out = subprocess.run(
-        [str(py), "-c", CHECK],
+        [str(py), "-c", CHECK, str(ROOT / "examples" / "fraud")],
         check=False,
         capture_output=True,
         text=True,

@@ -8,6 +8,7 @@ import pickle
 import random
 
 import pytest
+from fraud_repo import CARD_VIEW, FRAUD_FEATURES
 
 from loopline.contracts.errors import FeatureError
 from loopline.contracts.features import (
@@ -18,7 +19,6 @@ from loopline.contracts.features import (
     final_values,
     replay,
 )
-from loopline.contracts.fraud import CARD_VIEW, FRAUD_FEATURES
 
 VIEW = EntityView(
     entity="card",

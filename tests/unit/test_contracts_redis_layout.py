@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.redis_layout import RedisLayout, pack, unpack
 
 

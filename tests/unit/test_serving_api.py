@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import pytest
+from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError, ModelNotFoundError
-from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.oip import grpc_predict_v2_pb2 as oip
 from loopline.serving.oip_api import OipHandlers, decode_bytes_tensor, encode_bytes_tensor
 from loopline.serving.v1_api import V1Handlers

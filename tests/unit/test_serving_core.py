@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError, ModelNotFoundError, UnavailableError
-from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.serving.core import PredictInput
 from loopline.serving.features import FeatureStatus
 

@@ -6,10 +6,10 @@ import json
 
 import model_factory
 import pytest
+from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import make_core
 
 from loopline.contracts.errors import FingerprintMismatchError, IntegrityError, ModelError
-from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.serving.model import load_model
 

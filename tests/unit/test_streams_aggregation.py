@@ -8,11 +8,10 @@ import random
 from typing import Any
 
 import pytest
-from fraud_repo import transaction_parser
+from fraud_repo import FRAUD_FEATURES, transaction_parser
 
 from loopline.contracts.errors import FeatureError
 from loopline.contracts.features import EntityState, final_values
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.redis_layout import RedisLayout, unpack
 from loopline.streams.aggregation import FeatureShard, FeatureWrite
 from loopline.streams.decoding import EventDecoder, SourceRecord

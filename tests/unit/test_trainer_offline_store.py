@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.offline_store import (
     HOUR_MS,
     LABELED_SCHEMA,

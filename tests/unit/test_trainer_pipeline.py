@@ -8,10 +8,10 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
+from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.errors import DeliveryError
 from loopline.contracts.features import replay
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import ModelUpdate, Outcome
 from loopline.contracts.settings import TrainerSettings

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.errors import ConfigError, DeliveryError
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate, Outcome

@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.features import replay
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
 from loopline.contracts.schemas import Transaction
 from loopline.contracts.settings import TrainerSettings

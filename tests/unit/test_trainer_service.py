@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import RetrainEvent
 from loopline.contracts.settings import Settings, TrainerSettings
