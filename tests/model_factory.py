@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields, ModelVersion
 
 

@@ -7,10 +7,10 @@ import time
 import model_factory
 import numpy as np
 import pytest
+from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import ModelError
-from loopline.contracts.fraud import FRAUD_FEATURES as FS
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.oip import grpc_predict_v2_pb2 as oip
 from loopline.serving.model import load_model

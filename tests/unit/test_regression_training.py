@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fraud_repo import FRAUD_FEATURES
 from rich.console import Console
 
 from loopline.contracts.errors import ConfigError, ModelError, SchemaError
-from loopline.contracts.fraud import FRAUD_FEATURES
 from loopline.contracts.offline_store import HOUR_MS, partition_dir, to_table
 from loopline.contracts.registry import DirectoryRegistry, Manifest, ManifestFields
 from loopline.contracts.schemas import LabeledExample
