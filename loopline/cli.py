@@ -69,6 +69,7 @@ def _progress(message: str) -> None:
 # Components add their own subcommands through `register(subparsers)`; their
 # handlers read the settings from `args.settings` and return an exit code.
 COMPONENT_COMMANDS = (
+    "loopline.featurerepo.commands",
     "loopline.streams.commands",
     "loopline.streams.drift_commands",
     "loopline.serving.commands",

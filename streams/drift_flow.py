@@ -42,8 +42,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from loopline.contracts import metric_names as mn
 from loopline.contracts.errors import ConfigError, DeliveryError
-from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.contracts.repo import project_of
 from loopline.contracts.schemas import BINARY, DeadLetter, DriftEvent, check_task, encode
 from loopline.contracts.settings import DriftSettings, Settings, load_settings
 from loopline.contracts.topics import Topics
@@ -93,14 +93,17 @@ class DriftFlowConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DriftFlowConfig:
+        """From the settings and the repo's model (its features and task)."""
         topics = Topics(settings.kafka.topic_prefix)
+        project = project_of(settings)
+        overrides.setdefault("task", project.model(settings.project.model).task)
         cfg = cls(
             topics={PREDICTIONS: topics.predictions, LABELED: topics.labeled},
             drift_topic=topics.drift,
             dead_letter_topic=topics.dead_letters,
             consumer=consumer_config(settings.kafka, "drift"),
             producer=producer_config(settings.kafka),
-            feature_names=tuple(get_feature_set(settings.streams.feature_set).model_features),
+            feature_names=tuple(project.feature_set(settings.streams.feature_set).model_features),
             drift=settings.drift,
             batch_size=settings.streams.batch_size,
             start=settings.streams.start_from,

@@ -25,6 +25,7 @@ from rich.console import Console
 from loopline.contracts.cli_support import service_group, settings_of
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.repo import model_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 
@@ -103,8 +104,18 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _task(args: argparse.Namespace) -> str:
-    # None: the flag was not given; the model definition may say later, binary until then.
-    return getattr(args, "task", None) or "binary"
+    # None: the flag was not given; the repo's model definition says.
+    return getattr(args, "task", None) or model_of(settings_of(args)).task
+
+
+def _gate(args: argparse.Namespace) -> dict[str, Any]:
+    """The task and the gate the repo's model declares (``--task`` overrides the task)."""
+    model = model_of(settings_of(args))
+    return {
+        "task": _task(args),
+        "gate_metric": model.gate_metric,
+        "min_improvement": model.min_improvement,
+    }
 
 
 def _trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
@@ -156,7 +167,7 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
             announcer=announcer,
             progress=progress,
             publish=publish,
-            task=_task(args),
+            **_gate(args),
         )
         report = trainer.train(data, force=args.force, extra={"trigger": "manual"})
     finally:
@@ -362,7 +373,7 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
             announcer=announcer,
             progress=progress,
             publish=PublishPolicy.from_settings(settings.rollout),
-            task=_task(args),
+            **_gate(args),
         ),
         lambda: load_training_set(settings, request, progress),
         on_handled=telemetry.record,

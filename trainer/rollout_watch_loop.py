@@ -41,6 +41,7 @@ from loopline.contracts.cli_support import service_group, settings_of
 from loopline.contracts.errors import DeliveryError, ModelError, SchemaError, StackError
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import ModelVersion
+from loopline.contracts.repo import model_of
 from loopline.contracts.rollout import ARMS, Decision, RolloutPlan, RolloutPolicy, plan_arm
 from loopline.contracts.schemas import (
     BINARY,
@@ -80,6 +81,8 @@ class RolloutWatchConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RolloutWatchConfig:
+        """From the settings; the task is the repo model's unless given."""
+        overrides.setdefault("task", model_of(settings).task)
         cfg = cls(model=settings.trainer.model_name, rollout=settings.rollout)
         cfg = replace(cfg, **overrides)
         check_task(cfg.task, "rollout")

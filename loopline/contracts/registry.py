@@ -475,3 +475,7 @@ def _fsync(path: Path) -> None:
 
 def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# The one atomic file write Loopline's shared code uses (temp file, fsync, rename).
+atomic_write = _atomic_write

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopline.contracts.definitions import Model
 from loopline.contracts.errors import ConfigError, DefinitionError, LooplineError
 from loopline.contracts.project import Project
 from loopline.contracts.settings import Settings
@@ -199,3 +200,8 @@ def project_of(settings: Settings) -> Project:
                 "(`loopline init DIR` makes one)"
             )
     return load_project(Path(root))
+
+
+def model_of(settings: Settings) -> Model:
+    """The repo's model the settings run (``project.model``, else the repo's first)."""
+    return project_of(settings).model(settings.project.model)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from loopline.contracts.definitions import parse_duration
 from loopline.contracts.errors import ConfigError
 
 ENV_PREFIX = "LOOPLINE_"
@@ -474,11 +475,24 @@ _MODEL_NAMED = (("serving", "model_name"), ("trainer", "model_name"), ("streams"
 def _bind_model(settings: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
     from loopline.contracts.repo import project_of
 
-    name = project_of(settings).model(settings.project.model).name
+    model = project_of(settings).model(settings.project.model)
+    derived: dict[tuple[str, str], Any] = {key: model.name for key in _MODEL_NAMED}
+    # What the definitions declare is the default; a settings file or variable still wins.
+    outcomes, retrain = model.outcomes, model.retrain
+    derived[("labels", "maturity_s")] = float(outcomes.maturity_s)
+    derived[("labels", "timeout_policy")] = outcomes.on_timeout
+    derived[("trainer", "label_maturity_s")] = float(outcomes.maturity_s)
+    derived[("policy", "min_new_rows")] = retrain.min_new_rows
+    derived[("policy", "min_interval_s")] = float(parse_duration(retrain.min_interval))
+    derived[("policy", "schedule_s")] = (
+        0.0 if retrain.schedule is None else float(parse_duration(retrain.schedule))
+    )
+    if not retrain.on_drift:
+        derived[("policy", "trigger_kinds")] = ""
     updates: dict[str, dict[str, Any]] = {}
-    for section, key in _MODEL_NAMED:
+    for (section, key), value in derived.items():
         if key not in layers.get(section, {}):
-            updates.setdefault(section, {})[key] = name
+            updates.setdefault(section, {})[key] = value
     return _apply(settings, updates)
 
 

@@ -83,7 +83,9 @@ class _InputPartition(StatefulSourcePartition[SourceItem, _PartitionState]):
         )
         self._stream = stream
         self._decode = (
-            decode_prediction if stream == PREDICTIONS else partial(decode_outcome, task=cfg.task)
+            decode_prediction
+            if stream == PREDICTIONS
+            else partial(decode_outcome, task=cfg.task, fields=cfg.outcome_fields)
         )
         self._processing = cfg.time == PROCESSING_TIME
         self._progress = PartitionProgress(

@@ -36,10 +36,12 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.contracts.repo import model_of
 from loopline.contracts.schemas import BINARY, REGRESSION, check_task
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.streams.labels.clock import TIME_MODES
+from loopline.streams.labels.inputs import OUTCOME_FIELDS
 from loopline.streams.labels.join import TIMEOUT_POLICIES, JoinPolicy
 
 START_POSITIONS = ("beginning", "end")
@@ -72,11 +74,20 @@ class LabelsFlowConfig:
     # What the labels mean: "binary" (0/1, checked on decode) or "regression"
     # (any finite number; no timeout label). Passed by the caller, not read from Settings.
     task: str = BINARY
+    # The repo's names for the outcome's event id, label and event time.
+    outcome_fields: tuple[str, str, str] = OUTCOME_FIELDS
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LabelsFlowConfig:
+        """From the settings and the repo's model (its task, outcome topic and fields)."""
         s = settings.labels
         topics = Topics(settings.kafka.topic_prefix)
+        outcomes = model_of(settings).outcomes
+        outcomes_topic = topics.named(outcomes.topic)
+        overrides.setdefault("task", outcomes.task)
+        overrides.setdefault(
+            "outcome_fields", (outcomes.event_id, outcomes.label, outcomes.event_time)
+        )
         if s.timeout_policy not in TIMEOUT_POLICIES:
             raise ConfigError(
                 f"labels.timeout_policy must be one of {sorted(TIMEOUT_POLICIES)}, "
@@ -94,11 +105,11 @@ class LabelsFlowConfig:
             max_predictions=max(1, s.max_pending_predictions // s.shards),
             max_outcomes=max(1, s.max_pending_outcomes // s.shards),
             predictions_topic=topics.predictions,
-            outcomes_topic=topics.outcomes,
+            outcomes_topic=outcomes_topic,
         )
         cfg = cls(
             predictions_topic=topics.predictions,
-            outcomes_topic=topics.outcomes,
+            outcomes_topic=outcomes_topic,
             labeled_topic=topics.labeled,
             dead_letter_topic=topics.dead_letters,
             consumer=consumer_config(settings.kafka, "labels"),

@@ -129,16 +129,28 @@ def decode_prediction(rec: SourceRecord, t_ms: int | None = None) -> PredictionI
     )
 
 
+# The outcome fields a repo declares (event id, label, event time), in Outcome's order.
+OUTCOME_FIELDS = ("event_id", "label", "event_time")
+
+
 def decode_outcome(
-    rec: SourceRecord, t_ms: int | None = None, task: str = BINARY
+    rec: SourceRecord,
+    t_ms: int | None = None,
+    task: str = BINARY,
+    fields: tuple[str, str, str] = OUTCOME_FIELDS,
 ) -> OutcomeIn | DeadLetter:
     """Validate one outcomes record for ``task``; ``t_ms`` overrides the window time.
 
     A binary label must be 0 or 1, a regression label any finite number
     (the schema only asks for a JSON number: the task decides the rest).
+    ``fields`` names the repo's outcome fields when they differ from
+    :data:`OUTCOME_FIELDS` (say ``delivery_s`` for the label).
     """
     try:
-        out = decode(Outcome, _json_object(rec, "Outcome"))
+        doc = _json_object(rec, "Outcome")
+        if fields != OUTCOME_FIELDS:
+            doc = _renamed(doc, fields)
+        out = decode(Outcome, doc)
         if out.event_time <= 0:
             raise SchemaError("Outcome.event_time: must be epoch ms > 0", "event_time")
         check_label(task, out.label)
@@ -179,6 +191,15 @@ def writer_key(request_id: str, writers: int) -> str:
 
 class _MalformedError(Exception):
     pass
+
+
+def _renamed(doc: dict[str, Any], fields: tuple[str, str, str]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in OUTCOME_FIELDS}
+    for ours, theirs in zip(OUTCOME_FIELDS, fields, strict=True):
+        if theirs not in doc:
+            raise SchemaError(f"Outcome: missing required field {theirs!r}", theirs)
+        out[ours] = doc[theirs]
+    return out
 
 
 def _json_object(rec: SourceRecord, name: str) -> dict[str, Any]:

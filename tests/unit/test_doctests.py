@@ -14,6 +14,7 @@ PACKAGES = (
     "loopline.contracts",
     "loopline.stack",
     "loopline.simulation",
+    "loopline.featurerepo",
     "loopline.streams",
     "loopline.serving",
     "loopline.trainer",

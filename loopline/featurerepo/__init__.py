@@ -1,0 +1,1 @@
+"""Feature repos at run time: scaffolding, planning and applying their definitions."""
