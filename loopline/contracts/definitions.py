@@ -384,6 +384,12 @@ class Outcomes:
             raise DefinitionError(f"{where}: maturity must be positive")
         if not re.match(r"^[A-Za-z0-9._-]+$", self.topic or ""):
             raise DefinitionError(f"{where}: topic {self.topic!r} must be letters, digits, . _ -")
+        roles = {"event_id": self.event_id, "label": self.label, "event_time": self.event_time}
+        for role, name in roles.items():
+            if not isinstance(name, str) or not name:
+                raise DefinitionError(f"{where}: {role} must name a field of the outcome events")
+        if len(set(roles.values())) < len(roles):
+            raise DefinitionError(f"{where}: event_id, label and event_time must be three fields")
 
     @property
     def maturity_s(self) -> int:

@@ -48,6 +48,8 @@ from loopline.contracts.definitions import (
     Entity,
     EventSource,
     FeatureView,
+    Field,
+    Filter,
     Model,
     RequestField,
     Transform,
@@ -211,10 +213,30 @@ class Project:
     # -- checks ------------------------------------------------------------------
     def check(self) -> None:
         """Cross-object checks; every fault names the object and the fix."""
+        _check_topics(self)
         for view in self.views:
             _check_view(view, self.definitions_file)
         for m in self.models:
             self.feature_set(m.name)
+
+
+def _check_topics(project: Project) -> None:
+    # One topic, one schema: the flow decodes a topic with exactly one source's parser.
+    file = project.definitions_file
+    by_topic: dict[str, str] = {}
+    for s in project.sources:
+        other = by_topic.setdefault(s.topic, s.name)
+        if other != s.name:
+            raise DefinitionError(
+                f"{file}: EventSources {other!r} and {s.name!r} both read topic {s.topic!r}; "
+                "give each its own topic (or merge them into one source)"
+            )
+    for m in project.models:
+        if m.outcomes.topic in by_topic:
+            raise DefinitionError(
+                f"{file}: Model {m.name!r}: outcomes topic {m.outcomes.topic!r} is also "
+                f"EventSource {by_topic[m.outcomes.topic]!r}'s topic; outcomes need their own"
+            )
 
 
 def _check_view(view: FeatureView, file: str) -> None:
@@ -229,6 +251,11 @@ def _check_view(view: FeatureView, file: str) -> None:
         if src.field(e.key).type not in ("string", "int") or src.field(e.key).optional:
             raise DefinitionError(
                 f"{where}: key field {e.key!r} must be a required string or int field"
+            )
+        if src.field(e.key).type != e.key_type:
+            raise DefinitionError(
+                f"{where}: entity {e.name!r} has key_type {e.key_type!r} but EventSource "
+                f"{src.name!r} declares {e.key!r} as {src.field(e.key).type}; make them agree"
             )
     for a in view.features:
         _check_aggregate(a, src, where)
@@ -258,6 +285,27 @@ def _check_aggregate(a: Aggregate, src: EventSource, where: str) -> None:
             f"{here}: where= filters on {a.where.field!r}, which EventSource {src.name!r} "
             "does not declare"
         )
+    if a.where is not None:
+        _check_filter(a.where, src.field(a.where.field), here)
+
+
+def _check_filter(flt: Filter, f: Field, here: str) -> None:
+    """A filter whose value cannot match its field's type (or allowed values) never counts."""
+    values = flt.value if flt.op == "in" else (flt.value,)
+    numeric = f.type in ("int", "float", "timestamp")
+    for v in values:
+        is_number = isinstance(v, int | float) and not isinstance(v, bool)
+        fits = is_number if numeric else isinstance(v, bool if f.type == "bool" else str)
+        if not fits:
+            raise DefinitionError(
+                f"{here}: where= compares {f.name!r} ({f.type}) with {v!r}, which can never "
+                f"match; compare it with a {f.type} value"
+            )
+        if f.allowed is not None and flt.op in ("==", "in") and v not in f.allowed:
+            raise DefinitionError(
+                f"{here}: where= compares {f.name!r} with {v!r}, which is not one of its "
+                f"allowed values {f.allowed}; fix the value"
+            )
 
 
 def _tiles(window_s: int, asked: int | None) -> int:
@@ -324,6 +372,12 @@ def _compile(project: Project, m: Model) -> FeatureSet:
             raise DefinitionError(
                 f"{where}: request field {r.name!r} is not a field of EventSource "
                 f"{m.scores.name!r}; declare it there (training replays those events)"
+            )
+        if m.scores.field(r.name).type not in ("int", "float", "bool"):
+            raise DefinitionError(
+                f"{where}: request field {r.name!r} is {m.scores.field(r.name).type} in "
+                f"EventSource {m.scores.name!r}; a RequestField must be a number or a bool "
+                "(count string values with an Aggregate's where= instead)"
             )
         derived.append(Derived(r.name, "field", (r.name,), r.default or 0.0))
     request_names = {r.name for r in m.request}
