@@ -25,7 +25,7 @@ from rich.console import Console
 from loopline.contracts.cli_support import service_group, settings_of
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.repo import model_of
+from loopline.contracts.repo import model_of, project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 
@@ -325,9 +325,13 @@ def _register_score(subparsers: Any) -> None:
 def _score(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     from loopline.trainer.scoring import ScoringModel, score_file
 
+    project = project_of(settings)
+    name = args.model or settings.trainer.model_name
     model = ScoringModel.load(
         _registry(settings),
-        args.model or settings.trainer.model_name,
+        name,
+        project.feature_set(name),
+        project.model(name).scores,
         alias=args.alias,
         version=args.version,
     )

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.registry import check_task
-from loopline.contracts.schemas import Outcome, Transaction
+from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.trainer import bootstrap, offline
 from loopline.trainer.dataset import TrainingSet
+from loopline.trainer.history import decode_events, decode_outcomes
 from loopline.trainer.progress import Progress, SilentProgress
-from loopline.trainer.sources import Source, decode_rows, file_rows
+from loopline.trainer.sources import Source, file_rows
 
 
 @dataclass(frozen=True)
@@ -36,70 +38,76 @@ def load_training_set(
 ) -> TrainingSet:
     progress = progress or SilentProgress()
     t = settings.trainer
-    fs = get_feature_set(t.feature_set)
+    fs = project_of(settings).feature_set(t.feature_set)
     window = request.window_hours if request.window_hours is not None else t.window_hours
     task = check_task(request.task)
     if not request.bootstrap_events:
         progress.stage("load offline store")
         ts = offline.load_window(t.offline_store, fs, window, request.end_ms, task=task)
         progress.info(f"offline store {t.offline_store}: {len(ts)} labeled rows")
-        if len(ts) or not request.fallback_to_bootstrap or task == "regression":
+        if len(ts) or not request.fallback_to_bootstrap:
             return ts
         progress.info("no labeled rows yet: bootstrapping from the events topic")
-    if task == "regression":
-        # The replay counts an event without an outcome as a 0 label once mature:
-        # right for fraud (no chargeback), wrong for a real-valued target.
-        raise ConfigError(
-            "bootstrapping replays binary labels only; train a regression task from the "
-            "offline store (drop --bootstrap-events)"
-        )
-    events = request.bootstrap_events or "topic"
+    return _bootstrap(settings, request, progress, window, task)
+
+
+def _bootstrap(
+    settings: Settings, request: DataRequest, progress: Progress, window: float, task: str
+) -> TrainingSet:
+    """Replay the repo's event history through the feature code; label it by outcome."""
+    t = settings.trainer
+    project = project_of(settings)
+    model = project.model(settings.project.model)
+    fs = project.feature_set(t.feature_set)
     topics = Topics(settings.kafka.topic_prefix)
+    source = Source.parse(request.bootstrap_events or "topic")
+    sources = [project.source_of_topic(name) for name in project.topics_read(model.name)]
+    if source.kind == "file" and len(sources) > 1:
+        raise ConfigError(
+            f"model {model.name} reads {len(sources)} event sources; bootstrap from their "
+            "topics (--bootstrap-events topic), one file cannot hold them"
+        )
     progress.stage("load history")
-    txs, bad_tx = read_records(settings, Source.parse(events), Transaction, topics.events)
-    outs, bad_out = read_records(
-        settings, Source.parse(request.bootstrap_outcomes), Outcome, topics.outcomes
-    )
+    events: list[dict[str, Any]] = []
+    bad_events = 0
+    for src in sources:
+        where = source if source.kind == "file" else Source("topic", topics.named(src.topic))
+        records, bad = decode_events(src, _rows(settings, where, topics.named(src.topic)))
+        events += records
+        bad_events += bad
+    outcome_topic = topics.named(model.outcomes.topic)
+    out_source = Source.parse(request.bootstrap_outcomes)
+    outs, bad_outs = decode_outcomes(model.outcomes, _rows(settings, out_source, outcome_topic))
     progress.info(
-        f"{len(txs)} events from {Source.parse(events).describe(topics.events)}, "
-        f"{len(outs)} outcomes from "
-        f"{Source.parse(request.bootstrap_outcomes).describe(topics.outcomes)}"
+        f"{len(events)} events from {', '.join(s.name for s in sources)}, "
+        f"{len(outs)} outcomes from {out_source.describe(outcome_topic)}"
     )
     progress.stage("replay features")
+    timeout = {"negative": 0, "positive": 1}.get(settings.labels.timeout_policy)
     ts = bootstrap.build_training_set(
         fs,
-        txs,
+        events,
         outs,
         maturity_s=t.label_maturity_s,
         window_hours=window,
         as_of_ms=request.end_ms,
+        event_id_field=model.scores.event_id,
+        time_fields={s.name: s.event_time for s in sources},
+        timeout_label=timeout if task == "binary" else None,
+        task=task,
     )
     dropped = dict(ts.dropped)
-    if bad_tx:
-        dropped["invalid_events"] = bad_tx
-    if bad_out:
-        dropped["invalid_outcomes"] = bad_out
-    progress.info(f"{len(ts)} point-in-time rows ({ts.positives} positive)")
-    return TrainingSet(
-        features=ts.features,
-        labels=ts.labels,
-        event_time_ms=ts.event_time_ms,
-        ids=ts.ids,
-        feature_names=ts.feature_names,
-        source=ts.source,
-        dropped=dropped,
-    )
+    if bad_events:
+        dropped["invalid_events"] = bad_events
+    if bad_outs:
+        dropped["invalid_outcomes"] = bad_outs
+    progress.info(f"{len(ts)} point-in-time rows")
+    return replace(ts, dropped=dropped)
 
 
-def read_records(
-    settings: Settings, source: Source, cls: type, default_topic: str
-) -> tuple[list, int]:
-    """Decoded records of one source and how many were invalid."""
+def _rows(settings: Settings, source: Source, default_topic: str) -> Iterable[Any]:
     if source.kind == "file":
-        rows = file_rows(source.name)
-    else:
-        from loopline.trainer.kafka_io import read_history
+        return file_rows(source.name)
+    from loopline.trainer.kafka_io import read_history
 
-        rows = read_history(settings.kafka, source.name or default_topic)
-    records, rejected = decode_rows(cls, rows)
-    return records, rejected.get("invalid", 0)
+    return read_history(settings.kafka, source.name or default_topic)

@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.offline_store import HOUR_MS, data_files, hour_start_ms, partitions
+from loopline.contracts.offline_store import (
+    HOUR_MS,
+    data_files,
+    hour_start_ms,
+    partitions,
+    read_table,
+)
 from loopline.contracts.rollout import shadow_request_id
 from loopline.trainer.dataset import TrainingSet
 
@@ -60,7 +65,7 @@ def load_window(
     files = [f for part in partitions(root, start, end) for f in data_files(part)]
     if not files:
         return _empty(names, task)
-    table = pa.concat_tables([pq.read_table(f, columns=COLUMNS) for f in files])
+    table = pa.concat_tables([read_table(f, COLUMNS) for f in files])
     dropped: dict[str, int] = {}
 
     def keep(mask: pa.ChunkedArray | pa.Array, reason: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
+from synthetic_fraud import synthetic_history, write_jsonl
 
 from loopline.contracts.kafka_config import producer_config
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
@@ -28,7 +29,6 @@ from loopline.contracts.topics import Topics
 from loopline.trainer import commands, rollout_watch_loop
 from loopline.trainer.kafka_io import KafkaAnnouncer, read_history
 from loopline.trainer.rollout_watch_loop import RolloutWatcher, kafka_label_sources
-from loopline.trainer.synthetic import synthetic_history, write_jsonl
 
 DEADLINE_S = 45.0
 MIN_LABELS = 50

@@ -19,6 +19,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from fraud_repo import FRAUD_FEATURES
+from synthetic_fraud import records, synthetic_history, write_jsonl
 
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.registry import DirectoryRegistry
@@ -37,7 +38,6 @@ from loopline.trainer.data import DataRequest, load_training_set
 from loopline.trainer.kafka_io import KafkaAnnouncer
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.service import Handled, RetrainService
-from loopline.trainer.synthetic import synthetic_history, write_jsonl
 
 READ_DEADLINE_S = 60.0
 
@@ -106,7 +106,9 @@ def test_bootstrap_from_topics_and_announcements_consumed_back(
     produce(settings, topics.outcomes, [(o.event_id.encode(), encode(o)) for o in outcomes])
 
     data = load_training_set(settings, DataRequest(bootstrap_events="topic"))
-    expected = build_training_set(FRAUD_FEATURES, txs, outcomes, maturity_s=3600, window_hours=36)
+    expected = build_training_set(
+        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=36
+    )
     assert data.ids == expected.ids and data.dropped["invalid_events"] == 1
     np.testing.assert_array_equal(data.features, expected.features)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from synthetic_fraud import as_json_rows, synthetic_history, write_jsonl
 
 from loopline.contracts.errors import ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.settings import Settings, load_settings
 from loopline.trainer.commands import register
-from loopline.trainer.synthetic import as_json_rows, synthetic_history, write_jsonl
 
 
 def parser() -> argparse.ArgumentParser:

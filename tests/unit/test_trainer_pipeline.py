@@ -9,6 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES
+from synthetic_fraud import records, synthetic_history
 
 from loopline.contracts.errors import DeliveryError
 from loopline.contracts.features import replay
@@ -25,7 +26,6 @@ from loopline.trainer.export import (
     to_onnx,
 )
 from loopline.trainer.pipeline import Trainer
-from loopline.trainer.synthetic import synthetic_history
 
 SETTINGS = TrainerSettings(
     num_trees=80,
@@ -47,7 +47,11 @@ def history() -> tuple[list, list[Outcome]]:
 def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
     txs, outcomes = history
     return build_training_set(
-        FRAUD_FEATURES, txs, outcomes, maturity_s=SETTINGS.label_maturity_s, window_hours=48
+        FRAUD_FEATURES,
+        records(txs),
+        outcomes,
+        maturity_s=SETTINGS.label_maturity_s,
+        window_hours=48,
     )
 
 
@@ -68,7 +72,9 @@ def test_bootstrap_rows_are_point_in_time_replay_rows(
     fraud = {o.event_id for o in outcomes}
     # Shuffled input: the builder sorts by event time before replaying.
     shuffled = list(reversed(txs))
-    again = build_training_set(FRAUD_FEATURES, shuffled, outcomes, maturity_s=3600, window_hours=48)
+    again = build_training_set(
+        FRAUD_FEATURES, records(shuffled), outcomes, maturity_s=3600, window_hours=48
+    )
     assert again.ids == training_set.ids
     np.testing.assert_array_equal(again.features, training_set.features)
     expected = {

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES
+from synthetic_fraud import records, synthetic_history, write_jsonl
 
 from loopline.contracts.errors import ConfigError, DeliveryError
 from loopline.contracts.registry import DirectoryRegistry
@@ -21,7 +22,6 @@ from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.publish_policy import PublishPolicy
-from loopline.trainer.synthetic import synthetic_history, write_jsonl
 
 # Margins so wide that every challenger passes the gate: these tests are about what follows.
 SETTINGS = TrainerSettings(
@@ -44,7 +44,9 @@ def history() -> tuple[list, list[Outcome]]:
 @pytest.fixture(scope="module")
 def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
     txs, outcomes = history
-    return build_training_set(FRAUD_FEATURES, txs, outcomes, maturity_s=3600, window_hours=48)
+    return build_training_set(
+        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=48
+    )
 
 
 class Announcements:

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fraud_repo import FRAUD_FEATURES
+from fraud_repo import FRAUD_FEATURES, TRANSACTIONS
+from synthetic_fraud import as_json_rows, records, synthetic_history
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.features import replay
@@ -20,7 +21,6 @@ from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.export import session
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.scoring import ScoringModel, score_file
-from loopline.trainer.synthetic import as_json_rows, synthetic_history
 
 SETTINGS = TrainerSettings(
     num_trees=60, early_stopping_rounds=15, num_threads=1, min_rows=200, min_positives=10
@@ -35,7 +35,9 @@ def events() -> list[Transaction]:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> DirectoryRegistry:
     txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
-    ts = build_training_set(FRAUD_FEATURES, txs, outcomes, maturity_s=3600, window_hours=36)
+    ts = build_training_set(
+        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=36
+    )
     reg = DirectoryRegistry(tmp_path_factory.mktemp("registry"))
     Trainer(SETTINGS, reg).train(ts)
     return reg
@@ -56,7 +58,7 @@ def test_event_scores_equal_single_row_onnx_on_replayed_features(
     rows = as_json_rows(events[:600])
     rows.reverse()  # any input order; output keeps it
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "events.parquet")
-    model = ScoringModel.load(registry, "fraud")
+    model = ScoringModel.load(registry, "fraud", FRAUD_FEATURES, TRANSACTIONS)
     summary = score_file(
         model, tmp_path / "events.parquet", tmp_path / "scores.parquet", with_features=True
     )
@@ -91,7 +93,7 @@ def test_feature_vectors_and_columns_are_scored_as_given_and_bad_rows_flagged(
     )
     vectors = [*x.tolist(), [1.0, 2.0]]
     pq.write_table(pa.table({"id": range(51), "features": vectors}), tmp_path / "v.parquet")
-    model = ScoringModel.load(registry, "fraud", version="1")
+    model = ScoringModel.load(registry, "fraud", FRAUD_FEATURES, TRANSACTIONS, version="1")
     s = score_file(model, tmp_path / "v.parquet", tmp_path / "out.parquet")
     out = pq.read_table(tmp_path / "out.parquet")
     assert (s.mode, s.rows, s.failed) == ("features", 51, 1)
@@ -114,7 +116,7 @@ def test_queries_against_a_history_see_only_older_events(
     pq.write_table(pa.Table.from_pylist(as_json_rows(history)), tmp_path / "history.parquet")
     bad = {"event_id": "x", "card_id": "c", "merchant_id": "m", "amount": -1.0, "event_time": 5}
     pq.write_table(pa.Table.from_pylist([*as_json_rows(later), bad]), tmp_path / "q.parquet")
-    model = ScoringModel.load(registry, "fraud")
+    model = ScoringModel.load(registry, "fraud", FRAUD_FEATURES, TRANSACTIONS)
     s = score_file(
         model,
         tmp_path / "q.parquet",
@@ -147,8 +149,8 @@ def test_models_for_other_features_or_failing_golden_rows_are_refused(
     other.publish("a", onnx, ManifestFields(**{**fields, "fingerprint": "0" * 64}))
     other.set_alias("a", "champion", "1")
     with pytest.raises(FingerprintMismatchError):
-        ScoringModel.load(other, "a")
+        ScoringModel.load(other, "a", FRAUD_FEATURES, TRANSACTIONS)
     wrong = [s + 0.01 for s in good.manifest.golden_scores]
     other.publish("b", onnx, ManifestFields(**{**fields, "golden_scores": wrong}))
     with pytest.raises(ModelError, match="golden"):
-        ScoringModel.load(other, "b", version="1")
+        ScoringModel.load(other, "b", FRAUD_FEATURES, TRANSACTIONS, version="1")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fraud_repo import FRAUD_FEATURES
+from synthetic_fraud import records, synthetic_history
 
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import RetrainEvent
@@ -16,7 +17,6 @@ from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.ledger import RetrainLedger
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.service import RetrainService
-from loopline.trainer.synthetic import synthetic_history
 
 TRAINER = TrainerSettings(
     num_trees=40, early_stopping_rounds=10, num_threads=1, min_rows=200, min_positives=10
@@ -26,7 +26,9 @@ TRAINER = TrainerSettings(
 @pytest.fixture(scope="module")
 def data() -> TrainingSet:
     txs, outcomes = synthetic_history(n_cards=250, hours=36, seed=8)
-    return build_training_set(FRAUD_FEATURES, txs, outcomes, maturity_s=3600, window_hours=36)
+    return build_training_set(
+        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=36
+    )
 
 
 def service(tmp_path: Path, data: TrainingSet, loads: list[int]) -> RetrainService:

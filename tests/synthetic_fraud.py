@@ -1,4 +1,4 @@
-"""A small deterministic card-transaction history with fraud, for tests and demos.
+"""A small deterministic card-transaction history with fraud, for tests and benchmarks.
 
 Not the streams simulator: just enough structure for a model to learn
 (compromised cards spend in bursts, at larger amounts, across merchants), and
@@ -15,14 +15,36 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from loopline.contracts.schemas import Outcome, Transaction, encode
+from loopline.contracts.schemas import Outcome, encode
 
 START_MS = 1_700_000_000_000
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One event of the fraud example's ``transactions`` source."""
+
+    event_id: str
+    card_id: str
+    merchant_id: str
+    amount: float
+    event_time: int
+
+    def as_record(self) -> dict[str, Any]:
+        """The record the feature engine and the trainer read."""
+        return dataclasses.asdict(self)
+
+
+def records(txs: Sequence[Transaction]) -> list[dict[str, Any]]:
+    return [t.as_record() for t in txs]
 
 
 def synthetic_history(
