@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -135,42 +134,10 @@ def _free_ports(n: int) -> list[int]:
 
 # -- simulate -----------------------------------------------------------------------
 def _register_simulate(subparsers: Any) -> None:
-    from loopline.streams.simulator.config import add_simulator_arguments
+    # Generic over feature repos, so it lives with the simulation contract.
+    from loopline.simulation.commands import register_simulate
 
-    p = subparsers.add_parser(
-        "simulate",
-        help="produce realistic card transactions and delayed outcomes to Kafka",
-        description="Thousands of cards and merchants with a daily rhythm, fraud patterns "
-        "(high-amount bursts, new merchants, card testing) and labels on the outcomes topic "
-        "after a configurable delay; optional drift at a given time. Deterministic for a seed.",
-    )
-    add_simulator_arguments(p)
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=simulate_command)
-
-
-def simulate_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from loopline.contracts.topics import Topics
-    from loopline.streams.simulator.config import config_from_args
-    from loopline.streams.simulator.producer import produce_simulation
-
-    settings = settings_of(args, settings)
-    config = config_from_args(args)
-    started = time.monotonic()
-
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
-
-    report = produce_simulation(
-        config,
-        settings.kafka,
-        Topics(settings.kafka.topic_prefix),
-        speed=args.speed,
-        progress=progress,
-    )
-    print(report.describe(time.monotonic() - started))
-    return 0
+    register_simulate(subparsers)
 
 
 def _run_group(subparsers: Any) -> Any:

@@ -92,6 +92,23 @@ Simulate = Callable[[SimulationConfig], Iterator[SimEvent]]
 
 def load_simulator(root: Path, file: str = "simulator.py") -> Simulate:
     """The ``simulate`` function of a repo's simulator module."""
+    return load_simulation(root, file).simulate
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """A repo's simulator module: ``simulate`` and the knobs ``loopline demo`` uses.
+
+    ``DEMO_PARAMS`` (optional, a dict at module level) are the params of a
+    scenario that shows the loop close within minutes; ``--param`` overrides them.
+    """
+
+    simulate: Simulate
+    demo_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_simulation(root: Path, file: str = "simulator.py") -> Simulation:
+    """Import a repo's simulator module (see :class:`Simulation`)."""
     path = (root / file).resolve()
     if not path.is_file():
         raise ConfigError(
@@ -112,4 +129,7 @@ def load_simulator(root: Path, file: str = "simulator.py") -> Simulate:
     simulate = getattr(module, "simulate", None)
     if not callable(simulate):
         raise DefinitionError(f"{path.name}: define simulate(config) -> Iterator[SimEvent]")
-    return simulate  # type: ignore[no-any-return]
+    demo_params = getattr(module, "DEMO_PARAMS", {})
+    if not isinstance(demo_params, Mapping):
+        raise DefinitionError(f"{path.name}: DEMO_PARAMS must be a dict of param values")
+    return Simulation(simulate, dict(demo_params))

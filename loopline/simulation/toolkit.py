@@ -17,6 +17,12 @@ True
 ['a', 'b', 'c']
 >>> round(daily_rhythm(15 * 3_600_000), 2), round(daily_rhythm(3 * 3_600_000), 2)
 (1.55, 0.45)
+>>> choose(random.Random(3), {"a": 0.5, "b": 0.5}) in ("a", "b")
+True
+>>> q = Pending()
+>>> q.push(20, "late"); q.push(10, "early")
+>>> q.next_time(), q.pop(), len(q)
+(10, 'early', 1)
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -120,3 +126,41 @@ def jitter(rng: random.Random, value: float, spread: float = 0.5) -> float:
 def rounded(record: dict[str, Any], digits: int = 2) -> dict[str, Any]:
     """Floats rounded as a real producer would send them."""
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in record.items()}
+
+
+def choose(rng: random.Random, shares: Mapping[str, float]) -> str:
+    """One key of ``shares`` drawn with its share as probability (shares sum to ~1)."""
+    x = rng.random()
+    last = ""
+    for name, share in shares.items():
+        if x < share:
+            return name
+        x -= share
+        last = name
+    return last  # rounding left x just above the total: the last key
+
+
+class Pending:
+    """Events scheduled ahead (an episode's later steps), popped in time order.
+
+    A simulator that mixes a steady stream with episodes (bursts, jams,
+    outages) pushes each episode's events here and, before emitting the next
+    steady event, pops whatever is due first. Ties keep insertion order.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Any]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, time_ms: int, item: Any) -> None:
+        heapq.heappush(self._heap, (time_ms, next(self._seq), item))
+
+    def next_time(self) -> float:
+        """When the earliest pending item is due (``inf`` when none is)."""
+        return self._heap[0][0] if self._heap else math.inf
+
+    def pop(self) -> Any:
+        return heapq.heappop(self._heap)[2]

@@ -1,31 +1,7 @@
-"""The traffic simulator: a pure, seeded generator and a paced Kafka producer.
+"""Empty on purpose: the simulator moved out of the streams component.
 
-Other components reuse the generator directly (the demo calls Predict for each
-transaction before producing it)::
-
-    from loopline.streams.simulator import Simulator, SimulatorConfig
-
-    for sim in Simulator(SimulatorConfig(seed=7, rate=500)).transactions():
-        sim.transaction, sim.label, sim.outcome_delay_s, sim.outcome
+A repo's simulator is ``simulate(config)`` in its own ``simulator.py`` (the
+fraud one: ``examples/fraud/simulator.py``), driven by :mod:`loopline.simulation`
+(``loopline simulate``, ``loopline demo``). This package stays only while
+pyproject.toml still lists ``loopline.streams.simulator``; delete both together.
 """
-
-from loopline.streams.simulator.config import SimulatorConfig, parse_start
-from loopline.streams.simulator.generator import (
-    BURST,
-    CARD_TESTING,
-    LEGIT,
-    NEW_MERCHANT,
-    SimulatedTransaction,
-    Simulator,
-)
-
-__all__ = [
-    "BURST",
-    "CARD_TESTING",
-    "LEGIT",
-    "NEW_MERCHANT",
-    "SimulatedTransaction",
-    "Simulator",
-    "SimulatorConfig",
-    "parse_start",
-]
