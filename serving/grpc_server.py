@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,11 +28,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from loopline.contracts.errors import LooplineError
+from loopline.contracts.errors import LooplineError, UnavailableError
+from loopline.contracts.features import FeatureSet
 from loopline.contracts.registry import DirectoryRegistry, ModelRegistry
 from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.state import AppliedState
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from loopline.serving.announcer import RolloutAnnouncer
@@ -51,6 +54,26 @@ from loopline.v1 import inference_pb2 as v1_pb
 from loopline.v1 import inference_pb2_grpc as v1_grpc
 
 log = logging.getLogger(__name__)
+
+
+def check_applied(registry_root: Path, model: str, fs: FeatureSet) -> None:
+    """Refuse to serve a feature set `loopline apply` never recorded (once a repo is applied).
+
+    Models are checked against this feature set's fingerprint when they load,
+    so a model trained on an unapplied computation can never serve.
+    """
+    state = AppliedState(registry_root)
+    if not state.exists():
+        log.warning("no applied feature sets in %s; run `loopline apply`", registry_root)
+        return
+    if not state.is_applied(model, fs.fingerprint):
+        current = state.current(model)
+        now = f"v{current.version} ({current.fingerprint[:12]})" if current else "none"
+        raise UnavailableError(
+            f"the definitions give model {model!r} feature set {fs.fingerprint[:12]}, which was "
+            f"never applied (applied: {now}); run `loopline plan` then `loopline apply`"
+        )
+
 
 V1_SERVICE = v1_pb.DESCRIPTOR.services_by_name["Inference"].full_name
 OIP_SERVICE = oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -138,6 +161,7 @@ class InferenceServer:
         self.metrics = metrics or ServingMetrics(CollectorRegistry())
         self.registry = registry or DirectoryRegistry(settings.registry.path)
         self.feature_set = project_of(settings).feature_set(settings.streams.feature_set)
+        check_applied(settings.registry.path, conf.model_name, self.feature_set)
         self.topics = Topics(settings.kafka.topic_prefix)
         self.slot = ModelSlot()
         self.store = RedisFeatureStore(

@@ -1,0 +1,109 @@
+"""Feature repos on disk: init, plan, applied versions, serving's check, CLI errors (no sockets)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from loopline.cli import main
+from loopline.contracts.errors import UnavailableError
+from loopline.contracts.repo import find_repo, load_project
+from loopline.featurerepo.plan import make_plan
+from loopline.featurerepo.state import AppliedState
+from loopline.serving.grpc_server import check_applied
+
+
+def _init(tmp_path: Path, template: str = "fraud") -> Path:
+    repo = tmp_path / "repo"
+    assert main(["init", str(repo), "--template", template]) == 0
+    return repo
+
+
+def test_init_scaffolds_a_repo_that_loads(tmp_path: Path) -> None:
+    repo = _init(tmp_path)
+    assert {p.name for p in repo.iterdir()} >= {"loopline.yaml", "definitions.py"}
+    project = load_project(repo)
+    assert project.model().name == "fraud"
+    assert find_repo(None, env={}, cwd=repo) == repo.resolve()
+
+
+def test_init_refuses_a_folder_that_is_not_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    assert main(["init", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not empty" in err and "\n" not in err  # one line, no traceback
+
+
+def _edit(repo: Path, old: str, new: str) -> None:
+    path = repo / "definitions.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_plan_shows_new_then_unchanged_then_a_changed_view(tmp_path: Path) -> None:
+    repo = _init(tmp_path)
+    state = AppliedState(tmp_path / "registry")
+    project = load_project(repo)
+    first = make_plan(project, {}, None, "p.")
+    assert [(c.action, c.version) for c in first.models] == [("new", 1)]
+    fs = project.feature_set()
+    state.record("fraud", fs.fingerprint, fs.describe(), now_ms=1)
+    again = make_plan(project, {"fraud": state.versions("fraud")}, set(), "p.")
+    assert [c.action for c in again.models] == ["unchanged"]
+    assert again.topics_to_create == ["p.events", "p.outcomes"]
+    # A changed computation: a new version, the changed view named.
+    _edit(
+        repo,
+        'Aggregate("txn_count_1h", "count", window="1h"),\n        Aggregate("amount_sum_1h"',
+        'Aggregate("txn_count_1h", "count", window="2h"),\n        Aggregate("amount_sum_1h"',
+    )
+    changed = make_plan(load_project(repo), {"fraud": state.versions("fraud")}, None, "p.")
+    (c,) = changed.models
+    assert (c.action, c.version, c.views_changed) == ("changed", 2, ["card"])
+    assert c.fingerprint != fs.fingerprint
+    assert "retrain and promote" in changed.describe()
+
+
+def test_serving_refuses_a_feature_set_that_was_never_applied(tmp_path: Path) -> None:
+    project = load_project(_init(tmp_path))
+    fs = project.feature_set()
+    registry = tmp_path / "registry"
+    check_applied(registry, "fraud", fs)  # nothing applied yet: a warning only
+    AppliedState(registry).record("fraud", "0" * 64, {}, now_ms=1)
+    with pytest.raises(UnavailableError, match=r"never applied .*loopline apply"):
+        check_applied(registry, "fraud", fs)
+    AppliedState(registry).record("fraud", fs.fingerprint, fs.describe(), now_ms=2)
+    check_applied(registry, "fraud", fs)
+
+
+def test_plan_command_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _init(tmp_path)
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "plan", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"model fraud: feature set v1 \([0-9a-f]{12}\) new", out)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        ('"amount_sum_10m", "sum", "amount"', '"amount_sum_10m", "sum", "amt"', "'amt'"),
+        ('"merchant_distinct_1h", "distinct"', '"merchant_distinct_1h", "mean"', "numeric"),
+        ('Field("amount", "float", ge=0)', 'Field("amount", "string")', "numeric"),
+    ],
+)
+def test_bad_definitions_fail_the_cli_in_one_line_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, words: str
+) -> None:
+    repo = _init(tmp_path)
+    _edit(repo, old, new)
+    capsys.readouterr()
+    assert main(["plan", "--repo", str(repo), "--offline"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("loopline plan: error: definitions.py")
+    assert words in err and "\n" not in err
