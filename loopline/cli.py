@@ -126,8 +126,17 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live-s", type=float, default=150.0, help="live traffic, seconds")
     parser.add_argument("--history-s", type=float, default=600.0, help="replayed history, seconds")
-    parser.add_argument("--rate", type=float, default=120.0, help="transactions per second")
+    parser.add_argument(
+        "--rate", type=float, default=120.0, help="scored events per second (the simulator's rate)"
+    )
     parser.add_argument("--seed", type=int, default=11, help="simulator seed")
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        default=[],
+        help="a scenario knob of the repo's simulator, over its DEMO_PARAMS (repeatable)",
+    )
     parser.add_argument(
         "--grace-s", type=float, default=45.0, help="extra live time allowed for the loop to close"
     )
@@ -147,12 +156,14 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def demo(args: argparse.Namespace, settings: Settings) -> int:
     from loopline.demo.config import DemoConfig
     from loopline.demo.runner import run_demo
+    from loopline.simulation.commands import parse_params
 
     config = DemoConfig(
         seed=args.seed,
         history_s=args.history_s,
         live_s=args.live_s,
         rate=args.rate,
+        params=parse_params(args.param),
         grace_s=args.grace_s,
         publish_as=args.publish_as,
         keep=args.keep,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +27,16 @@ class DemoConfig:
     # Event-time history replayed before the live phase: bootstrap training
     # data and warm feature windows.
     history_s: float = 600.0
-    # Live phase: real-time traffic, one Predict per transaction.
+    # Live phase: real-time traffic, one Predict per scored event.
     live_s: float = 150.0
+    # Mean scored events per second (the simulator's rate).
     rate: float = 120.0
-    cards: int = 3000
-    merchants: int = 400
-    fraud_rate: float = 0.03
     outcome_delay_s: float = 4.0
-    # Drift starts this share of the way into the live phase: legit amounts
-    # grow this much and fraud becomes this much more frequent, with a new
-    # pattern mix (strong enough that the old model visibly degrades).
+    # Drift starts this share of the way into the live phase; what changes is
+    # the repo simulator's scenario (it should make the old model degrade).
     drift_at: float = 0.35
-    drift_amount_factor: float = 4.0
-    drift_fraud_factor: float = 3.0
+    # Scenario knobs for the repo's simulator, over its DEMO_PARAMS.
+    params: Mapping[str, Any] = field(default_factory=dict)
     # After the live phase, wait at most this long for the loop to close.
     grace_s: float = 45.0
     # How the retrained model goes live: "champion" (at once), or "canary" /
@@ -98,7 +96,7 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
         "trainer": {
             "offline_store": str(run_dir / "offline"),
             "state_dir": str(run_dir / "trainer"),
-            # Fraud outcomes arrive within seconds here, not weeks.
+            # Outcomes arrive within seconds here, not days or weeks.
             "label_maturity_s": max(demo.outcome_delay_s * 3, 10.0),
             # One thread: OpenMP spinning on a 2-core machine shared with six
             # services slows training tenfold.
@@ -142,7 +140,7 @@ def _rollout_overrides(demo: DemoConfig) -> dict[str, Any]:
         "canary_share": 0.5,
         "shadow_share": 1.0,
         # Five seconds of traffic per arm: enough labels (with a few dozen
-        # frauds) for AUC to tell a clearly worse candidate apart.
+        # positives) for AUC to tell a clearly worse candidate apart.
         "min_labels": int(demo.rate * 5),
         "auc_margin": 0.02,
         "log_loss_margin": 0.05,

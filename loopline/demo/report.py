@@ -8,11 +8,7 @@ as a gRPC client, shown beside the server's.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,35 +19,15 @@ from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.rollout import RolloutPlan, shadow_request_id
 from loopline.contracts.topics import Topics
+from loopline.demo import metrics
 from loopline.demo.observe import read_labeled
+from loopline.demo.plots import write_html
 
 if TYPE_CHECKING:
     from loopline.contracts.schemas import LabeledExample
     from loopline.demo.runner import DemoRun
 
 SHADOW_SUFFIX = shadow_request_id("")
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN without both classes.
-
-    >>> auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-    0.75
-    """
-    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
-    if pos == 0 or neg == 0:
-        return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 @dataclass
@@ -68,15 +44,6 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     html_path: Path | None = None
     figures: dict[str, Any] = field(default_factory=dict)
-
-
-def _score_with(model_path: Path, rows: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    probs = session.run(["probabilities"], {name: rows.astype(np.float32)})[0]
-    return np.asarray(probs)[:, 1]
 
 
 def build_report(run: DemoRun, topics: Topics) -> Report:
@@ -147,13 +114,8 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
         lines += ["", "problems:"] + [f"  - {p}" for p in run.problems]
     report = Report(text="", loop_closed=all(c.ok for c in checks), checks=checks)
     try:
-        report.html_path = _write_html(
-            run,
-            labeled=labeled,
-            versions=versions,
-            checks=checks,
-            comparison=comparison,
-            lines=lines,
+        report.html_path = write_html(
+            run, labeled=labeled, versions=versions, checks=checks, lines=lines
         )
         lines.append(f"\nHTML report: {report.html_path}")
     except ImportError as e:  # matplotlib missing: the text report still stands
@@ -161,6 +123,7 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     report.text = "\n".join(lines)
     summary = {
         "loop_closed": report.loop_closed,
+        "task": run.task,
         "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
         "drift_delay_s": (after_drift[0].time_ms / 1000 - run.drift_wall_s)
         if after_drift
@@ -216,12 +179,14 @@ def _compare_models(
     if not post:
         return {}
     rows = np.array([e.features for e in post], dtype=np.float64)
-    labels = np.array([e.label for e in post])
-    out = {"rows": float(len(post)), "positives": float(labels.sum())}
-    for name, version in (("old", old), ("new", new)):
-        mv = registry.get(model, version)
-        out[f"auc_{name}"] = auc(labels, _score_with(mv.model_path, rows))
-        out[f"version_{name}"] = float(version)
+    labels = np.array([e.label for e in post], dtype=np.float64)
+    scores = {
+        name: metrics.score_with(registry.get(model, version).model_path, rows)
+        for name, version in (("old", old), ("new", new))
+    }
+    out = metrics.compare(run.task, labels, scores["old"], scores["new"])
+    out["version_old"] = float(old)
+    out["version_new"] = float(new)
     return out
 
 
@@ -258,133 +223,5 @@ def _summary_lines(
         )
     lines.append(f"labeled examples: {len(labeled):,}")
     if comparison:
-        lines.append(
-            f"post-drift AUC on the same {int(comparison['rows']):,} labeled requests "
-            f"({int(comparison['positives'])} fraud): old v{int(comparison['version_old'])} "
-            f"{comparison['auc_old']:.3f} -> new v{int(comparison['version_new'])} "
-            f"{comparison['auc_new']:.3f}"
-        )
+        lines.append(metrics.describe(run.task, comparison))
     return lines
-
-
-def _figure_png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _write_html(
-    run: DemoRun,
-    *,
-    labeled: list[LabeledExample],
-    versions: list[Any],
-    checks: list[Check],
-    comparison: dict[str, float],
-    lines: list[str],
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t0 = run.live_start_wall_s or run.started_wall_s
-    marks = [("drift", run.drift_wall_s - t0, "tab:red")]
-    served_at = _first_served(run)
-    if served_at is not None:
-        marks.append(("new model served", served_at - t0, "tab:green"))
-
-    def mark(ax: Any) -> None:
-        for label, x, color in marks:
-            ax.axvline(x, color=color, linestyle="--", label=label)
-
-    images: list[tuple[str, str]] = []
-    ok = [r.latency_ms for r in run.stats.records if r.ok]
-    fig, ax = plt.subplots(figsize=(7, 3))
-    if ok:
-        ax.hist(ok, bins=80, range=(0, max(np.percentile(ok, 99.5), 1.0)))
-    ax.set_xlabel("Predict latency, client-observed (ms)")
-    ax.set_ylabel("calls")
-    images.append(("Predict latency", _figure_png(fig)))
-    plt.close(fig)
-
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    if labeled:
-        tt = np.array([e.event_time / 1000 - t0 for e in labeled])
-        sc = np.array([e.score for e in labeled])
-        lb = np.array([e.label for e in labeled])
-        ax1.scatter(tt, sc, s=2, c=np.where(lb == 1, "tab:red", "tab:blue"), alpha=0.4)
-        edges = np.arange(tt.min(), tt.max() + 10, 10)
-        centers, aucs = [], []
-        for lo in edges[:-1]:
-            sel = (tt >= lo) & (tt < lo + 10)
-            centers.append(lo + 5)
-            aucs.append(auc(lb[sel], sc[sel]) if sel.sum() > 20 else math.nan)
-        ax2.plot(centers, aucs, marker="o")
-    ax1.set_ylabel("score (red: fraud)")
-    ax2.set_ylabel("AUC per 10 s")
-    ax2.set_xlabel("seconds since live traffic began")
-    mark(ax1)
-    mark(ax2)
-    ax2.legend(loc="lower left")
-    images.append(("Scores and AUC over time", _figure_png(fig)))
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3))
-    pts = run.scraper.points if run.scraper else []
-    xs = [p.wall_s - t0 for p in pts]
-    ax.plot(xs, [p.freshness_p50_s * 1000 for p in pts], label="p50")
-    ax.plot(xs, [p.freshness_p99_s * 1000 for p in pts], label="p99")
-    ax.set_ylabel("freshness, event -> Redis (ms)")
-    ax.set_xlabel("seconds since live traffic began")
-    mark(ax)
-    ax.legend()
-    images.append(("Feature freshness over time", _figure_png(fig)))
-    plt.close(fig)
-
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(x))}</td>"
-            for x in (
-                v.manifest.version,
-                v.manifest.status,
-                ", ".join(f"{k} {val:.4f}" for k, val in sorted(v.manifest.metrics.items())[:6]),
-                v.manifest.decision,
-                sum(v.manifest.rows.values()) if v.manifest.rows else "",
-            )
-        )
-        + "</tr>"
-        for v in versions
-    )
-    check_rows = "".join(
-        f"<li><b>{'ok' if c.ok else 'FAILED'}</b> {html.escape(c.name)}: "
-        f"{html.escape(c.detail)}</li>"
-        for c in checks
-    )
-    body = "".join(
-        f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>"
-        for title, png in images
-    )
-    doc = f"""<!doctype html><meta charset="utf-8"><title>Loopline demo {run.run_dir.name}</title>
-<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}
-td,th{{border:1px solid #ccc;padding:4px}}table{{border-collapse:collapse}}</style>
-<h1>Loopline demo {html.escape(run.run_dir.name)}</h1><ul>{check_rows}</ul>
-<pre>{html.escape(chr(10).join(lines))}</pre>{body}
-<h2>Model versions</h2><table><tr><th>version</th><th>status</th><th>metrics</th>
-<th>decision</th><th>rows</th></tr>{rows}</table>"""
-    out_dir = run.config.report_dir or run.run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.html"
-    path.write_text(doc)
-    return path
-
-
-def _first_served(run: DemoRun) -> float | None:
-    served = run.stats.versions_served()
-    if len(served) < 2:
-        return None
-    with run.stats.lock:
-        for r in run.stats.records:
-            if r.ok and r.model_version == served[-1]:
-                return r.wall_s
-    return None

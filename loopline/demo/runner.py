@@ -22,13 +22,17 @@ from pathlib import Path
 
 from loopline.contracts.kafka_config import producer_config
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.schemas import Outcome, Transaction, encode
+from loopline.contracts.repo import project_of, read_repo_config
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.demo.config import DemoConfig, prepare
 from loopline.demo.observe import MetricsScraper, TopicWatcher
+from loopline.demo.requests import RequestShape
 from loopline.demo.services import Service, ServiceError
-from loopline.demo.traffic import CheckedProducer, Driver, TrafficStats, restamp
+from loopline.demo.traffic import Driver, TrafficStats
+from loopline.simulation.api import SimEvent, SimulationConfig, load_simulation
+from loopline.simulation.producer import CheckedProducer
+from loopline.simulation.timeline import Message, Routes
 
 Say = Callable[[str], None]
 
@@ -49,31 +53,32 @@ class DemoRun:
     drift_wall_s: float = 0.0
     live_end_wall_s: float = 0.0
     first_version: str = ""
+    # The repo's model task: "binary" or "regression" (the report's metrics follow it).
+    task: str = "binary"
     scraper: MetricsScraper | None = None
     watcher: TopicWatcher | None = None
     problems: list[str] = field(default_factory=list)
 
 
-def _simulator(demo: DemoConfig, start_ms: int) -> Iterator[object]:
-    # The simulator is the streams component's generator: the demo is an edge
-    # that may use every component.
-    from loopline.streams.simulator import Simulator, SimulatorConfig
-
-    cfg = SimulatorConfig(
+def _simulation(settings: Settings, demo: DemoConfig, start_ms: int) -> Iterator[SimEvent]:
+    """The repo's simulator over history, live phase and grace, drift at its planned time."""
+    project = project_of(settings)
+    root = project.root
+    if root is None:  # a project built in memory: nothing on disk to simulate with
+        raise ServiceError("the demo needs a feature repo on disk (--repo PATH)")
+    sim = load_simulation(root, read_repo_config(root).simulator)
+    cfg = SimulationConfig(
         seed=demo.seed,
         start_ms=start_ms,
         duration_s=demo.history_s + demo.live_s + demo.grace_s,
         rate=demo.rate,
-        daily_rhythm=False,
-        cards=demo.cards,
-        merchants=demo.merchants,
-        fraud_rate=demo.fraud_rate,
         outcome_delay_s=demo.outcome_delay_s,
         drift_at_s=demo.drift_offset_s,
-        drift_amount_factor=demo.drift_amount_factor,
-        drift_fraud_factor=demo.drift_fraud_factor,
+        # A flat rate: minutes of traffic should not depend on the hour the demo runs.
+        daily_rhythm=False,
+        params={**sim.demo_params, **demo.params},
     )
-    return Simulator(cfg).transactions()
+    return sim.simulate(cfg)
 
 
 class Demo:
@@ -85,6 +90,11 @@ class Demo:
         settings, run_dir, self.config_path = prepare(base, demo, base.stack.state_dir)
         self.run = DemoRun(demo, settings, run_dir, started_wall_s=time.time())
         self.topics = Topics(settings.kafka.topic_prefix)
+        project = project_of(settings)
+        model = project.model(settings.project.model)
+        self.run.task = model.task
+        self.routes = Routes.of(project, model, self.topics)
+        self.shape = RequestShape.of(project, model)
         self.services: dict[str, Service] = {}
         self.stop = threading.Event()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -93,51 +103,52 @@ class Demo:
         self.env = {k: v for k, v in self.env.items() if not k.startswith("LOOPLINE_")}
 
     # -- phases -------------------------------------------------------------------
-    def history(self) -> Iterator[tuple[Transaction, int, float]]:
+    def history(self) -> Iterator[SimEvent]:
         """Produce the history; return the live part of the stream, unsent."""
         d = self.demo
         now_ms = int(time.time() * 1000)
         start_ms = now_ms - int(d.history_s * 1000)
-        stream = iter(_simulator(d, start_ms))
+        stream = iter(_simulation(self.run.settings, d, start_ms))
         producer = CheckedProducer(producer_config(self.run.settings.kafka, **{"linger.ms": 20}))
-        pending: list[Outcome] = []
+        pending: list[Message] = []
         first_live = None
-        for sim in stream:
-            tx = sim.transaction  # type: ignore[attr-defined]
-            if tx.event_time >= now_ms:
-                first_live = sim
+        for ev in stream:
+            if ev.time_ms >= now_ms:
+                first_live = ev
                 break
-            producer.send(self.topics.events, tx.card_id, encode(tx))
-            out = sim.outcome  # type: ignore[attr-defined]
-            if out.event_time < now_ms:
-                producer.send(self.topics.outcomes, out.event_id, encode(out))
+            m = self.routes.event(ev)
+            producer.send(m.topic, m.key, m.value)
+            self.run.history_events += 1
+            if not ev.scored:
+                continue
+            out = self.routes.outcome(ev)
+            if out.time_ms < now_ms:
+                producer.send(out.topic, out.key, out.value)
                 self.run.history_outcomes += 1
             else:
                 pending.append(out)
-            self.run.history_events += 1
         producer.flush()
         # Outcomes still due at the end of history are sent (as old news) now.
         for out in pending:
-            producer.send(self.topics.outcomes, out.event_id, encode(out))
+            producer.send(out.topic, out.key, out.value)
             self.run.history_outcomes += 1
         producer.flush()
         self.say(
-            f"history: {self.run.history_events:,} transactions and "
+            f"history: {self.run.history_events:,} events and "
             f"{self.run.history_outcomes:,} outcomes over {d.history_s / 60:.0f} min sent to Kafka"
         )
 
-        def live() -> Iterator[tuple[Transaction, int, float]]:
+        def live() -> Iterator[SimEvent]:
             # Live event times are re-stamped onto the wall clock, keeping the
             # simulator's spacing: the history ends when the live phase begins.
             offset: int | None = None
-            sims = [first_live] if first_live is not None else []
-            for sim in _chain(sims, stream):
-                tx = sim.transaction  # type: ignore[attr-defined]
+            first = [first_live] if first_live is not None else []
+            for ev in _chain(first, stream):
                 if offset is None:
-                    offset = int(time.time() * 1000) - tx.event_time
+                    offset = int(time.time() * 1000) - ev.time_ms
                     self.run.live_start_wall_s = time.time()
                     self.run.drift_wall_s = (start_ms + d.drift_offset_s * 1000 + offset) / 1000
-                yield restamp(tx, offset), sim.label, sim.outcome_delay_s  # type: ignore[attr-defined]
+                yield self.shape.restamp(ev, offset)
 
         return live()
 
@@ -242,8 +253,8 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
         driver = Driver(
             target=f"{s.serving.host}:{s.serving.port}",
             producer=producer,
-            events_topic=d.topics.events,
-            outcomes_topic=d.topics.outcomes,
+            routes=d.routes,
+            shape=d.shape,
             stats=run.stats,
         )
         view = LiveView(run, d.services, demo.console)
@@ -307,9 +318,7 @@ def _labels_port(s: Settings) -> int | None:
     return getattr(labels, "metrics_port", None)
 
 
-def _until_closed(
-    live: Iterator[tuple[Transaction, int, float]], run: DemoRun, demo: DemoConfig
-) -> Iterator[tuple[Transaction, int, float]]:
+def _until_closed(live: Iterator[SimEvent], run: DemoRun, demo: DemoConfig) -> Iterator[SimEvent]:
     """The live stream until its planned end, longer (up to the grace) until a new model serves."""
     for item in live:
         elapsed = time.time() - run.live_start_wall_s if run.live_start_wall_s else 0.0
@@ -329,6 +338,6 @@ def _closed(run: DemoRun) -> bool:
     return plan is not None and plan.state == "promoted"
 
 
-def _chain(first: list[object], rest: Iterator[object]) -> Iterator[object]:
+def _chain(first: list[SimEvent], rest: Iterator[SimEvent]) -> Iterator[SimEvent]:
     yield from first
     yield from rest

@@ -1,13 +1,13 @@
-"""The demo's client side: transactions scored over gRPC, then sent to Kafka.
+"""The demo's client side: scored events scored over gRPC, then sent to Kafka.
 
-A card network asks for a score while authorizing a payment, before the
-payment becomes an event; the outcome (chargeback or not) follows later. The
-driver does the same for every simulated transaction, paced in real time.
+A business asks for a score while the event happens (a card network while
+authorizing a payment), before it becomes an event on Kafka; the outcome
+follows later. The driver does the same for every simulated event, paced in
+real time; events the model does not score are only sent.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 import threading
@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
-from confluent_kafka import Producer
 
-from loopline.contracts.errors import DeliveryError
-from loopline.contracts.schemas import Outcome, Transaction, encode
+from loopline.demo.requests import RequestShape
+from loopline.simulation.api import SimEvent
+from loopline.simulation.producer import CheckedProducer
+from loopline.simulation.timeline import Message, Routes
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
@@ -33,7 +34,7 @@ class PredictRecord:
     ok: bool
     model_version: str = ""
     score: float = float("nan")
-    label: int = 0
+    label: float = 0.0
     error: str = ""
 
 
@@ -60,83 +61,54 @@ class TrafficStats:
             return list(seen)
 
 
-class CheckedProducer:
-    """A producer whose every message must be acknowledged (failures are raised, not lost)."""
-
-    def __init__(self, config: dict[str, object]) -> None:
-        self._producer = Producer(config)
-        self.failed: list[str] = []
-
-    def _done(self, err: object, msg: object) -> None:
-        if err is not None:
-            self.failed.append(str(err))
-
-    def send(self, topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key.encode(), on_delivery=self._done)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        left = self._producer.flush(timeout_s)
-        if left or self.failed:
-            raise DeliveryError(
-                f"{left} message(s) undelivered, {len(self.failed)} failed: {self.failed[:3]}"
-            )
-
-
-def restamp(tx: Transaction, offset_ms: int) -> Transaction:
-    return dataclasses.replace(tx, event_time=tx.event_time + offset_ms)
-
-
 class Driver:
-    """Paces transactions in real time: Predict, produce the event, later its outcome."""
+    """Paces events in real time: Predict (scored ones), produce the event, later its outcome."""
 
     def __init__(
         self,
         *,
         target: str,
         producer: CheckedProducer,
-        events_topic: str,
-        outcomes_topic: str,
+        routes: Routes,
+        shape: RequestShape,
         stats: TrafficStats,
         deadline_s: float = 3.0,
     ) -> None:
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.producer = producer
-        self.events_topic = events_topic
-        self.outcomes_topic = outcomes_topic
+        self.routes = routes
+        self.shape = shape
         self.stats = stats
         self.deadline_s = deadline_s
-        self._due: list[tuple[int, int, Outcome]] = []
+        self._due: list[tuple[int, int, Message]] = []
         self._seq = itertools.count()
 
     def run(
         self,
-        live: Iterator[tuple[Transaction, int, float]],
+        live: Iterator[SimEvent],
         stop: threading.Event,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
-        """Send each ``(transaction, label, outcome_delay_s)`` when its event time comes."""
-        for tx, label, delay_s in live:
+        """Send each event (already on the wall clock's time) when its time comes."""
+        for ev in live:
             if stop.is_set():
                 break
-            wait_s = tx.event_time / 1000 - time.time()
+            wait_s = ev.time_ms / 1000 - time.time()
             if wait_s > 0:
-                self._flush_outcomes(tx.event_time)
+                self._flush_outcomes(ev.time_ms)
                 stop.wait(wait_s)
             else:
                 self.stats.behind_s = -wait_s
-            self._flush_outcomes(tx.event_time)
-            self._score(tx, label)
-            self.producer.send(self.events_topic, tx.card_id, encode(tx))
+            self._flush_outcomes(ev.time_ms)
+            message = self.routes.event(ev)
+            if ev.scored:
+                self._score(ev, self.routes.event_id(ev))
+            self.producer.send(message.topic, message.key, message.value)
             self.stats.events_sent += 1
-            out = Outcome(tx.event_id, label, tx.event_time + int(delay_s * 1000))
-            heapq.heappush(self._due, (out.event_time, next(self._seq), out))
+            if ev.scored:
+                out = self.routes.outcome(ev)
+                heapq.heappush(self._due, (out.time_ms, next(self._seq), out))
             if on_tick is not None:
                 on_tick()
 
@@ -155,17 +127,18 @@ class Driver:
     def _flush_outcomes(self, now_ms: int) -> None:
         while self._due and self._due[0][0] <= now_ms:
             out = heapq.heappop(self._due)[2]
-            self.producer.send(self.outcomes_topic, out.event_id, encode(out))
+            self.producer.send(out.topic, out.key, out.value)
             self.stats.outcomes_sent += 1
 
-    def _score(self, tx: Transaction, label: int) -> None:
+    def _score(self, ev: SimEvent, event_id: str) -> None:
         request = pb.PredictRequest(
-            request_id=tx.event_id,
-            event_id=tx.event_id,
-            entities={"card_id": tx.card_id, "merchant_id": tx.merchant_id},
-            fields={"amount": tx.amount},
-            event_time_ms=tx.event_time,
+            request_id=event_id,
+            event_id=event_id,
+            entities=self.shape.entities(ev),
+            fields=self.shape.fields(ev),
+            event_time_ms=ev.time_ms,
         )
+        label = float(ev.label or 0.0)
         start = time.perf_counter()
         try:
             reply = self.stub.Predict(request, timeout=self.deadline_s)
