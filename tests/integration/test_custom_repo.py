@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,62 @@ def test_custom_repo_features_flow_matches_replay_and_dead_letters_by_schema(
     assert features["depot.scans_10m"] == by_depot["8"]["scans_10m"] > 0
     assert features["depot.outbound_10m"] == by_depot["8"]["outbound_10m"]
     assert features["weight_kg"] == 12.5
+
+
+DELIVERY = Path(__file__).resolve().parents[2] / "examples" / "delivery"
+
+
+def test_delivery_example_two_topics_through_the_features_flow(
+    stack_settings: Settings, topics: Topics, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """The shipped multi-source example: orders and pings, each decoded by its own schema."""
+    from loopline.contracts.features import SOURCE_TAG
+    from loopline.simulation.api import SimulationConfig, load_simulator
+
+    key_prefix = redis_prefix.rstrip(":")
+    base = replace(
+        stack_settings,
+        kafka=replace(
+            stack_settings.kafka,
+            topic_prefix=topics.prefix,
+            consumer_group_prefix=f"{topics.prefix}group-",
+        ),
+    )
+    settings = repo_settings(DELIVERY, base, key_prefix)
+    created = ensure_topics(settings)
+    try:
+        project = project_of(settings)
+        fs = project.feature_set()
+        config = SimulationConfig(seed=5, duration_s=240, rate=5, daily_rhythm=False)
+        events = list(load_simulator(DELIVERY)(config))
+        by_topic: dict[str, list[tuple[bytes, bytes]]] = {}
+        for e in events:
+            topic = topics.named(project.source(e.source).topic)
+            by_topic.setdefault(topic, []).append((e.key.encode(), json.dumps(e.record).encode()))
+        assert len(by_topic) == 2
+        for topic, messages in by_topic.items():
+            produce(settings, topic, messages)
+
+        run_features(settings, RunOptions(recovery=False, metrics=False, drain_idle_s=2.0))
+
+        keys = {k for v in fs.views for k in v.key_fields}
+        parsers = {s.name: EventParser(s, keys) for s in project.sources}
+        records = [
+            {**parsers[e.source].parse(json.dumps(e.record).encode()), SOURCE_TAG: e.source}
+            for e in events
+        ]
+        layout = RedisLayout(key_prefix)
+        expected = {
+            layout.feature_key(fs, entity, eid).encode(): pack(at, values)
+            for (entity, eid), (at, values) in final_values(fs, records).items()
+        }
+        assert {k.split(b":")[-2] for k in expected} == {
+            b"courier",
+            b"courier_orders",
+            b"zone",
+            b"zone_traffic",
+        }
+        assert store(redis_client, key_prefix) == expected
+        assert not dead_letters(settings, topics.dead_letters)
+    finally:
+        delete_topics(settings, created, timeout_s=10)
