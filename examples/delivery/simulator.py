@@ -51,6 +51,10 @@ from itertools import islice
 from loopline.simulation.api import SimEvent, SimulationConfig
 from loopline.simulation.toolkit import Arrivals, Population, event_ids, ids, jitter, merge, rounded
 
+# What `loopline demo --repo examples/delivery` runs: a smaller city, a harsher jam
+# (read by loopline.simulation.api.load_simulation; --param overrides).
+DEMO_PARAMS = {"couriers": 150, "zones": 10, "jam_share": 0.4, "jam_factor": 2.5}
+
 TYPICAL_DELIVERY_S = 1800.0
 FIRST_ZONE_ID = 101
 # Share of a courier's orders placed outside its home zone.
