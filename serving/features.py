@@ -3,20 +3,17 @@
 Pure logic over a :class:`~loopline.serving.feature_store.FeatureStore`; it
 knows the feature set and the Redis layout, not the transport.
 
->>> from loopline.contracts.repo import builtin_example, load_project
->>> fs = load_project(builtin_example()).feature_set()
->>> plan = LookupPlan(fs, key_prefix="ll")
+>>> from loopline.contracts.sample import SAMPLE
+>>> plan = LookupPlan(SAMPLE.feature_set(), key_prefix="ll")
 >>> plan.key_fields
-('card_id', 'merchant_id')
->>> plan.entity_ids({"card_id": "c1", "merchant_id": "m9"})
-['c1', 'm9']
+('user_id', 'item_id')
+>>> plan.entity_ids({"user_id": "u1", "item_id": "i9"})
+['u1', 'i9']
 >>> plan.request_fields
-('amount',)
+('price',)
 >>> statuses = plan.feature_statuses((FeatureStatus.OK, FeatureStatus.MISSING))
->>> [s.value for s in statuses[12:18]]
-['ok', 'missing', 'missing', 'missing', 'ok', 'ok']
->>> statuses[18].value  # amount / merchant mean: depends on the merchant
-'missing'
+>>> [s.value for s in statuses]  # item.buys_1h depends on the unknown item
+['ok', 'ok', 'ok', 'missing', 'ok', 'ok']
 """
 
 from __future__ import annotations

@@ -24,18 +24,17 @@ shard clock, so an out-of-order event can still be applied after a refresh
 An entity silent for ``evict_after_s`` of event time with empty windows is
 dropped from state (its Redis value expires by TTL on the same horizon).
 
->>> from loopline.contracts.repo import builtin_example, load_project
->>> FRAUD_FEATURES = load_project(builtin_example()).feature_set()
+>>> from loopline.contracts.sample import SAMPLE, event
 >>> from loopline.contracts.redis_layout import RedisLayout, unpack
->>> shard = FeatureShard(FRAUD_FEATURES, RedisLayout("demo"))
->>> rec = {"card_id": "c1", "merchant_id": "m1", "amount": 10.0}
+>>> shard = FeatureShard(SAMPLE.feature_set(), RedisLayout("demo"))
+>>> rec = event(1, "c1", "i1", 10.0, 0)
 >>> out = shard.apply([(0, "c1", 1_000_000, rec, 0, 0), (0, "c1", 1_030_000, rec, 0, 1)])
 >>> [(w.key.rsplit(":", 2)[-2:], w.valid_at, w.oldest_ms) for w in out.writes]
-[(['card', 'c1'], 1030.0, 1000000)]
->>> unpack(out.writes[0].value)[1][:2]  # 2 transactions, 20.0 in the last 10 min
+[(['user', 'c1'], 1030.0, 1000000)]
+>>> unpack(out.writes[0].value)[1][:2]  # 2 purchases, 20.0 in the last 10 min
 (2.0, 20.0)
->>> # 11 minutes later another card's event moves the clock: c1's 10 min window empties.
->>> out = shard.apply([(0, "c2", 1_690_000, {**rec, "card_id": "c2"}, 0, 2)])
+>>> # 11 minutes later another user's event moves the clock: c1's 10 min window empties.
+>>> out = shard.apply([(0, "c2", 1_690_000, {**rec, "user_id": "c2"}, 0, 2)])
 >>> sorted((w.key[-2:], w.valid_at) for w in out.writes)
 [('c1', 1620.0), ('c2', 1690.0)]
 >>> {w.key[-2:]: unpack(w.value)[1][:2] for w in out.writes}["c1"]

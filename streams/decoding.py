@@ -11,11 +11,10 @@ Lateness is judged per Kafka partition, against the partition's stream time
 depends only on the partition's order, never on worker count, process count
 or restarts, and the stream time is snapshotted together with the offset.
 
->>> from loopline.contracts.repo import builtin_example, load_project
->>> project = load_project(builtin_example())
->>> fs, source = project.feature_set(), project.source("transactions")
->>> dec = EventDecoder(fs, EventParser(source), shards=4, allowed_lateness_s=60)
->>> good = (b'{"event_id":"e1","card_id":"c1","merchant_id":"m1","amount":5,'
+>>> from loopline.contracts.sample import PURCHASES, SAMPLE
+>>> dec = EventDecoder(SAMPLE.feature_set(), EventParser(PURCHASES), shards=4,
+...                    allowed_lateness_s=60)
+>>> good = (b'{"event_id":"e1","user_id":"u1","item_id":"i1","price":5,'
 ...         b'"event_time":1700000000000}')
 >>> late = good.replace(b"1700000000000", b"1699999000000")
 >>> batch = dec.decode([
@@ -25,7 +24,7 @@ or restarts, and the stream time is snapshotted together with the offset.
 ... ])
 >>> batch.accepted, [(d.offset, d.reason) for d in batch.dead_letters]
 (1, [(8, 'late'), (9, 'malformed')])
->>> sorted(len(items) for items in batch.by_shard.values())  # one card update, one merchant update
+>>> sorted(len(items) for items in batch.by_shard.values())  # one user update, one item update
 [1, 1]
 """
 

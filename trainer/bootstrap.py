@@ -8,15 +8,14 @@ once the label maturity window has passed takes ``timeout_label`` (binary
 fraud: 0, no chargeback arrived) or is left out (``None``: regression), and a
 younger one without an outcome is left out (its label is not known yet).
 
->>> from loopline.contracts.repo import builtin_example, load_project
->>> fs = load_project(builtin_example()).feature_set()
->>> evs = [{"event_id": f"e{i}", "card_id": "c1", "merchant_id": "m1",
-...         "amount": 10.0 * (i + 1), "event_time": 1_000_000 + 60_000 * i} for i in range(4)]
+>>> from loopline.contracts.sample import SAMPLE, event
+>>> fs = SAMPLE.feature_set()
+>>> evs = [event(i, "u1", "i1", 10.0 * (i + 1), 1_000_000 + 60_000 * i) for i in range(4)]
 >>> ts = build_training_set(fs, evs, [HistoricalOutcome("e1", 1, 1_100_000)],
 ...                         maturity_s=60, window_hours=24)
 >>> ts.ids, ts.labels.tolist(), ts.dropped
 (['e0', 'e1', 'e2'], [0, 1, 0], {'immature': 1})
->>> ts.features[1][0]  # card.txn_count_10m as of e1: only e0 came before it
+>>> ts.features[1][0]  # user.buys_10m as of e1: only e0 came before it
 np.float32(1.0)
 """
 

@@ -109,9 +109,12 @@ def _task(args: argparse.Namespace) -> str:
 
 
 def _gate(args: argparse.Namespace) -> dict[str, Any]:
-    """The task and the gate the repo's model declares (``--task`` overrides the task)."""
-    model = model_of(settings_of(args))
+    """The feature set, task and gate of the repo's model (``--task`` overrides the task)."""
+    settings = settings_of(args)
+    project = project_of(settings)
+    model = project.model(settings.project.model)
     return {
+        "fs": project.feature_set(model.name),
         "task": _task(args),
         "gate_metric": model.gate_metric,
         "min_improvement": model.min_improvement,

@@ -27,11 +27,11 @@ import numpy as np
 
 from loopline.contracts.errors import ConfigError, DeliveryError, FeatureError, ModelError
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.fraud import get_feature_set
 from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion, check_task
+from loopline.contracts.repo import project_of
 from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
-from loopline.contracts.settings import TrainerSettings
+from loopline.contracts.settings import Settings, TrainerSettings
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
 from loopline.trainer.dataset import Split, TrainingSet, check_enough, split_by_time
@@ -119,10 +119,12 @@ class Trainer:
         task: str = "binary",
         gate_metric: str | None = None,
         min_improvement: float = 0.0,
+        fs: FeatureSet | None = None,
     ) -> None:
         """``task``: "binary" or "regression"; ``gate_metric``/``min_improvement``:
         a metric of the task the challenger must also improve by that much (see
-        :func:`loopline.trainer.gate.decide`)."""
+        :func:`loopline.trainer.gate.decide`); ``fs``: the repo's compiled feature
+        set (default: that of the default repo, see :func:`project_of`)."""
         self.settings = settings
         self.task = check_task(task)
         self.gate_metric = gate_metric
@@ -136,7 +138,9 @@ class Trainer:
             raise ConfigError(
                 f"publish mode {self.publish.mode!r} needs a registry that holds rollout plans"
             )
-        self.fs: FeatureSet = get_feature_set(settings.feature_set)
+        if fs is None:
+            fs = project_of(Settings(trainer=settings)).feature_set(settings.feature_set)
+        self.fs: FeatureSet = fs
 
     @property
     def model_name(self) -> str:

@@ -8,9 +8,9 @@ with one JSON object per line, or ``.parquet`` with one column per field).
 (Source(kind='topic', name=''), Source(kind='topic', name='loopline.events'))
 >>> Source.parse("history.parquet").kind
 'file'
->>> from loopline.contracts.schemas import Transaction
->>> decode_rows(Transaction, [b'{"event_id":"e1"}', b'{"event_id":"e2","card_id":"c",'
-...     b'"merchant_id":"m","amount":1,"event_time":5}'])[1]
+>>> from loopline.contracts.schemas import Outcome
+>>> decode_rows(Outcome, [b'{"event_id":"e1"}', b'{"event_id":"e2","label":1,'
+...     b'"event_time":5}'])[1]
 {'invalid': 1}
 """
 

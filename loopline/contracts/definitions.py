@@ -7,18 +7,18 @@ the model's training and gate. Each object checks itself on construction and
 raises :class:`DefinitionError` naming the object and the fix; cross-object
 checks (a view aggregating a field its source lacks, ...) run at compile time.
 
->>> card = Entity("card", key="card_id")
->>> tx = EventSource(
-...     "transactions",
-...     topic="events",
-...     fields=(Field("event_id", "string"), Field("card_id", "string"),
+>>> user = Entity("user", key="user_id")
+>>> purchases = EventSource(
+...     "purchases",
+...     topic="purchases",
+...     fields=(Field("event_id", "string"), Field("user_id", "string"),
 ...             Field("amount", "float", ge=0), Field("event_time", "timestamp")),
 ...     event_id="event_id",
 ...     event_time="event_time",
 ... )
->>> view = FeatureView("card", entities=(card,), source=tx, features=(
+>>> view = FeatureView("user", entities=(user,), source=purchases, features=(
 ...     Aggregate("amount_sum_1h", "sum", "amount", window="1h"),
-...     Aggregate("txn_count_1h", "count", window="1h"),
+...     Aggregate("buys_1h", "count", window="1h"),
 ... ))
 >>> view.windows_s
 (3600,)
@@ -57,6 +57,11 @@ FilterOp = Literal["==", "!=", ">", ">=", "<", "<=", "in"]
 FILTER_OPS: tuple[str, ...] = ("==", "!=", ">", ">=", "<", "<=", "in")
 Task = Literal["binary", "regression"]
 TASKS: tuple[str, ...] = ("binary", "regression")
+# Training hyper-parameters a Model may set (each a trainer setting of that name).
+MODEL_PARAMS = {
+    "num_trees": int, "num_leaves": int, "learning_rate": float, "min_data_in_leaf": int,
+    "early_stopping_rounds": int,
+}  # fmt: skip
 GATE_METRICS = {"binary": ("auc", "log_loss", "brier"), "regression": ("rmse", "mae")}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -430,9 +435,12 @@ class Model:
     ``features`` lists views (all their aggregates), ``view.feature`` names,
     request field names and transform names. ``scores`` is the event source
     whose events are scored: its fields are the request fields and its
-    ``event_id`` joins predictions with outcomes. ``gate_metric`` must not get
-    worse than the champion's by more than ``max_regression`` (and must
-    improve by ``min_improvement`` when that is set above 0).
+    ``event_id`` joins predictions with outcomes. The gate compares the
+    task's metrics with the champion's (margins in the ``trainer`` settings);
+    ``gate_metric`` must also improve by ``min_improvement`` when that is
+    above 0. ``params`` sets training hyper-parameters (``num_trees``,
+    ``num_leaves``, ``learning_rate``, ``min_data_in_leaf``,
+    ``early_stopping_rounds``), each a ``trainer`` setting of that name.
     """
 
     name: str
@@ -443,7 +451,6 @@ class Model:
     transforms: tuple[Transform, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     gate_metric: str | None = None
-    max_regression: float | None = None
     min_improvement: float = 0.0
     drift: Drift = field(default_factory=Drift)
     retrain: Retrain = field(default_factory=Retrain)
@@ -464,6 +471,11 @@ class Model:
             )
         if self.min_improvement < 0:
             raise DefinitionError(f"{where}: min_improvement must be >= 0")
+        unknown = sorted(set(self.params) - set(MODEL_PARAMS))
+        if unknown:
+            raise DefinitionError(
+                f"{where}: unknown params {unknown}; use any of {list(MODEL_PARAMS)}"
+            )
 
     @property
     def task(self) -> str:

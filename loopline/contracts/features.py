@@ -16,8 +16,8 @@ events were applied: never on their order, nor on when reads happened.
 ...     version=1,
 ...     views=(
 ...         EntityView(
-...             entity="card",
-...             key_field="card_id",
+...             entity="user",
+...             key_field="user_id",
 ...             windows=(Window(3600, 12),),
 ...             aggregations=(
 ...                 Aggregation("n_1h", "count", window_s=3600),
@@ -28,18 +28,18 @@ events were applied: never on their order, nor on when reads happened.
 ...     ),
 ...     derived=(
 ...         Derived("amount", "field", ("amount",)),
-...         Derived("since_last", "age", ("card.last_t",), default=-1.0),
+...         Derived("since_last", "age", ("user.last_t",), default=-1.0),
 ...     ),
-...     model_features=("card.n_1h", "card.sum_1h", "amount", "since_last"),
+...     model_features=("user.n_1h", "user.sum_1h", "amount", "since_last"),
 ... )
 >>> state = EntityState(fs.views[0])
->>> state.update({"card_id": "c1", "amount": 5.0}, t=1000.0)
->>> state.update({"card_id": "c1", "amount": 7.5}, t=1060.0)
+>>> state.update({"user_id": "u1", "amount": 5.0}, t=1000.0)
+>>> state.update({"user_id": "u1", "amount": 7.5}, t=1060.0)
 >>> state.values(as_of=1060.0)
 (2.0, 12.5, 1060.0)
 >>> state.values(as_of=1060.0 + 7200)  # both events have left the window
 (0.0, 0.0, 1060.0)
->>> fs.assemble({"card": state.values(1060.0)}, {"amount": 3.0}, request_time=1090.0)
+>>> fs.assemble({"user": state.values(1060.0)}, {"amount": 3.0}, request_time=1090.0)
 [2.0, 12.5, 3.0, 30.0]
 """
 
@@ -118,7 +118,7 @@ class Aggregation:
 
 @dataclass(frozen=True)
 class EntityView:
-    """The stored features of one entity type (a card, a merchant)."""
+    """The stored features of one entity type (a user, an item)."""
 
     entity: str
     key_field: str

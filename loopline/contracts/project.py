@@ -412,6 +412,12 @@ def _compile(project: Project, m: Model) -> FeatureSet:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise DefinitionError(f"{where}: feature {dup[0]!r} is listed twice")
+    unwatched = sorted(set(m.drift.features or ()) - set(names))
+    if unwatched:
+        raise DefinitionError(
+            f"{where}: Drift(features=...) names {unwatched}, which are not model features; "
+            "list names from features="
+        )
     return FeatureSet(
         name=m.name,
         version=1,

@@ -6,15 +6,10 @@ write one. Times are epoch milliseconds (``*_ms`` or ``event_time``).
 :class:`SchemaError` naming the field; unknown fields are kept in ``extra``
 where a schema allows them, so no producer's data is silently lost.
 
->>> tx = decode(Transaction, b'{"event_id":"e1","card_id":"c1","merchant_id":"m1",'
-...                          b'"amount":12.5,"event_time":1700000000000}')
->>> tx.amount, tx.extra
-(12.5, {})
->>> decode(Transaction, b'{"event_id":"e1","card_id":"c1","merchant_id":"m1",'
-...                     b'"amount":"x","event_time":1}')
+>>> decode(Outcome, b'{"event_id":"e1","label":"x","event_time":1}')
 Traceback (most recent call last):
 ...
-loopline.contracts.errors.SchemaError: Transaction.amount: expected a number, got str 'x'
+loopline.contracts.errors.SchemaError: Outcome.label: expected a number, got str 'x'
 >>> decode(Outcome, encode(Outcome(event_id="e1", label=1, event_time=5))) == Outcome("e1", 1, 5)
 True
 >>> decode(Outcome, b'{"event_id":"e2","label":42.5,"event_time":5}').label  # regression
@@ -73,28 +68,6 @@ def check_label(task: str, label: float, where: str = "Outcome.label") -> None:
             raise SchemaError(f"{where}: must be 0 or 1", field_name)
     elif not math.isfinite(label):
         raise SchemaError(f"{where}: must be a finite number", field_name)
-
-
-@dataclass(frozen=True)
-class Transaction:
-    """``events`` topic: one card transaction, keyed by ``card_id``."""
-
-    event_id: str
-    card_id: str
-    merchant_id: str
-    amount: float
-    event_time: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.amount < 0:
-            raise SchemaError("Transaction.amount: must be >= 0", "amount")
-        if self.event_time <= 0:
-            raise SchemaError("Transaction.event_time: must be epoch ms > 0", "event_time")
-
-    def as_record(self) -> dict[str, Any]:
-        """Flat mapping the feature engine reads (extra fields included)."""
-        return {**self.extra, **{k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}}
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,12 @@ class DriftSettings:
     performance_cooldown: int = 2000
     # Only this arm's predictions are monitored (shadow arms repeat the same features).
     arm: str = "champion"
+    # Detector families (a repo's Model(drift=Drift(...)) sets them): concept drift
+    # on the error, prediction drift on the score, data drift on these features
+    # (comma-separated model feature names; "" watches every feature).
+    watch_error: bool = True
+    watch_prediction: bool = True
+    watch_features: str = ""
     # The drift dataflow's Prometheus endpoint (0: none).
     metrics_port: int = 9468
 
@@ -489,6 +495,11 @@ def _bind_model(settings: Settings, layers: dict[str, dict[str, Any]]) -> Settin
     )
     if not retrain.on_drift:
         derived[("policy", "trigger_kinds")] = ""
+    for name, value in model.params.items():
+        derived[("trainer", name)] = value
+    derived[("drift", "watch_error")] = model.drift.error
+    derived[("drift", "watch_prediction")] = model.drift.prediction
+    derived[("drift", "watch_features")] = ",".join(model.drift.features or ())
     updates: dict[str, dict[str, Any]] = {}
     for (section, key), value in derived.items():
         if key not in layers.get(section, {}):

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loopline.contracts.errors import SchemaError
+from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.schemas import (
     BINARY,
     REGRESSION,
@@ -134,8 +134,9 @@ class DriftMonitor:
         ``"binary"`` or ``"regression"`` (what labels and scores mean).
     """
 
-    # Class default: monitors pickled before tasks existed are binary.
+    # Class defaults: monitors pickled before tasks existed are binary and watch every feature.
     task = BINARY
+    _watched: set[str] | None = None
 
     def __init__(
         self,
@@ -163,6 +164,11 @@ class DriftMonitor:
         self._versions: list[str] = []
         self._rollback = ("", 0)
         self._features = [band_detector(self.settings) for _ in self.feature_names]
+        watched = {f.strip() for f in s.watch_features.split(",") if f.strip()}
+        unknown = sorted(watched - set(self.feature_names))
+        if unknown:
+            raise ConfigError(f"drift.watch_features names unknown features {unknown}")
+        self._watched = watched or None
         self._reset_model_channels()
 
     # -- input ------------------------------------------------------------------------
@@ -189,10 +195,12 @@ class DriftMonitor:
         if self.n_predictions % s.data_sample_every == 0:
             inputs = zip(self.feature_names, self._features, log.features, strict=True)
             for name, detector, x in inputs:
+                if self._watched is not None and name not in self._watched:
+                    continue
                 found = detector.update(x)
                 if found is not None:
                     events.append(self._band_event("data", name, found, log.served_at_ms))
-        if current:
+        if current and s.watch_prediction:
             found = self._score.update(log.score)
             if found is not None:
                 events.append(self._band_event("prediction", "score", found, log.served_at_ms))
@@ -209,6 +217,11 @@ class DriftMonitor:
             self.n_skipped += 1  # a label for a model that no longer serves
             return []
         self.n_labeled += 1
+        if not self.settings.watch_error:
+            return [
+                self._breach_event(b, example.labeled_at_ms)
+                for b in self._performance.update(example.label, example.score)
+            ]
         if self.task == REGRESSION:
             return self._update_regression(example)
         s = self.settings

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -10,12 +13,32 @@ from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import (
     DeadLetter,
     PredictionLog,
-    Transaction,
     decode,
     encode,
 )
 
-GOOD = {"event_id": "e1", "card_id": "c1", "merchant_id": "m1", "amount": 9.5, "event_time": 17}
+
+@dataclass(frozen=True)
+class Purchase:
+    """A payload shaped like a business event: ids, a number, a time, extra fields kept."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    amount: float
+    event_time: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.amount < 0:
+            raise SchemaError("Purchase.amount: must be >= 0", "amount")
+
+    def as_record(self) -> dict[str, Any]:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        return {**self.extra, **fields}
+
+
+GOOD = {"event_id": "e1", "user_id": "c1", "item_id": "m1", "amount": 9.5, "event_time": 17}
 
 
 def _raw(**changes: object) -> bytes:
@@ -29,28 +52,28 @@ def _raw(**changes: object) -> bytes:
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "expected a JSON object"),
         (_raw(amount=...), "missing required field 'amount'"),
-        (_raw(amount=True), "Transaction.amount: expected a number"),
-        (_raw(amount=-1), "Transaction.amount: must be >= 0"),
-        (_raw(card_id=5), "Transaction.card_id: expected a string"),
-        (_raw(card_id=""), "Transaction.card_id: must not be empty"),
-        (_raw(event_time=1.5), "Transaction.event_time: expected an integer"),
+        (_raw(amount=True), "Purchase.amount: expected a number"),
+        (_raw(amount=-1), "Purchase.amount: must be >= 0"),
+        (_raw(user_id=5), "Purchase.user_id: expected a string"),
+        (_raw(user_id=""), "Purchase.user_id: must not be empty"),
+        (_raw(event_time=1.5), "Purchase.event_time: expected an integer"),
         (
-            b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":NaN,"event_time":1}',
+            b'{"event_id":"e","user_id":"c","item_id":"m","amount":NaN,"event_time":1}',
             "must be finite",
         ),
         (b"\xff\xfe", "not valid JSON"),
     ],
 )
-def test_invalid_transactions_are_named(raw: bytes, message: str) -> None:
+def test_invalid_payloads_are_named(raw: bytes, message: str) -> None:
     with pytest.raises(SchemaError, match=message):
-        decode(Transaction, raw)
+        decode(Purchase, raw)
 
 
 def test_extra_fields_are_kept_and_round_trip() -> None:
-    tx = decode(Transaction, _raw(country="FR"))
+    tx = decode(Purchase, _raw(country="FR"))
     assert tx.extra == {"country": "FR"}
     assert tx.as_record()["country"] == "FR"
-    assert decode(Transaction, encode(tx)) == tx
+    assert decode(Purchase, encode(tx)) == tx
 
 
 def test_nested_types_are_checked() -> None:

@@ -107,3 +107,46 @@ def test_bad_definitions_fail_the_cli_in_one_line_naming_the_fix(
     err = capsys.readouterr().err.strip()
     assert err.startswith("loopline plan: error: definitions.py")
     assert words in err and "\n" not in err
+
+
+def test_settings_follow_what_the_definitions_declare(tmp_path: Path) -> None:
+    from loopline.contracts.settings import load_settings
+
+    repo = _init(tmp_path)
+    _edit(repo, 'gate_metric="auc",', 'gate_metric="auc",\n    params={"num_leaves": 15},')
+    _edit(
+        repo,
+        "drift=Drift(error=True, prediction=True)",
+        'drift=Drift(error=False, prediction=True, features=("amount",))',
+    )
+    s = load_settings(repo=repo, env={})
+    assert (s.serving.model_name, s.trainer.num_leaves) == ("fraud", 15)
+    assert (s.labels.maturity_s, s.labels.timeout_policy) == (86400.0, "negative")
+    assert (s.drift.watch_error, s.drift.watch_features) == (False, "amount")
+    # A settings file or variable still wins over the definitions.
+    s = load_settings(repo=repo, env={"LOOPLINE_TRAINER__NUM_LEAVES": "63"})
+    assert s.trainer.num_leaves == 63
+
+
+def _drift_events(watch_features: str) -> list[str]:
+    from loopline.contracts.schemas import PredictionLog
+    from loopline.contracts.settings import DriftSettings
+    from loopline.streams.drift import DriftMonitor
+
+    s = DriftSettings(watch_features=watch_features, watch_prediction=False)
+    monitor = DriftMonitor("m", ("a", "b"), s)
+    found = []
+    for i in range(6000):
+        shifted = i > 3000
+        a = 100.0 + i % 7 if shifted else float(i % 7)
+        log = PredictionLog(
+            f"r{i}", "m", "1", "fs", "fp", {}, [a, 1.0], 0.9 if shifted else 0.1,
+            event_time=1 + i, served_at_ms=1 + i,
+        )  # fmt: skip
+        found += [e.feature for e in monitor.update_prediction(log)]
+    return found
+
+
+def test_drift_watches_only_the_declared_features() -> None:
+    assert "a" in _drift_events("a")  # the shift of "a" is seen when watched
+    assert _drift_events("b") == []  # "a" and the score moved, neither is watched

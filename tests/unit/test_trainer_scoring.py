@@ -10,12 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fraud_repo import FRAUD_FEATURES, TRANSACTIONS
-from synthetic_fraud import as_json_rows, records, synthetic_history
+from synthetic_fraud import Transaction, as_json_rows, records, synthetic_history
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.features import replay
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.schemas import Transaction
 from loopline.contracts.settings import TrainerSettings
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.export import session
