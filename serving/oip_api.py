@@ -4,9 +4,9 @@
 
 - the model's feature tensor: one FP32 input named as in the manifest
   (``input``), shape ``[n, k]``, features in the manifest's order; or
-- entity ids: BYTES inputs named by the feature set's key fields
-  (the key fields of its feature views, e.g. ``user_id``), shape ``[n]``, plus the request fields
-  (``amount``: FP32, FP64 or INT64 ``[n]``) and optionally ``event_time_ms``
+- entity ids: BYTES inputs named by the key fields of the feature set's
+  views (e.g. ``user_id``), shape ``[n]``, plus the request fields
+  (FP32, FP64 or INT64 ``[n]``) and optionally ``event_time_ms``
   (INT64 ``[n]``) and ``event_id`` (BYTES ``[n]``); features are then looked
   up online exactly as for ``Predict``.
 
