@@ -1,4 +1,4 @@
-"""A shortened `loopline demo`: the loop closes on the real stack.
+"""A shortened `loopline demo` on the fraud example repo: the loop closes on the real stack.
 
 Traffic flows, an abrupt drift is injected at a known time, and the run must
 show a drift event on the drift topic within a bounded delay, a retrain
@@ -62,6 +62,8 @@ def test_shortened_demo_closes_the_loop(
     assert summary["drift_delay_s"] is not None and summary["drift_delay_s"] <= MAX_DRIFT_DELAY_S
     assert summary["failed_predictions"] == 0 and summary["predictions"] > 5000
     assert len(summary["versions_served"]) >= 2
+    # The fraud example (the default repo) is a binary task: compared by AUC.
+    assert summary["task"] == "binary"
     comparison = summary["comparison"]
     assert comparison["auc_new"] > comparison["auc_old"], comparison
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
