@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loopline.contracts.compile import compile_model
 from loopline.contracts.definitions import (
@@ -57,6 +57,8 @@ from loopline.contracts.definitions import (
 )
 from loopline.contracts.errors import DefinitionError
 from loopline.contracts.features import FeatureSet
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,30 +125,22 @@ class Project:
         """The named model, or the repo's first one when ``name`` is empty."""
         if not self.models:
             raise DefinitionError(f"{self.definitions_file}: declares no Model; add one")
-        if not name:
-            return self.models[0]
-        for m in self.models:
-            if m.name == name:
-                return m
-        raise DefinitionError(
-            f"{self.definitions_file}: no Model named {name!r}; "
-            f"declared: {[m.name for m in self.models]}"
-        )
+        return self.models[0] if not name else self._named(self.models, "Model", name)
 
     def view(self, name: str) -> FeatureView:
-        for v in self.views:
-            if v.name == name:
-                return v
-        raise DefinitionError(
-            f"{self.definitions_file}: no FeatureView named {name!r}; "
-            f"declared: {[v.name for v in self.views]}"
-        )
+        return self._named(self.views, "FeatureView", name)
 
     def source(self, name: str) -> EventSource:
-        for s in self.sources:
-            if s.name == name:
-                return s
-        raise DefinitionError(f"{self.definitions_file}: no EventSource named {name!r}")
+        return self._named(self.sources, "EventSource", name)
+
+    def _named(self, items: tuple[T, ...], kind: str, name: str) -> T:
+        for item in items:
+            if item.name == name:  # type: ignore[attr-defined]
+                return item
+        declared = [item.name for item in items]  # type: ignore[attr-defined]
+        raise DefinitionError(
+            f"{self.definitions_file}: no {kind} named {name!r}; declared: {declared}"
+        )
 
     def source_of_topic(self, topic: str) -> EventSource:
         """The event source on ``topic`` (the unprefixed name the repo declares)."""
