@@ -87,7 +87,8 @@ def write_html(
     ax2.set_xlabel("seconds since live traffic began")
     mark(ax1)
     mark(ax2)
-    ax2.legend(loc="lower left")
+    # AUC falls at the drift, RMSE rises: keep the legend off the line.
+    ax2.legend(loc="upper left" if run.task == "regression" else "lower left")
     kind = "Errors" if run.task == "regression" else "Scores"
     images.append((f"{kind} and {metric_name} over time", _figure_png(fig)))
     plt.close(fig)
