@@ -47,9 +47,11 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
 from loopline.contracts.kafka_config import consumer_config
-from loopline.contracts.schemas import encode
+from loopline.contracts.repo import builtin_example
 from loopline.contracts.settings import Settings, load_settings
 from loopline.contracts.topics import Topics
+from loopline.simulation.api import SimulationConfig, load_simulation
+from loopline.simulation.timeline import encode_record
 from loopline.stack import delete_topics, ensure_topics
 from loopline.streams.aggregation import FeatureShard, FeatureWrite
 from loopline.streams.decoding import EventDecoder, SourceRecord
@@ -57,7 +59,6 @@ from loopline.streams.features_config import FeatureFlowConfig
 from loopline.streams.features_flow import RunOptions, run_features
 from loopline.streams.metrics import feature_metrics
 from loopline.streams.redis_sink import FeatureWriter
-from loopline.streams.simulator import Simulator, SimulatorConfig
 
 TARGET_EPS = 20_000
 TARGET_RATIO = 0.5
@@ -78,15 +79,18 @@ def _settings(base: Settings, prefix: str, key_prefix: str) -> Settings:
 
 # -- data ---------------------------------------------------------------------------
 def _produce_simulated(settings: Settings, topic: str, n: int) -> None:
-    cfg = SimulatorConfig(
+    """``n`` events of the fraud example's simulator (20k cards, 2k merchants) to ``topic``."""
+    example = builtin_example()
+    if example is None:
+        raise SystemExit("the benchmark needs examples/fraud (a source checkout)")
+    sim = load_simulation(example)
+    cfg = SimulationConfig(
         seed=42,
         start_ms=int(time.time() * 1000) - 3_600_000,
         duration_s=3600.0,
         max_events=n,
         rate=max(n / 3600.0 * 1.3, 1.0),
-        cards=20_000,
-        merchants=2_000,
-        fraud_rate=0.01,
+        params={"cards": 20_000, "merchants": 2_000, "fraud_rate": 0.01},
     )
     p = Producer(
         {
@@ -97,12 +101,11 @@ def _produce_simulated(settings: Settings, topic: str, n: int) -> None:
         }
     )
     failed: list[str] = []
-    for sim in Simulator(cfg).transactions():
-        tx = sim.transaction
+    for ev in sim.simulate(cfg):
         p.produce(
             topic,
-            encode(tx),
-            key=tx.card_id.encode(),
+            encode_record(ev.record, "bench"),
+            key=ev.key.encode(),
             on_delivery=lambda e, _m: e and failed.append(str(e)),
         )
         p.poll(0)

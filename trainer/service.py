@@ -78,12 +78,13 @@ class RetrainService:
                 event.id, result.outcome, version=result.version, detail=result.detail
             )
         r = result.report
-        facts = (
-            f" (rows {sum(r.rows[k] for k in ('train', 'valid', 'holdout'))}, holdout auc "
-            f"{r.metrics['auc']:.4f}, {r.duration_s:.1f} s)"
-            if r
-            else ""
-        )
+        facts = ""
+        if r:
+            # The task's first metric: auc (binary) or rmse (regression).
+            metric = next(iter(r.metrics), "")
+            value = f", holdout {metric} {r.metrics[metric]:.4f}" if metric else ""
+            rows = sum(r.rows[k] for k in ("train", "valid", "holdout"))
+            facts = f" (rows {rows}{value}, {r.duration_s:.1f} s)"
         log.info(
             "retrain %s: %s v%s%s: %s",
             event.id,

@@ -26,6 +26,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from loopline.contracts.definitions import Model
@@ -157,22 +158,26 @@ def load_project(root: Path) -> Project:
     known = _LOADED.get((path, cfg.project))
     if known is not None and known[0] == mtime:
         return known[1]
-    namespace = _import(path)
+    namespace = vars(import_file(path, "loopline_repo"))
     project = Project.of(cfg.project, namespace.values(), root=cfg.root, file=cfg.definitions)
     _LOADED[(path, cfg.project)] = (mtime, project)
     return project
 
 
-def _import(path: Path) -> dict[str, Any]:
-    # A unique module name per file, so two repos' definitions never collide.
+def import_file(path: Path, prefix: str) -> ModuleType:
+    """Import a repo's Python file (definitions, simulator) as its own module.
+
+    Any fault while it runs becomes a :class:`DefinitionError` naming the file.
+    """
+    # A unique module name per file, so two repos' modules never collide.
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    name = f"loopline_repo_{digest}"
+    name = f"{prefix}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise DefinitionError(f"{path}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    # The repo's folder is importable while its definitions load (helpers beside them).
+    # The repo's folder is importable while the file runs (helpers beside it).
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
@@ -182,11 +187,11 @@ def _import(path: Path) -> dict[str, Any]:
         raise
     except Exception as e:
         raise DefinitionError(
-            f"{path.name} failed to import: {type(e).__name__}: {e}; fix the definitions module"
+            f"{path.name} failed to import: {type(e).__name__}: {e}; fix that module"
         ) from e
     finally:
         sys.path.remove(str(path.parent))
-    return vars(module)
+    return module
 
 
 def project_of(settings: Settings) -> Project:

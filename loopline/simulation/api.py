@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ConfigError, DefinitionError
+from loopline.contracts.repo import import_file
 
 
 @dataclass(frozen=True)
@@ -115,17 +114,7 @@ def load_simulation(root: Path, file: str = "simulator.py") -> Simulation:
             f"{root}: no simulator ({file}); write one defining simulate(config), or produce "
             "events with any Kafka client"
         )
-    name = f"loopline_sim_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise DefinitionError(f"{path}: cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
+    module = import_file(path, "loopline_sim")
     simulate = getattr(module, "simulate", None)
     if not callable(simulate):
         raise DefinitionError(f"{path.name}: define simulate(config) -> Iterator[SimEvent]")
