@@ -132,7 +132,8 @@ def decide(
             continue
         margin = getattr(margins, metric)
         checks.append(Check(metric, mine, theirs, margin, _within(metric, mine, theirs, margin)))
-    if gate_metric is not None:
+    if gate_metric is not None and min_improvement > 0:
+        # An improvement of 0 would only repeat the margin check, stricter: none asked.
         mine, theirs = challenger[gate_metric], champion[gate_metric]
         ok = _improves(gate_metric, mine, theirs, min_improvement)
         checks.append(Check(gate_metric, mine, theirs, min_improvement, ok, "improvement"))
