@@ -1,9 +1,10 @@
-"""A shortened `loopline demo` on the fraud example repo: the loop closes on the real stack.
+"""A shortened `loopline demo` on both example repos: the loop closes on the real stack.
 
 Traffic flows, an abrupt drift is injected at a known time, and the run must
 show a drift event on the drift topic within a bounded delay, a retrain
-event, a new model version published and served, the new model's AUC on
-post-drift traffic above the old one's, and zero failed Predict calls. With
+event, a new model version published and served, the new model better than
+the old one on post-drift traffic (AUC for the binary fraud example, RMSE
+for the regression delivery example), and zero failed Predict calls. With
 ``--publish-as shadow`` the retrained version must also go through a shadow
 rollout that the watcher promotes from labels.
 """
@@ -21,12 +22,16 @@ import pytest
 from loopline.contracts.settings import Settings
 
 MAX_DRIFT_DELAY_S = 30.0
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("publish_as", ["champion", "shadow"])
+@pytest.mark.parametrize(
+    ("repo", "publish_as"),
+    [("fraud", "champion"), ("fraud", "shadow"), ("delivery", "champion")],
+)
 def test_shortened_demo_closes_the_loop(
-    stack_settings: Settings, tmp_path: Path, publish_as: str
+    stack_settings: Settings, tmp_path: Path, repo: str, publish_as: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = stack_settings.kafka.bootstrap_servers
@@ -38,6 +43,8 @@ def test_shortened_demo_closes_the_loop(
         "-m",
         "loopline.cli",
         "demo",
+        "--repo",
+        str(EXAMPLES / repo),
         "--no-console",
         "--history-s",
         "420",
@@ -62,10 +69,13 @@ def test_shortened_demo_closes_the_loop(
     assert summary["drift_delay_s"] is not None and summary["drift_delay_s"] <= MAX_DRIFT_DELAY_S
     assert summary["failed_predictions"] == 0 and summary["predictions"] > 5000
     assert len(summary["versions_served"]) >= 2
-    # The fraud example (the default repo) is a binary task: compared by AUC.
-    assert summary["task"] == "binary"
     comparison = summary["comparison"]
-    assert comparison["auc_new"] > comparison["auc_old"], comparison
+    if repo == "delivery":  # regression: compared by RMSE on the same post-drift requests
+        assert summary["task"] == "regression"
+        assert comparison["rmse_new"] < comparison["rmse_old"], comparison
+    else:
+        assert summary["task"] == "binary"
+        assert comparison["auc_new"] > comparison["auc_old"], comparison
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
     plans = summary["rollout"]
     if publish_as == "champion":
