@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline import __version__
-from loopline.contracts.cli_support import service_group
+from loopline.contracts.cli_support import service_group, settings_for
 from loopline.contracts.errors import LooplineError
-from loopline.contracts.settings import Settings, load_settings
+from loopline.contracts.settings import Settings
 
 EXIT_OK = 0
 EXIT_NOT_ALL_UP = 1
@@ -221,18 +221,6 @@ def _all_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPa
             for sub in dict.fromkeys(action.choices.values()):
                 out += [sub, *_all_subparsers(sub)]
     return out
-
-
-def settings_for(args: argparse.Namespace) -> Settings:
-    """The settings of a command: its feature repo, then --config, then the environment."""
-    from loopline.contracts.repo import find_repo, read_config_document
-
-    explicit = getattr(args, "repo", None)
-    if explicit is None and args.config:
-        # A run's config file (the demo writes one) may name the repo itself.
-        named = read_config_document(Path(args.config)).get("project", {})
-        explicit = named.get("repo") if isinstance(named, dict) else None
-    return load_settings(args.config, repo=find_repo(explicit))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

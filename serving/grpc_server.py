@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,18 +27,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from loopline.contracts.errors import LooplineError, UnavailableError
-from loopline.contracts.features import FeatureSet
+from loopline.contracts.errors import LooplineError
 from loopline.contracts.registry import DirectoryRegistry, ModelRegistry
 from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.featurerepo.state import AppliedState
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import RedisFeatureStore
+from loopline.serving.feature_version import VersionSwitch, serving_feature_set
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel
 from loopline.serving.model_follower import ModelFollower
@@ -54,25 +52,6 @@ from loopline.v1 import inference_pb2 as v1_pb
 from loopline.v1 import inference_pb2_grpc as v1_grpc
 
 log = logging.getLogger(__name__)
-
-
-def check_applied(registry_root: Path, model: str, fs: FeatureSet) -> None:
-    """Refuse to serve a feature set `loopline apply` never recorded (once a repo is applied).
-
-    Models are checked against this feature set's fingerprint when they load,
-    so a model trained on an unapplied computation can never serve.
-    """
-    state = AppliedState(registry_root)
-    if not state.exists():
-        log.warning("no applied feature sets in %s; run `loopline apply`", registry_root)
-        return
-    if not state.is_applied(model, fs.fingerprint):
-        current = state.current(model)
-        now = f"v{current.version} ({current.fingerprint[:12]})" if current else "none"
-        raise UnavailableError(
-            f"the definitions give model {model!r} feature set {fs.fingerprint[:12]}, which was "
-            f"never applied (applied: {now}); run `loopline plan` then `loopline apply`"
-        )
 
 
 V1_SERVICE = v1_pb.DESCRIPTOR.services_by_name["Inference"].full_name
@@ -160,8 +139,12 @@ class InferenceServer:
         self.reuse_port = reuse_port
         self.metrics = metrics or ServingMetrics(CollectorRegistry())
         self.registry = registry or DirectoryRegistry(settings.registry.path)
-        self.feature_set = project_of(settings).feature_set(settings.streams.feature_set)
-        check_applied(settings.registry.path, conf.model_name, self.feature_set)
+        definitions = project_of(settings).feature_set(settings.streams.feature_set)
+        self.feature_set = serving_feature_set(
+            definitions, self.registry, settings.registry.path, conf.model_name, conf.alias
+        )
+        # Set when the alias moves to a model of another applied feature-set version.
+        self.version_switch = VersionSwitch(settings.registry.path, self.feature_set)
         self.topics = Topics(settings.kafka.topic_prefix)
         self.slot = ModelSlot()
         self.store = RedisFeatureStore(
@@ -220,6 +203,7 @@ class InferenceServer:
             golden_tolerance=conf.golden_tolerance,
             on_change=self._model_changed,
             adopt=self.rollout.adoptable,
+            on_other_feature_set=self.version_switch.consider,
         )
         self.follower = ModelFollower(
             self.manager,

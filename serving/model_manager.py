@@ -22,7 +22,7 @@ from loopline.contracts.errors import (
     ModelError,
 )
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import ModelRegistry
+from loopline.contracts.registry import Manifest, ModelRegistry
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel, load_model
 from loopline.serving.model_slot import ModelSlot
@@ -54,6 +54,7 @@ class ModelManager:
         golden_tolerance: float,
         on_change: Callable[[LoadedModel], None] | None = None,
         adopt: Callable[[str, str], LoadedModel | None] | None = None,
+        on_other_feature_set: Callable[[Manifest], bool] | None = None,
     ) -> None:
         self.registry = registry
         self.model_name = model_name
@@ -66,6 +67,8 @@ class ModelManager:
         # A loaded, checked model of (version, sha256) to take over instead of
         # loading it again: a promoted rollout candidate.
         self.adopt = adopt
+        # Told of a model refused for its feature set (it may be another applied version).
+        self.on_other_feature_set = on_other_feature_set
         # (version, sha256) pairs that failed: not retried until the file changes.
         self.refused: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -125,6 +128,8 @@ class ModelManager:
             adopted = self.adopt(version, mv.manifest.sha256) if self.adopt else None
             model = adopted or load_model(mv, self.fs, self.golden_tolerance)
         except FingerprintMismatchError as e:
+            if self.on_other_feature_set is not None:
+                self.on_other_feature_set(mv.manifest)
             return self._refuse(key, "refused", e, current)
         except IntegrityError as e:
             return self._refuse(key, "integrity", e, current)

@@ -22,6 +22,7 @@ import queue
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -66,9 +67,30 @@ def _serve_in_process(
     server.start()
     metrics_port = _start_metrics(settings, registry)
     _announce(on_ready, server.address, 1, metrics_port, settings)
-    stop.wait()
+    switched = _wait(stop, server)
     server.stop()
+    if switched:
+        # One process cannot swap its feature-set version in place: whoever runs it
+        # (Kubernetes, systemd, the supervisor of `serving.processes` > 1) starts it again.
+        log.warning("exiting so a restart serves the new champion's feature-set version")
+        return EXIT_RESTART
     return 0
+
+
+# Exit code of a serving process that must be restarted on another feature-set version.
+EXIT_RESTART = 75
+# Workers switching feature-set version restart one after the other, this far apart,
+# so the port always has a worker answering.
+SWITCH_STAGGER_S = 3.0
+
+
+def _wait(stop: threading.Event, server: Any, index: int = 0) -> bool:
+    """Until ``stop`` (False) or a feature-set version switch, staggered by worker (True)."""
+    switch = server.version_switch.requested
+    while not stop.wait(0.2):
+        if switch.is_set():
+            return not stop.wait(index * SWITCH_STAGGER_S)
+    return False
 
 
 class Supervisor:
@@ -148,6 +170,10 @@ class Supervisor:
             if proc.is_alive():
                 continue
             multiprocess.mark_process_dead(proc.pid, self._metrics_dir)
+            if proc.exitcode == EXIT_RESTART:  # asked for: a feature-set version switch
+                log.info("serving worker %d restarts on the new feature-set version", index)
+                self._start(index)
+                continue
             now = time.monotonic()
             self._restarts = [t for t in self._restarts if now - t < 60] + [now]
             if len(self._restarts) > MAX_RESTARTS_PER_MINUTE:
@@ -197,8 +223,10 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
         ready.put(("failed", index, f"{type(e).__name__}: {e}"))
         raise
     ready.put(("ready", index, os.getpid()))
-    stop.wait()
+    switched = _wait(stop, server, index)
     server.stop()
+    if switched:  # the supervisor starts this worker again, on the new version
+        sys.exit(EXIT_RESTART)
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

@@ -9,19 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loopline.contracts.cli_support import settings_for
 from loopline.contracts.errors import LooplineError
-from loopline.contracts.settings import load_settings
 from loopline.streams import commands
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loopline.streams")
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--config", metavar="FILE", help="TOML or YAML settings file")
+    parser.add_argument("--repo", metavar="PATH", help="feature repo (as for `loopline`)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(subparsers)
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args, load_settings(args.config)))
+        return int(args.func(args, settings_for(args)))
     except LooplineError as e:
         print(f"loopline {args.command}: error: {e}", file=sys.stderr)
         return 2

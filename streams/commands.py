@@ -63,6 +63,13 @@ def _register_run_features(run: Any) -> None:
         help="recovery partitions (default <streams.recovery_dir>/features; created if empty)",
     )
     p.add_argument("--no-recovery", action="store_true", help="run without state snapshots")
+    p.add_argument(
+        "--feature-set-version",
+        type=int,
+        metavar="N",
+        help="compute applied feature-set version N instead of the definitions' own (keeps "
+        "an older version fresh while its model is still champion; own recovery folder)",
+    )
     flow_run_options(p)
     p.set_defaults(func=run_features_command)
 
@@ -73,17 +80,41 @@ def run_features_command(args: argparse.Namespace, settings: Settings | None = N
     settings = settings_of(args, settings)
     if args.processes > 1 and args.process_id is None:
         return _run_local_cluster(args, settings)
+    cfg: dict[str, Any] = {}
+    recovery_path = args.recovery_dir
+    if args.feature_set_version is not None:
+        fs = _applied_version(settings, args.feature_set_version)
+        cfg["feature_set"] = fs
+        recovery_path = recovery_path or (
+            settings.streams.recovery_dir / f"features-v{args.feature_set_version}"
+        )
     options = RunOptions(
         workers=args.workers or settings.streams.workers,
         process_id=args.process_id,
         addresses=args.addresses.split(";") if args.addresses else None,
         recovery=not args.no_recovery,
-        recovery_path=args.recovery_dir,
+        recovery_path=recovery_path,
         metrics=not args.no_metrics,
         drain_idle_s=args.drain,
     )
-    run_features(settings, options)
+    run_features(settings, options, **cfg)
     return 0
+
+
+def _applied_version(settings: Settings, version: int) -> Any:
+    from loopline.contracts.errors import ConfigError
+    from loopline.featurerepo.state import AppliedState
+
+    model = settings.streams.feature_set
+    state = AppliedState(settings.registry.path)
+    fs = state.feature_set(model, version=version)
+    if fs is None:
+        known = [v.version for v in state.versions(model)]
+        raise ConfigError(
+            f"model {model} has no applied feature-set version {version} (applied: {known}); "
+            "see `loopline plan`"
+        )
+    return fs
 
 
 def _run_local_cluster(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,7 +125,11 @@ def _run_local_cluster(args: argparse.Namespace, settings: Settings) -> int:
     base = [sys.executable, "-m", "loopline.streams"]
     if getattr(args, "config", None):
         base += ["--config", str(args.config)]
+    if getattr(args, "repo", None):
+        base += ["--repo", str(args.repo)]
     base += ["run", "features"]
+    if args.feature_set_version is not None:
+        base += ["--feature-set-version", str(args.feature_set_version)]
     if args.workers:
         base += ["--workers", str(args.workers)]
     if args.recovery_dir:

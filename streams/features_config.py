@@ -69,11 +69,14 @@ class FeatureFlowConfig:
         s = settings.streams
         topics = Topics(settings.kafka.topic_prefix)
         project = project_of(settings)
-        fs = project.feature_set(s.feature_set)
+        # An applied earlier version may be given (a second flow keeping it fresh).
+        fs = overrides.pop("feature_set", None) or project.feature_set(s.feature_set)
         keys = {k for v in fs.views for k in v.key_fields}
+        scored = project.model(s.feature_set).scores.name
+        names = dict.fromkeys(v.source or scored for v in fs.views)
         sources = tuple(
-            (topics.named(t), EventParser(project.source_of_topic(t), keys))
-            for t in project.topics_read(s.feature_set)
+            (topics.named(src.topic), EventParser(src, keys))
+            for src in (project.source(n) for n in names)
         )
         cfg = cls(
             feature_set=fs,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from loopline.contracts.event_schema import EventParser
+from loopline.contracts.features import FeatureSet, Window
 from loopline.contracts.repo import builtin_example, load_project
 
 ROOT = builtin_example()
@@ -15,5 +18,15 @@ TRANSACTIONS = PROJECT.source("transactions")
 def transaction_parser() -> EventParser:
     """The features flow's parser of the fraud example's events."""
     return EventParser(TRANSACTIONS, keys=("card_id", "merchant_id"))
+
+
 CARD_VIEW = FRAUD_FEATURES.view("card")
 MERCHANT_VIEW = FRAUD_FEATURES.view("merchant")
+
+
+def changed_fraud_features() -> FeatureSet:
+    """The fraud feature set with the card view's 1 h window at another resolution:
+    another computation, so another fingerprint (a new applied version)."""
+    card, merchant = FRAUD_FEATURES.views
+    windows = tuple(Window(3600, 6) if w.seconds == 3600 else w for w in card.windows)
+    return replace(FRAUD_FEATURES, views=(replace(card, windows=windows), merchant))

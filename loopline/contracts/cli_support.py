@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ConfigError
@@ -50,3 +51,16 @@ def settings_of(args: argparse.Namespace, settings: Settings | None = None) -> S
     if settings is None:
         raise ConfigError("no settings: the CLI must set args.settings")
     return settings
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The settings of a command: its feature repo, then --config, then the environment."""
+    from loopline.contracts.repo import find_repo, read_config_document
+    from loopline.contracts.settings import load_settings
+
+    explicit = getattr(args, "repo", None)
+    if explicit is None and args.config:
+        # A run's config file (the demo writes one) may name the repo itself.
+        named = read_config_document(Path(args.config)).get("project", {})
+        explicit = named.get("repo") if isinstance(named, dict) else None
+    return load_settings(args.config, repo=find_repo(explicit))

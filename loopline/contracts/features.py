@@ -240,6 +240,56 @@ class FeatureSet:
         }
 
 
+def from_description(d: Mapping[str, Any]) -> FeatureSet:
+    """The feature set a :meth:`FeatureSet.describe` output describes (same fingerprint).
+
+    Applied versions are kept as descriptions, so a version the definitions
+    no longer produce can still be computed and served.
+
+    >>> from loopline.contracts.sample import SAMPLE
+    >>> fs = SAMPLE.feature_set()
+    >>> from_description(fs.describe()).fingerprint == fs.fingerprint
+    True
+    """
+    views = tuple(
+        EntityView(
+            entity=v["entity"],
+            key_field=v["key_field"],
+            windows=tuple(Window(s, n) for s, n in v["windows"]),
+            aggregations=tuple(
+                Aggregation(
+                    a[0],
+                    a[1],
+                    a[2],
+                    a[3],
+                    a[5],
+                    where=None if len(a) < 7 else (a[6][0], a[6][1], _restore(a[6][2])),
+                )
+                for a in v["aggregations"]
+            ),
+            key_fields=tuple(v.get("key_fields", ())),
+            source=v.get("source"),
+            time_field=v.get("time_field"),
+        )
+        for v in d["views"]
+    )
+    return FeatureSet(
+        name=d["name"],
+        version=d["version"],
+        views=views,
+        derived=tuple(
+            Derived(n, k, tuple(args), default) for n, k, args, _t, default in d["derived"]
+        ),
+        model_features=tuple(d["model_features"]),
+        event_time_field=d["event_time_field"],
+        scored_source=d.get("scored_source"),
+    )
+
+
+def _restore(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _describe_view(v: EntityView) -> dict[str, Any]:
     # Options appear only when set, so the description (and fingerprint) of a
     # view that uses none of them is what it was before they existed.

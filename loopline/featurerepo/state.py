@@ -15,6 +15,11 @@ refuses a model whose fingerprint was never applied.
 2
 >>> [v.version for v in state.versions("eta")], state.is_applied("eta", "f" * 64)
 ([1, 2], True)
+>>> from loopline.contracts.sample import SAMPLE
+>>> fs = SAMPLE.feature_set()
+>>> _ = state.record("returns", fs.fingerprint, fs.describe(), now_ms=4)
+>>> state.feature_set("returns", version=1).fingerprint == fs.fingerprint
+True
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ConfigError
+from loopline.contracts.features import FeatureSet, from_description
 from loopline.contracts.registry import atomic_write
 
 STATE_FILE = "feature-sets.json"
@@ -67,6 +73,21 @@ class AppliedState:
 
     def is_applied(self, model: str, fingerprint: str) -> bool:
         return any(v.fingerprint == fingerprint for v in self.versions(model))
+
+    def feature_set(
+        self, model: str, *, fingerprint: str = "", version: int = 0
+    ) -> FeatureSet | None:
+        """An applied version's feature set, rebuilt from its description (None: not applied)."""
+        for v in self.versions(model):
+            if (fingerprint and v.fingerprint == fingerprint) or v.version == version:
+                fs = from_description(v.description)
+                if fs.fingerprint != v.fingerprint:
+                    raise ConfigError(
+                        f"{self.path}: {model} v{v.version} does not rebuild to its fingerprint; "
+                        "run `loopline apply` again"
+                    )
+                return fs
+        return None
 
     def record(
         self, model: str, fingerprint: str, description: dict[str, Any], now_ms: int

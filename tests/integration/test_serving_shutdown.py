@@ -147,8 +147,13 @@ def test_the_serve_command_runs_two_processes_and_stops_cleanly_under_load(
     assert {decode(PredictionLog, v).request_id for v in logged} >= set(ok)
 
 
-def start_serve(s, key_prefix: str, tmp_path) -> tuple[subprocess.Popen, list[str], int, int]:
-    """``python -m loopline.serving`` with two workers; returns once it says it serves."""
+def start_serve(
+    s, key_prefix: str, tmp_path, **serving: object
+) -> tuple[subprocess.Popen, list[str], int, int]:
+    """``python -m loopline.serving`` with two workers; returns once it says it serves.
+
+    ``serving`` adds settings of the ``[serving]`` section.
+    """
     config = tmp_path / "loopline.toml"
     config.write_text(
         f"""
@@ -167,6 +172,7 @@ metrics_port = 0
 processes = 2
 threads = 2
 """
+        + "".join(f"{k} = {v!r}\n" for k, v in serving.items())
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "loopline.serving", "--config", str(config)],

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from loopline.cli import main
-from loopline.contracts.errors import UnavailableError
 from loopline.contracts.repo import find_repo, load_project
 from loopline.featurerepo.plan import make_plan
 from loopline.featurerepo.state import AppliedState
-from loopline.serving.grpc_server import check_applied
 
 
 def _init(tmp_path: Path, template: str = "fraud") -> Path:
@@ -67,18 +65,6 @@ def test_plan_shows_new_then_unchanged_then_a_changed_view(tmp_path: Path) -> No
     assert (c.action, c.version, c.views_changed) == ("changed", 2, ["card"])
     assert c.fingerprint != fs.fingerprint
     assert "retrain and promote" in changed.describe()
-
-
-def test_serving_refuses_a_feature_set_that_was_never_applied(tmp_path: Path) -> None:
-    project = load_project(_init(tmp_path))
-    fs = project.feature_set()
-    registry = tmp_path / "registry"
-    check_applied(registry, "fraud", fs)  # nothing applied yet: a warning only
-    AppliedState(registry).record("fraud", "0" * 64, {}, now_ms=1)
-    with pytest.raises(UnavailableError, match=r"never applied .*loopline apply"):
-        check_applied(registry, "fraud", fs)
-    AppliedState(registry).record("fraud", fs.fingerprint, fs.describe(), now_ms=2)
-    check_applied(registry, "fraud", fs)
 
 
 def test_plan_command_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
