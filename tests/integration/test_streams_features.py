@@ -26,13 +26,15 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from fraud_repo import FRAUD_FEATURES as FS
+from fraud_repo import changed_fraud_features
 from prometheus_client.parser import text_string_to_metric_families
 
-from loopline.contracts.features import final_values
+from loopline.contracts.features import FeatureSet, final_values
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.schemas import DeadLetter, decode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.state import AppliedState
 
 BASE_MS = 1_700_000_000_000
 # Every test's events span less than the shortest tile expiry (9 min): no
@@ -112,10 +114,11 @@ class Flow:
         *args: str,
         metrics_port: int = 0,
         start_from: str = "beginning",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
         cmd = [sys.executable, "-m", "loopline.streams", "run", "features", *args]
-        env = _env(settings, key_prefix)
+        env = {**_env(settings, key_prefix), **(extra_env or {})}
         env["LOOPLINE_STREAMS__START_FROM"] = start_from
         # Never the repository's .loopline/recovery, even without --recovery-dir.
         env["LOOPLINE_STREAMS__RECOVERY_DIR"] = str(log.parent / "recovery-default")
@@ -185,11 +188,13 @@ def _store(client: redis.Redis, key_prefix: str) -> dict[bytes, bytes]:
     return dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
 
 
-def _expected(events: list[dict[str, Any]], key_prefix: str) -> dict[bytes, bytes]:
+def _expected(
+    events: list[dict[str, Any]], key_prefix: str, fs: FeatureSet = FS
+) -> dict[bytes, bytes]:
     layout = RedisLayout(key_prefix)
     return {
-        layout.feature_key(FS, entity, eid).encode(): pack(at, values)
-        for (entity, eid), (at, values) in final_values(FS, events).items()
+        layout.feature_key(fs, entity, eid).encode(): pack(at, values)
+        for (entity, eid), (at, values) in final_values(fs, events).items()
     }
 
 
@@ -394,3 +399,43 @@ def test_start_from_end_ignores_history(
     _until(lambda: _store(redis_client, key_prefix) == expected, "only the new values", env_flow)
     env_flow.proc.terminate()
     env_flow.proc.wait(30)
+
+
+def test_an_applied_earlier_version_runs_beside_the_definitions_own(
+    isolated_settings: Settings,
+    topics: Topics,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """`run features --feature-set-version 1` keeps the old computation's keys fresh."""
+    old = changed_fraud_features()
+    registry = tmp_path / "registry"
+    state = AppliedState(registry)
+    state.record("fraud", old.fingerprint, old.describe(), now_ms=1)
+    state.record("fraud", FS.fingerprint, FS.describe(), now_ms=2)
+    events = _events(4_000, seed=9)
+    _produce(isolated_settings, topics.events, events)
+    env = {"LOOPLINE_REGISTRY__PATH": str(registry)}
+    for name, args in {"v1": ("--feature-set-version", "1"), "own": ()}.items():
+        flow = Flow(
+            isolated_settings,
+            key_prefix,
+            tmp_path / f"{name}.log",
+            *args,
+            "--drain",
+            "2",
+            "--recovery-dir",
+            str(tmp_path / f"recovery-{name}"),
+            extra_env=env,
+        )
+        flow.wait()
+    # Both versions side by side: each under its own fingerprint, each exact.
+    expected = {**_expected(events, key_prefix, old), **_expected(events, key_prefix)}
+    assert _store(redis_client, key_prefix) == expected
+    bad = Flow(
+        isolated_settings, key_prefix, tmp_path / "v9.log", "--feature-set-version", "9",
+        extra_env=env,
+    )  # fmt: skip
+    assert bad.proc.wait(60) == 2
+    assert "no applied feature-set version 9 (applied: [1, 2])" in (tmp_path / "v9.log").read_text()
