@@ -23,14 +23,15 @@ import grpc
 import model_factory
 import pytest
 import redis
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from serving_support import running_server, serving_settings
+from test_streams_features import _dead_letters as dead_letters
+from test_streams_features import _store as store
 
 from loopline.contracts.event_schema import EventParser
 from loopline.contracts.features import FeatureSet, final_values
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.repo import project_of
-from loopline.contracts.schemas import DeadLetter, decode
 from loopline.contracts.settings import Settings, load_settings
 from loopline.contracts.topics import Topics
 from loopline.stack import delete_topics, ensure_topics
@@ -144,36 +145,6 @@ def produce(settings: Settings, topic: str, messages: list[tuple[bytes, bytes]])
     for key, value in messages:
         p.produce(topic, value, key=key, on_delivery=lambda e, _m: e and failures.append(str(e)))
     assert p.flush(60) == 0 and not failures, failures
-
-
-def dead_letters(settings: Settings, topic: str) -> list[DeadLetter]:
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": "unused",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    c.assign([TopicPartition(topic, 0, -2)])
-    out: list[DeadLetter] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        msg = c.poll(1.0)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                break
-            raise AssertionError(msg.error())
-        out.append(decode(DeadLetter, msg.value()))
-    c.close()
-    return out
-
-
-def store(client: redis.Redis, key_prefix: str) -> dict[bytes, bytes]:
-    keys = list(client.scan_iter(match=f"{key_prefix}:f:*", count=1000))
-    return dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
 
 
 def expected_store(
