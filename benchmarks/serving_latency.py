@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from loopline.stack.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # model_factory: models like the trainer's
 
@@ -513,7 +515,7 @@ def main() -> None:
 
         # -- the baseline -------------------------------------------------------
         ctx = multiprocessing.get_context("spawn")
-        bport = _free_port()
+        bport = free_port()
         workers = [
             ctx.Process(
                 target=_baseline_worker,
@@ -643,14 +645,6 @@ def hot_swaps(
         "versions": len(versions),
         "swap_p50_s": float(np.median(times)) if times else float("nan"),
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, timeout_s: float = 60.0) -> None:

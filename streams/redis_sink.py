@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import redis
 
-from loopline.contracts.errors import StackError
+from loopline.contracts.errors import ConfigError, StackError
 from loopline.streams.aggregation import FeatureWrite
 
 # KEYS: feature keys. ARGV[1]: TTL seconds; ARGV[i + 1]: packed value of KEYS[i].
@@ -64,7 +64,7 @@ class FeatureWriter:
         backoff_s: float = 0.2,
     ) -> None:
         if ttl_s <= 0:
-            raise ValueError("ttl_s must be > 0")
+            raise ConfigError("redis.feature_ttl_s must be > 0")
         self._client = client
         self._ttl = ttl_s
         self._chunk = chunk

@@ -142,12 +142,6 @@ def merchant_values(seed: float = 2.0) -> list[float]:
 # -- integration helpers (real Redis, Kafka, gRPC) ---------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serving_settings(base: Settings, registry: Path, key_prefix: str, **serving: Any) -> Settings:
     """``base`` (isolated_settings) with a private registry, key prefix and serving fields."""
     defaults: dict[str, Any] = {

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from loopline.contracts.errors import SchemaError
+from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.registry import check_task
 from loopline.trainer.errors import InsufficientDataError
 
@@ -152,9 +152,11 @@ class Split:
 def split_by_time(ts: TrainingSet, validation_fraction: float, holdout_fraction: float) -> Split:
     """Split in time order; no row of a later part is older than one of an earlier part."""
     if not (0 < validation_fraction < 1 and 0 < holdout_fraction < 1):
-        raise ValueError("validation and holdout fractions must be in (0, 1)")
+        raise ConfigError("trainer.validation_fraction and holdout_fraction must be in (0, 1)")
     if validation_fraction + holdout_fraction >= 0.9:
-        raise ValueError("validation + holdout must leave at least 10% to train on")
+        raise ConfigError(
+            "trainer.validation_fraction + holdout_fraction must leave at least 10% to train on"
+        )
     n = len(ts)
     n_hold = max(1, round(n * holdout_fraction))
     n_valid = max(1, round(n * validation_fraction))

@@ -8,7 +8,6 @@ see each other's data, and the services read one TOML file written here.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import Settings, load_settings
+from loopline.stack.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,6 @@ class DemoConfig:
 
 def run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[str, Any]]:

@@ -8,9 +8,11 @@ Public API:
 * :class:`Stack` -- ``up()``, ``down()``, ``status()``, ``fetch()``, ``shared()``
 * :class:`StackStatus`, :class:`ComponentStatus` -- what ``status`` reports
 * :func:`ensure_topics`, :func:`delete_topics`, :func:`existing_topics`
+* :func:`free_port` -- a free loopback port for a server started beside others
 """
 
 from loopline.stack.component import ComponentStatus
+from loopline.stack.ports import free_port
 from loopline.stack.stack import Stack, StackStatus
 from loopline.stack.topics_admin import delete_topics, ensure_topics, existing_topics
 
@@ -21,4 +23,5 @@ __all__ = [
     "delete_topics",
     "ensure_topics",
     "existing_topics",
+    "free_port",
 ]

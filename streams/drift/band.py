@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from loopline.contracts.errors import ConfigError
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
 
 
@@ -92,9 +93,11 @@ class BandShiftDetector:
         **rate_params: Any,
     ) -> None:
         if reference_size < 10:
-            raise ValueError(f"reference_size must be >= 10, got {reference_size}")
+            raise ConfigError(f"drift.reference_size must be >= 10, not {reference_size}")
         if not 0.0 <= low_quantile < high_quantile <= 1.0:
-            raise ValueError("need 0 <= low_quantile < high_quantile <= 1")
+            raise ConfigError(
+                "drift.band_low_quantile and band_high_quantile need 0 <= low < high <= 1"
+            )
         self.reference_size = reference_size
         self.low_quantile = low_quantile
         self.high_quantile = high_quantile

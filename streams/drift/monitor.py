@@ -148,9 +148,11 @@ class DriftMonitor:
         s = settings or DriftSettings()
         self.task = check_task(task, "drift")
         if s.error_mode not in ERROR_MODES:
-            raise ValueError(f"error_mode must be one of {ERROR_MODES}, got {s.error_mode!r}")
+            raise ConfigError(
+                f"drift.error_mode must be one of {ERROR_MODES}, not {s.error_mode!r}"
+            )
         if s.data_sample_every < 1:
-            raise ValueError("data_sample_every must be >= 1")
+            raise ConfigError("drift.data_sample_every must be >= 1")
         self.model_name = model_name
         self.feature_names = tuple(feature_names)
         self.settings = s

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from river import metrics
 
+from loopline.contracts.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Breach:
@@ -94,7 +96,7 @@ class PerformanceMonitor:
         cooldown: int = 2000,
     ) -> None:
         if window < 2 or every < 1 or persist < 1:
-            raise ValueError("window must be >= 2, every and persist >= 1")
+            raise ConfigError("drift.performance_window must be >= 2, every and persist >= 1")
         self.window = window
         self.auc_floor = auc_floor
         self.precision_floor = precision_floor

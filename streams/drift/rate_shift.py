@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from river import drift
 
+from loopline.contracts.errors import ConfigError
 from loopline.streams.drift.effect import cohens_h
 
 DIRECTIONS = ("both", "up", "down")
@@ -115,11 +116,11 @@ class RateShiftDetector:
         history: int = 1024,
     ) -> None:
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            raise ConfigError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if not 1 <= min_persist <= history:
-            raise ValueError(f"min_persist must be in [1, history={history}], got {min_persist}")
+            raise ConfigError(f"min_persist must be in [1, history={history}], got {min_persist}")
         if min(warmup, debounce, cooldown, confirm_window) < 0 or clock < 1 or not 0 < delta < 1:
-            raise ValueError(
+            raise ConfigError(
                 "warmup, debounce, cooldown and confirm_window must be >= 0, clock >= 1, "
                 "0 < delta < 1"
             )

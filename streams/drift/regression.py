@@ -32,6 +32,7 @@ import math
 from collections import deque
 from typing import Any
 
+from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import DriftSettings
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 from loopline.streams.drift.performance import Breach
@@ -80,7 +81,7 @@ class RmseMonitor:
         cooldown: int = 2000,
     ) -> None:
         if window < 2 or every < 1 or persist < 1:
-            raise ValueError("window must be >= 2, every and persist >= 1")
+            raise ConfigError("drift window must be >= 2, every and persist >= 1")
         self.window = window
         self.ceiling = ceiling
         self.every = every

@@ -32,7 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from loopline.contracts.errors import SchemaError, StackError
+from loopline.contracts.errors import ConfigError, SchemaError, StackError
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.schemas import DriftEvent, decode
 from loopline.contracts.settings import KafkaSettings
@@ -88,7 +88,7 @@ def tail(
     Malformed messages are reported on ``err`` and skipped.
     """
     if min_severity not in SEVERITIES:
-        raise ValueError(f"min_severity must be one of {SEVERITIES}, got {min_severity!r}")
+        raise ConfigError(f"min_severity must be one of {SEVERITIES}, not {min_severity!r}")
     floor = SEVERITIES.index(min_severity)
     consumer = Consumer(consumer_config(kafka, "drift-tail", **{"enable.auto.commit": False}))
     printed = 0

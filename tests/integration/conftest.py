@@ -12,7 +12,6 @@ private_stack_settings (function)
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,12 +21,7 @@ import pytest
 from loopline.contracts.settings import Settings
 from loopline.stack import Stack
 from loopline.stack.paths import StackPaths
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from loopline.stack.ports import free_port
 
 
 @pytest.fixture
@@ -36,7 +30,7 @@ def unused_tcp_port_factory() -> Callable[[], int]:
 
     def factory() -> int:
         while True:
-            port = _free_port()
+            port = free_port()
             if port not in handed_out:
                 handed_out.add(port)
                 return port

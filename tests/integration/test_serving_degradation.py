@@ -14,7 +14,6 @@ import redis
 from prometheus_client import CollectorRegistry
 from serving_support import (
     card_values,
-    free_port,
     make_core,
     merchant_values,
     running_server,
@@ -27,6 +26,7 @@ from loopline.contracts.settings import KafkaSettings
 from loopline.serving.core import PredictInput
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.prediction_log import KafkaPredictionLog
+from loopline.stack.ports import free_port
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 

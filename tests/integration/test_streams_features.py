@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from loopline.contracts.schemas import DeadLetter, decode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.state import AppliedState
+from loopline.stack.ports import free_port
 
 BASE_MS = 1_700_000_000_000
 # Every test's events span less than the shortest tile expiry (9 min): no
@@ -159,12 +159,6 @@ def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _until(check, what: str, flow: Flow, timeout_s: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -251,7 +245,7 @@ def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
     mixed: list[Any] = good[:3000] + bad[:3] + good[3000:] + bad[3:] + late
     _produce(isolated_settings, topics.events, mixed)
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "flow.log"
     flow = Flow(isolated_settings, key_prefix, log, "--no-recovery", metrics_port=port)
     expected = _expected(good, key_prefix)
@@ -383,7 +377,7 @@ def test_start_from_end_ignores_history(
 ) -> None:
     old, new = _events(2000, seed=5, part=(0, 2)), _events(2000, seed=6, part=(1, 2))
     _produce(isolated_settings, topics.events, old)
-    port = _free_port()
+    port = free_port()
     env_flow = Flow(
         isolated_settings,
         key_prefix,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from loopline.contracts.errors import ConfigError
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 
 
@@ -89,7 +90,7 @@ def test_pickling_while_learning_and_while_watching_changes_nothing() -> None:
 
 
 def test_bad_parameters_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         BandShiftDetector(reference_size=5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         BandShiftDetector(low_quantile=0.9, high_quantile=0.1)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from loopline.contracts.errors import SchemaError
+from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog, decode, encode
 from loopline.contracts.settings import DriftSettings
 from loopline.streams.drift import DriftMonitor
@@ -200,5 +200,5 @@ def test_absolute_error_mode_and_feature_subsampling() -> None:
     events = feed(monitor, labels(16, 12_000, drift_at=5000))
     concept = [e for e in events if e.kind == "concept"]
     assert concept and concept[0].detector == "adwin(absolute)"
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         DriftMonitor("fraud", FEATURES, DriftSettings(error_mode="squared"))

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from loopline.contracts.errors import ConfigError
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
 
 
@@ -106,5 +107,5 @@ def test_pickling_mid_stream_changes_nothing() -> None:
     ],
 )
 def test_bad_parameters_are_refused(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         RateShiftDetector(**kwargs)
