@@ -26,7 +26,7 @@ from pathlib import Path
 
 from loopline import __version__
 from loopline.contracts.cli_support import service_group, settings_for
-from loopline.contracts.errors import LooplineError
+from loopline.contracts.errors import ConfigError, LooplineError
 from loopline.contracts.settings import Settings
 
 EXIT_OK = 0
@@ -54,7 +54,7 @@ def command(name: str, help: str, arguments: Arguments | None = None) -> Callabl
 
     def register(run: Run) -> Run:
         if name in COMMANDS:
-            raise ValueError(f"subcommand {name!r} registered twice")
+            raise ConfigError(f"subcommand {name!r} registered twice; give it another name")
         COMMANDS[name] = Command(name, help, run, arguments)
         return run
 

@@ -50,8 +50,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from loopline.contracts.entity_state import EntityState
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import EntityState, FeatureSet
+from loopline.contracts.features import FeatureSet
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.streams.decoding import EntityUpdate
 

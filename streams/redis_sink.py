@@ -119,18 +119,19 @@ class FeatureWriter:
 
     def _call(self, fn):  # type: ignore[no-untyped-def]
         delay = self._backoff_s
-        for attempt in range(1, self._attempts + 1):
+        attempt = 1
+        while True:
             try:
                 return fn()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-                if attempt == self._attempts:
+                if attempt >= self._attempts:
                     raise StackError(
                         f"Redis write failed {attempt} times, last: {e}; "
                         "the flow stops and resumes from its last snapshot"
                     ) from e
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+            time.sleep(delay)
+            delay *= 2
+            attempt += 1
 
     def close(self) -> None:
         self._client.close()

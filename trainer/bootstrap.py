@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loopline.contracts.features import SOURCE_TAG, FeatureSet, replay
+from loopline.contracts.entity_state import replay
+from loopline.contracts.features import SOURCE_TAG, FeatureSet
 from loopline.contracts.offline_store import HOUR_MS
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.history import HistoricalOutcome

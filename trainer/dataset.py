@@ -69,7 +69,10 @@ class TrainingSet:
         y = task_labels(labels, task)
         t = np.asarray(event_time_ms, dtype=np.int64)
         if not len(x) == len(y) == len(t):
-            raise ValueError("features, labels and times must have one row per id")
+            raise SchemaError(
+                f"training rows disagree: {len(x)} feature rows, {len(y)} labels, "
+                f"{len(t)} times for {len(ids)} ids"
+            )
         ordered_ids = np.asarray(ids, dtype=object)
         order = np.lexsort((ordered_ids.astype(str), t)) if len(t) else np.arange(0)
         return TrainingSet(

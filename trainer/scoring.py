@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopline.contracts.definitions import EventSource
+from loopline.contracts.entity_state import EntityState, replay
 from loopline.contracts.errors import (
     ConfigError,
     FingerprintMismatchError,
@@ -41,7 +42,7 @@ from loopline.contracts.errors import (
     SchemaError,
 )
 from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import EntityState, FeatureSet, replay
+from loopline.contracts.features import FeatureSet
 from loopline.contracts.registry import ModelRegistry, ModelVersion
 from loopline.trainer.export import INPUT_NAME, SCORE_OUTPUTS, onnx_scores, session
 from loopline.trainer.history import decode_events

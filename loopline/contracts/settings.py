@@ -537,10 +537,10 @@ def _coerce(raw: Any, kind: Any, name: str) -> Any:
                 return True
             if text in {"0", "false", "no", "off"}:
                 return False
-            raise ValueError(f"not a boolean: {raw!r}")
+            raise ConfigError(f"setting {name}: not a boolean: {raw!r}; use true or false")
         if kind is int:
             if isinstance(raw, float) and not raw.is_integer():
-                raise ValueError(f"not an integer: {raw!r}")
+                raise ConfigError(f"setting {name}: not an integer: {raw!r}")
             return int(raw)
         if kind is float:
             return float(raw)

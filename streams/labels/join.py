@@ -160,12 +160,10 @@ class JoinShard:
                 self._on_prediction(item, out)
             elif isinstance(item, OutcomeIn):
                 self._on_outcome(item, out)
-            elif isinstance(item, Tick):
-                if self.watermark_ms is None or item.watermark_ms > self.watermark_ms:
-                    self.watermark_ms = item.watermark_ms
-                    self._advance(item.watermark_ms, out)
-            else:
-                raise TypeError(f"not a join input: {type(item).__name__}")
+            elif self.watermark_ms is None or item.watermark_ms > self.watermark_ms:
+                # A Tick (JoinInput holds nothing else): the watermark moved.
+                self.watermark_ms = item.watermark_ms
+                self._advance(item.watermark_ms, out)
         if self.watermark_ms is not None:
             # Also resolves predictions that arrived after their window had passed.
             self._advance(self.watermark_ms, out)

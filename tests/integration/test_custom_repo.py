@@ -28,8 +28,9 @@ from serving_support import running_server, serving_settings
 from test_streams_features import _dead_letters as dead_letters
 from test_streams_features import _store as store
 
+from loopline.contracts.entity_state import final_values
 from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import FeatureSet, final_values
+from loopline.contracts.features import FeatureSet
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings, load_settings

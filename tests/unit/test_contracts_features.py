@@ -10,15 +10,9 @@ import random
 import pytest
 from fraud_repo import CARD_VIEW, FRAUD_FEATURES
 
+from loopline.contracts.entity_state import EntityState, final_values, replay
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import (
-    Aggregation,
-    EntityState,
-    EntityView,
-    Window,
-    final_values,
-    replay,
-)
+from loopline.contracts.features import Aggregation, EntityView, Window
 
 VIEW = EntityView(
     entity="card",

@@ -34,7 +34,6 @@ def test_fraud_requests_carry_both_entities_and_the_amount() -> None:
     assert shape.fields(ev) == {"amount": ev.record["amount"]}
 
 
-@pytest.mark.skipif(not DELIVERY_ROOT.is_dir(), reason="examples/delivery not in this checkout")
 def test_a_regression_repo_with_two_sources_is_driven_the_same_way() -> None:
     project = load_project(DELIVERY_ROOT)
     model = project.model()

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from loopline.contracts.entity_state import final_values, replay
 from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import SOURCE_TAG, final_values, replay
+from loopline.contracts.features import SOURCE_TAG
 from loopline.contracts.project import Project
 from loopline.contracts.repo import _LOADED, load_project, read_repo_config
 from loopline.contracts.settings import load_settings

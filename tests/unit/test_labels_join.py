@@ -298,7 +298,9 @@ def test_restoring_at_any_point_equals_one_uninterrupted_run(seed: int) -> None:
 
 
 def test_bad_items_are_a_programming_error_not_data() -> None:
-    with pytest.raises(TypeError):
+    # Only PredictionIn, OutcomeIn and Tick are join inputs (the types say so); anything
+    # else fails loudly instead of being taken for a tick.
+    with pytest.raises(AttributeError):
         shard().process(
             [
                 DeadLetter.of(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loopline import cli
-from loopline.contracts.errors import StackError
+from loopline.contracts.errors import ConfigError, StackError
 from loopline.contracts.settings import Settings
 
 
@@ -26,7 +26,7 @@ def test_a_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_registering_a_name_twice_is_refused() -> None:
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ConfigError, match="registered twice"):
         cli.command("status", "again")(lambda args, settings: 0)
 
 

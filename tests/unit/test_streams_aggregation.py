@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fraud_repo import FRAUD_FEATURES, transaction_parser
 
+from loopline.contracts.entity_state import EntityState, final_values
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import EntityState, final_values
 from loopline.contracts.redis_layout import RedisLayout, unpack
 from loopline.streams.aggregation import FeatureShard, FeatureWrite
 from loopline.streams.decoding import EventDecoder, SourceRecord

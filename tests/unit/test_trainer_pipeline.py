@@ -11,8 +11,8 @@ import pytest
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history
 
+from loopline.contracts.entity_state import replay
 from loopline.contracts.errors import DeliveryError
-from loopline.contracts.features import replay
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import ModelUpdate, Outcome
 from loopline.contracts.settings import TrainerSettings

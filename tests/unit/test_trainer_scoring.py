@@ -12,8 +12,8 @@ import pytest
 from fraud_repo import FRAUD_FEATURES, TRANSACTIONS
 from synthetic_fraud import Transaction, as_json_rows, records, synthetic_history
 
+from loopline.contracts.entity_state import replay
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
-from loopline.contracts.features import replay
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
 from loopline.contracts.settings import TrainerSettings
 from loopline.trainer.bootstrap import build_training_set
