@@ -23,7 +23,8 @@ import onnxruntime as ort
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import TASKS, Manifest, ModelVersion
+from loopline.contracts.registry import Manifest, ModelVersion
+from loopline.contracts.tasks import TASKS
 
 WARMUP_RUNS = 20
 # Width of the output each task's model answers with.

@@ -44,8 +44,9 @@ from loopline.contracts import metric_names as mn
 from loopline.contracts.errors import ConfigError, DeliveryError
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.repo import project_of
-from loopline.contracts.schemas import BINARY, DeadLetter, DriftEvent, check_task, encode
+from loopline.contracts.schemas import DeadLetter, DriftEvent, encode
 from loopline.contracts.settings import DriftSettings, Settings, load_settings
+from loopline.contracts.tasks import BINARY, check_task
 from loopline.contracts.topics import Topics
 from loopline.streams.drift.inputs import (
     LABELED,

@@ -17,8 +17,8 @@ from typing import Any
 
 import lightgbm as lgb
 
-from loopline.contracts.registry import check_task
 from loopline.contracts.settings import TrainerSettings
+from loopline.contracts.tasks import check_task
 from loopline.trainer.dataset import TrainingSet
 
 # (iteration, max iterations, valid loss: log loss for binary, l2 for regression)

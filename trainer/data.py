@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.registry import check_task
 from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
+from loopline.contracts.tasks import check_task
 from loopline.contracts.topics import Topics
 from loopline.trainer import bootstrap, offline
 from loopline.trainer.dataset import TrainingSet

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loopline.contracts.errors import ConfigError, SchemaError
-from loopline.contracts.registry import check_task
+from loopline.contracts.tasks import check_task
 from loopline.trainer.errors import InsufficientDataError
 
 

@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.registry import check_task
+from loopline.contracts.tasks import check_task
 
 # metric -> True when higher is better
 DIRECTIONS = {"auc": True, "log_loss": False, "brier": False, "rmse": False, "mae": False}

@@ -23,8 +23,9 @@ from rich.table import Table
 
 from loopline.contracts.errors import ConfigError, DeliveryError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import BINARY, MODES, TASKS, RolloutPlan, RolloutPolicy
+from loopline.contracts.rollout import MODES, RolloutPlan, RolloutPolicy
 from loopline.contracts.settings import Settings
+from loopline.contracts.tasks import BINARY, TASKS
 from loopline.contracts.topics import Topics
 from loopline.trainer.commands import _announcer, _handler, _lookup, _registry
 from loopline.trainer.publish_policy import rollout_update, share_text

@@ -43,15 +43,9 @@ from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import ModelVersion
 from loopline.contracts.repo import model_of
 from loopline.contracts.rollout import ARMS, Decision, RolloutPlan, RolloutPolicy, plan_arm
-from loopline.contracts.schemas import (
-    BINARY,
-    REGRESSION,
-    LabeledExample,
-    ModelUpdate,
-    check_task,
-    decode,
-)
+from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode
 from loopline.contracts.settings import KafkaSettings, RolloutSettings, Settings
+from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.contracts.topics import Topics
 from loopline.trainer.publish_policy import rollout_update, share_text
 

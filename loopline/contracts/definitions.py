@@ -15,7 +15,6 @@ from loopline.contracts.feature_definitions import (
     GATE_METRICS,
     MODEL_PARAMS,
     NUMERIC_AGGREGATES,
-    TASKS,
     TRANSFORM_ARITY,
     Aggregate,
     Entity,
@@ -33,6 +32,7 @@ from loopline.contracts.model_definitions import (
     Retrain,
     Transform,
 )
+from loopline.contracts.tasks import TASKS
 
 __all__ = [
     "AGGREGATE_KINDS", "FIELD_TYPES", "GATE_METRICS", "MODEL_PARAMS", "NUMERIC_AGGREGATES",

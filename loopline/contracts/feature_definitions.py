@@ -55,8 +55,6 @@ TransformKind = Literal["ratio", "difference", "product", "log1p", "age"]
 TRANSFORM_ARITY = {"ratio": 2, "difference": 2, "product": 2, "log1p": 1, "age": 1}
 FilterOp = Literal["==", "!=", ">", ">=", "<", "<=", "in"]
 FILTER_OPS: tuple[str, ...] = ("==", "!=", ">", ">=", "<", "<=", "in")
-Task = Literal["binary", "regression"]
-TASKS: tuple[str, ...] = ("binary", "regression")
 # Training hyper-parameters a Model may set (each a trainer setting of that name).
 MODEL_PARAMS = {
     "num_trees": int, "num_leaves": int, "learning_rate": float, "min_data_in_leaf": int,

@@ -16,13 +16,13 @@ from loopline.contracts.errors import DefinitionError
 from loopline.contracts.feature_definitions import (
     GATE_METRICS,
     MODEL_PARAMS,
-    TASKS,
     TRANSFORM_ARITY,
     EventSource,
     Field,
     check_name,
     parse_duration,
 )
+from loopline.contracts.tasks import TASKS
 
 
 @dataclass(frozen=True)

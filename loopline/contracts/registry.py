@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from loopline.contracts.errors import ConfigError, IntegrityError, ModelError, ModelNotFoundError
+from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
 from loopline.contracts.rollout import CANDIDATE, CHAMPION, RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
 
@@ -49,7 +49,6 @@ ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
 # What a model predicts: "binary" (probability of the positive class) or
 # "regression" (a real value). Manifests written before the field are binary.
-TASKS = ("binary", "regression")
 # Identity and input contract of a published version; the rest may be annotated.
 IMMUTABLE_FIELDS = frozenset(
     {
@@ -67,17 +66,6 @@ IMMUTABLE_FIELDS = frozenset(
         "golden_scores",
     }
 )
-
-
-def check_task(task: str) -> str:
-    """``task`` when it is one of :data:`TASKS`; else a :class:`ConfigError` naming them.
-
-    >>> check_task("regression")
-    'regression'
-    """
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; use one of {list(TASKS)}")
-    return task
 
 
 def sha256_hex(data: bytes) -> str:

@@ -33,12 +33,8 @@ from operator import itemgetter
 from typing import Any
 
 from loopline.contracts.errors import ConfigError, InvalidRequestError, SchemaError
+from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 
-# The tasks a policy judges (loopline.contracts.schemas.TASKS, repeated: this module
-# imports nothing but errors, so serving and the trainer load it cheaply).
-BINARY = "binary"
-REGRESSION = "regression"
-TASKS = (BINARY, REGRESSION)
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 ARMS = (CHAMPION, CANDIDATE)
@@ -470,8 +466,7 @@ class RolloutPolicy:
         mae_margin: float = 0.02,
         task: str = BINARY,
     ) -> None:
-        if task not in TASKS:
-            raise ConfigError(f"rollout: task must be one of {TASKS}, not {task!r}")
+        check_task(task, "rollout")
         self.task = task
         self.rmse_margin = rmse_margin
         self.mae_margin = mae_margin

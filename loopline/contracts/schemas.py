@@ -27,30 +27,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
 
-from loopline.contracts.errors import ConfigError, SchemaError
+from loopline.contracts.errors import SchemaError
+from loopline.contracts.tasks import BINARY
 
 T = TypeVar("T")
 
 # What a model's labels mean: "binary" (0/1, fraud = 1) or "regression" (any finite number).
 # The schemas carry both as JSON numbers; whoever knows the task checks the values.
-TASKS: tuple[str, ...] = ("binary", "regression")
-BINARY = "binary"
-REGRESSION = "regression"
-
-
-def check_task(task: str, where: str) -> str:
-    """``task`` if it is one of :data:`TASKS`, else a :class:`ConfigError` naming ``where``.
-
-    >>> check_task("regression", "labels")
-    'regression'
-    >>> check_task("multiclass", "drift")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    loopline.contracts.errors.ConfigError: drift: task must be one of (...), not 'multiclass'
-    """
-    if task not in TASKS:
-        raise ConfigError(f"{where}: task must be one of {TASKS}, not {task!r}")
-    return task
 
 
 def check_label(task: str, label: float, where: str = "Outcome.label") -> None:

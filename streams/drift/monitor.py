@@ -46,15 +46,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopline.contracts.errors import ConfigError, SchemaError
-from loopline.contracts.schemas import (
-    BINARY,
-    REGRESSION,
-    DriftEvent,
-    LabeledExample,
-    PredictionLog,
-    check_task,
-)
+from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog
 from loopline.contracts.settings import DriftSettings
+from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 from loopline.streams.drift.effect import severity_of
 from loopline.streams.drift.events import clean_evidence, drift_event_id, finite

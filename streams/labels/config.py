@@ -37,8 +37,8 @@ from typing import Any
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.kafka_config import consumer_config, producer_config
 from loopline.contracts.repo import model_of
-from loopline.contracts.schemas import BINARY, REGRESSION, check_task
 from loopline.contracts.settings import Settings
+from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.contracts.topics import Topics
 from loopline.streams.labels.clock import TIME_MODES
 from loopline.streams.labels.inputs import OUTCOME_FIELDS

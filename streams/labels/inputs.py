@@ -38,14 +38,8 @@ import zlib
 from typing import Any, NamedTuple
 
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.schemas import (
-    BINARY,
-    DeadLetter,
-    Outcome,
-    PredictionLog,
-    check_label,
-    decode,
-)
+from loopline.contracts.schemas import DeadLetter, Outcome, PredictionLog, check_label, decode
+from loopline.contracts.tasks import BINARY
 from loopline.streams.decoding import SourceRecord
 
 __all__ = [
