@@ -28,12 +28,11 @@ from loopline.contracts.rollout import (
     ARMS,
     CANDIDATE,
     CHAMPION,
-    Decision,
     RolloutPlan,
-    RolloutPolicy,
     assign_arm,
     shadow_sampled,
 )
+from loopline.contracts.rollout_policy import Decision, RolloutPolicy
 from loopline.contracts.settings import RolloutSettings
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel, load_model

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from loopline.contracts.errors import ConfigError, DeliveryError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import MODES, RolloutPlan, RolloutPolicy
+from loopline.contracts.rollout import MODES, RolloutPlan
+from loopline.contracts.rollout_policy import RolloutPolicy
 from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import BINARY, TASKS
 from loopline.contracts.topics import Topics

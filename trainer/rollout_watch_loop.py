@@ -42,7 +42,8 @@ from loopline.contracts.errors import DeliveryError, ModelError, SchemaError, St
 from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.registry import ModelVersion
 from loopline.contracts.repo import model_of
-from loopline.contracts.rollout import ARMS, Decision, RolloutPlan, RolloutPolicy, plan_arm
+from loopline.contracts.rollout import ARMS, RolloutPlan, plan_arm
+from loopline.contracts.rollout_policy import Decision, RolloutPolicy
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode
 from loopline.contracts.settings import KafkaSettings, RolloutSettings, Settings
 from loopline.contracts.tasks import BINARY, REGRESSION, check_task

@@ -22,7 +22,8 @@ from synthetic_fraud import synthetic_history, write_jsonl
 
 from loopline.contracts.kafka_config import producer_config
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan, RolloutPolicy
+from loopline.contracts.rollout import RolloutPlan
+from loopline.contracts.rollout_policy import RolloutPolicy
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics

@@ -91,7 +91,7 @@ def test_gate_metric_must_improve_by_min_improvement() -> None:
     assert decide(mine, bchamp, MARGINS, gate_metric="auc", min_improvement=0.004).accepted
     with pytest.raises(ConfigError, match="'auc' is not a regression metric"):
         decide(champ, champ, MARGINS, task="regression", gate_metric="auc")
-    with pytest.raises(ConfigError, match="task must be one of .*not 'ranking'"):
+    with pytest.raises(ConfigError, match=r"task must be one of .*not 'ranking'"):
         decide(champ, champ, MARGINS, task="ranking")
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
 from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan, RolloutPolicy
+from loopline.contracts.rollout import RolloutPlan
+from loopline.contracts.rollout_policy import RolloutPolicy
 from loopline.contracts.schemas import LabeledExample
 from loopline.contracts.settings import Settings, load_settings
 from loopline.trainer import commands, rollout_commands
