@@ -29,151 +29,37 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
+from loopline.contracts.errors import ModelError, ModelNotFoundError
+from loopline.contracts.files import atomic_write, fsync
+from loopline.contracts.model_manifest import (
+    IMMUTABLE_FIELDS,
+    Manifest,
+    ManifestFields,
+    ModelRegistry,
+    ModelVersion,
+    model_update,
+    sha256_hex,
+)
 from loopline.contracts.rollout import CANDIDATE, CHAMPION, RolloutPlan
-from loopline.contracts.schemas import ModelUpdate
+
+# The manifest types are importable from here, beside the registry that stores them.
+__all__ = [
+    "IMMUTABLE_FIELDS", "DirectoryRegistry", "Manifest", "ManifestFields", "ModelRegistry",
+    "ModelVersion", "model_update", "sha256_hex",
+]  # fmt: skip
 
 MODEL_FILE = "model.onnx"
 ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
-# What a model predicts: "binary" (probability of the positive class) or
-# "regression" (a real value). Manifests written before the field are binary.
-# Identity and input contract of a published version; the rest may be annotated.
-IMMUTABLE_FIELDS = frozenset(
-    {
-        "model_name",
-        "version",
-        "sha256",
-        "created_ms",
-        "feature_set",
-        "fingerprint",
-        "feature_names",
-        "input_name",
-        "probability_output",
-        "task",
-        "golden_inputs",
-        "golden_scores",
-    }
-)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class ManifestFields:
-    """What a publisher states about a model; the registry adds identity fields."""
-
-    feature_set: str
-    fingerprint: str
-    feature_names: list[str]
-    input_name: str = "input"
-    # The output tensor serving reads (name kept for old manifests): for a binary
-    # model the class probabilities, shape [n, 2], column 1 the positive class;
-    # for a regression model the predicted values, shape [n, 1].
-    probability_output: str = "probabilities"
-    task: str = "binary"  # one of TASKS
-    training_window_ms: list[int] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    parent_version: str = ""
-    code_version: str = ""
-    # A few input rows and the scores (probability or value) the model must give for them:
-    # serving checks a freshly loaded session against them before swapping.
-    golden_inputs: list[list[float]] = field(default_factory=list)
-    golden_scores: list[float] = field(default_factory=list)
-    status: str = "candidate"  # "candidate" | "rejected"
-    decision: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Manifest(ManifestFields):
-    model_name: str = ""
-    version: str = ""
-    sha256: str = ""
-    created_ms: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @staticmethod
-    def from_json(text: str) -> Manifest:
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(Manifest)}
-        return Manifest(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A published version: its manifest and where its ONNX file is."""
-
-    manifest: Manifest
-    model_path: Path
-
-    def read_verified(self) -> bytes:
-        """The ONNX bytes, checked against the manifest's sha256."""
-        data = self.model_path.read_bytes()
-        digest = sha256_hex(data)
-        if digest != self.manifest.sha256:
-            raise IntegrityError(
-                f"{self.manifest.model_name} v{self.manifest.version}: model file sha256 "
-                f"{digest[:12]}... does not match manifest {self.manifest.sha256[:12]}..."
-            )
-        return data
-
-
-def model_update(
-    mv: ModelVersion, alias: str, action: str, plan: RolloutPlan | None = None
-) -> ModelUpdate:
-    """The model-updates record saying ``alias`` of a model now means ``mv``.
-
-    The topic is compacted by model name: every record states the model's
-    current champion (and, for action ``rollout``, its plan), never a delta.
-    """
-    m = mv.manifest
-    return ModelUpdate(
-        model_name=m.model_name,
-        version=m.version,
-        alias=alias,
-        sha256=m.sha256,
-        uri=mv.model_path.resolve().as_uri(),
-        fingerprint=m.fingerprint,
-        time_ms=int(time.time() * 1000),
-        action=action,
-        plan=plan.to_dict() if plan is not None else {},
-    )
-
-
-class ModelRegistry(Protocol):
-    """What the trainer and serving need from a registry."""
-
-    def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion: ...
-    def get(self, model: str, version: str) -> ModelVersion: ...
-    def versions(self, model: str) -> list[ModelVersion]: ...
-    def aliases(self, model: str) -> dict[str, str]: ...
-    def resolve(self, model: str, alias: str) -> ModelVersion | None: ...
-    def set_alias(self, model: str, alias: str, version: str) -> None: ...
-    def rollback(self, model: str, alias: str = "champion") -> str: ...
-    def models(self) -> list[str]: ...
-    def alias_history(self, model: str, alias: str) -> list[str]: ...
-    def update_manifest(self, model: str, version: str, **changes: Any) -> ModelVersion: ...
-    def rollout(self, model: str) -> RolloutPlan | None: ...
-    def finish_rollout(
-        self, model: str, plan_id: str, state: str, reason: str
-    ) -> RolloutPlan | None: ...
 
 
 class DirectoryRegistry:
@@ -189,7 +75,7 @@ class DirectoryRegistry:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=versions_dir))
         try:
             (staging / MODEL_FILE).write_bytes(onnx)
-            _fsync(staging / MODEL_FILE)
+            fsync(staging / MODEL_FILE)
             while True:
                 version = str(self._next_version(model))
                 manifest = Manifest(
@@ -200,19 +86,19 @@ class DirectoryRegistry:
                     created_ms=int(time.time() * 1000),
                 )
                 (staging / MANIFEST_FILE).write_text(manifest.to_json())
-                _fsync(staging / MANIFEST_FILE)
-                _fsync(staging)
+                fsync(staging / MANIFEST_FILE)
+                fsync(staging)
                 try:
                     # Renaming a directory onto a missing name is atomic; a
                     # concurrent publisher that took the number makes it fail.
                     os.rename(staging, versions_dir / version)
-                    _fsync(versions_dir)
+                    fsync(versions_dir)
                     break
                 except OSError:
                     if not (versions_dir / version).exists():
                         raise
         except BaseException:
-            _rmtree(staging)
+            shutil.rmtree(staging, ignore_errors=True)
             raise
         return self.get(model, version)
 
@@ -249,7 +135,7 @@ class DirectoryRegistry:
         with self._locked(model):
             mv = self.get(model, version)
             updated = dataclasses.replace(mv.manifest, **changes)
-            _atomic_write(mv.model_path.parent / MANIFEST_FILE, updated.to_json())
+            atomic_write(mv.model_path.parent / MANIFEST_FILE, updated.to_json())
         return self.get(model, version)
 
     # -- aliases ------------------------------------------------------------
@@ -281,7 +167,7 @@ class DirectoryRegistry:
                 raise ModelNotFoundError(f"{model}: alias {alias!r} has no earlier version")
             history.pop()
             doc["aliases"][alias] = history[-1]
-            _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+            atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
             return history[-1]
 
     # -- rollout plans ------------------------------------------------------
@@ -378,7 +264,7 @@ class DirectoryRegistry:
         doc = self._rollout_doc(plan.model)
         doc["plan"] = plan.to_dict()
         doc["history"].append(plan.to_dict())
-        _atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
+        atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
 
     def _move_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``; the caller holds the model's lock."""
@@ -387,12 +273,12 @@ class DirectoryRegistry:
             return
         doc["aliases"][alias] = version
         doc["history"].setdefault(alias, []).append(version)
-        _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+        atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
 
     def _drop_alias(self, model: str, alias: str) -> None:
         doc = self._alias_doc(model)
         if doc["aliases"].pop(alias, None) is not None:
-            _atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+            atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
 
     def _rollout_doc(self, model: str) -> dict[str, Any]:
         path = self._model_dir(model) / ROLLOUT_FILE
@@ -435,35 +321,3 @@ class DirectoryRegistry:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file, or a directory's entries (so a rename survives a crash)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-# The one atomic file write Loopline's shared code uses (temp file, fsync, rename).
-atomic_write = _atomic_write

@@ -31,7 +31,7 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.features import FeatureSet, from_description
-from loopline.contracts.registry import atomic_write
+from loopline.contracts.files import atomic_write
 
 STATE_FILE = "feature-sets.json"
 
