@@ -11,104 +11,41 @@ one table (:mod:`loopline.serving.status`).
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
-import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from loopline.contracts.errors import (
-    FeatureError,
     InvalidRequestError,
     LooplineError,
     ModelNotFoundError,
     UnavailableError,
 )
 from loopline.contracts.features import FeatureSet
-from loopline.contracts.rollout import ARMS, CANDIDATE, CHAMPION
+from loopline.contracts.rollout import CANDIDATE, CHAMPION
 from loopline.contracts.settings import ServingSettings
 from loopline.serving.feature_store import FeatureStore
 from loopline.serving.features import (
-    EntityLookup,
     FeatureStatus,
-    LastKnown,
     LookupPlan,
-    fetch,
 )
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel
 from loopline.serving.model_slot import ModelSlot
+from loopline.serving.online_features import OnlineFeatures
+from loopline.serving.requests import (
+    PredictInput,
+    Prediction,
+    PredictionSink,
+    RequestCheck,
+    RequestIds,
+)
 from loopline.serving.rollout import NO_ROLLOUT, Arms, RolloutFollower
 from loopline.serving.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
-
-# Of the request's remaining time, the store read leaves this share (at least
-# the minimum) for the model run, the response and scheduling noise.
-RESERVE_SHARE = 0.1
-MIN_RESERVE_S = 0.001
-
-
-@dataclass(frozen=True, slots=True)
-class PredictInput:
-    """One scoring request, independent of the API it arrived through."""
-
-    entities: Mapping[str, str]
-    fields: Mapping[str, float]
-    event_time_ms: int = 0
-    request_id: str = ""
-    event_id: str = ""
-    model: str = ""
-    model_version: str = ""
-    # Rollout arm override: "" (follow the plan), "champion" or "candidate".
-    arm: str = ""
-
-
-@dataclass(slots=True)
-class Prediction:
-    """A score with the exact vector (model order) and a status per feature."""
-
-    request_id: str
-    score: float
-    model: LoadedModel
-    features: list[float]
-    statuses: Sequence[FeatureStatus]
-    degraded: bool
-    entities: Mapping[str, str] = field(default_factory=dict)
-    arm: str = CHAMPION
-
-
-class PredictionSink(Protocol):
-    """Where served predictions go (the Kafka predictions topic); must not block."""
-
-    def log(
-        self,
-        prediction: Prediction,
-        event_time_ms: int,
-        event_id: str,
-        feature_names: Sequence[str],
-    ) -> None: ...
-
-
-class RequestIds:
-    """Unique request ids without the cost of a UUID per call.
-
-    >>> ids = RequestIds("p1")
-    >>> ids.next(), ids.next()
-    ('p1-1', 'p1-2')
-    """
-
-    def __init__(self, prefix: str | None = None) -> None:
-        self._prefix = prefix if prefix is not None else os.urandom(6).hex()
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
 
 
 class InferenceCore:
@@ -144,16 +81,13 @@ class InferenceCore:
                 metrics=metrics,
                 queue_size=rollout.settings.shadow_queue_size,
             )
-        self.last_known = LastKnown(settings.last_known_capacity)
+        self.features = OnlineFeatures(settings, feature_set, self.plan, store, metrics)
+        self.check = RequestCheck(self.plan, settings.max_entity_id_length)
         self.ids = RequestIds()
         # Set at the start of a graceful shutdown: new calls get UNAVAILABLE.
         self.draining = False
-        self._key_fields = frozenset(self.plan.key_fields)
         self._key_prefixes = self.plan.key_prefixes
-        self._request_fields = frozenset(self.plan.request_fields)
-        self._all_ok = tuple(FeatureStatus.OK for _ in feature_set.model_features)
-        self._feature_timeout_s = settings.feature_timeout_ms / 1000.0
-        self._default_budget_s = settings.default_deadline_ms / 1000.0
+        self._all_ok = self.features.all_ok
 
     # -- models -------------------------------------------------------------
     def model(self, name: str = "", version: str = "") -> LoadedModel:
@@ -193,14 +127,14 @@ class InferenceCore:
         t0 = time.perf_counter()
         model = self.model(inp.model, inp.model_version)
         arms = self.rollout.arms if self.rollout is not None else NO_ROLLOUT
-        ids = self._validate(inp)
+        ids = self.check(inp)
         candidate = self._route(inp, arms, ids[0])
         keys = [p + i.encode() for p, i in zip(self._key_prefixes, ids, strict=True)]
         t = _request_time_s(inp)
-        lookups = self._lookup(keys, budget_s, (t,))
+        lookups = self.features.lookup(keys, budget_s, (t,))
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
-        vector, status, degraded = self._assemble(inp, lookups, t)
+        vector, status, degraded = self.features.assemble(inp, lookups, t)
         row = (vector, status, degraded)
         prediction = None
         if candidate is not None:
@@ -243,7 +177,7 @@ class InferenceCore:
         for i, inp in enumerate(inputs):
             try:
                 models[i] = self.model(inp.model, inp.model_version)
-                ids = self._validate(inp)
+                ids = self.check(inp)
                 answering[i] = self._route(inp, arms, ids[0]) or models[i]
             except LooplineError as e:
                 results[i] = e
@@ -253,7 +187,7 @@ class InferenceCore:
         if not todo:
             return results  # type: ignore[return-value]
         times = [_request_time_s(inputs[i]) for i in todo]
-        lookups = self._lookup(keys, budget_s, times)
+        lookups = self.features.lookup(keys, budget_s, times)
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
 
@@ -263,7 +197,7 @@ class InferenceCore:
         groups: dict[int, list[int]] = {}
         for j, i in enumerate(todo):
             try:
-                rows[i] = self._assemble(inputs[i], lookups[j * n : (j + 1) * n], times[j])
+                rows[i] = self.features.assemble(inputs[i], lookups[j * n : (j + 1) * n], times[j])
             except InvalidRequestError as e:
                 results[i] = e
                 continue
@@ -377,82 +311,6 @@ class InferenceCore:
         return np.stack([1.0 - positive, positive], axis=1)
 
     # -- internals ----------------------------------------------------------
-    def _validate(self, inp: PredictInput) -> list[str]:
-        """Entity ids in view order; raises with a precise message on any fault."""
-        limit = self.settings.max_entity_id_length
-        for name in inp.entities:
-            if name not in self._key_fields:
-                raise InvalidRequestError(
-                    f"unknown entity field {name!r}; expected {sorted(self._key_fields)}"
-                )
-        for name in self.plan.key_fields:
-            value = inp.entities.get(name, "")
-            if not value:
-                raise InvalidRequestError(f"entity field {name!r} is missing or empty")
-            if len(value) > limit:
-                raise InvalidRequestError(
-                    f"entity field {name!r} is {len(value)} characters long (limit {limit})"
-                )
-        for name in inp.fields:
-            if name not in self._request_fields:
-                raise InvalidRequestError(
-                    f"unknown field {name!r}; expected {sorted(self._request_fields)}"
-                )
-        for name in self.plan.request_fields:
-            value = inp.fields.get(name)
-            if value is None:
-                raise InvalidRequestError(f"field {name!r} is missing")
-            if not math.isfinite(value):
-                raise InvalidRequestError(f"field {name!r} is {value}; it must be finite")
-        if inp.arm and inp.arm not in ARMS:
-            raise InvalidRequestError(
-                f"arm {inp.arm!r} is not one of {('', *ARMS)}; '' follows the rollout plan"
-            )
-        if inp.event_time_ms < 0:
-            raise InvalidRequestError(
-                f"event_time_ms is {inp.event_time_ms}; use epoch milliseconds, or 0 for now"
-            )
-        return self.plan.entity_ids(inp.entities)
-
-    def _lookup(
-        self, keys: list[bytes], budget_s: float | None, times: Sequence[float]
-    ) -> list[EntityLookup]:
-        budget = self._default_budget_s if budget_s is None else budget_s
-        timeout = min(self._feature_timeout_s, budget - max(MIN_RESERVE_S, RESERVE_SHARE * budget))
-        if timeout <= 0:
-            # Not even the store's timeout fits in the deadline: answer from memory.
-            raws, reason = None, "deadline"
-        else:
-            raws, error = fetch(self.store, keys, timeout)
-            reason = error.reason if error is not None else ""
-        if raws is None:
-            self.metrics.store_errors.labels(reason).inc()
-            return self.plan.fallback(keys, self.last_known)
-        n = len(self.plan.entities)
-        out: list[EntityLookup] = []
-        stale_after = self.settings.stale_after_s
-        for j, t in enumerate(times):
-            sl = slice(j * n, (j + 1) * n)
-            out += self.plan.decode(raws[sl], t, stale_after, self.last_known, keys[sl])
-        return out
-
-    def _assemble(
-        self, inp: PredictInput, lookups: Sequence[EntityLookup], t: float
-    ) -> tuple[list[float], Sequence[FeatureStatus], bool]:
-        """The feature-set vector, per-feature statuses (feature-set order), degraded."""
-        stored = {e: lk.values for e, lk in zip(self.plan.entities, lookups, strict=True)}
-        try:
-            vector = self.fs.assemble(stored, inp.fields, t)
-        except FeatureError as e:
-            raise InvalidRequestError(str(e)) from e
-        entity_status = [lk.status for lk in lookups]
-        if all(s is FeatureStatus.OK for s in entity_status):
-            return vector, self._all_ok, False
-        for s in set(entity_status):
-            if s is not FeatureStatus.OK:
-                self.metrics.degraded.labels(s.value).inc()
-        return vector, self.plan.feature_statuses(entity_status), True
-
     def _prediction(
         self,
         inp: PredictInput,

@@ -39,7 +39,8 @@ from loopline.contracts.errors import (
     ModelNotFoundError,
 )
 from loopline.oip import grpc_predict_v2_pb2 as pb
-from loopline.serving.core import InferenceCore, PredictInput, Prediction
+from loopline.serving.core import InferenceCore
+from loopline.serving.requests import PredictInput, Prediction
 
 NUMERIC = {
     "FP32": ("<f4", "fp32_contents"),

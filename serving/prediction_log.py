@@ -32,9 +32,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from loopline.contracts.kafka_config import producer_config
 from loopline.contracts.schemas import PredictionLog
 from loopline.contracts.settings import KafkaSettings
-from loopline.serving.core import Prediction
 from loopline.serving.features import FeatureStatus
 from loopline.serving.metrics import ServingMetrics
+from loopline.serving.requests import Prediction
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ and statuses preset), which costs a third of building 20 feature messages.
 from __future__ import annotations
 
 from loopline.contracts.errors import InvalidRequestError, LooplineError
-from loopline.serving.core import InferenceCore, PredictInput, Prediction
+from loopline.serving.core import InferenceCore
 from loopline.serving.features import FeatureStatus
 from loopline.serving.model import LoadedModel
+from loopline.serving.requests import PredictInput, Prediction
 from loopline.serving.status import status_for
 from loopline.v1 import inference_pb2 as pb
 

@@ -22,12 +22,13 @@ from loopline.contracts.registry import DirectoryRegistry, ModelVersion
 from loopline.contracts.schemas import ModelUpdate, encode
 from loopline.contracts.settings import RolloutSettings, ServingSettings, Settings
 from loopline.contracts.topics import Topics
-from loopline.serving.core import InferenceCore, Prediction
+from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import StoreUnavailableError
 from loopline.serving.grpc_server import InferenceServer
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model_manager import ModelManager
 from loopline.serving.model_slot import ModelSlot
+from loopline.serving.requests import Prediction
 from loopline.serving.rollout import RolloutFollower
 
 KEY_PREFIX = "ut"

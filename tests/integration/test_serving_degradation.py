@@ -23,9 +23,9 @@ from serving_support import (
 )
 
 from loopline.contracts.settings import KafkaSettings
-from loopline.serving.core import PredictInput
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.prediction_log import KafkaPredictionLog
+from loopline.serving.requests import PredictInput
 from loopline.stack.ports import free_port
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc

@@ -23,7 +23,7 @@ from serving_support import (
     write_features,
 )
 
-from loopline.serving.core import PredictInput
+from loopline.serving.requests import PredictInput
 
 CLIENT = textwrap.dedent(
     """

@@ -11,8 +11,8 @@ from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError, ModelNotFoundError, UnavailableError
-from loopline.serving.core import PredictInput
 from loopline.serving.features import FeatureStatus
+from loopline.serving.requests import PredictInput
 
 NAMES = list(FS.model_features)
 CARD = [i for i, n in enumerate(NAMES) if n.startswith("card.")] + [17, 19]

@@ -7,8 +7,8 @@ import time
 from serving_support import card_values, make_core
 
 from loopline.contracts.schemas import PredictionLog, decode, encode
-from loopline.serving.core import PredictInput
 from loopline.serving.prediction_log import encode_prediction
+from loopline.serving.requests import PredictInput
 
 
 def test_the_fast_encoding_is_the_contract_encoding(tmp_path) -> None:

@@ -13,7 +13,7 @@ from loopline.contracts.errors import InvalidRequestError
 from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.rollout import RolloutPlan, shadow_request_id
 from loopline.contracts.settings import RolloutSettings
-from loopline.serving.core import PredictInput
+from loopline.serving.requests import PredictInput
 
 SETTINGS = RolloutSettings(min_calls=50, decide_every_s=0.0)
 # Golden rows stay below this amount; the faulty candidate scores NaN above it.
