@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import Any, NamedTuple
+
+from loopline.contracts.schemas import DriftEvent
+from loopline.streams.drift.performance import Breach
+from loopline.streams.drift.rate_shift import Shift
+from loopline.streams.drift.regression import RMSE
 
 ID_PREFIX = "de-"
 
@@ -51,3 +56,79 @@ def clean_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class AlarmSource(NamedTuple):
+    """Whose traffic an alarm is about (part of every event id)."""
+
+    model_name: str
+    model_version: str
+    generation: int
+
+
+def shift_event(
+    src: AlarmSource,
+    kind: str,
+    feature: str,
+    detector: str,
+    shift: Shift,
+    *,
+    time_ms: int,
+    severity: str,
+    evidence: dict[str, Any],
+    sample: int | None = None,
+) -> DriftEvent:
+    """The event of a confirmed shift in one monitored stream."""
+    at = shift.confirmed_at if sample is None else sample
+    return DriftEvent(
+        id=drift_event_id(src.model_name, kind, feature, src.model_version, src.generation, at),
+        time_ms=time_ms,
+        kind=kind,
+        detector=detector,
+        feature=feature,
+        statistic_before=finite(shift.before),
+        statistic_after=finite(shift.after),
+        window_before=shift.window_before,
+        window_after=shift.window_after,
+        model_version=src.model_version,
+        severity=severity,
+        evidence=clean_evidence(
+            {
+                "model_name": src.model_name,
+                "effect_h": shift.effect,
+                "change_at_sample": shift.change_at,
+                "detected_at_sample": shift.detected_at,
+                "confirmed_at_sample": shift.confirmed_at,
+                "raw_detections": shift.raw_detections,
+                "rejected_candidates": shift.rejected,
+                **evidence,
+            }
+        ),
+    )
+
+
+def breach_event(src: AlarmSource, breach: Breach, time_ms: int) -> DriftEvent:
+    """The event of a performance floor (or ceiling) breached on labeled data."""
+    return DriftEvent(
+        id=drift_event_id(
+            src.model_name,
+            "performance",
+            breach.metric,
+            src.model_version,
+            src.generation,
+            breach.samples,
+        ),
+        time_ms=time_ms,
+        kind="performance",
+        detector=f"rolling-{breach.metric}",
+        feature=breach.metric,
+        statistic_before=finite(breach.before),
+        statistic_after=finite(breach.after),
+        window_before=breach.window,
+        window_after=breach.window,
+        model_version=src.model_version,
+        # AUC ranks every case and RMSE weighs every error; a precision drop
+        # alone costs analysts' time.
+        severity="critical" if breach.metric in ("auc", RMSE) else "warning",
+        evidence=clean_evidence({"model_name": src.model_name, **breach.evidence()}),
+    )

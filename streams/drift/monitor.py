@@ -51,7 +51,7 @@ from loopline.contracts.settings import DriftSettings
 from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.streams.drift.band import BandShift, BandShiftDetector
 from loopline.streams.drift.effect import severity_of
-from loopline.streams.drift.events import clean_evidence, drift_event_id, finite
+from loopline.streams.drift.events import AlarmSource, breach_event, shift_event
 from loopline.streams.drift.performance import Breach, PerformanceMonitor
 from loopline.streams.drift.rate_shift import RateShiftDetector, Shift
 from loopline.streams.drift.regression import (
@@ -379,58 +379,21 @@ class DriftMonitor:
         sample: int | None = None,
     ) -> DriftEvent:
         s = self.settings
-        at = shift.confirmed_at if sample is None else sample
-        return DriftEvent(
-            id=drift_event_id(
-                self.model_name, kind, feature, self.model_version, self.generation, at
-            ),
+        severity = severity_of(shift.effect, warning=s.warning_effect, critical=s.critical_effect)
+        return shift_event(
+            self._alarm_source(),
+            kind,
+            feature,
+            detector,
+            shift,
             time_ms=time_ms,
-            kind=kind,
-            detector=detector,
-            feature=feature,
-            statistic_before=finite(shift.before),
-            statistic_after=finite(shift.after),
-            window_before=shift.window_before,
-            window_after=shift.window_after,
-            model_version=self.model_version,
-            severity=severity_of(
-                shift.effect, warning=s.warning_effect, critical=s.critical_effect
-            ),
-            evidence=clean_evidence(
-                {
-                    "model_name": self.model_name,
-                    "effect_h": shift.effect,
-                    "change_at_sample": shift.change_at,
-                    "detected_at_sample": shift.detected_at,
-                    "confirmed_at_sample": shift.confirmed_at,
-                    "raw_detections": shift.raw_detections,
-                    "rejected_candidates": shift.rejected,
-                    **evidence,
-                }
-            ),
+            severity=severity,
+            evidence=evidence,
+            sample=sample,
         )
 
     def _breach_event(self, breach: Breach, time_ms: int) -> DriftEvent:
-        return DriftEvent(
-            id=drift_event_id(
-                self.model_name,
-                "performance",
-                breach.metric,
-                self.model_version,
-                self.generation,
-                breach.samples,
-            ),
-            time_ms=time_ms,
-            kind="performance",
-            detector=f"rolling-{breach.metric}",
-            feature=breach.metric,
-            statistic_before=finite(breach.before),
-            statistic_after=finite(breach.after),
-            window_before=breach.window,
-            window_after=breach.window,
-            model_version=self.model_version,
-            # AUC ranks every case and RMSE weighs every error; a precision drop
-            # alone costs analysts' time.
-            severity="critical" if breach.metric in ("auc", RMSE) else "warning",
-            evidence=clean_evidence({"model_name": self.model_name, **breach.evidence()}),
-        )
+        return breach_event(self._alarm_source(), breach, time_ms)
+
+    def _alarm_source(self) -> AlarmSource:
+        return AlarmSource(self.model_name, self.model_version, self.generation)
