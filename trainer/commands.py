@@ -11,32 +11,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 
 from loopline.contracts.cli_support import service_group, settings_of
-from loopline.contracts.errors import ConfigError
-from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.repo import model_of, project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.trainer.command_support import handler, new_announcer, open_registry, parse_time
+from loopline.trainer.models_commands import register_models
 
 log = logging.getLogger("loopline.trainer")
-Handler = Callable[..., int]
 
 
 def register(subparsers: Any) -> None:
     """Add ``train``, ``models``, ``score`` and ``run trainer`` to a subparsers object."""
     _register_train(subparsers)
-    _register_models(subparsers)
+    register_models(subparsers)
     _register_score(subparsers)
     run = service_group(subparsers)
     p = run.add_parser(
@@ -49,7 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-events", type=int, help="exit after handling this many events")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0: none)")
     _data_options(p)
-    p.set_defaults(func=_handler(_run_trainer))
+    p.set_defaults(func=handler(_run_trainer))
 
 
 # -- train ------------------------------------------------------------------------
@@ -72,7 +69,7 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--no-announce", action="store_true", help="do not announce on Kafka")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _data_options(p)
-    p.set_defaults(func=_handler(_train))
+    p.set_defaults(func=handler(_train))
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -144,7 +141,7 @@ def _data_request(args: argparse.Namespace) -> Any:
     return DataRequest(
         bootstrap_events=args.bootstrap_events or "",
         bootstrap_outcomes=args.bootstrap_outcomes,
-        end_ms=_parse_time(args.until) if args.until else None,
+        end_ms=parse_time(args.until) if args.until else None,
         task=_task(args),
     )
 
@@ -159,14 +156,14 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
     publish = PublishPolicy.from_settings(settings.rollout, mode=args.publish_as)
     # Progress on stderr: stdout holds only the summary (or the JSON report).
     progress = ConsoleProgress(Console(stderr=True))
-    announcer = None if args.no_announce else _announcer(settings)
+    announcer = None if args.no_announce else new_announcer(settings)
     try:
         started = time.monotonic()
         data = load_training_set(settings, _data_request(args), progress)
         load_s = time.monotonic() - started
         trainer = Trainer(
             settings.trainer,
-            _registry(settings),
+            open_registry(settings),
             announcer=announcer,
             progress=progress,
             publish=publish,
@@ -192,116 +189,6 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
 
 
 # -- models -----------------------------------------------------------------------
-def _register_models(subparsers: Any) -> None:
-    p = subparsers.add_parser("models", help="list, inspect, promote and roll back model versions")
-    sub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
-    ls = sub.add_parser("list", help="versions with status, aliases and metrics")
-    ls.add_argument("--model", help="model name (default: every model)")
-    ls.set_defaults(func=_handler(_models_list))
-    show = sub.add_parser("show", help="one version's manifest")
-    show.add_argument("version", nargs="?", help="version or alias (default: champion)")
-    show.add_argument("--model")
-    show.add_argument("--json", action="store_true", help="the raw manifest")
-    show.set_defaults(func=_handler(_models_show))
-    promote = sub.add_parser("promote", help="point an alias (champion) at a version")
-    promote.add_argument("version")
-    promote.add_argument("--alias", default="champion")
-    promote.add_argument("--model")
-    promote.add_argument("--no-announce", action="store_true")
-    promote.set_defaults(func=_handler(_models_promote))
-    rollback = sub.add_parser("rollback", help="move an alias back to its previous version")
-    rollback.add_argument("--alias", default="champion")
-    rollback.add_argument("--model")
-    rollback.add_argument("--no-announce", action="store_true")
-    rollback.set_defaults(func=_handler(_models_rollback))
-
-
-def _models_list(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from loopline.trainer.report import versions_table
-
-    reg = _registry(settings)
-    models = [args.model] if args.model else reg.models()
-    if not models:
-        console.print(f"no models in {settings.registry.path}")
-        return 0
-    for model in models:
-        console.print(versions_table(model, reg.versions(model), reg.aliases(model), console.width))
-    return 0
-
-
-def _models_show(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from loopline.trainer.report import version_detail
-
-    reg = _registry(settings)
-    model = args.model or settings.trainer.model_name
-    mv = _lookup(reg, model, args.version or "champion")
-    if args.json:
-        print(mv.manifest.to_json())
-    else:
-        console.print(version_detail(mv, reg.aliases(model)))
-    return 0
-
-
-def _models_promote(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    reg = _registry(settings)
-    model = args.model or settings.trainer.model_name
-    mv = _lookup(reg, model, args.version)
-    before = reg.aliases(model).get(args.alias)
-    if mv.manifest.status == "rejected":
-        console.print(
-            f"[yellow]note:[/yellow] the gate rejected v{mv.manifest.version}: "
-            f"{mv.manifest.decision}"
-        )
-    reg.set_alias(model, args.alias, mv.manifest.version)
-    console.print(f"{model} {args.alias}: v{before or '-'} -> v{mv.manifest.version}")
-    return _announce_alias(args, settings, console, reg=reg, model=model, action="promote")
-
-
-def _models_rollback(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    reg = _registry(settings)
-    model = args.model or settings.trainer.model_name
-    before = reg.aliases(model).get(args.alias)
-    version = reg.rollback(model, args.alias)
-    console.print(f"{model} {args.alias}: v{before} -> v{version} (rolled back)")
-    return _announce_alias(args, settings, console, reg=reg, model=model, action="rollback")
-
-
-def _announce_alias(
-    args: argparse.Namespace,
-    settings: Settings,
-    console: Console,
-    *,
-    reg: DirectoryRegistry,
-    model: str,
-    action: str,
-) -> int:
-    from loopline.trainer.kafka_io import model_update
-
-    # The model-updates topic is compacted by model name: it carries the champion only.
-    if args.alias != "champion" or args.no_announce:
-        return 0
-    mv = reg.resolve(model, args.alias)
-    assert mv is not None
-    announcer = _announcer(settings)
-    try:
-        announcer.announce(model_update(mv, args.alias, action))
-    finally:
-        announcer.close()
-    console.print(f"announced on {announcer.topic}")
-    return 0
-
-
-def _lookup(reg: DirectoryRegistry, model: str, version_or_alias: str) -> Any:
-    if version_or_alias.isdigit():
-        return reg.get(model, version_or_alias)
-    from loopline.contracts.errors import ModelNotFoundError
-
-    mv = reg.resolve(model, version_or_alias)
-    if mv is None:
-        raise ModelNotFoundError(f"model {model!r} has no version or alias {version_or_alias!r}")
-    return mv
-
-
 # -- score ------------------------------------------------------------------------
 def _register_score(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -322,7 +209,7 @@ def _register_score(subparsers: Any) -> None:
         "(input rows are not applied)",
     )
     p.add_argument("--with-features", action="store_true", help="also write the feature vectors")
-    p.set_defaults(func=_handler(_score))
+    p.set_defaults(func=handler(_score))
 
 
 def _score(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -331,7 +218,7 @@ def _score(args: argparse.Namespace, settings: Settings, console: Console) -> in
     project = project_of(settings)
     name = args.model or settings.trainer.model_name
     model = ScoringModel.load(
-        _registry(settings),
+        open_registry(settings),
         name,
         project.feature_set(name),
         project.model(name).scores,
@@ -368,9 +255,9 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
     settings = _trainer_settings(args, settings)
     request = _data_request(args)
     progress = LogProgress(log)
-    announcer = _announcer(settings)
+    announcer = new_announcer(settings)
     telemetry = Telemetry.start(settings.trainer.metrics_port)
-    registry = _registry(settings)
+    registry = open_registry(settings)
     service = RetrainService(
         settings,
         registry,
@@ -397,44 +284,3 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
         announcer.close()
     console.print(f"trainer: stopped after {handled} event(s)")
     return 0
-
-
-# -- helpers ------------------------------------------------------------------------
-def _handler(fn: Callable[[argparse.Namespace, Settings, Console], int]) -> Handler:
-    def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
-        settings = settings_of(args, settings)
-        return fn(args, settings, Console())
-
-    run.__name__ = fn.__name__
-    return run
-
-
-def _registry(settings: Settings) -> DirectoryRegistry:
-    return DirectoryRegistry(settings.registry.path)
-
-
-def _announcer(settings: Settings) -> Any:
-    from loopline.trainer.kafka_io import KafkaAnnouncer
-
-    return KafkaAnnouncer(
-        settings.kafka,
-        Topics(settings.kafka.topic_prefix).model_updates,
-        settings.trainer.announce_timeout_s,
-    )
-
-
-def _parse_time(text: str) -> int:
-    """Epoch ms or an ISO-8601 time (UTC unless it says otherwise).
-
-    >>> _parse_time("1700000000000"), _parse_time("2023-11-14T22:13:20")
-    (1700000000000, 1700000000000)
-    """
-    if text.isdigit():
-        return int(text)
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError as e:
-        raise ConfigError(f"--until: not epoch ms or an ISO time: {text!r}") from e
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)

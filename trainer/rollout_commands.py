@@ -28,7 +28,10 @@ from loopline.contracts.rollout_policy import RolloutPolicy
 from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import BINARY, TASKS
 from loopline.contracts.topics import Topics
-from loopline.trainer.commands import _announcer, _handler, _lookup, _registry
+from loopline.trainer.command_support import handler as _handler
+from loopline.trainer.command_support import lookup as _lookup
+from loopline.trainer.command_support import new_announcer as _announcer
+from loopline.trainer.command_support import open_registry as _registry
 from loopline.trainer.publish_policy import rollout_update, share_text
 from loopline.trainer.rollout_watch_loop import RolloutWatcher, count_example, kafka_label_sources
 
