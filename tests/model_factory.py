@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fraud_repo import FRAUD_FEATURES
@@ -32,18 +33,34 @@ def synthetic_rows(n: int, n_features: int, seed: int) -> tuple[np.ndarray, np.n
     return x, y
 
 
+# Per task: the LightGBM estimator, the ONNX output serving reads, its manifest metrics.
+_TASKS = {
+    "binary": ("LGBMClassifier", "probabilities", {"auc": 0.9}),
+    "regression": ("LGBMRegressor", "variable", {"rmse": 5.0, "mae": 4.0}),
+}
+
+
+def synthetic_targets(x: np.ndarray, seed: int) -> np.ndarray:
+    """A real-valued target of the rows (an amount-like scale), learnable from them."""
+    rng = np.random.default_rng(seed + 7)
+    return 3.0 * x[:, -4] + 40.0 * x[:, 0] - 0.5 * x[:, 3] + 100.0 + rng.normal(0, 5.0, len(x))
+
+
 @functools.cache
-def train_onnx(n_trees: int = 20, n_leaves: int = 15, seed: int = 0, n_features: int = 20) -> bytes:
-    """ONNX bytes of a LightGBM binary classifier (cached per arguments)."""
+def train_onnx(
+    n_trees: int = 20, n_leaves: int = 15, seed: int = 0, n_features: int = 20, task: str = "binary"
+) -> bytes:
+    """ONNX bytes of a LightGBM classifier, or regressor (cached per arguments)."""
     import lightgbm as lgb
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     x, y = synthetic_rows(4000, n_features, seed)
-    model = lgb.LGBMClassifier(
+    estimator = getattr(lgb, _TASKS[task][0])
+    model = estimator(
         n_estimators=n_trees, num_leaves=n_leaves, random_state=seed, verbose=-1, n_jobs=1
     )
-    model.fit(x, y)
+    model.fit(x, y if task == "binary" else synthetic_targets(x, seed))
     onx = convert_lightgbm(
         model,
         initial_types=[("input", FloatTensorType([None, n_features]))],
@@ -53,26 +70,33 @@ def train_onnx(n_trees: int = 20, n_leaves: int = 15, seed: int = 0, n_features:
     return onx.SerializeToString()
 
 
-def onnx_scores(onnx_bytes: bytes, rows: np.ndarray) -> list[float]:
-    """Positive-class probabilities the exported model gives for ``rows``."""
+def onnx_scores(onnx_bytes: bytes, rows: np.ndarray, task: str = "binary") -> list[float]:
+    """What the exported model gives for ``rows``: positive-class probabilities, or values."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    probs = session.run(["probabilities"], {"input": rows.astype(np.float32)})[0]
-    return [float(p) for p in probs[:, 1]]
+    out = session.run([_TASKS[task][1]], {"input": rows.astype(np.float32)})[0]
+    return [float(v) for v in (out[:, 1] if task == "binary" else out.reshape(-1))]
 
 
 def manifest_fields(
-    onnx_bytes: bytes, fs: FeatureSet = FRAUD_FEATURES, golden_rows: int = 8, seed: int = 0
+    onnx_bytes: bytes,
+    fs: FeatureSet = FRAUD_FEATURES,
+    golden_rows: int = 8,
+    seed: int = 0,
+    task: str = "binary",
 ) -> ManifestFields:
     rows, _ = synthetic_rows(golden_rows, len(fs.model_features), seed + 1000)
+    _estimator, output, metrics = _TASKS[task]
     return ManifestFields(
         feature_set=fs.name,
         fingerprint=fs.fingerprint,
         feature_names=list(fs.model_features),
+        probability_output=output,
+        task=task,
         golden_inputs=[[float(v) for v in r] for r in rows],
-        golden_scores=onnx_scores(onnx_bytes, rows),
-        metrics={"auc": 0.9},
+        golden_scores=onnx_scores(onnx_bytes, rows, task),
+        metrics=dict(metrics),
         code_version="tests",
     )
 
@@ -86,6 +110,7 @@ def publish(
     seed: int = 0,
     alias: str | None = "champion",
     fs: FeatureSet = FRAUD_FEATURES,
+    task: str = "binary",
     **overrides: object,
 ) -> ModelVersion:
     """Train (cached), export and publish one version; point ``alias`` at it.
@@ -94,88 +119,17 @@ def publish(
     model built for another feature set, or ``golden_scores=[...]``.
     """
     reg = registry if isinstance(registry, DirectoryRegistry) else DirectoryRegistry(registry)
-    onnx_bytes = train_onnx(n_trees, n_leaves, seed, len(fs.model_features))
-    fields = replace(manifest_fields(onnx_bytes, fs, seed=seed), **overrides)  # type: ignore[arg-type]
-    version = reg.publish(model, onnx_bytes, fields)
+    onnx_bytes = train_onnx(n_trees, n_leaves, seed, len(fs.model_features), task)
+    fields = manifest_fields(onnx_bytes, fs, seed=seed, task=task)
+    version = reg.publish(model, onnx_bytes, replace(fields, **overrides))  # type: ignore[arg-type]
     if alias:
         reg.set_alias(model, alias, version.manifest.version)
     return version
 
 
-def synthetic_targets(x: np.ndarray, seed: int) -> np.ndarray:
-    """A real-valued target of the rows (an amount-like scale), learnable from them."""
-    rng = np.random.default_rng(seed + 7)
-    return 3.0 * x[:, -4] + 40.0 * x[:, 0] - 0.5 * x[:, 3] + 100.0 + rng.normal(0, 5.0, len(x))
-
-
-@functools.cache
-def train_regression_onnx(
-    n_trees: int = 20, n_leaves: int = 15, seed: int = 0, n_features: int = 20
-) -> bytes:
-    """ONNX bytes of a LightGBM regressor (output ``variable`` [n, 1]; cached)."""
-    import lightgbm as lgb
-    from onnxmltools import convert_lightgbm
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    x, _ = synthetic_rows(4000, n_features, seed)
-    model = lgb.LGBMRegressor(
-        n_estimators=n_trees, num_leaves=n_leaves, random_state=seed, verbose=-1, n_jobs=1
-    )
-    model.fit(x, synthetic_targets(x, seed))
-    onx = convert_lightgbm(
-        model,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
-        target_opset=15,
-        zipmap=False,
-    )
-    return onx.SerializeToString()
-
-
-def onnx_values(onnx_bytes: bytes, rows: np.ndarray) -> list[float]:
-    """The values the exported regressor predicts for ``rows``."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    out = session.run(["variable"], {"input": rows.astype(np.float32)})[0]
-    return [float(v) for v in out.reshape(-1)]
-
-
-def regression_manifest_fields(
-    onnx_bytes: bytes, fs: FeatureSet = FRAUD_FEATURES, golden_rows: int = 8, seed: int = 0
-) -> ManifestFields:
-    rows, _ = synthetic_rows(golden_rows, len(fs.model_features), seed + 1000)
-    return ManifestFields(
-        feature_set=fs.name,
-        fingerprint=fs.fingerprint,
-        feature_names=list(fs.model_features),
-        probability_output="variable",
-        task="regression",
-        golden_inputs=[[float(v) for v in r] for r in rows],
-        golden_scores=onnx_values(onnx_bytes, rows),
-        metrics={"rmse": 5.0, "mae": 4.0},
-        code_version="tests",
-    )
-
-
-def publish_regression(
-    registry: DirectoryRegistry | str | Path,
-    *,
-    model: str = "fraud",
-    n_trees: int = 20,
-    n_leaves: int = 15,
-    seed: int = 0,
-    alias: str | None = "champion",
-    fs: FeatureSet = FRAUD_FEATURES,
-    **overrides: object,
-) -> ModelVersion:
-    """Like :func:`publish`, for a regression model."""
-    reg = registry if isinstance(registry, DirectoryRegistry) else DirectoryRegistry(registry)
-    onnx_bytes = train_regression_onnx(n_trees, n_leaves, seed, len(fs.model_features))
-    fields = replace(regression_manifest_fields(onnx_bytes, fs, seed=seed), **overrides)  # type: ignore[arg-type]
-    version = reg.publish(model, onnx_bytes, fields)
-    if alias:
-        reg.set_alias(model, alias, version.manifest.version)
-    return version
+def publish_regression(registry: DirectoryRegistry | str | Path, **kw: Any) -> ModelVersion:
+    """:func:`publish` for a regression model (output ``variable`` [n, 1])."""
+    return publish(registry, task="regression", **kw)
 
 
 def faulty_onnx(fail_above: float, column: int, n_features: int = 20) -> bytes:

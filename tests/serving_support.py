@@ -245,3 +245,27 @@ def wait_until(predicate: Any, timeout_s: float = 20.0, what: str = "condition")
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def oip_entity_request(cards: list[bytes], merchants: list[bytes], amounts: list[float]) -> Any:
+    """An OIP v2 ModelInfer request naming fraud entities (features looked up online)."""
+    import numpy as np
+
+    from loopline.oip import grpc_predict_v2_pb2 as oip
+    from loopline.serving.oip_api import encode_bytes_tensor
+
+    tensor = oip.ModelInferRequest.InferInputTensor
+    n = len(cards)
+    return oip.ModelInferRequest(
+        model_name="fraud",
+        inputs=[
+            tensor(name="card_id", datatype="BYTES", shape=[n]),
+            tensor(name="merchant_id", datatype="BYTES", shape=[n]),
+            tensor(name="amount", datatype="FP64", shape=[n]),
+        ],
+        raw_input_contents=[
+            encode_bytes_tensor(cards),
+            encode_bytes_tensor(merchants),
+            np.array(amounts, dtype="<f8").tobytes(),
+        ],
+    )

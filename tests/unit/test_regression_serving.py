@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import model_factory
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES as FS
-from serving_support import CoreKit, card_values, make_core, merchant_values
+from serving_support import CoreKit, card_values, make_core, merchant_values, oip_entity_request
 
 from loopline.contracts.errors import ModelError
-from loopline.contracts.registry import DirectoryRegistry
+from loopline.contracts.registry import DirectoryRegistry, ModelVersion
 from loopline.oip import grpc_predict_v2_pb2 as oip
 from loopline.serving.model import load_model
-from loopline.serving.oip_api import OipHandlers, encode_bytes_tensor
+from loopline.serving.oip_api import OipHandlers
 from loopline.serving.v1_api import V1Handlers
 from loopline.v1 import inference_pb2 as pb
 
@@ -57,11 +58,16 @@ def test_golden_values_must_be_reproduced(tmp_path) -> None:
 
 def test_the_output_must_match_the_manifests_task(tmp_path) -> None:
     reg = DirectoryRegistry(tmp_path)
+
+    def binary_model_claiming(task: str) -> ModelVersion:
+        onnx = model_factory.train_onnx()
+        return reg.publish("fraud", onnx, replace(model_factory.manifest_fields(onnx), task=task))
+
     # A binary model claiming to be a regression: its [n, 2] output is refused.
-    v = model_factory.publish(reg, alias=None, task="regression")
+    v = binary_model_claiming("regression")
     with pytest.raises(ModelError, match=r"a regression model must answer \[n, 1\]"):
         load_model(v, FS, golden_tolerance=1e-4)
-    odd = model_factory.publish(reg, alias=None, task="ranking")
+    odd = binary_model_claiming("ranking")
     with pytest.raises(ModelError, match="task 'ranking' is not one of"):
         load_model(odd, FS, golden_tolerance=1e-4)
     # Manifests written before the task field are binary, as they always were.
@@ -95,19 +101,7 @@ def test_oip_tensor_input_answers_predictions(kit: CoreKit) -> None:
 
 def test_oip_entity_input_answers_predictions_and_features(kit: CoreKit) -> None:
     h = OipHandlers(kit.core, 1 << 20)
-    req = oip.ModelInferRequest(
-        model_name="fraud",
-        inputs=[
-            Tensor(name="card_id", datatype="BYTES", shape=[2]),
-            Tensor(name="merchant_id", datatype="BYTES", shape=[2]),
-            Tensor(name="amount", datatype="FP64", shape=[2]),
-        ],
-        raw_input_contents=[
-            encode_bytes_tensor([b"c1", b"c1"]),
-            encode_bytes_tensor([b"m1", b"m1"]),
-            np.array([20.0, 30.0], dtype="<f8").tobytes(),
-        ],
-    )
+    req = oip_entity_request([b"c1", b"c1"], [b"m1", b"m1"], [20.0, 30.0])
     resp = h.model_infer(req, None)
     out = {o.name: (o, raw) for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)}
     assert set(out) == {"predictions", "features", "feature_status"}

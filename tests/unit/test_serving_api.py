@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES as FS
-from serving_support import CoreKit, card_values, make_core, merchant_values
+from serving_support import CoreKit, card_values, make_core, merchant_values, oip_entity_request
 
 from loopline.contracts.errors import InvalidRequestError, ModelNotFoundError
 from loopline.oip import grpc_predict_v2_pb2 as oip
-from loopline.serving.oip_api import OipHandlers, decode_bytes_tensor, encode_bytes_tensor
+from loopline.serving.oip_api import OipHandlers, decode_bytes_tensor
 from loopline.serving.v1_api import V1Handlers
 from loopline.v1 import inference_pb2 as pb
 
@@ -95,19 +95,7 @@ def test_model_infer_with_a_feature_tensor(kit: CoreKit, raw: bool) -> None:
 
 def test_model_infer_with_entity_ids_looks_features_up(kit: CoreKit) -> None:
     h = OipHandlers(kit.core, 1 << 20)
-    req = oip.ModelInferRequest(
-        model_name="fraud",
-        inputs=[
-            Tensor(name="card_id", datatype="BYTES", shape=[2]),
-            Tensor(name="merchant_id", datatype="BYTES", shape=[2]),
-            Tensor(name="amount", datatype="FP64", shape=[2]),
-        ],
-        raw_input_contents=[
-            encode_bytes_tensor([b"c1", b"c-unknown"]),
-            encode_bytes_tensor([b"m1", b"m1"]),
-            np.array([20.0, 30.0], dtype="<f8").tobytes(),
-        ],
-    )
+    req = oip_entity_request([b"c1", b"c-unknown"], [b"m1", b"m1"], [20.0, 30.0])
     resp = h.model_infer(req, None)
     out = {o.name: (o, raw) for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)}
     assert set(out) == {"probabilities", "features", "feature_status"}
