@@ -269,3 +269,12 @@ def oip_entity_request(cards: list[bytes], merchants: list[bytes], amounts: list
             np.array(amounts, dtype="<f8").tobytes(),
         ],
     )
+
+
+def fresh_features(redis_client: Any, redis_prefix: str) -> str:
+    """Card c1 and merchant m1 written now under the test's key prefix; returns the prefix."""
+    key_prefix = redis_prefix.rstrip(":")
+    now = time.time()
+    write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
+    write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
+    return key_prefix

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import model_factory
 import numpy as np
 import pytest
 from serving_support import (
-    card_values,
     consume,
-    merchant_values,
+    fresh_features,
     running_server,
     serving_settings,
-    write_features,
 )
 
 from loopline.contracts.schemas import PredictionLog, decode
@@ -30,10 +26,7 @@ Tensor = oip.ModelInferRequest.InferInputTensor
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = redis_prefix.rstrip(":")
-    now = time.time()
-    write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
-    write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
+    key_prefix = fresh_features(redis_client, redis_prefix)
     model_factory.publish_regression(tmp_path / "registry")
     return serving_settings(isolated_settings, tmp_path / "registry", key_prefix)
 

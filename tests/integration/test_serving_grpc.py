@@ -22,11 +22,11 @@ from serving_support import (
     Blackhole,
     card_values,
     consume,
+    fresh_features,
     merchant_values,
     running_server,
     serving_settings,
     wait_until,
-    write_features,
 )
 
 from loopline.contracts.schemas import PredictionLog, decode
@@ -39,10 +39,7 @@ from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = redis_prefix.rstrip(":")
-    now = time.time()
-    write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
-    write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
+    key_prefix = fresh_features(redis_client, redis_prefix)
     settings = serving_settings(isolated_settings, tmp_path / "registry", key_prefix)
     return settings, tmp_path / "registry"
 

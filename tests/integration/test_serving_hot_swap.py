@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import grpc
@@ -11,12 +10,10 @@ import model_factory
 import pytest
 from serving_support import (
     announce,
-    card_values,
-    merchant_values,
+    fresh_features,
     running_server,
     serving_settings,
     wait_until,
-    write_features,
 )
 
 from loopline.contracts.registry import DirectoryRegistry
@@ -75,10 +72,7 @@ class Load:
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = redis_prefix.rstrip(":")
-    now = time.time()
-    write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
-    write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
+    key_prefix = fresh_features(redis_client, redis_prefix)
     return isolated_settings, key_prefix, DirectoryRegistry(tmp_path / "registry")
 
 

@@ -10,17 +10,14 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import model_factory
 import numpy as np
 import pytest
 from serving_support import (
-    card_values,
-    merchant_values,
+    fresh_features,
     running_server,
     serving_settings,
-    write_features,
 )
 
 from loopline.serving.requests import PredictInput
@@ -78,10 +75,7 @@ CLIENT = textwrap.dedent(
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = redis_prefix.rstrip(":")
-    now = time.time()
-    write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
-    write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
+    key_prefix = fresh_features(redis_client, redis_prefix)
     model_factory.publish(tmp_path / "reg")
     return serving_settings(isolated_settings, tmp_path / "reg", key_prefix)
 
