@@ -19,10 +19,8 @@ The output holds the input's scalar columns plus ``score``, ``model_name``,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from loopline.contracts.errors import (
 )
 from loopline.contracts.event_schema import EventParser
 from loopline.contracts.features import FeatureSet
+from loopline.contracts.files import atomic_replace
 from loopline.contracts.registry import ModelRegistry, ModelVersion
 from loopline.trainer.export import INPUT_NAME, SCORE_OUTPUTS, onnx_scores, session
 from loopline.trainer.history import decode_events
@@ -282,11 +281,5 @@ def _read_table(path: str | Path) -> pa.Table:
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_replace(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise

@@ -36,9 +36,7 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -48,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopline.contracts.errors import SchemaError
+from loopline.contracts.files import atomic_replace
 from loopline.contracts.schemas import LabeledExample
 
 LABELED_DIR = "labeled"
@@ -178,24 +177,7 @@ def write_examples(root: str | Path, examples: Iterable[LabeledExample], name: s
         directory = Path(root) / LABELED_DIR / part
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"{name}.parquet"
-        tmp = directory / f".{name}.parquet.tmp-{os.getpid()}"
-        try:
+        with atomic_replace(final) as tmp:
             pq.write_table(to_table(rows), tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        _fsync_dir(directory)
         written.append(final)
     return written
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 import uuid
@@ -54,6 +53,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from loopline.contracts.errors import DeliveryError, IntegrityError, StackError
+from loopline.contracts.files import atomic_write
 from loopline.contracts.offline_store import data_files, partition_of, partitions, write_examples
 from loopline.contracts.schemas import LabeledExample, decode, encode
 from loopline.streams.kafka_io import list_partitions
@@ -301,12 +301,7 @@ class LabeledWriter:
     def _write_intent(self, intent: dict[str, Any]) -> None:
         path = self._intent_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump(intent, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(intent))
 
 
 def _restore(resume: Any) -> tuple[int, tuple[str, ...]]:
