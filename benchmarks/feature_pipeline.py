@@ -46,19 +46,21 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
-from loopline.contracts.kafka_config import consumer_config
-from loopline.contracts.repo import builtin_example
-from loopline.contracts.settings import Settings, load_settings
+from loopline.config.kafka import consumer_config
+from loopline.config.loader import load_settings
+from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import builtin_example
 from loopline.simulation.api import SimulationConfig, load_simulation
 from loopline.simulation.timeline import encode_record
 from loopline.stack import delete_topics, ensure_topics
-from loopline.streams.aggregation import FeatureShard, FeatureWrite
-from loopline.streams.decoding import EventDecoder, SourceRecord
-from loopline.streams.features_config import FeatureFlowConfig
-from loopline.streams.features_flow import RunOptions, run_features
-from loopline.streams.metrics import feature_metrics
-from loopline.streams.redis_sink import FeatureWriter
+from loopline.streams.common.records import SourceRecord
+from loopline.streams.features.aggregation import FeatureShard, FeatureWrite
+from loopline.streams.features.config import FeatureFlowConfig
+from loopline.streams.features.decoding import EventDecoder
+from loopline.streams.features.metrics import feature_metrics
+from loopline.streams.features.redis_sink import FeatureWriter
+from loopline.streams.features.run import RunOptions, run_features
 
 TARGET_EPS = 20_000
 TARGET_RATIO = 0.5

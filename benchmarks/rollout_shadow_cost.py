@@ -345,7 +345,7 @@ def main() -> None:
     import model_factory  # tests/ is on sys.path since serving_latency's import
 
     from loopline.contracts.redis_layout import RedisLayout
-    from loopline.contracts.registry import DirectoryRegistry
+    from loopline.registry.directory import DirectoryRegistry
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()

@@ -345,7 +345,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 def write_features(store: Any, layout: Any) -> None:
     """Packed features of N_CARDS cards and N_MERCHANTS merchants, as the streams flow writes."""
     from loopline.contracts.redis_layout import pack
-    from loopline.contracts.repo import builtin_example, load_project
+    from loopline.featurerepo.loader import builtin_example, load_project
 
     FS = load_project(builtin_example()).feature_set()  # noqa: N806
 
@@ -420,7 +420,7 @@ def bench_setup() -> tuple[Any, Any, str, Path, Any]:
     """
     import redis
 
-    from loopline.contracts.settings import load_settings
+    from loopline.config.loader import load_settings
     from loopline.contracts.topics import Topics
     from loopline.stack import ensure_topics
 
@@ -448,11 +448,11 @@ def main() -> None:
 
     import model_factory
 
-    from loopline.contracts.repo import builtin_example, load_project
+    from loopline.featurerepo.loader import builtin_example, load_project
 
     FS = load_project(builtin_example()).feature_set()  # noqa: N806
     from loopline.contracts.redis_layout import RedisLayout
-    from loopline.contracts.registry import DirectoryRegistry
+    from loopline.registry.directory import DirectoryRegistry
 
     t_start = time.perf_counter()
     settings, topics, tag, work, store = bench_setup()
@@ -610,7 +610,7 @@ def hot_swaps(
     from confluent_kafka import Producer
     from serving_support import announce
 
-    from loopline.contracts.kafka_config import producer_config
+    from loopline.config.kafka import producer_config
 
     producer = Producer(producer_config(settings.kafka))
     load = Load(port, 2, 4, seconds=3600).start()

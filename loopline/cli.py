@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline import __version__
-from loopline.contracts.cli_support import service_group, settings_for
+from loopline.config.cli import service_group, settings_for
 from loopline.contracts.errors import ConfigError, LooplineError
 from loopline.contracts.settings import Settings
 
@@ -71,12 +71,12 @@ def _progress(message: str) -> None:
 COMPONENT_COMMANDS = (
     "loopline.featurerepo.commands",
     "loopline.streams.commands",
-    "loopline.streams.drift_commands",
+    "loopline.streams.drift.commands",
     "loopline.serving.commands",
     "loopline.trainer.commands",
-    "loopline.trainer.rollout_commands",
-    "loopline.trainer.retrain_policy_loop",
-    "loopline.trainer.rollout_watch_loop",
+    "loopline.trainer.rollout.commands",
+    "loopline.trainer.policy.service",
+    "loopline.trainer.rollout.watch_loop",
 )
 
 

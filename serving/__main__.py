@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import LooplineError
-from loopline.contracts.settings import load_settings
 from loopline.serving.commands import add_arguments, run_serve
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from loopline.config.kafka import producer_config
 from loopline.contracts.errors import DeliveryError, ModelNotFoundError
-from loopline.contracts.kafka_config import producer_config
-from loopline.contracts.registry import ModelRegistry, model_update
-from loopline.contracts.rollout import CHAMPION, RolloutPlan
 from loopline.contracts.schemas import encode
 from loopline.contracts.settings import KafkaSettings
+from loopline.registry.directory import ModelRegistry, model_update
+from loopline.rollout.plan import CHAMPION, RolloutPlan
 
 
 class RolloutAnnouncer:

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import sys
 
-from loopline.contracts.cli_support import service_group
+from loopline.config.cli import service_group
 from loopline.contracts.settings import Settings
 
 # Flag -> ServingSettings field.

@@ -23,9 +23,9 @@ from loopline.contracts.errors import (
     ModelNotFoundError,
     UnavailableError,
 )
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.rollout import CANDIDATE, CHAMPION
 from loopline.contracts.settings import ServingSettings
+from loopline.featurecore.features import FeatureSet
+from loopline.rollout.plan import CANDIDATE, CHAMPION
 from loopline.serving.feature_store import FeatureStore
 from loopline.serving.features import (
     FeatureStatus,

@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 from loopline.contracts.errors import LooplineError, UnavailableError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import Manifest, ModelRegistry
+from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.state import AppliedState
+from loopline.registry.directory import Manifest, ModelRegistry
 
 log = logging.getLogger(__name__)
 

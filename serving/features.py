@@ -3,7 +3,7 @@
 Pure logic over a :class:`~loopline.serving.feature_store.FeatureStore`; it
 knows the feature set and the Redis layout, not the transport.
 
->>> from loopline.contracts.sample import SAMPLE
+>>> from loopline.featurecore.sample import SAMPLE
 >>> plan = LookupPlan(SAMPLE.feature_set(), key_prefix="ll")
 >>> plan.key_fields
 ('user_id', 'item_id')
@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import FeatureSet
 from loopline.contracts.redis_layout import RedisLayout, unpack
+from loopline.featurecore.features import FeatureSet
 from loopline.serving.feature_store import FeatureStore, StoreUnavailableError
 
 

@@ -28,12 +28,12 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from loopline.contracts.errors import LooplineError
-from loopline.contracts.registry import DirectoryRegistry, ModelRegistry
-from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import project_of
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from loopline.registry.directory import DirectoryRegistry, ModelRegistry
 from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import RedisFeatureStore

@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import Manifest, ModelVersion
 from loopline.contracts.tasks import TASKS
+from loopline.featurecore.features import FeatureSet
+from loopline.registry.directory import Manifest, ModelVersion
 
 WARMUP_RUNS = 20
 # Width of the output each task's model answers with.

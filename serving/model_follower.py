@@ -16,8 +16,8 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from loopline.config.kafka import consumer_config
 from loopline.contracts.errors import LooplineError, SchemaError
-from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.schemas import ModelUpdate, decode
 from loopline.contracts.settings import KafkaSettings
 from loopline.serving.model_manager import ModelManager

@@ -21,8 +21,8 @@ from loopline.contracts.errors import (
     LooplineError,
     ModelError,
 )
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import Manifest, ModelRegistry
+from loopline.featurecore.features import FeatureSet
+from loopline.registry.directory import Manifest, ModelRegistry
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel, load_model
 from loopline.serving.model_slot import ModelSlot

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from loopline.contracts.errors import FeatureError, InvalidRequestError
-from loopline.contracts.features import FeatureSet
 from loopline.contracts.settings import ServingSettings
+from loopline.featurecore.features import FeatureSet
 from loopline.serving.feature_store import FeatureStore
 from loopline.serving.features import EntityLookup, FeatureStatus, LastKnown, LookupPlan, fetch
 from loopline.serving.metrics import ServingMetrics

@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from loopline.contracts.kafka_config import producer_config
+from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import PredictionLog
 from loopline.contracts.settings import KafkaSettings
 from loopline.serving.features import FeatureStatus

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from loopline.contracts.errors import InvalidRequestError
-from loopline.contracts.rollout import ARMS, CHAMPION
+from loopline.rollout.plan import ARMS, CHAMPION
 from loopline.serving.features import FeatureStatus, LookupPlan
 from loopline.serving.model import LoadedModel
 

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loopline.contracts.errors import InvalidRequestError, LooplineError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import ModelRegistry
-from loopline.contracts.rollout import (
+from loopline.contracts.settings import RolloutSettings
+from loopline.featurecore.features import FeatureSet
+from loopline.registry.directory import ModelRegistry
+from loopline.rollout.plan import (
     ARMS,
     CANDIDATE,
     CHAMPION,
@@ -32,8 +33,7 @@ from loopline.contracts.rollout import (
     assign_arm,
     shadow_sampled,
 )
-from loopline.contracts.rollout_policy import Decision, RolloutPolicy
-from loopline.contracts.settings import RolloutSettings
+from loopline.rollout.policy import Decision, RolloutPolicy
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel, load_model
 

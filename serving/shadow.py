@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from loopline.contracts.rollout import CANDIDATE, shadow_request_id
+from loopline.rollout.plan import CANDIDATE, shadow_request_id
 from loopline.serving.features import FeatureStatus
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loopline.contracts.cli_support import settings_for
+from loopline.config.cli import settings_for
 from loopline.contracts.errors import LooplineError
 from loopline.streams import commands
 

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loopline.contracts.cli_support import flow_run_options, settings_of
+from loopline.config.cli import flow_run_options, settings_of
 from loopline.contracts.settings import Settings
 
 
 def register(subparsers: Any) -> None:
     """Add ``run features``, ``run labels`` and ``simulate`` to a subparsers object."""
-    from loopline.streams.labels_flow import register_run_labels
+    from loopline.streams.labels.run import register_run_labels
 
     _register_run_features(_run_group(subparsers))
     register_run_labels(_run_group(subparsers))
@@ -75,7 +75,7 @@ def _register_run_features(run: Any) -> None:
 
 
 def run_features_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from loopline.streams.features_flow import RunOptions, run_features
+    from loopline.streams.features.run import RunOptions, run_features
 
     settings = settings_of(args, settings)
     if args.processes > 1 and args.process_id is None:

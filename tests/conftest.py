@@ -41,7 +41,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from loopline.contracts.settings import Settings, load_settings
+from loopline.config.loader import load_settings
+from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 
 TESTS_DIR = Path(__file__).resolve().parent

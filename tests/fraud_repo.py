@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import FeatureSet, Window
-from loopline.contracts.repo import builtin_example, load_project
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurecore.features import FeatureSet, Window
+from loopline.featurerepo.loader import builtin_example, load_project
 
 ROOT = builtin_example()
 assert ROOT is not None, "examples/fraud is missing from this checkout"

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields, ModelVersion
+from loopline.featurecore.features import FeatureSet
+from loopline.registry.directory import DirectoryRegistry, ManifestFields, ModelVersion
 
 
 def synthetic_rows(n: int, n_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

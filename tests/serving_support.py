@@ -16,12 +16,12 @@ from confluent_kafka import Consumer, Producer
 from fraud_repo import FRAUD_FEATURES
 from prometheus_client import CollectorRegistry
 
-from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, RedisLayout, pack
-from loopline.contracts.registry import DirectoryRegistry, ModelVersion
 from loopline.contracts.schemas import ModelUpdate, encode
 from loopline.contracts.settings import RolloutSettings, ServingSettings, Settings
 from loopline.contracts.topics import Topics
+from loopline.registry.directory import DirectoryRegistry, ModelVersion
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import StoreUnavailableError
 from loopline.serving.grpc_server import InferenceServer

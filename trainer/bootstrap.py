@@ -1,14 +1,14 @@
 """The first training set, built before any traffic was served.
 
 Historical events are replayed in event-time order through the shared
-feature code (:func:`loopline.contracts.features.replay`): every row holds the
+feature code (:func:`loopline.featurecore.features.replay`): every row holds the
 features as of just before its scored event, exactly what serving would have
 read. Labels come from outcomes by event id; a scored event with no outcome
 once the label maturity window has passed takes ``timeout_label`` (binary
 fraud: 0, no chargeback arrived) or is left out (``None``: regression), and a
 younger one without an outcome is left out (its label is not known yet).
 
->>> from loopline.contracts.sample import SAMPLE, event
+>>> from loopline.featurecore.sample import SAMPLE, event
 >>> fs = SAMPLE.feature_set()
 >>> evs = [event(i, "u1", "i1", 10.0 * (i + 1), 1_000_000 + 60_000 * i) for i in range(4)]
 >>> ts = build_training_set(fs, evs, [HistoricalOutcome("e1", 1, 1_100_000)],
@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loopline.contracts.entity_state import replay
-from loopline.contracts.features import SOURCE_TAG, FeatureSet
-from loopline.contracts.offline_store import HOUR_MS
+from loopline.featurecore.entity_state import replay
+from loopline.featurecore.features import SOURCE_TAG, FeatureSet
+from loopline.storage.offline_store import HOUR_MS
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.history import HistoricalOutcome
 

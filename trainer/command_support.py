@@ -9,11 +9,11 @@ from typing import Any
 
 from rich.console import Console
 
-from loopline.contracts.cli_support import settings_of
+from loopline.config.cli import settings_of
 from loopline.contracts.errors import ConfigError, ModelNotFoundError
-from loopline.contracts.registry import DirectoryRegistry, ModelVersion
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.registry.directory import DirectoryRegistry, ModelVersion
 
 Handler = Callable[..., int]
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from rich.console import Console
 
-from loopline.contracts.cli_support import service_group, settings_of
-from loopline.contracts.repo import model_of, project_of
+from loopline.config.cli import service_group, settings_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of, project_of
 from loopline.trainer.command_support import handler, new_announcer, open_registry, parse_time
 from loopline.trainer.models_commands import register_models
 

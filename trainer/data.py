@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.repo import project_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import check_task
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import project_of
 from loopline.trainer import bootstrap, offline
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.history import decode_events, decode_outcomes

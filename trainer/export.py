@@ -19,7 +19,7 @@ from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from loopline.contracts.errors import ModelError
-from loopline.contracts.features import FeatureSet
+from loopline.featurecore.features import FeatureSet
 from loopline.trainer.errors import ParityError
 
 INPUT_NAME = "input"

@@ -1,7 +1,7 @@
 """Historical events and outcomes of a repo's model, decoded by their declarations.
 
 Events come from every source the model's views read (each tagged with its
-source, :data:`~loopline.contracts.features.SOURCE_TAG`, for the replay);
+source, :data:`~loopline.featurecore.features.SOURCE_TAG`, for the replay);
 outcomes carry the repo's field names. Bad rows are counted, never fatal.
 
 >>> from loopline.contracts.definitions import EventSource, Field, Outcomes
@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 
 from loopline.contracts.definitions import EventSource, Outcomes
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import SOURCE_TAG
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurecore.features import SOURCE_TAG
 
 
 class HistoricalOutcome(NamedTuple):

@@ -15,11 +15,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.errors import DeliveryError, StackError
-from loopline.contracts.kafka_config import consumer_config, producer_config
-from loopline.contracts.registry import model_update
 from loopline.contracts.schemas import ModelUpdate, encode
 from loopline.contracts.settings import KafkaSettings
+from loopline.registry.directory import model_update
 
 # Re-exported: the trainer's modules import it from here.
 __all__ = ["DeliveringProducer", "KafkaAnnouncer", "model_update", "read_history"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.files import atomic_write
+from loopline.storage.files import atomic_write
 
 
 class RetrainLedger:

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.settings import Settings
+from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.command_support import handler, lookup, new_announcer, open_registry
 
 

@@ -1,6 +1,6 @@
 """Read a rolling window of labeled examples from the offline store.
 
-Layout and schema are :mod:`loopline.contracts.offline_store`'s. Only rows
+Layout and schema are :mod:`loopline.storage.offline_store`'s. Only rows
 computed with the feature set's current fingerprint are usable: a model must
 train on the vector it will be served. The label column may hold ints or
 floats: a binary task keeps the 0/1 rows, a regression task the finite ones.
@@ -14,15 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.offline_store import (
+from loopline.featurecore.features import FeatureSet
+from loopline.rollout.plan import shadow_request_id
+from loopline.storage.offline_store import (
     HOUR_MS,
     data_files,
     hour_start_ms,
     partitions,
     read_table,
 )
-from loopline.contracts.rollout import shadow_request_id
 from loopline.trainer.dataset import TrainingSet
 
 COLUMNS = [

@@ -26,13 +26,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from loopline.contracts.errors import ConfigError, DeliveryError, FeatureError, ModelError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import ManifestFields, ModelRegistry, ModelVersion
-from loopline.contracts.repo import project_of
-from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
 from loopline.contracts.settings import Settings, TrainerSettings
 from loopline.contracts.tasks import check_task
+from loopline.featurecore.features import FeatureSet
+from loopline.featurerepo.loader import project_of
+from loopline.registry.directory import ManifestFields, ModelRegistry, ModelVersion
+from loopline.rollout.plan import RolloutPlan
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
 from loopline.trainer.dataset import Split, TrainingSet, check_enough, split_by_time

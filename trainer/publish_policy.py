@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from loopline.contracts.errors import ConfigError, ModelError
-from loopline.contracts.registry import ModelVersion
-from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate
 from loopline.contracts.settings import RolloutSettings
+from loopline.registry.directory import ModelVersion
+from loopline.rollout.plan import RolloutPlan
 from loopline.trainer.kafka_io import model_update
 
 PUBLISH_MODES = ("champion", "shadow", "canary")

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
-from loopline.contracts.registry import ModelVersion
+from loopline.registry.directory import ModelVersion
 from loopline.trainer.pipeline import TrainingReport
 
 METRICS = ("auc", "log_loss", "brier", "ece")

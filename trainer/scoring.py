@@ -9,7 +9,7 @@ against the manifest, and the golden rows re-scored. Inputs, by columns:
 - the columns of the model's scored event source (as its repo declares
   them): each row gets the features as of just before its event time.
   Without a history the rows themselves are the history,
-  replayed in event-time order (:func:`loopline.contracts.features.replay`);
+  replayed in event-time order (:func:`loopline.featurecore.features.replay`);
   with ``history`` (events), each row is a query against the events strictly
   older than it, and is not applied itself.
 
@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopline.contracts.definitions import EventSource
-from loopline.contracts.entity_state import EntityState, replay
 from loopline.contracts.errors import (
     ConfigError,
     FingerprintMismatchError,
@@ -39,10 +38,11 @@ from loopline.contracts.errors import (
     ModelNotFoundError,
     SchemaError,
 )
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.files import atomic_replace
-from loopline.contracts.registry import ModelRegistry, ModelVersion
+from loopline.featurecore.entity_state import EntityState, replay
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurecore.features import FeatureSet
+from loopline.registry.directory import ModelRegistry, ModelVersion
+from loopline.storage.files import atomic_replace
 from loopline.trainer.export import INPUT_NAME, SCORE_OUTPUTS, onnx_scores, session
 from loopline.trainer.history import decode_events
 from loopline.trainer.sources import file_rows

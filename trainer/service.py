@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, Message
 
+from loopline.config.kafka import consumer_config
 from loopline.contracts.errors import LooplineError, SchemaError, StackError
-from loopline.contracts.kafka_config import consumer_config
-from loopline.contracts.registry import ModelRegistry
 from loopline.contracts.schemas import DeadLetter, RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.registry.directory import ModelRegistry
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.kafka_io import DeliveringProducer
 from loopline.trainer.ledger import RetrainLedger

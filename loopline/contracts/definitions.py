@@ -4,7 +4,7 @@ A repo's definitions module builds these frozen objects: entities, event
 sources and feature views (:mod:`loopline.contracts.feature_definitions`),
 request fields, transforms, outcomes and models
 (:mod:`loopline.contracts.model_definitions`). Loopline compiles them
-(:mod:`loopline.contracts.project`) into what the dataflow, serving and the
+(:mod:`loopline.featurecore.project`) into what the dataflow, serving and the
 trainer run. Each object checks itself on construction and raises
 :class:`~loopline.contracts.errors.DefinitionError` naming it and the fix.
 """

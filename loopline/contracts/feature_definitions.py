@@ -1,7 +1,7 @@
 """Entities, event sources and feature views: the data side of the definition language.
 
 A feature repo's definitions module builds these frozen objects; Loopline
-compiles them (:mod:`loopline.contracts.project`) into the feature set the
+compiles them (:mod:`loopline.featurecore.project`) into the feature set the
 dataflow and the trainer both run, the event decoders, the label join and
 the model's training and gate. Each object checks itself on construction and
 raises :class:`DefinitionError` naming the object and the fix; cross-object

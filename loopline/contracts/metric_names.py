@@ -369,7 +369,7 @@ TRAINER_CHAMPION_VERSION = _m(
     "trainer",
 )
 
-# -- retrain policy (trainer/retrain_policy_loop.py) ----------------------------------
+# -- retrain policy (trainer/policy/service.py) ----------------------------------
 POLICY_DRIFT_EVENTS = _m(
     "loopline_policy_drift_events",
     "counter",
@@ -407,7 +407,7 @@ POLICY_LAST_RETRAIN_TIMESTAMP = _m(
     "policy",
 )
 
-# -- rollout watcher (trainer/rollout_watch_loop.py) ---------------------------------
+# -- rollout watcher (trainer/rollout/watch_loop.py) ---------------------------------
 ROLLOUT_ARM_LABELS = _m(
     "loopline_rollout_arm_labels",
     "gauge",

@@ -9,11 +9,11 @@ Writes carry absolute values and go through :data:`WRITE_IF_NEWER`, a Lua
 script that replaces the value only when ``valid_at`` is not older than the
 stored one, so a replay after recovery can never move a value back in time.
 
->>> from loopline.contracts.repo import builtin_example, load_project
->>> fs = load_project(builtin_example()).feature_set()
+>>> from types import SimpleNamespace
+>>> fs = SimpleNamespace(name="fraud", version=1, fingerprint="0123456789abcdef")
 >>> layout = RedisLayout(prefix="ll")
->>> layout.feature_key(fs, "card", "c42")  # doctest: +ELLIPSIS
-'ll:f:fraud:v1:...:card:c42'
+>>> layout.feature_key(fs, "card", "c42")
+'ll:f:fraud:v1:0123456789ab:card:c42'
 >>> raw = pack(1700000000.5, (1.0, 2.5))
 >>> unpack(raw)
 (1700000000.5, (1.0, 2.5))
@@ -24,11 +24,22 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import FeatureSet
 
 _F64 = struct.Struct("<d")
+
+
+class FeatureSet(Protocol):
+    """What a key names of a feature set (``featurecore.FeatureSet`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)

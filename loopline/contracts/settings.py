@@ -1,33 +1,17 @@
-"""One frozen settings object, built once at the edge (CLI, test fixture).
+"""The settings object: every configurable value of Loopline, frozen.
 
-Nothing in Loopline reads the environment or argv at import time: the CLI
-calls :func:`load_settings` and passes the result down. Values come from, in
-increasing priority: the defaults (each section in
-:mod:`loopline.contracts.settings_sections`), a feature repo's definitions and
-``loopline.yaml``, a settings file, and environment variables named
-``LOOPLINE_<SECTION>__<KEY>`` (for example
-``LOOPLINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``).
+Declarations only: :mod:`loopline.config.loader` builds it (defaults, a feature
+repo, a settings file, ``LOOPLINE_<SECTION>__<KEY>`` variables) at the edge.
+Each section lives in :mod:`loopline.contracts.settings_sections`.
 
->>> s = load_settings(env={"LOOPLINE_REDIS__PORT": "6400"})
->>> s.redis.port, s.kafka.bootstrap_servers
-(6400, '127.0.0.1:19092')
->>> s.redis.url
-'redis://127.0.0.1:6400/0'
+>>> Settings().redis.url
+'redis://127.0.0.1:16379/0'
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import types
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
-from loopline.contracts.definitions import parse_duration
-from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings_sections import (
     DriftSettings,
     KafkaSettings,
@@ -61,8 +45,6 @@ __all__ = [
     "StreamsSettings",
     "TopicSettings",
     "TrainerSettings",
-    "as_dict",
-    "load_settings",
 ]  # fmt: skip
 
 ENV_PREFIX = "LOOPLINE_"
@@ -85,130 +67,3 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     labels: LabelsSettings = field(default_factory=LabelsSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
-
-
-def load_settings(
-    path: str | Path | None = None,
-    env: Mapping[str, str] | None = None,
-    repo: Path | None = None,
-) -> Settings:
-    """Build the settings from defaults, a feature repo, an optional file and ``env``.
-
-    Increasing priority: the defaults below, what the repo's definitions
-    declare (its model name), the repo's ``loopline.yaml`` sections, the
-    ``path`` file (TOML or YAML), then ``LOOPLINE_<SECTION>__<KEY>`` variables
-    of ``env`` (default ``os.environ``; pass an explicit mapping in tests).
-    Unknown sections or keys are errors, so a typo never goes unnoticed.
-    """
-    layers: dict[str, dict[str, Any]] = {}
-    if repo is not None:
-        from loopline.contracts.repo import read_repo_config
-
-        cfg = read_repo_config(repo)
-        layers["project"] = {"repo": cfg.root}
-        for section, values in cfg.sections.items():
-            layers.setdefault(section, {}).update(values)
-    if path is not None:
-        from loopline.contracts.repo import read_config_document
-
-        doc = read_config_document(Path(path))
-        for section, values in doc.items():
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path}: [{section}] must be a table")
-            layers.setdefault(section, {}).update(values)
-    environ = os.environ if env is None else env
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        layers.setdefault(section, {})[key] = raw
-    settings = _apply(Settings(), layers)
-    if repo is not None:
-        settings = _bind_model(settings, layers)
-    return settings
-
-
-# Settings naming the model or its feature set; unless given explicitly they
-# follow the repo's model (one value declared once, in the definitions).
-_MODEL_NAMED = (("serving", "model_name"), ("trainer", "model_name"), ("streams", "feature_set"),
-                ("trainer", "feature_set"))  # fmt: skip
-
-
-def _bind_model(settings: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
-    from loopline.contracts.repo import project_of
-
-    model = project_of(settings).model(settings.project.model)
-    derived: dict[tuple[str, str], Any] = {key: model.name for key in _MODEL_NAMED}
-    # What the definitions declare is the default; a settings file or variable still wins.
-    outcomes, retrain = model.outcomes, model.retrain
-    derived[("labels", "maturity_s")] = float(outcomes.maturity_s)
-    derived[("labels", "timeout_policy")] = outcomes.on_timeout
-    derived[("trainer", "label_maturity_s")] = float(outcomes.maturity_s)
-    derived[("policy", "min_new_rows")] = retrain.min_new_rows
-    derived[("policy", "min_interval_s")] = float(parse_duration(retrain.min_interval))
-    derived[("policy", "schedule_s")] = (
-        0.0 if retrain.schedule is None else float(parse_duration(retrain.schedule))
-    )
-    if not retrain.on_drift:
-        derived[("policy", "trigger_kinds")] = ""
-    for name, value in model.params.items():
-        derived[("trainer", name)] = value
-    derived[("drift", "watch_error")] = model.drift.error
-    derived[("drift", "watch_prediction")] = model.drift.prediction
-    derived[("drift", "watch_features")] = ",".join(model.drift.features or ())
-    updates: dict[str, dict[str, Any]] = {}
-    for (section, key), value in derived.items():
-        if key not in layers.get(section, {}):
-            updates.setdefault(section, {})[key] = value
-    return _apply(settings, updates)
-
-
-def _apply(base: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
-    sections = {f.name: f for f in fields(Settings)}
-    changes: dict[str, Any] = {}
-    for section, values in layers.items():
-        if section not in sections:
-            raise ConfigError(f"unknown settings section {section!r}; known: {sorted(sections)}")
-        current = getattr(base, section)
-        hints = typing.get_type_hints(type(current))
-        known = {f.name for f in fields(current)}
-        updates = {}
-        for key, raw in values.items():
-            if key not in known:
-                raise ConfigError(f"unknown setting {section}.{key}; known: {sorted(known)}")
-            updates[key] = _coerce(raw, hints[key], f"{section}.{key}")
-        changes[section] = replace(current, **updates)
-    return replace(base, **changes)
-
-
-def _coerce(raw: Any, kind: Any, name: str) -> Any:
-    if isinstance(kind, types.UnionType):
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in {"1", "true", "yes", "on"}:
-                return True
-            if text in {"0", "false", "no", "off"}:
-                return False
-            raise ConfigError(f"setting {name}: not a boolean: {raw!r}; use true or false")
-        if kind is int:
-            if isinstance(raw, float) and not raw.is_integer():
-                raise ConfigError(f"setting {name}: not an integer: {raw!r}")
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        if kind is Path:
-            return Path(raw)
-        if kind is str:
-            return str(raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"setting {name}: {e}") from e
-    raise ConfigError(f"setting {name}: unsupported type {kind}")
-
-
-def as_dict(settings: Settings) -> dict[str, Any]:
-    """Plain-data view (for `loopline status` and logs)."""
-    return dataclasses.asdict(settings)

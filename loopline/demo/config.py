@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.settings import Settings, load_settings
+from loopline.contracts.settings import Settings
 from loopline.stack.ports import free_port
 
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loopline.contracts.kafka_config import consumer_config
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import RolloutPlan, shadow_request_id
+from loopline.config.kafka import consumer_config
 from loopline.contracts.topics import Topics
 from loopline.demo import metrics
 from loopline.demo.observe import read_labeled
 from loopline.demo.plots import write_html
+from loopline.registry.directory import DirectoryRegistry
+from loopline.rollout.plan import RolloutPlan, shadow_request_id
 
 if TYPE_CHECKING:
     from loopline.contracts.schemas import LabeledExample

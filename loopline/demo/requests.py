@@ -25,7 +25,7 @@ from loopline.simulation.api import SimEvent
 
 if TYPE_CHECKING:
     from loopline.contracts.definitions import Model
-    from loopline.contracts.project import Project
+    from loopline.featurecore.project import Project
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopline.contracts.kafka_config import producer_config
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.repo import project_of, read_repo_config
+from loopline.config.kafka import producer_config
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.demo.config import DemoConfig, prepare
@@ -30,6 +28,8 @@ from loopline.demo.observe import MetricsScraper, TopicWatcher
 from loopline.demo.requests import RequestShape
 from loopline.demo.services import Service, ServiceError
 from loopline.demo.traffic import Driver, TrafficStats
+from loopline.featurerepo.loader import project_of, read_repo_config
+from loopline.registry.directory import DirectoryRegistry
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulation
 from loopline.simulation.producer import CheckedProducer
 from loopline.simulation.timeline import Message, Routes

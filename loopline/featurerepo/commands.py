@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loopline.contracts.cli_support import settings_of
+from loopline.config.cli import settings_of
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.repo import builtin_example, project_of
 from loopline.contracts.settings import Settings
+from loopline.featurerepo.loader import builtin_example, project_of
 from loopline.featurerepo.plan import Plan, make_plan
 from loopline.featurerepo.state import AppliedState
 

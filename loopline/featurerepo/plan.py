@@ -1,6 +1,6 @@
 """What ``loopline apply`` would change, as data: pure, given the project and the state.
 
->>> from loopline.contracts.repo import builtin_example, load_project
+>>> from loopline.featurerepo.loader import builtin_example, load_project
 >>> project = load_project(builtin_example())
 >>> plan = make_plan(project, applied={}, existing_topics={"loopline.events"}, prefix="loopline.")
 >>> [(c.model, c.action, c.version) for c in plan.models]
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopline.contracts.project import Project
+from loopline.featurecore.project import Project
 from loopline.featurerepo.state import AppliedVersion
 
 

@@ -15,7 +15,7 @@ refuses a model whose fingerprint was never applied.
 2
 >>> [v.version for v in state.versions("eta")], state.is_applied("eta", "f" * 64)
 ([1, 2], True)
->>> from loopline.contracts.sample import SAMPLE
+>>> from loopline.featurecore.sample import SAMPLE
 >>> fs = SAMPLE.feature_set()
 >>> _ = state.record("returns", fs.fingerprint, fs.describe(), now_ms=4)
 >>> state.feature_set("returns", version=1).fingerprint == fs.fingerprint
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.features import FeatureSet, from_description
-from loopline.contracts.files import atomic_write
+from loopline.featurecore.features import FeatureSet, from_description
+from loopline.storage.files import atomic_write
 
 STATE_FILE = "feature-sets.json"
 

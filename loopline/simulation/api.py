@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ConfigError, DefinitionError
-from loopline.contracts.repo import import_file
+from loopline.featurerepo.loader import import_file
 
 
 @dataclass(frozen=True)

@@ -129,10 +129,10 @@ def register_simulate(subparsers: Any) -> None:
 
 
 def simulate_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from loopline.contracts.cli_support import settings_of
-    from loopline.contracts.kafka_config import producer_config
-    from loopline.contracts.repo import find_repo, load_project, read_repo_config
+    from loopline.config.cli import settings_of
+    from loopline.config.kafka import producer_config
     from loopline.contracts.topics import Topics
+    from loopline.featurerepo.loader import find_repo, load_project, read_repo_config
     from loopline.simulation.api import load_simulation
     from loopline.simulation.producer import CheckedProducer, produce_simulation
     from loopline.simulation.timeline import Routes

@@ -30,8 +30,8 @@ from loopline.simulation.api import SimEvent
 
 if TYPE_CHECKING:
     from loopline.contracts.definitions import Model
-    from loopline.contracts.project import Project
     from loopline.contracts.topics import Topics
+    from loopline.featurecore.project import Project
 
 
 class SimulationError(LooplineError):

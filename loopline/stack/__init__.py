@@ -1,6 +1,6 @@
 """The local development stack: a real Kafka broker (KRaft) and Redis.
 
->>> from loopline.contracts.settings import load_settings
+>>> from loopline.config.loader import load_settings
 >>> stack = Stack(load_settings(env={}))  # nothing runs until .up()
 
 Public API:

@@ -52,7 +52,7 @@ def ensure_topics(
     Idempotent: existing topics are left as they are. Returns the names this
     call created. Returns only once every topic has a leader on every partition.
     """
-    from loopline.contracts.repo import project_of
+    from loopline.featurerepo.loader import project_of
 
     topics = topics or Topics(settings.kafka.topic_prefix)
     specs = topics.specs(settings.topics, project_of(settings).topics())

@@ -32,8 +32,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from loopline.config.kafka import consumer_config
 from loopline.contracts.errors import ConfigError, SchemaError, StackError
-from loopline.contracts.kafka_config import consumer_config
 from loopline.contracts.schemas import DriftEvent, decode
 from loopline.contracts.settings import KafkaSettings
 

@@ -8,6 +8,6 @@
   file names reconciled on restart),
 - :mod:`.config` resolves everything from :class:`~loopline.contracts.settings.Settings`.
 
-The Bytewax adapter is ``loopline.streams.engine.bytewax_labels``; the runner
-and ``loopline run labels`` live in ``loopline.streams.labels_flow``.
+The Bytewax adapter is ``loopline.streams.labels.bytewax_flow``; the runner
+and ``loopline run labels`` live in ``loopline.streams.labels.run``.
 """

@@ -1,6 +1,6 @@
 """Everything the labels flow needs, resolved from :class:`Settings` at the edge.
 
-Engine-neutral: the Bytewax adapter (``loopline.streams.engine.bytewax_labels``)
+Engine-neutral: the Bytewax adapter (``loopline.streams.labels.bytewax_flow``)
 starts from a :class:`LabelsFlowConfig`.
 
 >>> from loopline.contracts.settings import Settings
@@ -34,12 +34,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.kafka_config import consumer_config, producer_config
-from loopline.contracts.repo import model_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of
 from loopline.streams.labels.clock import TIME_MODES
 from loopline.streams.labels.inputs import OUTCOME_FIELDS
 from loopline.streams.labels.join import TIMEOUT_POLICIES, JoinPolicy

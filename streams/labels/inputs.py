@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DeadLetter, Outcome, PredictionLog, check_label, decode
 from loopline.contracts.tasks import BINARY
-from loopline.streams.decoding import SourceRecord
+from loopline.streams.common.records import SourceRecord
 
 __all__ = [
     "REASON_EVICTED",

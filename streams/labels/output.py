@@ -11,7 +11,7 @@ snapshots the epoch, then stores :meth:`LabeledWriter.state`. A flush is:
    ``loopline-labels-flush: <part>:<seq>``), committed and so delivery checked
    (readers use ``read_committed``: an aborted or unfinished flush is never seen);
 3. one Parquet file per touched hour through
-   :func:`~loopline.contracts.offline_store.write_examples` (atomic), named
+   :func:`~loopline.storage.offline_store.write_examples` (atomic), named
    ``lbl-<part>-<seq>`` after the flush number.
 
 Restart without duplicates. The engine restores the state of the last
@@ -53,10 +53,10 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from loopline.contracts.errors import DeliveryError, IntegrityError, StackError
-from loopline.contracts.files import atomic_write
-from loopline.contracts.offline_store import data_files, partition_of, partitions, write_examples
 from loopline.contracts.schemas import LabeledExample, decode, encode
-from loopline.streams.kafka_io import list_partitions
+from loopline.storage.files import atomic_write
+from loopline.storage.offline_store import data_files, partition_of, partitions, write_examples
+from loopline.streams.common.kafka_io import list_partitions
 from loopline.streams.labels.config import LabelsFlowConfig
 
 FLUSH_HEADER = "loopline-labels-flush"

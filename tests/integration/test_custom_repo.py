@@ -28,15 +28,16 @@ from serving_support import running_server, serving_settings
 from test_streams_features import _dead_letters as dead_letters
 from test_streams_features import _store as store
 
-from loopline.contracts.entity_state import final_values
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import FeatureSet
+from loopline.config.loader import load_settings
 from loopline.contracts.redis_layout import RedisLayout, pack
-from loopline.contracts.repo import project_of
-from loopline.contracts.settings import Settings, load_settings
+from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurecore.entity_state import final_values
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurecore.features import FeatureSet
+from loopline.featurerepo.loader import project_of
 from loopline.stack import delete_topics, ensure_topics
-from loopline.streams.features_flow import RunOptions, run_features
+from loopline.streams.features.run import RunOptions, run_features
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
@@ -247,7 +248,7 @@ def test_delivery_example_two_topics_through_the_features_flow(
     stack_settings: Settings, topics: Topics, redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     """The shipped multi-source example: orders and pings, each decoded by its own schema."""
-    from loopline.contracts.features import SOURCE_TAG
+    from loopline.featurecore.features import SOURCE_TAG
     from loopline.simulation.api import SimulationConfig, load_simulator
 
     key_prefix = redis_prefix.rstrip(":")

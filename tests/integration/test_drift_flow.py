@@ -19,7 +19,7 @@ from confluent_kafka import (
 )
 from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     DriftEvent,
@@ -31,8 +31,8 @@ from loopline.contracts.schemas import (
 from loopline.contracts.settings import DriftSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.streams.drift import DriftMonitor
-from loopline.streams.drift_flow import DriftFlowConfig, build_flow, drift_metrics
-from loopline.streams.features_flow import ensure_recovery_dir
+from loopline.streams.drift.bytewax_flow import DriftFlowConfig, build_flow, drift_metrics
+from loopline.streams.features.run import ensure_recovery_dir
 
 FAST = DriftSettings(
     reference_size=500,

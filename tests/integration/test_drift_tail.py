@@ -10,12 +10,12 @@ import time
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
-from loopline.contracts.kafka_config import producer_config
+from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import DriftEvent, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.streams.drift.commands import register
 from loopline.streams.drift.tail import tail
-from loopline.streams.drift_commands import register
 
 DEADLINE_S = 60.0
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 

@@ -26,8 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.kafka_config import consumer_config, producer_config
-from loopline.contracts.offline_store import data_files, partitions, read_examples
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     LabeledExample,
@@ -38,12 +37,13 @@ from loopline.contracts.schemas import (
 )
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.streams.features_flow import RunOptions
+from loopline.storage.offline_store import data_files, partitions, read_examples
+from loopline.streams.features.run import RunOptions
 from loopline.streams.labels import output as labels_output
 from loopline.streams.labels.config import LabelsFlowConfig
 from loopline.streams.labels.metrics import label_metrics
 from loopline.streams.labels.output import LabeledWriter
-from loopline.streams.labels_flow import run_labels
+from loopline.streams.labels.run import run_labels
 
 T0 = 1_700_000_000_000
 FP = FRAUD_FEATURES.fingerprint

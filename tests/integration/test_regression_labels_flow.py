@@ -16,8 +16,8 @@ from test_labels_flow import T0, flow_settings, prediction, produce, read_topic,
 from loopline.contracts.schemas import LabeledExample, Outcome, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.streams.features_flow import RunOptions
-from loopline.streams.labels_flow import run_labels
+from loopline.streams.features.run import RunOptions
+from loopline.streams.labels.run import run_labels
 
 pytestmark = pytest.mark.integration
 

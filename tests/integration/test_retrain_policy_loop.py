@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from loopline.contracts.kafka_config import consumer_config, producer_config
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     DriftEvent,
@@ -19,7 +19,7 @@ from loopline.contracts.schemas import (
 )
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.trainer.retrain_policy_loop import KafkaRowCounter, RetrainPolicyLoop
+from loopline.trainer.policy.service import KafkaRowCounter, RetrainPolicyLoop
 
 DEADLINE_S = 60.0
 

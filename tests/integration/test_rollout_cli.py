@@ -7,13 +7,14 @@ import dataclasses
 import random
 from pathlib import Path
 
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.trainer import commands, rollout_commands
+from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.rollout.plan import RolloutPlan
+from loopline.trainer import commands
 from loopline.trainer.kafka_io import DeliveringProducer, read_history
+from loopline.trainer.rollout import commands as rollout_commands
 
 
 def run(settings: Settings, *argv: str) -> int:

@@ -20,16 +20,17 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from synthetic_fraud import synthetic_history, write_jsonl
 
-from loopline.contracts.kafka_config import producer_config
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan
-from loopline.contracts.rollout_policy import RolloutPolicy
+from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.trainer import commands, rollout_watch_loop
+from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.rollout.plan import RolloutPlan
+from loopline.rollout.policy import RolloutPolicy
+from loopline.trainer import commands
 from loopline.trainer.kafka_io import KafkaAnnouncer, read_history
-from loopline.trainer.rollout_watch_loop import RolloutWatcher, kafka_label_sources
+from loopline.trainer.rollout import watch_loop as rollout_watch_loop
+from loopline.trainer.rollout.watch_loop import RolloutWatcher, kafka_label_sources
 
 DEADLINE_S = 45.0
 MIN_LABELS = 50
@@ -294,8 +295,8 @@ def test_publish_as_canary_then_run_rollout_promotes(
 SERVICE = textwrap.dedent(
     """
     import argparse, sys
-    from loopline.contracts.settings import load_settings
-    from loopline.trainer import rollout_watch_loop
+    from loopline.config.loader import load_settings
+    from loopline.trainer.rollout import watch_loop as rollout_watch_loop
     p = argparse.ArgumentParser(prog="loopline")
     rollout_watch_loop.register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(sys.argv[1:])

@@ -16,7 +16,7 @@ from serving_support import (
     wait_until,
 )
 
-from loopline.contracts.registry import DirectoryRegistry
+from loopline.registry.directory import DirectoryRegistry
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 

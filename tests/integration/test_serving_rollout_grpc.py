@@ -20,13 +20,14 @@ from serving_support import (
     write_features,
 )
 
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate, PredictionLog, decode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.trainer import commands, rollout_commands
+from loopline.registry.directory import DirectoryRegistry
+from loopline.rollout.plan import RolloutPlan
+from loopline.trainer import commands
 from loopline.trainer.kafka_io import read_history
+from loopline.trainer.rollout import commands as rollout_commands
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 

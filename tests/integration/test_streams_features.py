@@ -28,12 +28,12 @@ from fraud_repo import FRAUD_FEATURES as FS
 from fraud_repo import changed_fraud_features
 from prometheus_client.parser import text_string_to_metric_families
 
-from loopline.contracts.entity_state import final_values
-from loopline.contracts.features import FeatureSet
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.schemas import DeadLetter, decode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurecore.entity_state import final_values
+from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.state import AppliedState
 from loopline.stack.ports import free_port
 

@@ -7,8 +7,8 @@ import random
 import redis
 
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, pack, unpack
-from loopline.streams.aggregation import FeatureWrite
-from loopline.streams.redis_sink import FeatureWriter
+from loopline.streams.features.aggregation import FeatureWrite
+from loopline.streams.features.redis_sink import FeatureWriter
 
 
 def test_batched_script_equals_the_per_key_rule(

@@ -21,8 +21,7 @@ from confluent_kafka import (
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history, write_jsonl
 
-from loopline.contracts.kafka_config import consumer_config, producer_config
-from loopline.contracts.registry import DirectoryRegistry
+from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     ModelUpdate,
@@ -32,6 +31,7 @@ from loopline.contracts.schemas import (
 )
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.commands import register
 from loopline.trainer.data import DataRequest, load_training_set

@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECK = """
 import importlib, importlib.resources as res, pathlib, sys
 venv = pathlib.Path(sys.prefix).resolve()
-for name in ["loopline", "loopline.contracts.features", "loopline.stack", "loopline.streams",
+for name in ["loopline", "loopline.featurecore.features", "loopline.stack", "loopline.streams",
              "loopline.serving", "loopline.trainer", "loopline.v1.inference_pb2_grpc",
              "loopline.oip.grpc_predict_v2_pb2_grpc"]:
     mod = importlib.import_module(name)
     where = pathlib.Path(mod.__file__).resolve()
     assert venv in where.parents, f"{name} imported from {where}, not the venv"
 assert (res.files("loopline.v1") / "inference.proto").is_file()
-from loopline.contracts.repo import load_project
+from loopline.featurerepo.loader import load_project
 # A feature repo outside the package loads from the installed wheel.
 fs = load_project(pathlib.Path(sys.argv[1])).feature_set()
 print("ok", len(fs.model_features))

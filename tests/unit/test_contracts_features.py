@@ -10,9 +10,9 @@ import random
 import pytest
 from fraud_repo import CARD_VIEW, FRAUD_FEATURES
 
-from loopline.contracts.entity_state import EntityState, final_values, replay
 from loopline.contracts.errors import FeatureError
-from loopline.contracts.features import Aggregation, EntityView, Window
+from loopline.featurecore.entity_state import EntityState, final_values, replay
+from loopline.featurecore.features import Aggregation, EntityView, Window
 
 VIEW = EntityView(
     entity="card",

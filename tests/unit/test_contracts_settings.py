@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.settings import load_settings
 
 
 def test_file_then_env_override(tmp_path: Path) -> None:

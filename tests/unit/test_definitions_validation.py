@@ -25,9 +25,9 @@ from loopline.contracts.definitions import (
     RequestField,
 )
 from loopline.contracts.errors import ConfigError, DefinitionError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.project import Project
-from loopline.contracts.repo import load_project
+from loopline.featurecore.features import FeatureSet
+from loopline.featurecore.project import Project
+from loopline.featurerepo.loader import load_project
 
 USER = Entity("user", key="user_id")
 CLICKS = EventSource(

@@ -12,12 +12,12 @@ import pytest
 from fraud_repo import PROJECT as FRAUD
 from fraud_repo import ROOT as FRAUD_ROOT
 
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.repo import load_project
 from loopline.contracts.topics import Topics
 from loopline.demo import metrics
 from loopline.demo.config import DemoConfig
 from loopline.demo.requests import RequestShape
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurerepo.loader import load_project
 from loopline.simulation import SimulationConfig
 from loopline.simulation.api import load_simulation
 from loopline.simulation.timeline import Routes

@@ -11,10 +11,16 @@ import pytest
 # Mapped from separate source folders, so listed rather than discovered.
 PACKAGES = (
     "loopline",
+    "loopline.config",
     "loopline.contracts",
-    "loopline.stack",
-    "loopline.simulation",
+    "loopline.featurecore",
     "loopline.featurerepo",
+    "loopline.registry",
+    "loopline.rollout",
+    "loopline.storage",
+    "loopline.stack",
+    "loopline.demo",
+    "loopline.simulation",
     "loopline.streams",
     "loopline.serving",
     "loopline.trainer",

@@ -123,7 +123,7 @@ def test_module_doc_lists_each_scrape_port() -> None:
 
 
 def test_streams_features_flow_exports_the_declared_names() -> None:
-    from loopline.streams.metrics import feature_metrics
+    from loopline.streams.features.metrics import feature_metrics
 
     registry = CollectorRegistry()
     m = feature_metrics(registry)
@@ -134,7 +134,7 @@ def test_streams_features_flow_exports_the_declared_names() -> None:
 
 
 def test_drift_flow_exports_the_declared_names() -> None:
-    from loopline.streams.drift_flow import drift_metrics
+    from loopline.streams.drift.bytewax_flow import drift_metrics
 
     registry = CollectorRegistry()
     m = drift_metrics(registry)
@@ -149,7 +149,7 @@ def test_drift_flow_exports_the_declared_names() -> None:
 
 
 def test_retrain_policy_loop_exports_the_declared_names() -> None:
-    from loopline.trainer.retrain_policy_loop import PolicyMetrics
+    from loopline.trainer.policy.service import PolicyMetrics
 
     registry = CollectorRegistry()
     m = PolicyMetrics(registry)

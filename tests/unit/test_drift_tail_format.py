@@ -7,8 +7,8 @@ import argparse
 import pytest
 
 from loopline.contracts.schemas import DriftEvent
+from loopline.streams.drift.commands import register, run_tail
 from loopline.streams.drift.tail import HEADER, format_event
-from loopline.streams.drift_commands import register, run_tail
 
 
 def event(**changes: object) -> DriftEvent:
@@ -75,7 +75,7 @@ def test_register_adds_drift_tail_with_its_options() -> None:
 
 
 def test_register_adds_run_drift_next_to_other_run_services() -> None:
-    from loopline.streams.drift_commands import run_drift_flow
+    from loopline.streams.drift.commands import run_drift_flow
 
     parser = argparse.ArgumentParser(prog="loopline")
     sub = parser.add_subparsers(dest="command")

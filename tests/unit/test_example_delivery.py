@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from loopline.contracts.entity_state import final_values, replay
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.features import SOURCE_TAG
-from loopline.contracts.project import Project
-from loopline.contracts.repo import _LOADED, load_project, read_repo_config
-from loopline.contracts.settings import load_settings
+from loopline.config.loader import load_settings
+from loopline.featurecore.entity_state import final_values, replay
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurecore.features import SOURCE_TAG
+from loopline.featurecore.project import Project
+from loopline.featurerepo.loader import _LOADED, load_project, read_repo_config
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulator
 
 REPO = Path(__file__).resolve().parents[2] / "examples" / "delivery"

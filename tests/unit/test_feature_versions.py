@@ -10,9 +10,9 @@ from fraud_repo import FRAUD_FEATURES, changed_fraud_features
 from prometheus_client import CollectorRegistry
 
 from loopline.contracts.errors import UnavailableError
-from loopline.contracts.features import FeatureSet
-from loopline.contracts.registry import DirectoryRegistry
+from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.state import AppliedState
+from loopline.registry.directory import DirectoryRegistry
 from loopline.serving.feature_version import VersionSwitch, serving_feature_set
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model_manager import ModelManager

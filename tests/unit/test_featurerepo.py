@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loopline.cli import main
-from loopline.contracts.repo import find_repo, load_project
+from loopline.featurerepo.loader import find_repo, load_project
 from loopline.featurerepo.plan import make_plan
 from loopline.featurerepo.state import AppliedState
 
@@ -96,7 +96,7 @@ def test_bad_definitions_fail_the_cli_in_one_line_naming_the_fix(
 
 
 def test_settings_follow_what_the_definitions_declare(tmp_path: Path) -> None:
-    from loopline.contracts.settings import load_settings
+    from loopline.config.loader import load_settings
 
     repo = _init(tmp_path)
     _edit(repo, 'gate_metric="auc",', 'gate_metric="auc",\n    params={"num_leaves": 15},')

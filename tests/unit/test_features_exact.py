@@ -10,8 +10,8 @@ from fractions import Fraction
 import pytest
 from fraud_repo import CARD_VIEW, FRAUD_FEATURES, MERCHANT_VIEW
 
-from loopline.contracts.entity_state import EntityState, final_values
 from loopline.contracts.errors import FeatureError
+from loopline.featurecore.entity_state import EntityState, final_values
 
 
 def _events(n: int, seed: int) -> list[dict[str, object]]:

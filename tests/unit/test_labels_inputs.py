@@ -9,10 +9,11 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry
 
+from loopline.config.loader import load_settings
 from loopline.contracts import metric_names
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import DeadLetter, Outcome, PredictionLog, encode
-from loopline.contracts.settings import Settings, load_settings
+from loopline.contracts.settings import Settings
 from loopline.streams.labels.config import LabelsFlowConfig
 from loopline.streams.labels.inputs import (
     OutcomeIn,

@@ -1,11 +1,11 @@
-"""The committed gRPC stubs are exactly what `python -m loopline.contracts.protogen` makes."""
+"""The committed gRPC stubs are exactly what `python -m loopline.protogen` makes."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from loopline.contracts.protogen import PROTO_FILES, generate
+from loopline.protogen import PROTO_FILES, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,5 +25,5 @@ def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
             if not committed.exists() or committed.read_text() != fresh:
                 stale.append(stem + suffix)
     assert not stale, (
-        f"stale stubs {stale}: run `python -m loopline.contracts.protogen` and commit the result"
+        f"stale stubs {stale}: run `python -m loopline.protogen` and commit the result"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from loopline.contracts.project import Project
+from loopline.featurecore.project import Project
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

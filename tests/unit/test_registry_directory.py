@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields, sha256_hex
+from loopline.registry.directory import DirectoryRegistry, ManifestFields, sha256_hex
 
 
 def fields(**kw: object) -> ManifestFields:

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from loopline.contracts import offline_store
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import (
     DeadLetter,
@@ -22,6 +21,7 @@ from loopline.contracts.schemas import (
     encode,
 )
 from loopline.contracts.settings import Settings
+from loopline.storage import offline_store
 from loopline.streams.labels.config import LabelsFlowConfig
 from loopline.streams.labels.inputs import (
     OutcomeIn,

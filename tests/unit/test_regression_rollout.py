@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry
 
 from loopline.contracts import metric_names as mn
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan
-from loopline.contracts.rollout_policy import RolloutPolicy
 from loopline.contracts.schemas import LabeledExample, encode
 from loopline.contracts.settings import RolloutSettings, Settings
-from loopline.trainer.rollout_watch_loop import (
+from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.rollout.plan import RolloutPlan
+from loopline.rollout.policy import RolloutPolicy
+from loopline.trainer.rollout.watch_loop import (
     RolloutMetrics,
     RolloutWatchConfig,
     RolloutWatcher,

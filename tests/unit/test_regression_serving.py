@@ -12,8 +12,8 @@ from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import CoreKit, card_values, make_core, merchant_values, oip_entity_request
 
 from loopline.contracts.errors import ModelError
-from loopline.contracts.registry import DirectoryRegistry, ModelVersion
 from loopline.oip import grpc_predict_v2_pb2 as oip
+from loopline.registry.directory import DirectoryRegistry, ModelVersion
 from loopline.serving.model import load_model
 from loopline.serving.oip_api import OipHandlers
 from loopline.serving.v1_api import V1Handlers

@@ -16,10 +16,10 @@ from fraud_repo import FRAUD_FEATURES
 from rich.console import Console
 
 from loopline.contracts.errors import ConfigError, ModelError, SchemaError
-from loopline.contracts.offline_store import HOUR_MS, partition_dir, to_table
-from loopline.contracts.registry import DirectoryRegistry, Manifest, ManifestFields
 from loopline.contracts.schemas import LabeledExample
 from loopline.contracts.settings import TrainerSettings
+from loopline.registry.directory import DirectoryRegistry, Manifest, ManifestFields
+from loopline.storage.offline_store import HOUR_MS, partition_dir, to_table
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
 from loopline.trainer.dataset import TrainingSet, check_enough, split_by_time

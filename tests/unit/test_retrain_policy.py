@@ -9,7 +9,7 @@ import pytest
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import DriftEvent, RetrainEvent, decode, encode
 from loopline.contracts.settings import PolicySettings
-from loopline.trainer.retrain_policy import DAY_MS, RetrainPolicy
+from loopline.trainer.policy.rules import DAY_MS, RetrainPolicy
 
 H = 3600 * 1000
 T0 = 1_700_000_000_000

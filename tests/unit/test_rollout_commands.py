@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan
-from loopline.contracts.rollout_policy import RolloutPolicy
 from loopline.contracts.schemas import LabeledExample
-from loopline.contracts.settings import Settings, load_settings
-from loopline.trainer import commands, rollout_commands
+from loopline.contracts.settings import Settings
+from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.rollout.plan import RolloutPlan
+from loopline.rollout.policy import RolloutPolicy
+from loopline.trainer import commands
+from loopline.trainer.rollout import commands as rollout_commands
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from loopline.contracts.errors import ConfigError, InvalidRequestError, SchemaError
-from loopline.contracts.rollout import (
+from loopline.rollout.plan import (
     RolloutPlan,
     assign_arm,
     plan_arm,

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from loopline.contracts.errors import InvalidRequestError
-from loopline.contracts.rollout_policy import LatencyQuantile, LogLoss, RolloutPolicy, WindowAUC
+from loopline.rollout.policy import LatencyQuantile, LogLoss, RolloutPolicy, WindowAUC
 
 
 def labeled(rng: random.Random, n: int, signal: float) -> list[tuple[float, int]]:

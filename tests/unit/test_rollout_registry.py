@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from loopline.contracts.errors import ModelError, ModelNotFoundError
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields
-from loopline.contracts.rollout import RolloutPlan
+from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.rollout.plan import RolloutPlan
 
 
 def registry(tmp_path: Path, versions: int = 3) -> DirectoryRegistry:

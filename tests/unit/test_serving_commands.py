@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loopline.cli import build_parser
-from loopline.contracts.settings import load_settings
+from loopline.config.loader import load_settings
 from loopline.serving import commands
 
 

@@ -10,7 +10,7 @@ from fraud_repo import FRAUD_FEATURES as FS
 from serving_support import make_core
 
 from loopline.contracts.errors import FingerprintMismatchError, IntegrityError, ModelError
-from loopline.contracts.registry import DirectoryRegistry
+from loopline.registry.directory import DirectoryRegistry
 from loopline.serving.model import load_model
 
 

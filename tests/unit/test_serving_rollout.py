@@ -10,9 +10,9 @@ import pytest
 from serving_support import CoreKit, card_values, make_core, merchant_values, wait_until
 
 from loopline.contracts.errors import InvalidRequestError
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import RolloutPlan, shadow_request_id
 from loopline.contracts.settings import RolloutSettings
+from loopline.registry.directory import DirectoryRegistry
+from loopline.rollout.plan import RolloutPlan, shadow_request_id
 from loopline.serving.requests import PredictInput
 
 SETTINGS = RolloutSettings(min_calls=50, decide_every_s=0.0)

@@ -33,7 +33,7 @@ def _events(cfg: SimulationConfig = BASE, **params: Any) -> list[SimEvent]:
 
 
 def test_the_repo_names_its_simulator_and_demo_params() -> None:
-    from loopline.contracts.repo import read_repo_config
+    from loopline.featurerepo.loader import read_repo_config
 
     assert read_repo_config(ROOT).simulator == "simulator.py"
     assert SIM.demo_params["fraud_rate"] > 0.01  # the demo runs a stronger scenario

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import MissingToolError, StackError
-from loopline.contracts.settings import load_settings
 from loopline.stack import process
 from loopline.stack.component import Component
 from loopline.stack.kafka import KafkaBroker

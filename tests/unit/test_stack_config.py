@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError
-from loopline.contracts.settings import Settings, load_settings
+from loopline.contracts.settings import Settings
 from loopline.stack.component import ComponentStatus
 from loopline.stack.kafka import (
     java_command,

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from fraud_repo import FRAUD_FEATURES, transaction_parser
 
-from loopline.contracts.entity_state import EntityState, final_values
 from loopline.contracts.errors import FeatureError
 from loopline.contracts.redis_layout import RedisLayout, unpack
-from loopline.streams.aggregation import FeatureShard, FeatureWrite
-from loopline.streams.decoding import EventDecoder, SourceRecord
+from loopline.featurecore.entity_state import EntityState, final_values
+from loopline.streams.common.records import SourceRecord
+from loopline.streams.features.aggregation import FeatureShard, FeatureWrite
+from loopline.streams.features.decoding import EventDecoder
 
 FS = FRAUD_FEATURES
 LAYOUT = RedisLayout("t")

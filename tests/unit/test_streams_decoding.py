@@ -19,14 +19,14 @@ from loopline.contracts.definitions import (
     Outcomes,
 )
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.event_schema import EventParser
-from loopline.contracts.project import Project
-from loopline.streams.decoding import (
+from loopline.featurecore.event_schema import EventParser
+from loopline.featurecore.project import Project
+from loopline.streams.common.records import SourceRecord
+from loopline.streams.features.decoding import (
     REASON_INVALID,
     REASON_LATE,
     REASON_MALFORMED,
     EventDecoder,
-    SourceRecord,
     shard_of,
 )
 
@@ -256,7 +256,7 @@ def test_another_source_is_validated_on_its_own_declared_fields() -> None:
 
 
 def test_same_verdicts_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loopline.contracts import event_schema
+    from loopline.featurecore import event_schema
 
     raws = [
         json.dumps(_tx(1)).encode(),

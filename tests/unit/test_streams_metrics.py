@@ -6,7 +6,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from loopline.streams.metrics import feature_metrics
+from loopline.streams.features.metrics import feature_metrics
 
 
 def test_thread_parts_sum_into_one_prometheus_histogram() -> None:

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic_fraud import as_json_rows, synthetic_history, write_jsonl
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import ModelNotFoundError
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.settings import Settings, load_settings
+from loopline.contracts.settings import Settings
+from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.commands import register
 
 

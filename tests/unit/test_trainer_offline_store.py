@@ -9,7 +9,8 @@ import pytest
 from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.errors import SchemaError
-from loopline.contracts.offline_store import (
+from loopline.contracts.schemas import LabeledExample
+from loopline.storage.offline_store import (
     HOUR_MS,
     LABELED_SCHEMA,
     partition_dir,
@@ -17,7 +18,6 @@ from loopline.contracts.offline_store import (
     read_examples,
     write_examples,
 )
-from loopline.contracts.schemas import LabeledExample
 from loopline.trainer.offline import latest_hour_end_ms, load_window
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS  # an hour boundary

@@ -11,11 +11,11 @@ import pytest
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history
 
-from loopline.contracts.entity_state import replay
 from loopline.contracts.errors import DeliveryError
-from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import ModelUpdate, Outcome
 from loopline.contracts.settings import TrainerSettings
+from loopline.featurecore.entity_state import replay
+from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.errors import InsufficientDataError, ParityError

@@ -12,11 +12,12 @@ import pytest
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history, write_jsonl
 
+from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, DeliveryError
-from loopline.contracts.registry import DirectoryRegistry
-from loopline.contracts.rollout import RolloutPlan
 from loopline.contracts.schemas import ModelUpdate, Outcome
-from loopline.contracts.settings import RolloutSettings, Settings, TrainerSettings, load_settings
+from loopline.contracts.settings import RolloutSettings, Settings, TrainerSettings
+from loopline.registry.directory import DirectoryRegistry
+from loopline.rollout.plan import RolloutPlan
 from loopline.trainer import commands
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet

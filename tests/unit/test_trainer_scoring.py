@@ -12,10 +12,10 @@ import pytest
 from fraud_repo import FRAUD_FEATURES, TRANSACTIONS
 from synthetic_fraud import Transaction, as_json_rows, records, synthetic_history
 
-from loopline.contracts.entity_state import replay
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
-from loopline.contracts.registry import DirectoryRegistry, ManifestFields
 from loopline.contracts.settings import TrainerSettings
+from loopline.featurecore.entity_state import replay
+from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.export import session
 from loopline.trainer.pipeline import Trainer

@@ -9,9 +9,9 @@ import pytest
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history
 
-from loopline.contracts.registry import DirectoryRegistry
 from loopline.contracts.schemas import RetrainEvent
 from loopline.contracts.settings import Settings, TrainerSettings
+from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.ledger import RetrainLedger

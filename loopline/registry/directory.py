@@ -1,0 +1,323 @@
+"""The model registry contract and its embedded directory implementation.
+
+The trainer publishes; serving reads. Both speak to :class:`ModelRegistry`,
+so another backend (MLflow) can stand in without either changing.
+
+Layout of :class:`DirectoryRegistry` under its root::
+
+    <model>/versions/<version>/model.onnx
+    <model>/versions/<version>/manifest.json
+    <model>/aliases.json        # {"aliases": {...}, "history": {...}}
+    <model>/rollout.json        # {"plan": {...} | null, "history": [{...}, ...]}
+
+Every write goes to a temporary name first and is renamed into place, so a
+reader never sees a partial file, and an alias moves in one step.
+
+>>> import tempfile
+>>> reg = DirectoryRegistry(tempfile.mkdtemp())
+>>> v = reg.publish("fraud", b"onnx-bytes", ManifestFields(
+...     feature_set="fraud", fingerprint="f" * 64, feature_names=["a", "b"]))
+>>> v.manifest.version, reg.resolve("fraud", "champion") is None
+('1', True)
+>>> reg.set_alias("fraud", "champion", "1")
+>>> reg.resolve("fraud", "champion").manifest.sha256 == sha256_hex(b"onnx-bytes")
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from loopline.contracts.errors import ModelError, ModelNotFoundError
+from loopline.registry.manifest import (
+    IMMUTABLE_FIELDS,
+    Manifest,
+    ManifestFields,
+    ModelRegistry,
+    ModelVersion,
+    model_update,
+    sha256_hex,
+)
+from loopline.rollout.plan import CANDIDATE, CHAMPION, RolloutPlan
+from loopline.storage.files import atomic_write, fsync
+
+# The manifest types are importable from here, beside the registry that stores them.
+__all__ = [
+    "IMMUTABLE_FIELDS", "DirectoryRegistry", "Manifest", "ManifestFields", "ModelRegistry",
+    "ModelVersion", "model_update", "sha256_hex",
+]  # fmt: skip
+
+MODEL_FILE = "model.onnx"
+ROLLOUT_FILE = "rollout.json"
+MANIFEST_FILE = "manifest.json"
+
+
+class DirectoryRegistry:
+    """A registry in a local (or shared) directory. Safe for concurrent readers."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- versions -----------------------------------------------------------
+    def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion:
+        versions_dir = self._model_dir(model) / "versions"
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=versions_dir))
+        try:
+            (staging / MODEL_FILE).write_bytes(onnx)
+            fsync(staging / MODEL_FILE)
+            while True:
+                version = str(self._next_version(model))
+                manifest = Manifest(
+                    **dataclasses.asdict(fields),
+                    model_name=model,
+                    version=version,
+                    sha256=sha256_hex(onnx),
+                    created_ms=int(time.time() * 1000),
+                )
+                (staging / MANIFEST_FILE).write_text(manifest.to_json())
+                fsync(staging / MANIFEST_FILE)
+                fsync(staging)
+                try:
+                    # Renaming a directory onto a missing name is atomic; a
+                    # concurrent publisher that took the number makes it fail.
+                    os.rename(staging, versions_dir / version)
+                    fsync(versions_dir)
+                    break
+                except OSError:
+                    if not (versions_dir / version).exists():
+                        raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self.get(model, version)
+
+    def get(self, model: str, version: str) -> ModelVersion:
+        vdir = self._model_dir(model) / "versions" / version
+        try:
+            manifest = Manifest.from_json((vdir / MANIFEST_FILE).read_text())
+        except FileNotFoundError:
+            raise ModelNotFoundError(f"model {model!r} has no version {version!r}") from None
+        except (ValueError, TypeError) as e:
+            raise ModelError(f"model {model!r} v{version}: unreadable manifest ({e})") from e
+        return ModelVersion(manifest, vdir / MODEL_FILE)
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        vdir = self._model_dir(model) / "versions"
+        if not vdir.is_dir():
+            return []
+        names = sorted((p.name for p in vdir.iterdir() if p.name.isdigit()), key=int)
+        return [self.get(model, n) for n in names]
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
+
+    def update_manifest(self, model: str, version: str, **changes: Any) -> ModelVersion:
+        """Rewrite mutable manifest fields (status, decision, metrics) atomically.
+
+        Fields that identify the model or its inputs never change after publish.
+        """
+        frozen = sorted(set(changes) & IMMUTABLE_FIELDS)
+        if frozen:
+            raise ModelError(f"{model} v{version}: manifest fields {frozen} cannot change")
+        with self._locked(model):
+            mv = self.get(model, version)
+            updated = dataclasses.replace(mv.manifest, **changes)
+            atomic_write(mv.model_path.parent / MANIFEST_FILE, updated.to_json())
+        return self.get(model, version)
+
+    # -- aliases ------------------------------------------------------------
+    def aliases(self, model: str) -> dict[str, str]:
+        return dict(self._alias_doc(model)["aliases"])
+
+    def alias_history(self, model: str, alias: str) -> list[str]:
+        return list(self._alias_doc(model)["history"].get(alias, []))
+
+    def resolve(self, model: str, alias: str) -> ModelVersion | None:
+        version = self.aliases(model).get(alias)
+        return None if version is None else self.get(model, version)
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        self.get(model, version)  # must exist
+        with self._locked(model):
+            self._move_alias(model, alias, version)
+
+    def remove_alias(self, model: str, alias: str) -> None:
+        with self._locked(model):
+            self._drop_alias(model, alias)
+
+    def rollback(self, model: str, alias: str = "champion") -> str:
+        """Point ``alias`` back at the version it held before; returns that version."""
+        with self._locked(model):
+            doc = self._alias_doc(model)
+            history = doc["history"].get(alias, [])
+            if len(history) < 2:
+                raise ModelNotFoundError(f"{model}: alias {alias!r} has no earlier version")
+            history.pop()
+            doc["aliases"][alias] = history[-1]
+            atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+            return history[-1]
+
+    # -- rollout plans ------------------------------------------------------
+    def rollout(self, model: str) -> RolloutPlan | None:
+        """The model's current rollout plan (running or finished), if any."""
+        plan = self._rollout_doc(model)["plan"]
+        return None if plan is None else RolloutPlan.from_dict(plan)
+
+    def rollout_history(self, model: str) -> list[RolloutPlan]:
+        """Every plan record written for the model, oldest first (the current one last)."""
+        return [RolloutPlan.from_dict(p) for p in self._rollout_doc(model)["history"]]
+
+    def set_rollout(self, plan: RolloutPlan) -> None:
+        """Record ``plan`` as the model's rollout, moving the aliases with it.
+
+        Running: the ``candidate`` alias names the candidate version. Promoted:
+        ``champion`` names it and ``candidate`` is dropped. Aborted:
+        ``candidate`` is dropped, ``champion`` untouched. The plan record is the
+        source of truth for which version is the candidate; the alias follows.
+
+        >>> import tempfile
+        >>> reg = DirectoryRegistry(tempfile.mkdtemp())
+        >>> for onnx in (b"one", b"two"):
+        ...     _ = reg.publish("m", onnx, ManifestFields("fs", "f" * 64, ["a"]))
+        >>> reg.set_alias("m", "champion", "1")
+        >>> plan = RolloutPlan.start("m", candidate="2", champion="1", mode="shadow")
+        >>> reg.set_rollout(plan)
+        >>> reg.aliases("m"), reg.rollout("m") == plan
+        ({'champion': '1', 'candidate': '2'}, True)
+        >>> reg.set_rollout(plan.finished("promoted", "better"))
+        >>> reg.aliases("m"), reg.rollout("m").state, len(reg.rollout_history("m"))
+        ({'champion': '2'}, 'promoted', 2)
+        """
+        self.get(plan.model, plan.candidate_version)  # must exist
+        with self._locked(plan.model):
+            self._write_rollout(plan)
+
+    def start_rollout(self, plan: RolloutPlan) -> None:
+        """Record a new running ``plan``, unless another plan is running (ModelError)."""
+        if not plan.running:
+            raise ModelError(f"{plan.model}: a new rollout must be running, not {plan.state}")
+        self.get(plan.model, plan.candidate_version)  # must exist
+        with self._locked(plan.model):
+            current = self._rollout_doc(plan.model)["plan"]
+            if current is not None and current.get("state") == "running":
+                raise ModelError(
+                    f"{plan.model}: rollout {current.get('plan_id')} of "
+                    f"v{current.get('candidate_version')} is running; promote or abort it first"
+                )
+            self._write_rollout(plan)
+
+    def finish_rollout(
+        self, model: str, plan_id: str, state: str, reason: str
+    ) -> RolloutPlan | None:
+        """End running plan ``plan_id`` as ``state`` ("promoted" | "aborted").
+
+        A compare-and-set: returns the finished plan, or None when ``plan_id``
+        is no longer the running plan (another process ended or replaced it),
+        so several serving processes running the policy decide only once.
+
+        >>> import tempfile
+        >>> reg = DirectoryRegistry(tempfile.mkdtemp())
+        >>> for onnx in (b"one", b"two"):
+        ...     _ = reg.publish("m", onnx, ManifestFields("fs", "f" * 64, ["a"]))
+        >>> reg.set_alias("m", "champion", "1")
+        >>> reg.start_rollout(RolloutPlan.start("m", candidate="2", champion="1",
+        ...                                     mode="canary", canary_share=0.1, plan_id="p"))
+        >>> reg.finish_rollout("m", "p", "aborted", "errors").state
+        'aborted'
+        >>> reg.finish_rollout("m", "p", "promoted", "late") is None
+        True
+        """
+        with self._locked(model):
+            current = self._rollout_doc(model)["plan"]
+            if current is None:
+                return None
+            plan = RolloutPlan.from_dict(current)
+            if not plan.running or plan.plan_id != plan_id:
+                return None
+            done = plan.finished(state, reason)
+            self._write_rollout(done)
+            return done
+
+    # -- internals ----------------------------------------------------------
+    def _write_rollout(self, plan: RolloutPlan) -> None:
+        """Move the aliases the plan implies, then record it; the caller holds the lock."""
+        if plan.state == "running":
+            self._move_alias(plan.model, CANDIDATE, plan.candidate_version)
+        elif plan.state == "promoted":
+            self._move_alias(plan.model, CHAMPION, plan.candidate_version)
+            self._drop_alias(plan.model, CANDIDATE)
+        else:
+            self._drop_alias(plan.model, CANDIDATE)
+        doc = self._rollout_doc(plan.model)
+        doc["plan"] = plan.to_dict()
+        doc["history"].append(plan.to_dict())
+        atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
+
+    def _move_alias(self, model: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``; the caller holds the model's lock."""
+        doc = self._alias_doc(model)
+        if doc["aliases"].get(alias) == version:
+            return
+        doc["aliases"][alias] = version
+        doc["history"].setdefault(alias, []).append(version)
+        atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+
+    def _drop_alias(self, model: str, alias: str) -> None:
+        doc = self._alias_doc(model)
+        if doc["aliases"].pop(alias, None) is not None:
+            atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+
+    def _rollout_doc(self, model: str) -> dict[str, Any]:
+        path = self._model_dir(model) / ROLLOUT_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"plan": None, "history": []}
+        except ValueError as e:
+            raise ModelError(f"model {model!r}: unreadable {ROLLOUT_FILE} ({e})") from e
+        doc.setdefault("plan", None)
+        doc.setdefault("history", [])
+        return doc
+
+    def _model_dir(self, model: str) -> Path:
+        if not model or "/" in model or model.startswith("."):
+            raise ModelError(f"invalid model name {model!r}")
+        return self.root / model
+
+    def _next_version(self, model: str) -> int:
+        existing = [int(v.manifest.version) for v in self.versions(model)]
+        return max(existing, default=0) + 1
+
+    def _alias_doc(self, model: str) -> dict[str, Any]:
+        path = self._model_dir(model) / "aliases.json"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"aliases": {}, "history": {}}
+        doc.setdefault("aliases", {})
+        doc.setdefault("history", {})
+        return doc
+
+    @contextlib.contextmanager
+    def _locked(self, model: str) -> Iterator[None]:
+        mdir = self._model_dir(model)
+        mdir.mkdir(parents=True, exist_ok=True)
+        with open(mdir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

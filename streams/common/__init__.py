@@ -1,0 +1,1 @@
+"""loopline.streams.common."""

@@ -1,1 +1,0 @@
-"""Dataflow-engine adapters (Bytewax today): the only code that imports the engine."""

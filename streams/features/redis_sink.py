@@ -1,0 +1,137 @@
+"""Feature values into Redis: absolute, write-if-newer, with a TTL, batched.
+
+:class:`FeatureWriter` sends a whole batch as one ``EVALSHA`` of
+:data:`WRITE_IF_NEWER_MANY`, which applies to every key exactly the rule of
+``contracts.redis_layout.WRITE_IF_NEWER`` (replace only when the new value's
+``valid_at`` is not older). One command per batch instead of one per key: a
+pipeline of per-key EVALSHA cost ~17 us per key from Python, the batch ~4 us.
+Keys in one call must live on one Redis node (no Redis Cluster across slots).
+
+No dataflow engine here: the Bytewax sink and the benchmark's baseline both
+use this class.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from loopline.contracts.errors import ConfigError, StackError
+from loopline.streams.features.aggregation import FeatureWrite
+
+# KEYS: feature keys. ARGV[1]: TTL seconds; ARGV[i + 1]: packed value of KEYS[i].
+# Returns how many keys were written (the others held a newer value).
+WRITE_IF_NEWER_MANY = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local new = ARGV[i + 1]
+  local old = redis.call('GET', key)
+  if (not old) or struct.unpack('<d', new) >= struct.unpack('<d', old) then
+    redis.call('SET', key, new, 'EX', ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int
+    stale: int
+    seconds: float
+
+
+class FeatureWriter:
+    """Writes :class:`FeatureWrite` batches; retries transient Redis failures.
+
+    Every write is idempotent (absolute values, applied only when not older),
+    so retrying a batch, or replaying it after recovery, is always safe.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int,
+        *,
+        chunk: int = 1000,
+        attempts: int = 5,
+        backoff_s: float = 0.2,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ConfigError("redis.feature_ttl_s must be > 0")
+        self._client = client
+        self._ttl = ttl_s
+        self._chunk = chunk
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._sha: str = self._call(lambda: client.script_load(WRITE_IF_NEWER_MANY))
+        ttl = str(ttl_s).encode()
+        self._ttl_arg = b"$%d\r\n%s\r\n" % (len(ttl), ttl)
+
+    def write(self, writes: Sequence[FeatureWrite]) -> WriteResult:
+        started = time.perf_counter()
+        written = 0
+        for i in range(0, len(writes), self._chunk):
+            part = writes[i : i + self._chunk]
+            written += self._call(functools.partial(self._evalsha, part))
+        return WriteResult(written, len(writes) - written, time.perf_counter() - started)
+
+    def _evalsha(self, part: Sequence[FeatureWrite]) -> int:
+        try:
+            return self._send(part)
+        except redis.exceptions.NoScriptError:
+            # The server restarted or flushed its scripts.
+            self._sha = self._client.script_load(WRITE_IF_NEWER_MANY)
+            return self._send(part)
+
+    def _send(self, part: Sequence[FeatureWrite]) -> int:
+        # The command encoded here, not by redis-py: its generic argument
+        # packing costs about as much per key as the Lua script in Redis.
+        n = str(len(part)).encode()
+        chunks = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (2 * len(part) + 4, self._sha_b)]
+        chunks.append(b"$%d\r\n%s\r\n" % (len(n), n))
+        for w in part:
+            key = w.key.encode()
+            chunks.append(b"$%d\r\n%s\r\n" % (len(key), key))
+        chunks.append(self._ttl_arg)
+        for w in part:
+            chunks.append(b"$%d\r\n%s\r\n" % (len(w.value), w.value))
+        pool = self._client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(chunks)])
+            return int(self._client.parse_response(conn, "EVALSHA"))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            conn.disconnect()  # the reply may still be in flight: never reuse
+            raise
+        finally:
+            pool.release(conn)
+
+    @property
+    def _sha_b(self) -> bytes:
+        return self._sha.encode()
+
+    def _call(self, fn):  # type: ignore[no-untyped-def]
+        delay = self._backoff_s
+        attempt = 1
+        while True:
+            try:
+                return fn()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                if attempt >= self._attempts:
+                    raise StackError(
+                        f"Redis write failed {attempt} times, last: {e}; "
+                        "the flow stops and resumes from its last snapshot"
+                    ) from e
+            time.sleep(delay)
+            delay *= 2
+            attempt += 1
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,277 @@
+"""`loopline run policy`: the retrain policy between the drift and retrain topics.
+
+A thin Kafka loop around :class:`RetrainPolicy`. On start it replays the
+retrain topic's history into the policy (what was already requested, when,
+for which drift events), then consumes the drift topic in the consumer group
+``retrain-policy``. Each retrain event is produced keyed by model name and
+acknowledged by the broker before anything is committed; an unacknowledged
+one stays in an outbox and is sent again on the next tick. Drift offsets are
+committed only while no trigger is pending and the outbox is empty, so a
+restart re-reads the drift events that a pending trigger was built from.
+Malformed drift events go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from loopline.config.cli import service_group, settings_of
+from loopline.config.kafka import consumer_config
+from loopline.contracts import metric_names as mn
+from loopline.contracts.errors import DeliveryError, SchemaError, StackError
+from loopline.contracts.schemas import DeadLetter, DriftEvent, RetrainEvent, decode, encode
+from loopline.contracts.settings import KafkaSettings, Settings
+from loopline.contracts.topics import Topics
+from loopline.trainer.kafka_io import DeliveringProducer, read_history
+from loopline.trainer.policy.rules import Decision, NewRows, RetrainPolicy
+
+log = logging.getLogger("loopline.trainer.policy.rules")
+
+CONSUMER_GROUP = "retrain-policy"
+METADATA_TIMEOUT_S = 10.0
+
+
+class KafkaRowCounter:
+    """The ``new_rows`` port: labeled rows whose Kafka timestamp is at or after ``since_ms``.
+
+    Counts with offsets, never by reading: per partition, the high watermark
+    minus the first offset at or after the time.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        # Only metadata and offset lookups: this consumer never subscribes or commits.
+        self._consumer = Consumer(consumer_config(kafka, f"policy-rows-{uuid.uuid4().hex[:8]}"))
+
+    def __call__(self, since_ms: int) -> int:
+        try:
+            meta = self._consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
+            tmeta = meta.topics.get(self.topic)
+            if tmeta is None or tmeta.error is not None:
+                raise StackError(f"topic {self.topic!r} is not available")
+            wanted = [TopicPartition(self.topic, p, since_ms) for p in tmeta.partitions]
+            found = self._consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_S)
+            total = 0
+            for tp in found:
+                if tp.offset < 0:  # no message at or after since_ms
+                    continue
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, tp.partition), timeout=METADATA_TIMEOUT_S
+                )
+                total += max(0, high - tp.offset)
+            return total
+        except KafkaException as e:
+            raise StackError(f"counting rows of {self.topic!r}: {e}") from e
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class PolicyMetrics:
+    """The loop's Prometheus metrics (names from ``loopline.contracts.metric_names``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def counter(m: mn.Metric) -> Counter:
+            return Counter(m.name, m.help, list(m.labels), registry=registry)
+
+        def gauge(m: mn.Metric) -> Gauge:
+            return Gauge(m.name, m.help, list(m.labels), registry=registry)
+
+        self.drift_events = counter(mn.POLICY_DRIFT_EVENTS)
+        self.retrain_events = counter(mn.POLICY_RETRAIN_EVENTS)
+        self.held = counter(mn.POLICY_HELD)
+        self.pending = gauge(mn.POLICY_PENDING)
+        self.last_retrain = gauge(mn.POLICY_LAST_RETRAIN_TIMESTAMP)
+
+
+class RetrainPolicyLoop:
+    """Drift topic -> :class:`RetrainPolicy` -> retrain topic."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        new_rows: NewRows | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.model_name = settings.trainer.model_name
+        self._counter = None
+        if new_rows is None:
+            self._counter = KafkaRowCounter(settings.kafka, self.topics.labeled)
+            new_rows = self._counter
+        self.policy = RetrainPolicy(settings.policy, self.model_name, new_rows)
+        self.metrics = PolicyMetrics(registry or CollectorRegistry())
+        self.clock = clock
+        self.emitted: list[RetrainEvent] = []
+        self._outbox: list[RetrainEvent] = []
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def restore(self) -> int:
+        """Replay the retrain topic's history into the policy; returns events learned."""
+        events = []
+        for raw in read_history(self.settings.kafka, self.topics.retrain):
+            try:
+                events.append(decode(RetrainEvent, raw))
+            except SchemaError as e:
+                log.warning("retrain history: skipping a malformed event: %s", e)
+        restored = self.policy.restore(events)
+        if self.policy.last_retrain_ms:
+            self.metrics.last_retrain.set(self.policy.last_retrain_ms / 1000)
+        return restored
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        deadline_s: float | None = None,
+        max_retrains: int | None = None,
+    ) -> int:
+        """Run until ``stop`` is set (or the deadline / count); returns retrain events sent."""
+        stop = stop or threading.Event()
+        kafka = self.settings.kafka
+        self.restore()
+        consumer = Consumer(consumer_config(kafka, CONSUMER_GROUP))
+        producer = DeliveringProducer(kafka)
+        consumer.subscribe([self.topics.drift])
+        until = None if deadline_s is None else time.monotonic() + deadline_s
+        tick_every = max(0.05, self.settings.policy.tick_s)
+        next_tick = 0.0
+        uncommitted = False
+        sent = 0
+        try:
+            while not stop.is_set():
+                if until is not None and time.monotonic() > until:
+                    break
+                if max_retrains is not None and len(self.emitted) >= max_retrains:
+                    break
+                msg = consumer.poll(min(0.2, tick_every))
+                if msg is not None:
+                    uncommitted |= self._consume(msg, producer)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick_every
+                    for decision in self.policy.tick(self.now_ms()):
+                        self._apply(decision)
+                sent += self._flush(producer)
+                self.metrics.pending.set(1 if self.policy.pending is not None else 0)
+                if uncommitted and self.policy.pending is None and not self._outbox:
+                    consumer.commit(asynchronous=False)
+                    uncommitted = False
+        finally:
+            consumer.close()
+            producer.close()
+            if self._counter is not None:
+                self._counter.close()
+        return sent
+
+    # -- one message --------------------------------------------------------------------
+    def _consume(self, msg: Message, producer: DeliveringProducer) -> bool:
+        """Handle one polled message; True when its offset awaits a commit."""
+        err = msg.error()
+        if err is not None:
+            if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise StackError(f"drift consumer: {err}")
+            log.warning("drift consumer: %s", err)
+            return False
+        try:
+            event = decode(DriftEvent, msg.value() or b"")
+        except SchemaError as e:
+            self.metrics.drift_events.labels("invalid").inc()
+            log.warning("drift topic offset %s: %s (dead-lettered)", msg.offset(), e)
+            letter = DeadLetter.of(
+                source_topic=msg.topic() or self.topics.drift,
+                partition=msg.partition() or 0,
+                offset=msg.offset() or 0,
+                reason="malformed",
+                error=str(e),
+                value=msg.value(),
+                key=msg.key(),
+                time_ms=self.now_ms(),
+            )
+            producer.send(self.topics.dead_letters, msg.key(), encode(letter))
+            return True
+        decision = self.policy.on_drift(event, self.now_ms())
+        self.metrics.drift_events.labels(decision.action).inc()
+        log.info("drift event %s (%s %s): %s %s", event.id, event.kind, event.severity,
+                 decision.action, decision.reason)  # fmt: skip
+        self._apply(decision)
+        return True
+
+    def _apply(self, decision: Decision) -> None:
+        if decision.action == "pending":
+            self.metrics.held.labels(decision.reason).inc()
+        elif decision.action == "expired":
+            self.metrics.held.labels("expired").inc()
+        if decision.event is not None:
+            self._outbox.append(decision.event)
+
+    def _flush(self, producer: DeliveringProducer) -> int:
+        sent = 0
+        while self._outbox:
+            event = self._outbox[0]
+            try:
+                producer.send(self.topics.retrain, self.model_name.encode(), encode(event))
+            except DeliveryError as e:
+                self.metrics.retrain_events.labels(event.trigger, "failed").inc()
+                log.error("retrain event %s not delivered (retrying): %s", event.id, e)
+                return sent
+            self._outbox.pop(0)
+            self.emitted.append(event)
+            sent += 1
+            self.metrics.retrain_events.labels(event.trigger, "delivered").inc()
+            self.metrics.last_retrain.set(event.time_ms / 1000)
+            log.info("retrain requested: %s (%s)", event.id, event.reason)
+        return sent
+
+
+# -- CLI ----------------------------------------------------------------------------------
+def register(subparsers: Any) -> None:
+    """Add ``run policy`` (alias ``retrain-policy``) to a subparsers object."""
+    run = service_group(subparsers)
+    p = run.add_parser(
+        "policy",
+        aliases=["retrain-policy"],
+        help="turn drift events into retrain events (thresholds, rows, interval, cap)",
+        description="Consume the drift topic and request retraining on the retrain topic "
+        "according to Settings.policy.",
+    )
+    p.add_argument("--max-retrains", type=int, help="exit after requesting this many")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (default policy.metrics_port)")
+    p.set_defaults(func=run_retrain_policy)
+
+
+def run_retrain_policy(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    settings = settings_of(args, settings)
+    import signal
+
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    port = args.metrics_port if args.metrics_port is not None else settings.policy.metrics_port
+    if port:
+        start_http_server(port, registry=registry)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    loop = RetrainPolicyLoop(settings, registry=registry)
+    try:
+        sent = loop.run(stop, max_retrains=args.max_retrains)
+    except KeyboardInterrupt:
+        stop.set()
+        sent = len(loop.emitted)
+    print(f"retrain events requested: {sent}")
+    return 0
