@@ -345,6 +345,7 @@ def main() -> None:
     import model_factory  # tests/ is on sys.path since serving_latency's import
 
     from loopline.contracts.redis_layout import RedisLayout
+    from loopline.featurerepo.loader import model_of
     from loopline.registry.directory import DirectoryRegistry
 
     t_start = time.perf_counter()
@@ -357,7 +358,7 @@ def main() -> None:
         print("setup: features in Redis, champion and candidate (200 trees each) in a registry")
         write_features(store, RedisLayout(tag))
         registry = DirectoryRegistry(work / "registry")
-        model = settings.serving.model_name
+        model = model_of(settings).name
         model_factory.publish(registry, model=model, n_trees=200, n_leaves=31, seed=0)
         candidate = model_factory.publish(
             registry, model=model, n_trees=200, n_leaves=31, seed=1, alias=None

@@ -23,7 +23,6 @@ OVERRIDES = {
     "processes": "processes",
     "threads": "threads",
     "metrics_port": "metrics_port",
-    "model": "model_name",
     "alias": "alias",
 }
 
@@ -51,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="Prometheus port; 0 picks a free one, -1 disables (serving.metrics_port)",
     )
-    parser.add_argument("--model", help="model name in the registry (serving.model_name)")
+    parser.add_argument(
+        "--model", help="model name in the registry (default: the repo's model, project.model)"
+    )
     parser.add_argument("--alias", help="registry alias to serve and follow (serving.alias)")
 
 
@@ -61,6 +62,9 @@ def apply_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
         for flag, field in OVERRIDES.items()
         if getattr(args, flag, None) is not None
     }
+    if getattr(args, "model", None):
+        project = dataclasses.replace(settings.project, model=args.model)
+        settings = dataclasses.replace(settings, project=project)
     if not changes:
         return settings
     return dataclasses.replace(settings, serving=dataclasses.replace(settings.serving, **changes))

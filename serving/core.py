@@ -92,16 +92,14 @@ class InferenceCore:
     # -- models -------------------------------------------------------------
     def model(self, name: str = "", version: str = "") -> LoadedModel:
         """The model answering for ``name``/``version`` (empty: the default, current)."""
-        if name and name != self.settings.model_name:
-            raise ModelNotFoundError(
-                f"unknown model {name!r}; this server serves {self.settings.model_name!r}"
-            )
+        if name and name != self.fs.name:
+            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {self.fs.name!r}")
         if self.draining:
             raise UnavailableError("the server is shutting down; retry on another instance")
         current, previous = self.slot.models()
         if current is None:
             raise UnavailableError(
-                f"no model loaded yet for {self.settings.model_name!r} "
+                f"no model loaded yet for {self.fs.name!r} "
                 f"(following alias {self.settings.alias!r})"
             )
         if not version or version == current.version:

@@ -139,7 +139,7 @@ class InferenceServer:
         self.reuse_port = reuse_port
         self.metrics = metrics or ServingMetrics(CollectorRegistry())
         self.registry = registry or DirectoryRegistry(settings.registry.path)
-        definitions = project_of(settings).feature_set(settings.streams.feature_set)
+        definitions = project_of(settings).feature_set(settings.project.model)
         self.feature_set = serving_feature_set(
             definitions, self.registry, settings.registry.path, conf.model_name, conf.alias
         )
@@ -232,7 +232,7 @@ class InferenceServer:
         if outcome is None:
             log.warning(
                 "no %s@%s in the registry yet: NOT_SERVING until one is published",
-                self.settings.serving.model_name,
+                self.feature_set.name,
                 self.settings.serving.alias,
             )
         conf = self.settings.serving

@@ -32,6 +32,7 @@ from typing import Any
 
 from loopline.contracts.errors import ConfigError, LooplineError
 from loopline.contracts.settings import Settings
+from loopline.featurerepo.loader import model_of
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ def _announce(
         f"http://{settings.serving.host}:{metrics_port}/metrics" if metrics_port >= 0 else "off"
     )
     line = (
-        f"serving {settings.serving.model_name}@{settings.serving.alias} on {address} "
+        f"serving {model_of(settings).name}@{settings.serving.alias} on {address} "
         f"({processes} process{'es' if processes > 1 else ''}); metrics {metrics}"
     )
     log.info(line)

@@ -105,7 +105,7 @@ def _applied_version(settings: Settings, version: int) -> Any:
     from loopline.contracts.errors import ConfigError
     from loopline.featurerepo.state import AppliedState
 
-    model = settings.streams.feature_set
+    model = settings.project.model
     state = AppliedState(settings.registry.path)
     fs = state.feature_set(model, version=version)
     if fs is None:

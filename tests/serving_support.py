@@ -93,7 +93,7 @@ def make_core(
     follower = (
         RolloutFollower(
             registry=registry,
-            model_name=settings.model_name,
+            model_name=FRAUD_FEATURES.name,
             feature_set=FRAUD_FEATURES,
             metrics=metrics,
             settings=rollout,
@@ -114,7 +114,7 @@ def make_core(
     )
     manager = ModelManager(
         registry=registry,
-        model_name=settings.model_name,
+        model_name=FRAUD_FEATURES.name,
         alias=settings.alias,
         feature_set=FRAUD_FEATURES,
         slot=slot,

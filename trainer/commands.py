@@ -92,7 +92,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--maturity-s", type=float, help="bootstrap label maturity window (s)")
     p.add_argument("--num-trees", type=int, help="boosting rounds (upper bound)")
-    p.add_argument("--model", help="model name (default: trainer.model_name)")
+    p.add_argument("--model", help="model name (default: the repo's model)")
     p.add_argument(
         "--task",
         choices=("binary", "regression"),
@@ -119,20 +119,26 @@ def _gate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _trainer_settings(args: argparse.Namespace, settings: Settings) -> Settings:
-    t = settings.trainer
     changes: dict[str, Any] = {}
     for arg, name in (
         ("window_hours", "window_hours"),
-        ("maturity_s", "label_maturity_s"),
         ("num_trees", "num_trees"),
-        ("model", "model_name"),
         ("schedule_s", "schedule_s"),
         ("metrics_port", "metrics_port"),
     ):
         value = getattr(args, arg, None)
         if value is not None:
             changes[name] = value
-    return dataclasses.replace(settings, trainer=dataclasses.replace(t, **changes))
+    settings = dataclasses.replace(
+        settings, trainer=dataclasses.replace(settings.trainer, **changes)
+    )
+    if getattr(args, "maturity_s", None) is not None:
+        labels = dataclasses.replace(settings.labels, maturity_s=args.maturity_s)
+        settings = dataclasses.replace(settings, labels=labels)
+    if getattr(args, "model", None):
+        project = dataclasses.replace(settings.project, model=args.model)
+        settings = dataclasses.replace(settings, project=project)
+    return settings
 
 
 def _data_request(args: argparse.Namespace) -> Any:
@@ -200,7 +206,7 @@ def _register_score(subparsers: Any) -> None:
     )
     p.add_argument("input", help="Parquet/JSONL of events or feature vectors")
     p.add_argument("output", help="Parquet file to write")
-    p.add_argument("--model", help="model name (default: trainer.model_name)")
+    p.add_argument("--model", help="model name (default: the repo's model)")
     p.add_argument("--alias", default="champion")
     p.add_argument("--version", default="", help="a version instead of the alias")
     p.add_argument(
@@ -216,7 +222,7 @@ def _score(args: argparse.Namespace, settings: Settings, console: Console) -> in
     from loopline.trainer.scoring import ScoringModel, score_file
 
     project = project_of(settings)
-    name = args.model or settings.trainer.model_name
+    name = args.model or model_of(settings).name
     model = ScoringModel.load(
         open_registry(settings),
         name,

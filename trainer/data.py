@@ -38,7 +38,7 @@ def load_training_set(
 ) -> TrainingSet:
     progress = progress or SilentProgress()
     t = settings.trainer
-    fs = project_of(settings).feature_set(t.feature_set)
+    fs = project_of(settings).feature_set(settings.project.model)
     window = request.window_hours if request.window_hours is not None else t.window_hours
     task = check_task(request.task)
     if not request.bootstrap_events:
@@ -55,10 +55,9 @@ def _bootstrap(
     settings: Settings, request: DataRequest, progress: Progress, window: float, task: str
 ) -> TrainingSet:
     """Replay the repo's event history through the feature code; label it by outcome."""
-    t = settings.trainer
     project = project_of(settings)
     model = project.model(settings.project.model)
-    fs = project.feature_set(t.feature_set)
+    fs = project.feature_set(settings.project.model)
     topics = Topics(settings.kafka.topic_prefix)
     source = Source.parse(request.bootstrap_events or "topic")
     sources = [project.source_of_topic(name) for name in project.topics_read(model.name)]
@@ -88,7 +87,7 @@ def _bootstrap(
         fs,
         events,
         outs,
-        maturity_s=t.label_maturity_s,
+        maturity_s=settings.labels.maturity_s,
         window_hours=window,
         as_of_ms=request.end_ms,
         event_id_field=model.scores.event_id,

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from loopline.contracts.settings import Settings
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.command_support import handler, lookup, new_announcer, open_registry
 
@@ -53,7 +54,7 @@ def _models_show(args: argparse.Namespace, settings: Settings, console: Console)
     from loopline.trainer.report import version_detail
 
     reg = open_registry(settings)
-    model = args.model or settings.trainer.model_name
+    model = args.model or model_of(settings).name
     mv = lookup(reg, model, args.version or "champion")
     if args.json:
         print(mv.manifest.to_json())
@@ -64,7 +65,7 @@ def _models_show(args: argparse.Namespace, settings: Settings, console: Console)
 
 def _models_promote(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = open_registry(settings)
-    model = args.model or settings.trainer.model_name
+    model = args.model or model_of(settings).name
     mv = lookup(reg, model, args.version)
     before = reg.aliases(model).get(args.alias)
     if mv.manifest.status == "rejected":
@@ -79,7 +80,7 @@ def _models_promote(args: argparse.Namespace, settings: Settings, console: Conso
 
 def _models_rollback(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = open_registry(settings)
-    model = args.model or settings.trainer.model_name
+    model = args.model or model_of(settings).name
     before = reg.aliases(model).get(args.alias)
     version = reg.rollback(model, args.alias)
     console.print(f"{model} {args.alias}: v{before} -> v{version} (rolled back)")

@@ -140,12 +140,12 @@ class Trainer:
                 f"publish mode {self.publish.mode!r} needs a registry that holds rollout plans"
             )
         if fs is None:
-            fs = project_of(Settings(trainer=settings)).feature_set(settings.feature_set)
+            fs = project_of(Settings()).feature_set()
         self.fs: FeatureSet = fs
 
     @property
     def model_name(self) -> str:
-        return self.settings.model_name
+        return self.fs.name
 
     def train(
         self, data: TrainingSet, *, force: bool = False, extra: dict[str, Any] | None = None

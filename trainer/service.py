@@ -24,6 +24,7 @@ from loopline.contracts.errors import LooplineError, SchemaError, StackError
 from loopline.contracts.schemas import DeadLetter, RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import ModelRegistry
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.kafka_io import DeliveringProducer
@@ -115,7 +116,7 @@ class RetrainService:
         return Handled(event.id, outcome, report.version, report.decision, report)
 
     def _published_for(self, event_id: str) -> str:
-        model = self.settings.trainer.model_name
+        model = model_of(self.settings).name
         for mv in reversed(self.registry.versions(model)[-MANIFEST_LOOKBACK:]):
             if mv.manifest.extra.get("retrain_event_id") == event_id:
                 return mv.manifest.version
@@ -195,7 +196,7 @@ class RetrainService:
         slot = int(time.time() // every)
         if slot == last_slot:
             return slot
-        model = self.settings.trainer.model_name
+        model = model_of(self.settings).name
         slot_ms = int(slot * every * 1000)
         # One id per slot: several trainer instances request one training.
         event = RetrainEvent(

@@ -72,22 +72,15 @@ def load_settings(
     return settings
 
 
-# Settings naming the model or its feature set; unless given explicitly they
-# follow the repo's model (one value declared once, in the definitions).
-_MODEL_NAMED = (("serving", "model_name"), ("trainer", "model_name"), ("streams", "feature_set"),
-                ("trainer", "feature_set"))  # fmt: skip
-
-
 def _bind_model(settings: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
     from loopline.featurerepo.loader import project_of
 
     model = project_of(settings).model(settings.project.model)
-    derived: dict[tuple[str, str], Any] = {key: model.name for key in _MODEL_NAMED}
+    derived: dict[tuple[str, str], Any] = {}
     # What the definitions declare is the default; a settings file or variable still wins.
     outcomes, retrain = model.outcomes, model.retrain
     derived[("labels", "maturity_s")] = float(outcomes.maturity_s)
     derived[("labels", "timeout_policy")] = outcomes.on_timeout
-    derived[("trainer", "label_maturity_s")] = float(outcomes.maturity_s)
     derived[("policy", "min_new_rows")] = retrain.min_new_rows
     derived[("policy", "min_interval_s")] = float(parse_duration(retrain.min_interval))
     derived[("policy", "schedule_s")] = (

@@ -78,7 +78,6 @@ class ServingSettings:
     max_concurrent_rpcs: int = 64
     default_deadline_ms: float = 10.0
     metrics_port: int = 9464
-    model_name: str = "fraud"
     # Registry alias this server follows (the model-updates topic and a registry poll).
     alias: str = "champion"
     # Hard cap on the one Redis round trip; the request deadline bounds it further.
@@ -115,7 +114,6 @@ class ServingSettings:
 class StreamsSettings:
     """The Bytewax dataflows (features, labeled log, drift)."""
 
-    feature_set: str = "fraud"
     workers: int = 1
     # Events older than the watermark minus this go to the dead-letter topic.
     allowed_lateness_s: float = 60.0
@@ -155,12 +153,8 @@ class TrainerSettings:
     num_trees: int = 200
     num_leaves: int = 31
     metrics_port: int = 9466
-    model_name: str = "fraud"
-    feature_set: str = "fraud"
     # Rolling window of labeled data, ending at the newest labeled hour.
     window_hours: float = 14 * 24.0
-    # Bootstrap: an event with no outcome this long after it counts as legitimate.
-    label_maturity_s: float = 24 * 3600.0
     # Time-ordered split: oldest rows train, then validation (early stopping),
     # newest rows are the holdout (gate, parity, golden rows).
     validation_fraction: float = 0.15

@@ -91,8 +91,6 @@ def run_overrides(run_dir: Path, rid: str, demo: DemoConfig) -> dict[str, dict[s
         "trainer": {
             "offline_store": str(run_dir / "offline"),
             "state_dir": str(run_dir / "trainer"),
-            # Outcomes arrive within seconds here, not days or weeks.
-            "label_maturity_s": max(demo.outcome_delay_s * 3, 10.0),
             # One thread: OpenMP spinning on a 2-core machine shared with six
             # services slows training tenfold.
             "num_threads": 1,

@@ -20,6 +20,7 @@ from loopline.contracts.topics import Topics
 from loopline.demo import metrics
 from loopline.demo.observe import read_labeled
 from loopline.demo.plots import write_html
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan, shadow_request_id
 
@@ -51,7 +52,7 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     stats = run.stats
     happened = run.watcher.happened if run.watcher else None
     registry = DirectoryRegistry(s.registry.path)
-    model = s.serving.model_name
+    model = model_of(s).name
     versions = registry.versions(model)
     served = stats.versions_served()
     failures = stats.failures()

@@ -28,7 +28,7 @@ from loopline.demo.observe import MetricsScraper, TopicWatcher
 from loopline.demo.requests import RequestShape
 from loopline.demo.services import Service, ServiceError
 from loopline.demo.traffic import Driver, TrafficStats
-from loopline.featurerepo.loader import project_of, read_repo_config
+from loopline.featurerepo.loader import model_of, project_of, read_repo_config
 from loopline.registry.directory import DirectoryRegistry
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulation
 from loopline.simulation.producer import CheckedProducer
@@ -334,7 +334,7 @@ def _closed(run: DemoRun) -> bool:
     if not run.config.rollout:
         return True
     registry = DirectoryRegistry(run.settings.registry.path)
-    plan = registry.rollout(run.settings.serving.model_name)
+    plan = registry.rollout(model_of(run.settings).name)
     return plan is not None and plan.state == "promoted"
 
 

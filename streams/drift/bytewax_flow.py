@@ -105,7 +105,7 @@ class DriftFlowConfig:
             dead_letter_topic=topics.dead_letters,
             consumer=consumer_config(settings.kafka, "drift"),
             producer=producer_config(settings.kafka),
-            feature_names=tuple(project.feature_set(settings.streams.feature_set).model_features),
+            feature_names=tuple(project.feature_set(settings.project.model).model_features),
             drift=settings.drift,
             batch_size=settings.streams.batch_size,
             start=settings.streams.start_from,

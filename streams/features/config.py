@@ -70,9 +70,9 @@ class FeatureFlowConfig:
         topics = Topics(settings.kafka.topic_prefix)
         project = project_of(settings)
         # An applied earlier version may be given (a second flow keeping it fresh).
-        fs = overrides.pop("feature_set", None) or project.feature_set(s.feature_set)
+        fs = overrides.pop("feature_set", None) or project.feature_set(settings.project.model)
         keys = {k for v in fs.views for k in v.key_fields}
-        scored = project.model(s.feature_set).scores.name
+        scored = project.model(settings.project.model).scores.name
         names = dict.fromkeys(v.source or scored for v in fs.views)
         sources = tuple(
             (topics.named(src.topic), EventParser(src, keys))

@@ -35,7 +35,7 @@ from loopline.contracts.topics import Topics
 from loopline.featurecore.entity_state import final_values
 from loopline.featurecore.event_schema import EventParser
 from loopline.featurecore.features import FeatureSet
-from loopline.featurerepo.loader import project_of
+from loopline.featurerepo.loader import model_of, project_of
 from loopline.stack import delete_topics, ensure_topics
 from loopline.streams.features.run import RunOptions, run_features
 from loopline.v1 import inference_pb2 as pb
@@ -177,7 +177,7 @@ def test_custom_repo_features_flow_matches_replay_and_dead_letters_by_schema(
     settings, key_prefix = repo_env
     project = project_of(settings)
     fs = project.feature_set()
-    assert (settings.streams.feature_set, settings.streams.shards) == ("dwell", 8)
+    assert (model_of(settings).name, settings.streams.shards) == ("dwell", 8)
     assert project.model().task == "regression" and fs.views[0].key_field == "depot_id"
     topics = Topics(settings.kafka.topic_prefix)
     topic = topics.named("parcel-scans")

@@ -10,6 +10,7 @@ from pathlib import Path
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.rollout.plan import RolloutPlan
 from loopline.trainer import commands
@@ -34,7 +35,7 @@ def test_rollout_changes_are_announced_with_the_plan(
         isolated_settings,
         registry=dataclasses.replace(isolated_settings.registry, path=tmp_path / "registry"),
     )
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     reg = DirectoryRegistry(settings.registry.path)
     for i in range(3):
         reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
@@ -84,7 +85,7 @@ def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
         isolated_settings,
         registry=dataclasses.replace(isolated_settings.registry, path=tmp_path / "registry"),
     )
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     reg = DirectoryRegistry(settings.registry.path)
     for i in range(3):
         reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))

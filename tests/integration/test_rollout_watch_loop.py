@@ -24,6 +24,7 @@ from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
@@ -51,7 +52,7 @@ def settings(isolated_settings: Settings, tmp_path: Path) -> Settings:
 @pytest.fixture
 def reg(settings: Settings) -> DirectoryRegistry:
     reg = DirectoryRegistry(settings.registry.path)
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     for i in range(3):
         reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
     reg.set_alias(model, "champion", "1")
@@ -119,7 +120,7 @@ def watching(settings: Settings, reg: DirectoryRegistry) -> Iterator[RolloutWatc
     announcer = KafkaAnnouncer(settings.kafka, topics.model_updates)
     watcher = RolloutWatcher(
         reg,
-        settings.trainer.model_name,
+        model_of(settings).name,
         open_source=kafka_label_sources(settings),
         new_policy=lambda: RolloutPolicy.from_settings(settings.rollout),
         announcer=announcer,
@@ -149,7 +150,7 @@ def watching(settings: Settings, reg: DirectoryRegistry) -> Iterator[RolloutWatc
 def test_watcher_promotes_then_aborts_and_ignores_foreign_labels(
     settings: Settings, reg: DirectoryRegistry, watching: RolloutWatcher
 ) -> None:
-    model = settings.trainer.model_name
+    model = model_of(settings).name
 
     def state() -> str:
         plan = reg.rollout(model)
@@ -196,7 +197,7 @@ def test_watcher_promotes_then_aborts_and_ignores_foreign_labels(
 def test_a_plan_aborted_elsewhere_is_dropped_and_the_next_one_followed(
     settings: Settings, reg: DirectoryRegistry, watching: RolloutWatcher
 ) -> None:
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     first = start_plan(reg, model, "2", "canary")
     wait_for(lambda: watching.watch is not None, "the watcher to pick the plan up")
     assert reg.finish_rollout(model, first.plan_id, "aborted", "by hand") is not None
@@ -236,12 +237,12 @@ def test_publish_as_canary_then_run_rollout_promotes(
             num_trees=30,
             early_stopping_rounds=10,
             num_threads=1,
-            label_maturity_s=3600,
             state_dir=tmp_path / "state",
             gate_auc_margin=1.0,
             gate_log_loss_margin=1.0,
             gate_brier_margin=1.0,
         ),
+        labels=dataclasses.replace(settings.labels, maturity_s=3600),
     )
     txs, outcomes = synthetic_history(n_cards=250, hours=30, seed=3)
     boot = [
@@ -257,7 +258,7 @@ def test_publish_as_canary_then_run_rollout_promotes(
         args.settings = settings
         return args.func(args)
 
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     reg = DirectoryRegistry(settings.registry.path)
     assert run("train", *boot) == 0
     assert run("train", *boot, "--publish-as", "canary") == 0
@@ -316,7 +317,7 @@ def test_service_exports_metrics_and_stops_on_sigterm(
     reg: DirectoryRegistry,
     unused_tcp_port_factory: Callable[[], int],
 ) -> None:
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     plan = start_plan(reg, model, "2", "shadow")
     after = plan.created_ms + 1
     # Below min_labels on the candidate: the plan keeps running.
@@ -328,7 +329,7 @@ def test_service_exports_metrics_and_stops_on_sigterm(
         "LOOPLINE_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "LOOPLINE_KAFKA__CONSUMER_GROUP_PREFIX": settings.kafka.consumer_group_prefix,
         "LOOPLINE_REGISTRY__PATH": str(settings.registry.path),
-        "LOOPLINE_TRAINER__MODEL_NAME": model,
+        "LOOPLINE_PROJECT__MODEL": model,
         "LOOPLINE_ROLLOUT__MIN_LABELS": str(MIN_LABELS),
         "LOOPLINE_ROLLOUT__DECIDE_EVERY_S": "0.3",
         "LOOPLINE_ROLLOUT__METRICS_PORT": str(port),

@@ -52,12 +52,14 @@ def small_settings(base: Settings, tmp_path: Path, **trainer: Any) -> Settings:
         num_threads=1,
         min_rows=200,
         min_positives=10,
-        label_maturity_s=3600,
         window_hours=36,
         **trainer,
     )
     return dataclasses.replace(
-        base, trainer=t, registry=dataclasses.replace(base.registry, path=tmp_path / "registry")
+        base,
+        trainer=t,
+        registry=dataclasses.replace(base.registry, path=tmp_path / "registry"),
+        labels=dataclasses.replace(base.labels, maturity_s=3600),
     )
 
 

@@ -23,7 +23,7 @@ from loopline.featurecore.entity_state import final_values, replay
 from loopline.featurecore.event_schema import EventParser
 from loopline.featurecore.features import SOURCE_TAG
 from loopline.featurecore.project import Project
-from loopline.featurerepo.loader import _LOADED, load_project, read_repo_config
+from loopline.featurerepo.loader import _LOADED, load_project, model_of, read_repo_config
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulator
 
 REPO = Path(__file__).resolve().parents[2] / "examples" / "delivery"
@@ -88,7 +88,7 @@ def test_fingerprint_is_stable_across_loads() -> None:
 
 def test_settings_sections_apply_and_bind_the_model() -> None:
     s = load_settings(repo=REPO, env={})
-    assert (s.streams.feature_set, s.serving.model_name, s.trainer.model_name) == ("eta",) * 3
+    assert model_of(s).name == "eta"
     assert (s.labels.timeout_policy, s.labels.maturity_s) == ("drop", 7200.0)
     assert s.drift.error_mode == "absolute"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loopline.cli import main
-from loopline.featurerepo.loader import find_repo, load_project
+from loopline.featurerepo.loader import find_repo, load_project, model_of
 from loopline.featurerepo.plan import make_plan
 from loopline.featurerepo.state import AppliedState
 
@@ -106,7 +106,7 @@ def test_settings_follow_what_the_definitions_declare(tmp_path: Path) -> None:
         'drift=Drift(error=False, prediction=True, features=("amount",))',
     )
     s = load_settings(repo=repo, env={})
-    assert (s.serving.model_name, s.trainer.num_leaves) == ("fraud", 15)
+    assert (model_of(s).name, s.trainer.num_leaves) == ("fraud", 15)
     assert (s.labels.maturity_s, s.labels.timeout_policy) == (86400.0, "negative")
     assert (s.drift.watch_error, s.drift.watch_features) == (False, "amount")
     # A settings file or variable still wins over the definitions.

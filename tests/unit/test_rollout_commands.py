@@ -13,6 +13,7 @@ from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
 from loopline.contracts.schemas import LabeledExample
 from loopline.contracts.settings import Settings
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
@@ -40,11 +41,11 @@ def reg(settings: Settings) -> DirectoryRegistry:
     reg = DirectoryRegistry(settings.registry.path)
     for i in range(3):
         reg.publish(
-            settings.trainer.model_name,
+            model_of(settings).name,
             f"onnx-{i}".encode(),
             ManifestFields("fraud", "f" * 64, ["a"]),
         )
-    reg.set_alias(settings.trainer.model_name, "champion", "1")
+    reg.set_alias(model_of(settings).name, "champion", "1")
     return reg
 
 
@@ -57,7 +58,7 @@ def run(settings: Settings, *argv: str) -> int:
 def test_start_status_promote(
     settings: Settings, reg: DirectoryRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     assert run(settings, "models", "rollout", "status") == 0
     assert "no rollout" in capsys.readouterr().out
 
@@ -98,7 +99,7 @@ def test_start_status_promote(
 def test_shadow_start_then_abort_keeps_the_champion(
     settings: Settings, reg: DirectoryRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = settings.trainer.model_name
+    model = model_of(settings).name
     assert run(settings, "models", "rollout", "start", "3", "--no-announce") == 0
     plan = reg.rollout(model)
     assert plan is not None and (plan.mode, plan.shadow_share) == ("shadow", 1.0)
@@ -125,10 +126,10 @@ def test_start_refuses_what_cannot_be_rolled_out(
         run(settings, "models", "rollout", "start", "2", "--mode", "linear")
     with pytest.raises(ConfigError):
         run(settings, "models", "rollout", "start", "2", "--share", "1.5", "--no-announce")
-    reg.remove_alias(settings.trainer.model_name, "champion")
+    reg.remove_alias(model_of(settings).name, "champion")
     with pytest.raises(ModelNotFoundError, match="no champion"):
         run(settings, "models", "rollout", "start", "2", "--no-announce")
-    assert reg.rollout(settings.trainer.model_name) is None
+    assert reg.rollout(model_of(settings).name) is None
 
 
 def test_register_needs_the_models_group() -> None:

@@ -39,10 +39,10 @@ def settings(tmp_path: Path) -> Settings:
         num_trees=40,
         early_stopping_rounds=10,
         num_threads=1,
-        label_maturity_s=3600,
     )
     registry = dataclasses.replace(s.registry, path=tmp_path / "registry")
-    return dataclasses.replace(s, trainer=trainer, registry=registry)
+    labels = dataclasses.replace(s.labels, maturity_s=3600)
+    return dataclasses.replace(s, trainer=trainer, registry=registry, labels=labels)
 
 
 def run(settings: Settings, *argv: str) -> int:

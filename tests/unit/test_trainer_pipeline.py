@@ -33,7 +33,6 @@ SETTINGS = TrainerSettings(
     num_threads=1,
     min_rows=200,
     min_positives=10,
-    label_maturity_s=3600,
     window_hours=48,
 )
 
@@ -50,7 +49,7 @@ def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
         FRAUD_FEATURES,
         records(txs),
         outcomes,
-        maturity_s=SETTINGS.label_maturity_s,
+        maturity_s=3600,
         window_hours=48,
     )
 

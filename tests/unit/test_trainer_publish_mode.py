@@ -29,7 +29,6 @@ SETTINGS = TrainerSettings(
     num_trees=40,
     early_stopping_rounds=10,
     num_threads=1,
-    label_maturity_s=3600,
     window_hours=48,
     gate_auc_margin=1.0,
     gate_log_loss_margin=1.0,
@@ -217,13 +216,12 @@ def settings(tmp_path: Path) -> Settings:
             num_trees=40,
             early_stopping_rounds=10,
             num_threads=1,
-            label_maturity_s=3600,
             gate_auc_margin=1.0,
             gate_log_loss_margin=1.0,
             gate_brier_margin=1.0,
         ),
         registry=dataclasses.replace(s.registry, path=tmp_path / "registry"),
-        rollout=dataclasses.replace(s.rollout, publish_mode="shadow", shadow_share=0.5),
+        rollout=dataclasses.replace(s.rollout, publish_mode="shadow", shadow_share=0.5),        labels=dataclasses.replace(s.labels, maturity_s=3600),
     )
 
 

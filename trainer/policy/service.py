@@ -31,6 +31,7 @@ from loopline.contracts.errors import DeliveryError, SchemaError, StackError
 from loopline.contracts.schemas import DeadLetter, DriftEvent, RetrainEvent, decode, encode
 from loopline.contracts.settings import KafkaSettings, Settings
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of
 from loopline.trainer.kafka_io import DeliveringProducer, read_history
 from loopline.trainer.policy.rules import Decision, NewRows, RetrainPolicy
 
@@ -108,7 +109,7 @@ class RetrainPolicyLoop:
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.kafka.topic_prefix)
-        self.model_name = settings.trainer.model_name
+        self.model_name = model_of(settings).name
         self._counter = None
         if new_rows is None:
             self._counter = KafkaRowCounter(settings.kafka, self.topics.labeled)

@@ -25,6 +25,7 @@ from loopline.contracts.errors import ConfigError, DeliveryError, ModelNotFoundE
 from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import BINARY, TASKS
 from loopline.contracts.topics import Topics
+from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import MODES, RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
@@ -70,7 +71,7 @@ def register(subparsers: Any) -> None:
     start.set_defaults(func=_handler(_start))
 
     status = sub.add_parser("status", help="the current plan, its aliases and history")
-    status.add_argument("--model", help="model name (default: trainer.model_name)")
+    status.add_argument("--model", help="model name (default: the repo's model)")
     status.add_argument("--json", action="store_true", help="the plan record as JSON")
     status.set_defaults(func=_handler(_status))
 
@@ -114,13 +115,13 @@ def register(subparsers: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model name (default: trainer.model_name)")
+    p.add_argument("--model", help="model name (default: the repo's model)")
     p.add_argument("--no-announce", action="store_true", help="do not announce on Kafka")
 
 
 def _start(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    model = args.model or settings.trainer.model_name
+    model = args.model or model_of(settings).name
     champion = reg.resolve(model, "champion")
     if champion is None:
         raise ModelNotFoundError(f"{model}: no champion to roll out against (promote one first)")
@@ -156,7 +157,7 @@ def _start(args: argparse.Namespace, settings: Settings, console: Console) -> in
 
 def _status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    model = args.model or settings.trainer.model_name
+    model = args.model or model_of(settings).name
     plan = reg.rollout(model)
     if args.json:
         history = [p.to_dict() for p in reg.rollout_history(model)]
@@ -172,7 +173,7 @@ def _status(args: argparse.Namespace, settings: Settings, console: Console) -> i
 
 def _promote(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    plan, done = _finish(reg, args.model or settings.trainer.model_name, "promoted", args.reason)
+    plan, done = _finish(reg, args.model or model_of(settings).name, "promoted", args.reason)
     console.print(
         f"{plan.model} champion: v{plan.champion_version} -> v{plan.candidate_version} "
         f"(rollout {plan.plan_id} promoted: {args.reason})"
@@ -182,7 +183,7 @@ def _promote(args: argparse.Namespace, settings: Settings, console: Console) -> 
 
 def _abort(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    plan, done = _finish(reg, args.model or settings.trainer.model_name, "aborted", args.reason)
+    plan, done = _finish(reg, args.model or model_of(settings).name, "aborted", args.reason)
     champion = reg.aliases(plan.model).get("champion", "-")
     console.print(
         f"{plan.model}: rollout {plan.plan_id} of v{plan.candidate_version} aborted "
@@ -193,7 +194,7 @@ def _abort(args: argparse.Namespace, settings: Settings, console: Console) -> in
 
 def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    model = args.model or settings.trainer.model_name
+    model = args.model or model_of(settings).name
     plan = reg.rollout(model)
     if plan is None or not plan.running:
         raise ConfigError(f"{model}: no running rollout to watch")

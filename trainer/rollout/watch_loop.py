@@ -78,7 +78,7 @@ class RolloutWatchConfig:
     def from_settings(cls, settings: Settings, **overrides: Any) -> RolloutWatchConfig:
         """From the settings; the task is the repo model's unless given."""
         overrides.setdefault("task", model_of(settings).task)
-        cfg = cls(model=settings.trainer.model_name, rollout=settings.rollout)
+        cfg = cls(model=model_of(settings).name, rollout=settings.rollout)
         cfg = replace(cfg, **overrides)
         check_task(cfg.task, "rollout")
         return cfg
@@ -499,7 +499,7 @@ def register(subparsers: Any) -> None:
         "candidate is not worse by the margins, abort when it is. Every end is announced on "
         "the model-updates topic.",
     )
-    p.add_argument("--model", help="model name (default: trainer.model_name)")
+    p.add_argument("--model", help="model name (default: the repo's model)")
     p.add_argument(
         "--metrics-port", type=int, help="Prometheus port (default rollout.metrics_port)"
     )
