@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up this machine for Loopline from nothing: the Debian packages it needs
 # when missing (redis-server, prometheus for promtool, Java 17, Maven), the
-# project with its test extras (pip install -e '.[test]'), and the Kafka jars.
+# project with its test extras (pip install -e '.[test,demo]'), and the Kafka jars.
 # Idempotent: a prepared machine skips apt-get entirely.
 set -euo pipefail
 
@@ -35,8 +35,8 @@ else
     step "system packages present (redis-server, promtool, java, mvn)"
 fi
 
-step "pip install -e '.[test]'"
-"$PYTHON" -m pip install -q -e '.[test]'
+step "pip install -e '.[test,demo]'"
+"$PYTHON" -m pip install -q -e '.[test,demo]'
 
 # The one network-heavy step of the tests, done up front so a slow mirror
 # shows up here and not as a test timeout: it fills Maven's cache

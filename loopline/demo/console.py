@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from loopline.demo.runner import DemoRun
+    from loopline.demo.run import DemoRun
     from loopline.demo.services import Service
 
 

@@ -20,8 +20,8 @@ from loopline.demo.metrics import per_window
 
 if TYPE_CHECKING:
     from loopline.contracts.schemas import LabeledExample
-    from loopline.demo.report import Check
-    from loopline.demo.runner import DemoRun
+    from loopline.demo.checks import Check
+    from loopline.demo.run import DemoRun
 
 WINDOW_S = 10
 
@@ -37,6 +37,7 @@ def write_html(
     *,
     labeled: list[LabeledExample],
     versions: list[Any],
+    standing: dict[str, str],
     checks: list[Check],
     lines: list[str],
 ) -> Path:
@@ -107,7 +108,9 @@ def write_html(
     ax.legend()
     images.append(("Feature freshness over time", _figure_png(fig)))
     plt.close(fig)
-    return _document(run, versions, checks, lines, images)
+    return _document(
+        run, versions=versions, standing=standing, checks=checks, lines=lines, images=images
+    )
 
 
 def _predicted_vs_actual(run: DemoRun, labeled: list[LabeledExample], plt: Any) -> str:
@@ -148,7 +151,9 @@ def _predicted_vs_actual(run: DemoRun, labeled: list[LabeledExample], plt: Any) 
 
 def _document(
     run: DemoRun,
+    *,
     versions: list[Any],
+    standing: dict[str, str],
     checks: list[Check],
     lines: list[str],
     images: list[tuple[str, str]],
@@ -159,7 +164,7 @@ def _document(
             f"<td>{html.escape(str(x))}</td>"
             for x in (
                 v.manifest.version,
-                v.manifest.status,
+                standing.get(v.manifest.version, v.manifest.status),
                 ", ".join(f"{k} {val:.4f}" for k, val in sorted(v.manifest.metrics.items())[:6]),
                 v.manifest.decision,
                 sum(v.manifest.rows.values()) if v.manifest.rows else "",

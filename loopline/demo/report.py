@@ -9,42 +9,26 @@ as a gRPC client, shown beside the server's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from loopline.config.kafka import consumer_config
 from loopline.contracts.topics import Topics
 from loopline.demo import metrics
+from loopline.demo.checks import Check, Report
 from loopline.demo.observe import read_labeled
 from loopline.demo.plots import write_html
 from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry
+from loopline.registry.standing import version_standing
 from loopline.rollout.plan import RolloutPlan, shadow_request_id
 
 if TYPE_CHECKING:
     from loopline.contracts.schemas import LabeledExample
-    from loopline.demo.runner import DemoRun
+    from loopline.demo.run import DemoRun
 
 SHADOW_SUFFIX = shadow_request_id("")
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass
-class Report:
-    text: str
-    loop_closed: bool
-    checks: list[Check] = field(default_factory=list)
-    html_path: Path | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def build_report(run: DemoRun, topics: Topics) -> Report:
@@ -54,6 +38,7 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     registry = DirectoryRegistry(s.registry.path)
     model = model_of(s).name
     versions = registry.versions(model)
+    standing = version_standing(versions, registry.aliases(model))
     served = stats.versions_served()
     failures = stats.failures()
     # A restarted drift flow may publish an alarm again; its id is stable.
@@ -93,7 +78,7 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
             "new model published",
             len([v for v in versions if v.manifest.status != "rejected"]) > 1,
             f"{len(versions)} version(s) in the registry: "
-            + ", ".join(f"v{v.manifest.version} {v.manifest.status}" for v in versions),
+            + ", ".join(f"v{version} {where}" for version, where in standing.items()),
         ),
         Check("new model served", len(served) > 1, f"Predict answered with versions {served}"),
         Check(
@@ -116,11 +101,13 @@ def build_report(run: DemoRun, topics: Topics) -> Report:
     report = Report(text="", loop_closed=all(c.ok for c in checks), checks=checks)
     try:
         report.html_path = write_html(
-            run, labeled=labeled, versions=versions, checks=checks, lines=lines
+            run, labeled=labeled, versions=versions, standing=standing, checks=checks, lines=lines
         )
         lines.append(f"\nHTML report: {report.html_path}")
     except ImportError as e:  # matplotlib missing: the text report still stands
-        lines.append(f"\nno HTML report: {e}")
+        lines.append(
+            f"\nno HTML report ({e}): install the demo extra, pip install 'loopline[demo]'"
+        )
     report.text = "\n".join(lines)
     summary = {
         "loop_closed": report.loop_closed,

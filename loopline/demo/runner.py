@@ -17,8 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from loopline.config.kafka import producer_config
 from loopline.contracts.settings import Settings
@@ -26,8 +24,9 @@ from loopline.contracts.topics import Topics
 from loopline.demo.config import DemoConfig, prepare
 from loopline.demo.observe import MetricsScraper, TopicWatcher
 from loopline.demo.requests import RequestShape
+from loopline.demo.run import DemoRun
 from loopline.demo.services import Service, ServiceError
-from loopline.demo.traffic import Driver, TrafficStats
+from loopline.demo.traffic import Driver
 from loopline.featurerepo.loader import model_of, project_of, read_repo_config
 from loopline.registry.directory import DirectoryRegistry
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulation
@@ -35,29 +34,6 @@ from loopline.simulation.producer import CheckedProducer
 from loopline.simulation.timeline import Message, Routes
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class DemoRun:
-    """Everything one run produced; the report reads it."""
-
-    config: DemoConfig
-    settings: Settings
-    run_dir: Path
-    started_wall_s: float
-    stats: TrafficStats = field(default_factory=TrafficStats)
-    history_events: int = 0
-    history_outcomes: int = 0
-    bootstrap_s: float = 0.0
-    live_start_wall_s: float = 0.0
-    drift_wall_s: float = 0.0
-    live_end_wall_s: float = 0.0
-    first_version: str = ""
-    # The repo's model task: "binary" or "regression" (the report's metrics follow it).
-    task: str = "binary"
-    scraper: MetricsScraper | None = None
-    watcher: TopicWatcher | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 def _simulation(settings: Settings, demo: DemoConfig, start_ms: int) -> Iterator[SimEvent]:

@@ -221,7 +221,8 @@ def settings(tmp_path: Path) -> Settings:
             gate_brier_margin=1.0,
         ),
         registry=dataclasses.replace(s.registry, path=tmp_path / "registry"),
-        rollout=dataclasses.replace(s.rollout, publish_mode="shadow", shadow_share=0.5),        labels=dataclasses.replace(s.labels, maturity_s=3600),
+        rollout=dataclasses.replace(s.rollout, publish_mode="shadow", shadow_share=0.5),
+        labels=dataclasses.replace(s.labels, maturity_s=3600),
     )
 
 
