@@ -141,7 +141,7 @@ class InferenceServer:
         self.registry = registry or DirectoryRegistry(settings.registry.path)
         definitions = project_of(settings).feature_set(settings.project.model)
         self.feature_set = serving_feature_set(
-            definitions, self.registry, settings.registry.path, conf.model_name, conf.alias
+            definitions, self.registry, settings.registry.path, definitions.name, conf.alias
         )
         # Set when the alias moves to a model of another applied feature-set version.
         self.version_switch = VersionSwitch(settings.registry.path, self.feature_set)
@@ -172,7 +172,7 @@ class InferenceServer:
         )
         self.rollout = RolloutFollower(
             registry=self.registry,
-            model_name=conf.model_name,
+            model_name=self.feature_set.name,
             feature_set=self.feature_set,
             metrics=self.metrics,
             settings=settings.rollout,
@@ -195,7 +195,7 @@ class InferenceServer:
         )
         self.manager = ModelManager(
             registry=self.registry,
-            model_name=conf.model_name,
+            model_name=self.feature_set.name,
             alias=conf.alias,
             feature_set=self.feature_set,
             slot=self.slot,
@@ -260,7 +260,7 @@ class InferenceServer:
         server.start()
         self._server = server
         self.follower.start()
-        log.info("serving %s on %s", conf.model_name, self.address)
+        log.info("serving %s on %s", self.feature_set.name, self.address)
         return bound
 
     def stop(self, grace_s: float | None = None) -> None:

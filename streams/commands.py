@@ -103,9 +103,10 @@ def run_features_command(args: argparse.Namespace, settings: Settings | None = N
 
 def _applied_version(settings: Settings, version: int) -> Any:
     from loopline.contracts.errors import ConfigError
+    from loopline.featurerepo.loader import model_of
     from loopline.featurerepo.state import AppliedState
 
-    model = settings.project.model
+    model = model_of(settings).name
     state = AppliedState(settings.registry.path)
     fs = state.feature_set(model, version=version)
     if fs is None:
