@@ -211,19 +211,6 @@ class TopicWatcher:
         self._stop.set()
         self._thread.join(10)
 
-    def mark_baseline(self) -> None:
-        self.scrape_once()
-        self.baseline = dict(self.last)
-
-    def live_buckets(
-        self, service: str, histogram: str, **labels: str
-    ) -> list[tuple[float, float]]:
-        """A histogram's buckets over the live phase only."""
-        return delta(
-            buckets(self.last.get(service, {}), histogram, **labels),
-            buckets(self.baseline.get(service, {}), histogram, **labels),
-        )
-
     def _loop(self) -> None:
         consumer = Consumer(self._conf)
         consumer.subscribe(list(self.topics))
