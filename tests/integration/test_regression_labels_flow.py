@@ -9,11 +9,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from kafka_support import read_to_end
+from labels_support import (
+    T0,
+    LabelsRecord,
+    flow_settings,
+    in_time_order,
+    labeled_on_topic,
+    prediction,
+    produce,
+    store_rows,
+)
 
-# Helpers of the binary flow's test module (same directory: pytest puts it on sys.path).
-from test_labels_flow import T0, flow_settings, prediction, produce, read_topic, store_rows
-
-from loopline.contracts.schemas import LabeledExample, Outcome, decode, encode
+from loopline.contracts.schemas import Outcome, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.streams.features.run import RunOptions
@@ -28,7 +36,7 @@ def target(i: int) -> float:
     return 100.0 + i * 0.25 - (i % 7) * 1.125  # exact binary fractions: compared with ==
 
 
-def records() -> list[tuple[str, bytes, bytes]]:
+def records() -> list[LabelsRecord]:
     """Predictions of a price; every event but each 4th gets its outcome 2 s later."""
     out: list[tuple[int, str, bytes, bytes]] = []
     for i in range(N):
@@ -38,8 +46,7 @@ def records() -> list[tuple[str, bytes, bytes]]:
         if i % 4 != 3:
             outcome = Outcome(f"e{i}", target(i), t + 2_000)
             out.append((t + 2_000, "o", f"e{i}".encode(), encode(outcome)))
-    out.sort(key=lambda x: x[0])
-    return [(kind, key, value) for _, kind, key, value in out]
+    return in_time_order(out)
 
 
 def test_regression_labels_flow_joins_floats_and_drops_timeouts(
@@ -63,12 +70,10 @@ def test_regression_labels_flow_joins_floats_and_drops_timeouts(
     assert len(rows) == len(expected)  # each once; timed-out predictions dropped
     assert {e.resolution for e in rows} == {"outcome"}
     assert all(e.score == e.label + 3.0 for e in rows)
-    on_topic = [
-        decode(LabeledExample, m.value() or b"") for m in read_topic(settings, topics.labeled)
-    ]
+    on_topic = labeled_on_topic(settings, topics.labeled)
     key = lambda e: e.request_id  # noqa: E731
     assert sorted(on_topic, key=key) == sorted(rows, key=key)
-    letters = [json.loads(m.value() or b"{}") for m in read_topic(settings, topics.dead_letters)]
+    letters = [json.loads(m.value() or b"{}") for m in read_to_end(settings, topics.dead_letters)]
     invalid = [
         d for d in letters if base64.b64decode(d["value_b64"]).startswith(b'{"event_id":"e3"')
     ]
