@@ -28,9 +28,9 @@ from loopline.demo.run import DemoRun
 from loopline.demo.services import Service, ServiceError
 from loopline.demo.traffic import Driver
 from loopline.featurerepo.loader import model_of, project_of, read_repo_config
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import DirectoryRegistry
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulation
-from loopline.simulation.producer import CheckedProducer
 from loopline.simulation.timeline import Message, Routes
 
 Say = Callable[[str], None]
@@ -93,20 +93,20 @@ class Demo:
                 first_live = ev
                 break
             m = self.routes.event(ev)
-            producer.send(m.topic, m.key, m.value)
+            producer.send(m.topic, m.value, m.key)
             self.run.history_events += 1
             if not ev.scored:
                 continue
             out = self.routes.outcome(ev)
             if out.time_ms < now_ms:
-                producer.send(out.topic, out.key, out.value)
+                producer.send(out.topic, out.value, out.key)
                 self.run.history_outcomes += 1
             else:
                 pending.append(out)
         producer.flush()
         # Outcomes still due at the end of history are sent (as old news) now.
         for out in pending:
-            producer.send(out.topic, out.key, out.value)
+            producer.send(out.topic, out.value, out.key)
             self.run.history_outcomes += 1
         producer.flush()
         self.say(

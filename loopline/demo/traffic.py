@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from loopline.demo.requests import RequestShape
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.simulation.api import SimEvent
-from loopline.simulation.producer import CheckedProducer
 from loopline.simulation.timeline import Message, Routes
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
@@ -104,7 +104,7 @@ class Driver:
             message = self.routes.event(ev)
             if ev.scored:
                 self._score(ev, self.routes.event_id(ev))
-            self.producer.send(message.topic, message.key, message.value)
+            self.producer.send(message.topic, message.value, message.key)
             self.stats.events_sent += 1
             if ev.scored:
                 out = self.routes.outcome(ev)
@@ -127,7 +127,7 @@ class Driver:
     def _flush_outcomes(self, now_ms: int) -> None:
         while self._due and self._due[0][0] <= now_ms:
             out = heapq.heappop(self._due)[2]
-            self.producer.send(out.topic, out.key, out.value)
+            self.producer.send(out.topic, out.value, out.key)
             self.stats.outcomes_sent += 1
 
     def _score(self, ev: SimEvent, event_id: str) -> None:

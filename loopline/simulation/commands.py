@@ -133,8 +133,9 @@ def simulate_command(args: argparse.Namespace, settings: Settings | None = None)
     from loopline.config.kafka import producer_config
     from loopline.contracts.topics import Topics
     from loopline.featurerepo.loader import find_repo, load_project, read_repo_config
+    from loopline.kafka.checked_producer import CheckedProducer
     from loopline.simulation.api import load_simulation
-    from loopline.simulation.producer import CheckedProducer, produce_simulation
+    from loopline.simulation.producer import produce_simulation
     from loopline.simulation.timeline import Routes
 
     settings = settings_of(args, settings)

@@ -12,10 +12,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from confluent_kafka import KafkaError, Producer
-from confluent_kafka import Message as KafkaMessage
-
-from loopline.contracts.errors import DeliveryError
 from loopline.simulation.api import SimEvent
 from loopline.simulation.timeline import Message, Pacer, Routes, SimulationReport, timeline
 
@@ -25,45 +21,9 @@ PROGRESS_EVERY_S = 5.0
 class Sink(Protocol):
     """Where messages go: a :class:`CheckedProducer`, or a list in tests."""
 
-    def send(self, topic: str, key: str, value: bytes) -> None: ...
+    def send(self, topic: str, value: bytes, key: str) -> None: ...
 
-    def flush(self, timeout_s: float = 30.0) -> None: ...
-
-
-class CheckedProducer:
-    """A confluent producer that records failed deliveries and refuses to lose them."""
-
-    def __init__(self, config: dict[str, object]) -> None:
-        self._producer = Producer(config)
-        self.failures: list[str] = []
-
-    def _on_delivery(self, err: KafkaError | None, msg: KafkaMessage) -> None:
-        if err is not None:
-            self.failures.append(f"{msg.topic()}: {err}")
-
-    def send(self, topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key.encode(), on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: wait for deliveries
-        self._producer.poll(0)
-        if self.failures:
-            raise DeliveryError(
-                f"{len(self.failures)} deliveries failed: {self.failures[0]}; check the broker "
-                "address (kafka.bootstrap_servers) and that the topics exist (loopline up)"
-            )
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        left = self._producer.flush(timeout_s)
-        if left or self.failures:
-            raise DeliveryError(
-                f"{left} message(s) undelivered after {timeout_s:.0f} s, "
-                f"{len(self.failures)} failed: {self.failures[:3]}; check the broker"
-            )
+    def flush(self) -> None: ...
 
 
 def produce_simulation(
@@ -86,7 +46,7 @@ def produce_simulation(
         wait = pacer.wait_s(m.time_ms, clock())
         if wait > 0:
             sleep(wait)
-        sink.send(m.topic, m.key, m.value)
+        sink.send(m.topic, m.value, m.key)
         report.count(m)
         if progress is not None and clock() >= next_progress:
             next_progress += PROGRESS_EVERY_S

@@ -1,8 +1,8 @@
 """The import rules of docs/architecture.md, checked on the source tree.
 
 - ``contracts`` declares; it imports nothing of Loopline's but itself and no framework.
-- The shared libraries (feature core, registry, rollout, storage, config, feature
-  repos, simulation) import contracts and each other, never a component, the
+- The shared libraries (feature core, registry, rollout, storage, config, kafka,
+  feature repos, simulation) import contracts and each other, never a component, the
   stack (save a CLI handler, ``commands.py``), the demo or the CLI.
 - The components ``streams``, ``serving`` and ``trainer`` share contracts and
   libraries, never each other, the stack, the demo or the CLI.
@@ -18,7 +18,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = {"streams": ROOT / "streams", "serving": ROOT / "serving", "trainer": ROOT / "trainer"}
-LIBRARIES = ("featurecore", "registry", "rollout", "storage", "config", "featurerepo", "simulation")
+LIBRARIES = (
+    "featurecore",
+    "registry",
+    "rollout",
+    "storage",
+    "config",
+    "kafka",
+    "featurerepo",
+    "simulation",
+)
 ORCHESTRATION = {"stack", "demo", "cli"}
 # Contracts are imported everywhere, so they must not pull in frameworks.
 FRAMEWORKS = {"bytewax", "grpc", "onnxruntime", "lightgbm", "confluent_kafka", "redis", "river"}

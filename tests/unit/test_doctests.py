@@ -15,6 +15,7 @@ PACKAGES = (
     "loopline.contracts",
     "loopline.featurecore",
     "loopline.featurerepo",
+    "loopline.kafka",
     "loopline.registry",
     "loopline.rollout",
     "loopline.storage",

@@ -32,10 +32,10 @@ class FakeSink:
         self.sent: list[tuple[str, str, bytes]] = []
         self.flushed = 0
 
-    def send(self, topic: str, key: str, value: bytes) -> None:
+    def send(self, topic: str, value: bytes, key: str) -> None:
         self.sent.append((topic, key, value))
 
-    def flush(self, timeout_s: float = 30.0) -> None:
+    def flush(self) -> None:
         self.flushed += 1
 
 

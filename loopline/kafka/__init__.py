@@ -1,0 +1,1 @@
+"""Kafka clients every component shares (confluent-kafka underneath)."""
