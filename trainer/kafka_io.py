@@ -1,4 +1,4 @@
-"""The trainer's Kafka edges: reading a topic's history and announcing models."""
+"""The trainer's Kafka edges: reading a topic's history, offsets by time, announcing models."""
 
 from __future__ import annotations
 
@@ -11,20 +11,75 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
 
 from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.errors import DeliveryError, StackError
-from loopline.contracts.schemas import ModelUpdate, encode
+from loopline.contracts.schemas import DeadLetter, ModelUpdate, encode
 from loopline.contracts.settings import KafkaSettings
 from loopline.registry.directory import model_update
 
 # Re-exported: the trainer's modules import it from here.
-__all__ = ["DeliveringProducer", "KafkaAnnouncer", "model_update", "read_history"]
+__all__ = [
+    "DeliveringProducer",
+    "KafkaAnnouncer",
+    "dead_letter",
+    "end_offset",
+    "model_update",
+    "offsets_at",
+    "raise_if_fatal",
+    "read_history",
+    "topic_partitions",
+]
 
 METADATA_TIMEOUT_S = 15.0
+
+
+def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
+    """The partitions of ``topic``; :class:`StackError` when it is not available."""
+    meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    tmeta = meta.topics.get(topic)
+    if tmeta is None or tmeta.error is not None:
+        raise StackError(f"topic {topic!r} is not available: {tmeta.error if tmeta else 'missing'}")
+    return sorted(tmeta.partitions)
+
+
+def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
+    """The high watermark: the offset the next record of ``partition`` gets."""
+    tp = TopicPartition(topic, partition)
+    return int(consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)[1])
+
+
+def offsets_at(
+    consumer: Consumer, topic: str, partitions: list[int], since_ms: int
+) -> dict[int, int]:
+    """Per partition, the first offset whose timestamp is at or after ``since_ms`` (-1: none)."""
+    wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
+    found = consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_S)
+    return {tp.partition: tp.offset for tp in found}
+
+
+def raise_if_fatal(err: KafkaError, what: str) -> None:
+    """Raise for errors a consumer cannot recover from; the caller logs the rest."""
+    if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        raise StackError(f"{what}: {err}")
+
+
+def dead_letter(msg: Message, topic: str, error: str, time_ms: int) -> DeadLetter:
+    """The dead-letter record for a malformed message read from ``topic``."""
+    return DeadLetter.of(
+        source_topic=msg.topic() or topic,
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        reason="malformed",
+        error=error,
+        value=msg.value(),
+        key=msg.key(),
+        time_ms=time_ms,
+    )
 
 
 def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> Iterator[bytes]:
@@ -40,19 +95,14 @@ def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> 
     )
     try:
         try:
-            meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+            partitions = topic_partitions(consumer, topic)
         except KafkaException as e:
             raise StackError(
                 f"cannot read {topic!r} from Kafka at {kafka.bootstrap_servers}: {e} "
                 "(is the stack up? `loopline up`)"
             ) from e
-        tmeta = meta.topics.get(topic)
-        if tmeta is None or tmeta.error is not None:
-            raise StackError(
-                f"topic {topic!r} is not available: {tmeta.error if tmeta else 'missing'}"
-            )
         ends: dict[int, int] = {}
-        for p in tmeta.partitions:
+        for p in partitions:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S
             )

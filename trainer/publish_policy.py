@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -107,6 +108,12 @@ def rollout_update(champion: ModelVersion, plan: RolloutPlan) -> ModelUpdate:
     return model_update(champion, "champion", "rollout", plan)
 
 
+class Announcer(Protocol):
+    """Tells servers about a model change (``KafkaAnnouncer``: the model-updates topic)."""
+
+    def announce(self, update: ModelUpdate) -> None: ...
+
+
 def share_text(plan: RolloutPlan) -> str:
     """How much traffic the candidate sees, in words.
 
@@ -144,3 +151,12 @@ def start_rollout(reg: RolloutRegistry, plan: RolloutPlan) -> list[RolloutPlan]:
         f"{plan.model}: could not start the rollout of v{plan.candidate_version}: "
         "other rollouts keep starting"
     )
+
+
+def utc_text(ms: int) -> str:
+    """A plan's epoch-ms time as people read it.
+
+    >>> utc_text(1700000000000)
+    '2023-11-14 22:13:20 UTC'
+    """
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

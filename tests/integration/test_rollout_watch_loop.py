@@ -31,7 +31,8 @@ from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer import commands
 from loopline.trainer.kafka_io import KafkaAnnouncer, read_history
 from loopline.trainer.rollout import watch_loop as rollout_watch_loop
-from loopline.trainer.rollout.watch_loop import RolloutWatcher, kafka_label_sources
+from loopline.trainer.rollout.label_source import kafka_label_sources
+from loopline.trainer.rollout.watcher import RolloutWatcher
 
 DEADLINE_S = 45.0
 MIN_LABELS = 50

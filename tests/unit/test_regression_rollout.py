@@ -18,11 +18,9 @@ from loopline.contracts.settings import RolloutSettings, Settings
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
-from loopline.trainer.rollout.watch_loop import (
-    RolloutMetrics,
-    RolloutWatchConfig,
-    RolloutWatcher,
-)
+from loopline.trainer.rollout.watch_loop import RolloutWatchConfig
+from loopline.trainer.rollout.watch_metrics import RolloutMetrics
+from loopline.trainer.rollout.watcher import RolloutWatcher
 
 pytestmark = pytest.mark.unit
 

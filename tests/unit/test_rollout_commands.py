@@ -19,6 +19,7 @@ from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer import commands
 from loopline.trainer.rollout import commands as rollout_commands
+from loopline.trainer.rollout.evidence import count_example
 
 
 def parser() -> argparse.ArgumentParser:
@@ -151,7 +152,7 @@ def test_count_example_counts_only_the_plans_examples() -> None:
         return LabeledExample("r", "e", model, version, "fp", {}, [], 0.7, 1, t, t)
 
     counted = [
-        rollout_commands.count_example(policy, plan, example(m, v, t))
+        count_example(policy, plan, example(m, v, t))
         for m, v, t in (
             ("fraud", "3", 1000),
             ("fraud", "2", 5000),

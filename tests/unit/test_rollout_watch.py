@@ -17,12 +17,10 @@ from loopline.contracts.schemas import LabeledExample, ModelUpdate, encode
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
-from loopline.trainer.rollout.watch_loop import (
-    PlanWatch,
-    RolloutMetrics,
-    RolloutWatcher,
-    register,
-)
+from loopline.trainer.rollout.evidence import PlanWatch
+from loopline.trainer.rollout.watch_loop import register
+from loopline.trainer.rollout.watch_metrics import RolloutMetrics
+from loopline.trainer.rollout.watcher import RolloutWatcher
 
 MODEL = "fraud"
 

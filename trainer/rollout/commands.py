@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 from typing import Any
 
@@ -28,15 +27,14 @@ from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import MODES, RolloutPlan
-from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer.command_support import handler as _handler
 from loopline.trainer.command_support import lookup as _lookup
 from loopline.trainer.command_support import new_announcer as _announcer
 from loopline.trainer.command_support import open_registry as _registry
-from loopline.trainer.publish_policy import rollout_update, share_text
-from loopline.trainer.rollout.watch_loop import RolloutWatcher, count_example, kafka_label_sources
-
-__all__ = ["count_example", "plan_table", "register"]
+from loopline.trainer.publish_policy import rollout_update, share_text, utc_text
+from loopline.trainer.rollout.label_source import kafka_label_sources
+from loopline.trainer.rollout.watch_loop import RolloutWatchConfig
+from loopline.trainer.rollout.watcher import RolloutWatcher
 
 DEFAULT_SHARE = {"shadow": 1.0, "canary": 0.1}
 
@@ -121,7 +119,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _start(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    model = args.model or model_of(settings).name
+    model = _model(args, settings)
     champion = reg.resolve(model, "champion")
     if champion is None:
         raise ModelNotFoundError(f"{model}: no champion to roll out against (promote one first)")
@@ -150,14 +148,14 @@ def _start(args: argparse.Namespace, settings: Settings, console: Console) -> in
     reg.start_rollout(plan)  # refused while another plan runs
     console.print(
         f"{model}: rollout [bold]{plan.plan_id}[/bold] started: v{version} in {plan.mode} "
-        f"({_share_text(plan)}) against champion v{plan.champion_version}"
+        f"({share_text(plan)}) against champion v{plan.champion_version}"
     )
     return _announce(args, settings, console, reg, plan)
 
 
 def _status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    model = args.model or model_of(settings).name
+    model = _model(args, settings)
     plan = reg.rollout(model)
     if args.json:
         history = [p.to_dict() for p in reg.rollout_history(model)]
@@ -172,29 +170,34 @@ def _status(args: argparse.Namespace, settings: Settings, console: Console) -> i
 
 
 def _promote(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    reg = _registry(settings)
-    plan, done = _finish(reg, args.model or model_of(settings).name, "promoted", args.reason)
-    console.print(
-        f"{plan.model} champion: v{plan.champion_version} -> v{plan.candidate_version} "
-        f"(rollout {plan.plan_id} promoted: {args.reason})"
-    )
-    return _announce(args, settings, console, reg, done)
+    return _end_by_hand(args, settings, console, "promoted")
 
 
 def _abort(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    return _end_by_hand(args, settings, console, "aborted")
+
+
+def _end_by_hand(args: argparse.Namespace, settings: Settings, console: Console, state: str) -> int:
+    """End the running plan as ``state`` ("promoted" or "aborted") and announce it."""
     reg = _registry(settings)
-    plan, done = _finish(reg, args.model or model_of(settings).name, "aborted", args.reason)
-    champion = reg.aliases(plan.model).get("champion", "-")
-    console.print(
-        f"{plan.model}: rollout {plan.plan_id} of v{plan.candidate_version} aborted "
-        f"({args.reason}); champion stays v{champion}"
-    )
+    plan, done = _finish(reg, _model(args, settings), state, args.reason)
+    if state == "promoted":
+        console.print(
+            f"{plan.model} champion: v{plan.champion_version} -> v{plan.candidate_version} "
+            f"(rollout {plan.plan_id} promoted: {args.reason})"
+        )
+    else:
+        champion = reg.aliases(plan.model).get("champion", "-")
+        console.print(
+            f"{plan.model}: rollout {plan.plan_id} of v{plan.candidate_version} aborted "
+            f"({args.reason}); champion stays v{champion}"
+        )
     return _announce(args, settings, console, reg, done)
 
 
 def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     reg = _registry(settings)
-    model = args.model or model_of(settings).name
+    model = _model(args, settings)
     plan = reg.rollout(model)
     if plan is None or not plan.running:
         raise ConfigError(f"{model}: no running rollout to watch")
@@ -211,14 +214,14 @@ def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> in
         if value is not None
     }
     rollout = dataclasses.replace(settings.rollout, **overrides)
-    task = getattr(args, "task", None) or BINARY
+    cfg = RolloutWatchConfig(model, rollout, task=getattr(args, "task", None) or BINARY)
     announcer = None if args.no_announce else _announcer(settings)
     # The same watcher as `loopline run rollout`, pinned to this one plan.
     watcher = RolloutWatcher(
         reg,
         model,
         open_source=kafka_label_sources(settings),
-        new_policy=lambda: RolloutPolicy.from_settings(rollout, task=task),
+        new_policy=cfg.new_policy,
         announcer=announcer,
         decide_every_s=rollout.decide_every_s,
         plan_id=plan.plan_id,
@@ -261,6 +264,10 @@ def _watch(args: argparse.Namespace, settings: Settings, console: Console) -> in
     return 0
 
 
+def _model(args: argparse.Namespace, settings: Settings) -> str:
+    return args.model or model_of(settings).name
+
+
 def _finish(
     reg: DirectoryRegistry, model: str, state: str, reason: str
 ) -> tuple[RolloutPlan, RolloutPlan]:
@@ -296,9 +303,6 @@ def _announce(
     return 0
 
 
-_share_text = share_text
-
-
 def plan_table(plan: RolloutPlan, aliases: dict[str, str]) -> Table:
     """The plan as a two-column table (what ``status`` prints)."""
     colour = {"running": "cyan", "promoted": "green", "aborted": "red"}[plan.state]
@@ -306,21 +310,12 @@ def plan_table(plan: RolloutPlan, aliases: dict[str, str]) -> Table:
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("state", f"[{colour}]{plan.state}[/{colour}]")
-    table.add_row("mode", f"{plan.mode}: {_share_text(plan)}")
+    table.add_row("mode", f"{plan.mode}: {share_text(plan)}")
     table.add_row("candidate", f"v{plan.candidate_version}")
     table.add_row("champion at start", f"v{plan.champion_version}")
     table.add_row("aliases now", ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
-    table.add_row("started", _when(plan.created_ms))
+    table.add_row("started", utc_text(plan.created_ms))
     if not plan.running:
-        table.add_row("ended", _when(plan.updated_ms))
+        table.add_row("ended", utc_text(plan.updated_ms))
         table.add_row("reason", plan.reason or "-")
     return table
-
-
-def _when(ms: int) -> str:
-    """UTC time of epoch ms.
-
-    >>> _when(1700000000000)
-    '2023-11-14 22:13:20 UTC'
-    """
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
