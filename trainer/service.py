@@ -17,17 +17,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, Message
 
 from loopline.config.kafka import consumer_config
-from loopline.contracts.errors import LooplineError, SchemaError, StackError
-from loopline.contracts.schemas import DeadLetter, RetrainEvent, decode, encode
+from loopline.contracts.errors import LooplineError, SchemaError
+from loopline.contracts.schemas import RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import ModelRegistry
 from loopline.trainer.dataset import TrainingSet
-from loopline.trainer.kafka_io import DeliveringProducer
+from loopline.trainer.kafka_io import DeliveringProducer, dead_letter, raise_if_fatal
 from loopline.trainer.ledger import RetrainLedger
 from loopline.trainer.pipeline import Trainer, TrainingReport
 
@@ -149,8 +149,10 @@ class RetrainService:
                 msg = consumer.poll(0.5)
                 if msg is None:
                     continue
-                if msg.error() is not None:
-                    self._consumer_error(msg)
+                err = msg.error()
+                if err is not None:
+                    raise_if_fatal(err, "retrain consumer")
+                    log.warning("retrain consumer: %s", err)
                     continue
                 self._process(msg, producer)
                 consumer.commit(message=msg, asynchronous=False)
@@ -167,27 +169,10 @@ class RetrainService:
             event = decode(RetrainEvent, msg.value() or b"")
         except SchemaError as e:
             log.warning("retrain topic offset %s: %s (dead-lettered)", msg.offset(), e)
-            letter = DeadLetter.of(
-                source_topic=msg.topic() or self.topics.retrain,
-                partition=msg.partition() or 0,
-                offset=msg.offset() or 0,
-                reason="malformed",
-                error=str(e),
-                value=msg.value(),
-                key=msg.key(),
-                time_ms=int(time.time() * 1000),
-            )
+            letter = dead_letter(msg, self.topics.retrain, str(e), int(time.time() * 1000))
             producer.send(self.topics.dead_letters, msg.key(), encode(letter))
             return
         self.handle(event)
-
-    def _consumer_error(self, msg: Message) -> None:
-        err = msg.error()
-        if err is None:
-            return
-        if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            raise StackError(f"retrain consumer: {err}")
-        log.warning("retrain consumer: %s", err)
 
     def _maybe_schedule(self, producer: DeliveringProducer, last_slot: int) -> int:
         every = self.settings.trainer.schedule_s

@@ -21,24 +21,31 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from loopline.config.cli import service_group, settings_of
 from loopline.config.kafka import consumer_config
 from loopline.contracts import metric_names as mn
 from loopline.contracts.errors import DeliveryError, SchemaError, StackError
-from loopline.contracts.schemas import DeadLetter, DriftEvent, RetrainEvent, decode, encode
+from loopline.contracts.schemas import DriftEvent, RetrainEvent, decode, encode
 from loopline.contracts.settings import KafkaSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
-from loopline.trainer.kafka_io import DeliveringProducer, read_history
+from loopline.trainer.kafka_io import (
+    DeliveringProducer,
+    dead_letter,
+    end_offset,
+    offsets_at,
+    raise_if_fatal,
+    read_history,
+    topic_partitions,
+)
 from loopline.trainer.policy.rules import Decision, NewRows, RetrainPolicy
 
 log = logging.getLogger("loopline.trainer.policy.rules")
 
 CONSUMER_GROUP = "retrain-policy"
-METADATA_TIMEOUT_S = 10.0
 
 
 class KafkaRowCounter:
@@ -55,21 +62,13 @@ class KafkaRowCounter:
 
     def __call__(self, since_ms: int) -> int:
         try:
-            meta = self._consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
-            tmeta = meta.topics.get(self.topic)
-            if tmeta is None or tmeta.error is not None:
-                raise StackError(f"topic {self.topic!r} is not available")
-            wanted = [TopicPartition(self.topic, p, since_ms) for p in tmeta.partitions]
-            found = self._consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_S)
-            total = 0
-            for tp in found:
-                if tp.offset < 0:  # no message at or after since_ms
-                    continue
-                _, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, tp.partition), timeout=METADATA_TIMEOUT_S
-                )
-                total += max(0, high - tp.offset)
-            return total
+            parts = topic_partitions(self._consumer, self.topic)
+            found = offsets_at(self._consumer, self.topic, parts, since_ms)
+            return sum(
+                max(0, end_offset(self._consumer, self.topic, p) - offset)
+                for p, offset in found.items()
+                if offset >= 0  # -1: no message at or after since_ms
+            )
         except KafkaException as e:
             raise StackError(f"counting rows of {self.topic!r}: {e}") from e
 
@@ -185,8 +184,7 @@ class RetrainPolicyLoop:
         """Handle one polled message; True when its offset awaits a commit."""
         err = msg.error()
         if err is not None:
-            if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise StackError(f"drift consumer: {err}")
+            raise_if_fatal(err, "drift consumer")
             log.warning("drift consumer: %s", err)
             return False
         try:
@@ -194,16 +192,7 @@ class RetrainPolicyLoop:
         except SchemaError as e:
             self.metrics.drift_events.labels("invalid").inc()
             log.warning("drift topic offset %s: %s (dead-lettered)", msg.offset(), e)
-            letter = DeadLetter.of(
-                source_topic=msg.topic() or self.topics.drift,
-                partition=msg.partition() or 0,
-                offset=msg.offset() or 0,
-                reason="malformed",
-                error=str(e),
-                value=msg.value(),
-                key=msg.key(),
-                time_ms=self.now_ms(),
-            )
+            letter = dead_letter(msg, self.topics.drift, str(e), self.now_ms())
             producer.send(self.topics.dead_letters, msg.key(), encode(letter))
             return True
         decision = self.policy.on_drift(event, self.now_ms())
