@@ -23,6 +23,9 @@ redis_client (function)
     flushed; use ``redis_prefix`` for keys.
 redis_prefix (function)
     A unique key prefix (``t<8 hex>:``); keys under it are deleted afterwards.
+key_prefix (function)
+    ``redis_prefix`` without its colon: the ``streams.redis_key_prefix`` setting
+    that puts a component's keys under it.
 
 Environment: ``LOOPLINE_<SECTION>__<KEY>`` variables apply as everywhere, e.g.
 ``LOOPLINE_STACK__STATE_DIR`` to choose where a started stack keeps its files.
@@ -155,3 +158,8 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+@pytest.fixture
+def key_prefix(redis_prefix: str) -> str:
+    return redis_prefix.rstrip(":")

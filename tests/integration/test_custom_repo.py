@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,15 @@ import grpc
 import model_factory
 import pytest
 import redis
-from confluent_kafka import Producer
+from features_support import dead_letters, expected_store, stored
+from kafka_support import kafka_env, produce_records
 from serving_support import running_server, serving_settings
-from test_streams_features import _dead_letters as dead_letters
-from test_streams_features import _store as store
 
 from loopline.config.loader import load_settings
-from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurecore.entity_state import final_values
 from loopline.featurecore.event_schema import EventParser
-from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import model_of, project_of
 from loopline.stack import delete_topics, ensure_topics
 from loopline.streams.features.run import RunOptions, run_features
@@ -108,9 +104,7 @@ def write_repo(root: Path) -> Path:
 def repo_settings(root: Path, base: Settings, key_prefix: str) -> Settings:
     """The repo's own settings (loopline.yaml, model bound from it), on the test's stack."""
     env = {
-        "LOOPLINE_KAFKA__BOOTSTRAP_SERVERS": base.kafka.bootstrap_servers,
-        "LOOPLINE_KAFKA__TOPIC_PREFIX": base.kafka.topic_prefix,
-        "LOOPLINE_KAFKA__CONSUMER_GROUP_PREFIX": base.kafka.consumer_group_prefix,
+        **kafka_env(base),
         "LOOPLINE_REDIS__HOST": base.redis.host,
         "LOOPLINE_REDIS__PORT": str(base.redis.port),
         "LOOPLINE_STREAMS__REDIS_KEY_PREFIX": key_prefix,
@@ -141,29 +135,8 @@ def scan_events(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def produce(settings: Settings, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
-    failures: list[str] = []
-    for key, value in messages:
-        p.produce(topic, value, key=key, on_delivery=lambda e, _m: e and failures.append(str(e)))
-    assert p.flush(60) == 0 and not failures, failures
-
-
-def expected_store(
-    fs: FeatureSet, parser: EventParser, docs: list[dict[str, Any]], key_prefix: str
-) -> dict[bytes, bytes]:
-    """What the flow must write: the offline replay over the events as the flow decodes them."""
-    events = [parser.parse(json.dumps(d).encode()) for d in docs]
-    layout = RedisLayout(key_prefix)
-    return {
-        layout.feature_key(fs, entity, eid).encode(): pack(at, values)
-        for (entity, eid), (at, values) in final_values(fs, events).items()
-    }
-
-
 @pytest.fixture
-def repo_env(tmp_path: Path, isolated_settings: Settings, redis_prefix: str):  # type: ignore[no-untyped-def]
-    key_prefix = redis_prefix.rstrip(":")
+def repo_env(tmp_path: Path, isolated_settings: Settings, key_prefix: str):  # type: ignore[no-untyped-def]
     settings = repo_settings(write_repo(tmp_path / "parcels"), isolated_settings, key_prefix)
     # The fixture made the platform's topics; the repo's own ones come from its declarations.
     created = ensure_topics(settings)
@@ -190,16 +163,16 @@ def test_custom_repo_features_flow_matches_replay_and_dead_letters_by_schema(
     ]
     messages = [(str(d["depot_id"]).encode(), json.dumps(d).encode()) for d in docs]
     messages[700:700] = [(b"x", json.dumps(d).encode()) for d in bad]
-    produce(settings, topic, messages)
+    produce_records(settings, [(topic, key, value) for key, value in messages])
 
     started = time.monotonic()
     run_features(settings, RunOptions(recovery=False, metrics=False, drain_idle_s=2.0))
     assert time.monotonic() - started < 120
 
     parser = EventParser(project.source("scans"), ("depot_id",))
-    expected = expected_store(fs, parser, docs, key_prefix)
+    expected = expected_store([parser.parse(json.dumps(d).encode()) for d in docs], key_prefix, fs)
     assert len(expected) == 12
-    assert store(redis_client, key_prefix) == expected
+    assert stored(redis_client, key_prefix) == expected
     offline = final_values(fs, [parser.parse(json.dumps(d).encode()) for d in docs])
     by_depot = {
         eid: dict(zip(fs.views[0].names, v, strict=True)) for (_e, eid), (_t, v) in offline.items()
@@ -245,22 +218,13 @@ DELIVERY = Path(__file__).resolve().parents[2] / "examples" / "delivery"
 
 
 def test_delivery_example_two_topics_through_the_features_flow(
-    stack_settings: Settings, topics: Topics, redis_client: redis.Redis, redis_prefix: str
+    isolated_settings: Settings, topics: Topics, redis_client: redis.Redis, key_prefix: str
 ) -> None:
     """The shipped multi-source example: orders and pings, each decoded by its own schema."""
     from loopline.featurecore.features import SOURCE_TAG
     from loopline.simulation.api import SimulationConfig, load_simulator
 
-    key_prefix = redis_prefix.rstrip(":")
-    base = replace(
-        stack_settings,
-        kafka=replace(
-            stack_settings.kafka,
-            topic_prefix=topics.prefix,
-            consumer_group_prefix=f"{topics.prefix}group-",
-        ),
-    )
-    settings = repo_settings(DELIVERY, base, key_prefix)
+    settings = repo_settings(DELIVERY, isolated_settings, key_prefix)
     created = ensure_topics(settings)
     try:
         project = project_of(settings)
@@ -272,8 +236,9 @@ def test_delivery_example_two_topics_through_the_features_flow(
             topic = topics.named(project.source(e.source).topic)
             by_topic.setdefault(topic, []).append((e.key.encode(), json.dumps(e.record).encode()))
         assert len(by_topic) == 2
-        for topic, messages in by_topic.items():
-            produce(settings, topic, messages)
+        produce_records(
+            settings, [(topic, k, v) for topic, msgs in by_topic.items() for k, v in msgs]
+        )
 
         run_features(settings, RunOptions(recovery=False, metrics=False, drain_idle_s=2.0))
 
@@ -283,18 +248,14 @@ def test_delivery_example_two_topics_through_the_features_flow(
             {**parsers[e.source].parse(json.dumps(e.record).encode()), SOURCE_TAG: e.source}
             for e in events
         ]
-        layout = RedisLayout(key_prefix)
-        expected = {
-            layout.feature_key(fs, entity, eid).encode(): pack(at, values)
-            for (entity, eid), (at, values) in final_values(fs, records).items()
-        }
+        expected = expected_store(records, key_prefix, fs)
         assert {k.split(b":")[-2] for k in expected} == {
             b"courier",
             b"courier_orders",
             b"zone",
             b"zone_traffic",
         }
-        assert store(redis_client, key_prefix) == expected
+        assert stored(redis_client, key_prefix) == expected
         assert not dead_letters(settings, topics.dead_letters)
     finally:
         delete_topics(settings, created, timeout_s=10)
