@@ -1,6 +1,7 @@
-"""The drift dataflow: predictions and labeled topics -> DriftMonitor per model -> drift topic.
+"""The drift flow as a Bytewax dataflow: the only module of it that knows Bytewax.
 
-A thin Bytewax adapter around the pure :mod:`loopline.streams.drift`. Steps
+Predictions and labeled topics -> one DriftMonitor per model -> drift topic,
+around the pure :mod:`loopline.streams.drift`. Steps
 (ids are stable: recovery state is stored under them)::
 
     kafka_inputs      one source partition per Kafka partition of the
@@ -13,49 +14,29 @@ A thin Bytewax adapter around the pure :mod:`loopline.streams.drift`. Steps
                       its next snapshot; the replay re-emits the same ids)
     dead_letters_out  malformed and refused records, delivery checked
 
-Kafka reading, dead letters and recovery directories reuse the features
-flow's adapters (``kafka_io``, ``dead_letters``, ``features.run``).
-
-Run it with ``loopline run drift`` or Bytewax's runner::
-
-    python -m bytewax.run "loopline.streams.drift.bytewax_flow:flow_from_env()"
+Kafka reading and dead letters are the shared ``streams.common`` pieces;
+running it is :mod:`.run`.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import threading
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from loopline.config.kafka import consumer_config, producer_config
-from loopline.config.loader import load_settings
-from loopline.contracts import metric_names as mn
-from loopline.contracts.errors import ConfigError, DeliveryError
+from loopline.contracts.errors import DeliveryError
 from loopline.contracts.schemas import DeadLetter, DriftEvent, encode
-from loopline.contracts.settings import DriftSettings, Settings
-from loopline.contracts.tasks import BINARY, check_task
-from loopline.contracts.topics import Topics
-from loopline.featurerepo.loader import project_of
 from loopline.streams.common.bytewax_dead_letters import DeadLetterSink
-from loopline.streams.common.kafka_io import (
-    START_POSITIONS,
-    PartitionPacing,
-    PartitionReader,
-    list_partitions,
-)
+from loopline.streams.common.bytewax_kafka_source import KafkaSourcePartition, StreamsSource
+from loopline.streams.common.kafka_io import START_POSITIONS
+from loopline.streams.common.records import SourceRecord
+from loopline.streams.drift.config import DriftFlowConfig
 from loopline.streams.drift.inputs import (
     LABELED,
     PREDICTIONS,
@@ -64,127 +45,34 @@ from loopline.streams.drift.inputs import (
     decode_input,
     monitor_batch,
 )
+from loopline.streams.drift.metrics import drift_metrics
 from loopline.streams.drift.monitor import DriftMonitor
-from loopline.streams.features.run import RunOptions, ensure_recovery_dir
 
 FLOW_ID = "loopline_drift"
-RECOVERY_SUBDIR = "drift"
 _MAX_IDLE_WAIT_S = 0.05
 
-
-@dataclass(frozen=True)
-class DriftFlowConfig:
-    """Everything the drift flow needs, resolved from :class:`Settings` at the edge."""
-
-    topics: dict[str, str]  # stream -> topic (PREDICTIONS, LABELED)
-    drift_topic: str
-    dead_letter_topic: str
-    consumer: dict[str, Any]
-    producer: dict[str, Any]
-    feature_names: tuple[str, ...]
-    drift: DriftSettings
-    batch_size: int = 1000
-    start: str = "beginning"
-    # Stop once every partition has been at its end this long (tests); None: forever.
-    drain_idle_s: float | None = None
-    stats_every_s: float = 1.0
-    delivery_timeout_s: float = 30.0
-    # What labels and scores mean: "binary" or "regression" (residual concept
-    # drift, an RMSE ceiling instead of AUC). Passed by the caller, not read from Settings.
-    task: str = BINARY
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> DriftFlowConfig:
-        """From the settings and the repo's model (its features and task)."""
-        topics = Topics(settings.kafka.topic_prefix)
-        project = project_of(settings)
-        overrides.setdefault("task", project.model(settings.project.model).task)
-        cfg = cls(
-            topics={PREDICTIONS: topics.predictions, LABELED: topics.labeled},
-            drift_topic=topics.drift,
-            dead_letter_topic=topics.dead_letters,
-            consumer=consumer_config(settings.kafka, "drift"),
-            producer=producer_config(settings.kafka),
-            feature_names=tuple(project.feature_set(settings.project.model).model_features),
-            drift=settings.drift,
-            batch_size=settings.streams.batch_size,
-            start=settings.streams.start_from,
-        )
-        cfg = replace(cfg, **overrides)
-        check_task(cfg.task, "drift")
-        return cfg
-
-
-# -- metrics ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DriftMetrics:
-    alarms: Counter
-    statistic: Gauge
-    reference: Gauge
-    inputs: Counter
-    published: Counter
-    lag: Gauge
-    last_input: Gauge
-
-
-_lock = threading.Lock()
-_metrics: dict[int, DriftMetrics] = {}
-
-
-def drift_metrics(registry: CollectorRegistry = REGISTRY) -> DriftMetrics:
-    """The process's drift metrics (created on first use, shared by worker threads)."""
-    with _lock:
-        found = _metrics.get(id(registry))
-        if found is None:
-
-            def counter(m: mn.Metric) -> Counter:
-                return Counter(m.name, m.help, list(m.labels), registry=registry)
-
-            def gauge(m: mn.Metric) -> Gauge:
-                return Gauge(m.name, m.help, list(m.labels), registry=registry)
-
-            found = _metrics[id(registry)] = DriftMetrics(
-                alarms=counter(mn.DRIFT_ALARMS),
-                statistic=gauge(mn.DRIFT_STATISTIC),
-                reference=gauge(mn.DRIFT_REFERENCE),
-                inputs=counter(mn.DRIFT_INPUTS),
-                published=counter(mn.DRIFT_EVENTS_PUBLISHED),
-                lag=gauge(mn.DRIFT_CONSUMER_LAG),
-                last_input=gauge(mn.DRIFT_LAST_INPUT_TIMESTAMP),
-            )
-        return found
+Item: TypeAlias = DriftInput | DeadLetter
 
 
 # -- source -------------------------------------------------------------------------------
-Item = DriftInput | DeadLetter
-
-
-class _InputPartition(StatefulSourcePartition[Item, int]):
+class _InputPartition(KafkaSourcePartition[Item, int]):
     def __init__(self, cfg: DriftFlowConfig, stream: str, partition: int, resume: int | None):
         self._stream = stream
-        self._topic = cfg.topics[stream]
-        offset = resume if resume is not None else START_POSITIONS[cfg.start]
-        self._reader = PartitionReader(
-            cfg.consumer, self._topic, partition, offset, batch_size=cfg.batch_size
-        )
         self._metrics = drift_metrics()
-        self._pacing = PartitionPacing(
-            self._reader,
-            self._metrics.lag.labels(self._topic, str(partition)),
+        topic = cfg.topics[stream]
+        super().__init__(
+            cfg.consumer,
+            topic,
+            partition,
+            resume if resume is not None else START_POSITIONS[cfg.start],
+            batch_size=cfg.batch_size,
+            lag_gauge=self._metrics.lag.labels(topic, str(partition)),
             drain_idle_s=cfg.drain_idle_s,
             min_wait_s=0.001,
             max_wait_s=_MAX_IDLE_WAIT_S,
         )
 
-    def next_batch(self) -> list[Item]:
-        records = self._reader.read()
-        now = time.monotonic()
-        self._pacing.after_read(bool(records), now)
-        if not records:
-            if self._pacing.drained(now):
-                raise StopIteration
-            return []
-        now_ms = int(time.time() * 1000)
+    def decode(self, records: list[SourceRecord], now_ms: int) -> list[Item]:
         self._metrics.last_input.labels(self._stream).set(now_ms / 1000)
         return [
             decode_input(
@@ -199,32 +87,19 @@ class _InputPartition(StatefulSourcePartition[Item, int]):
             for r in records
         ]
 
-    def next_awake(self) -> datetime | None:
-        return self._pacing.next_awake()
-
     def snapshot(self) -> int:
-        return self._reader.next_offset
-
-    def close(self) -> None:
-        self._reader.close()
+        return self.reader.next_offset
 
 
-class KafkaDriftSource(FixedPartitionedSource[Item, int]):
+class KafkaDriftSource(StreamsSource[Item, int]):
     """Every partition of the predictions and labeled topics, as ``stream:partition``."""
 
     def __init__(self, cfg: DriftFlowConfig) -> None:
+        super().__init__(cfg.consumer, cfg.topics)
         self._cfg = cfg
 
-    def list_parts(self) -> list[str]:
-        return [
-            f"{stream}:{p}"
-            for stream, topic in self._cfg.topics.items()
-            for p in list_partitions(self._cfg.consumer, topic)
-        ]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _InputPartition:
-        stream, _, partition = for_part.partition(":")
-        return _InputPartition(self._cfg, stream, int(partition), resume_state)
+    def build_stream_part(self, stream: str, partition: int, resume: int | None) -> _InputPartition:
+        return _InputPartition(self._cfg, stream, partition, resume)
 
 
 # -- the monitor step ---------------------------------------------------------------------
@@ -331,47 +206,3 @@ def build_flow(cfg: DriftFlowConfig) -> Dataflow:
     dead = op.merge("all_dead_letters", malformed, refused)
     op.output("dead_letters_out", dead, DeadLetterSink(cfg.producer, cfg.dead_letter_topic))
     return flow
-
-
-def recovery_dir(settings: Settings) -> Path:
-    """This flow's recovery partitions (the features flow uses a sibling directory)."""
-    return settings.streams.recovery_dir / RECOVERY_SUBDIR
-
-
-def run_drift(settings: Settings, options: RunOptions | None = None, **overrides: Any) -> None:
-    """Run the drift flow in this process until it ends (drain) or is stopped."""
-    from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
-
-    options = options or RunOptions()
-    if options.workers < 1:
-        raise ConfigError("workers must be >= 1")
-    if (options.process_id is None) != (not options.addresses):
-        raise ConfigError("--process-id and --addresses go together (one address per process)")
-    cfg = DriftFlowConfig.from_settings(settings, drain_idle_s=options.drain_idle_s, **overrides)
-    if cfg.start not in START_POSITIONS:
-        raise ConfigError(f"streams.start_from must be 'beginning' or 'end', not {cfg.start!r}")
-    recovery = None
-    if options.recovery:
-        path = ensure_recovery_dir(
-            options.recovery_path or recovery_dir(settings), settings.streams.recovery_partitions
-        )
-        recovery = RecoveryConfig(str(path), timedelta(0))
-    if options.metrics and settings.drift.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.drift.metrics_port + (options.process_id or 0))
-    cli_main(
-        build_flow(cfg),
-        workers_per_process=options.workers,
-        process_id=options.process_id,
-        addresses=list(options.addresses) if options.addresses else None,
-        epoch_interval=timedelta(seconds=settings.streams.snapshot_interval_s),
-        recovery_config=recovery,
-    )
-
-
-def flow_from_env() -> Dataflow:
-    """The flow built from the environment's settings, for ``python -m bytewax.run``."""
-    settings = load_settings(os.environ.get("LOOPLINE_CONFIG"))
-    return build_flow(DriftFlowConfig.from_settings(settings))

@@ -101,8 +101,8 @@ def run_drift_flow(
     args: argparse.Namespace, settings: Settings | None = None, **overrides: Any
 ) -> int:
     """``loopline run drift``; ``overrides`` go to the flow's config (``task="regression"``)."""
-    from loopline.streams.drift.bytewax_flow import run_drift
-    from loopline.streams.features.run import RunOptions
+    from loopline.streams.common.run_options import RunOptions
+    from loopline.streams.drift.run import run_drift
 
     settings = settings_of(args, settings)
     options = RunOptions(

@@ -21,24 +21,20 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
 import redis
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from loopline.contracts.schemas import DeadLetter
 from loopline.streams.common.bytewax_dead_letters import DeadLetterSink
-from loopline.streams.common.kafka_io import (
-    START_POSITIONS,
-    PartitionPacing,
-    PartitionReader,
-    list_partitions,
-)
+from loopline.streams.common.bytewax_kafka_source import KafkaSourcePartition
+from loopline.streams.common.kafka_io import START_POSITIONS, list_partitions
+from loopline.streams.common.records import SourceRecord
 from loopline.streams.features.aggregation import FeatureShard, ShardOutput
 from loopline.streams.features.config import FeatureFlowConfig
 from loopline.streams.features.decoding import (
@@ -59,14 +55,25 @@ _MAX_IDLE_WAIT_S = 0.005
 _PartitionState = tuple[int, int]
 
 
-class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
+class _EventPartition(KafkaSourcePartition[DecodedBatch, _PartitionState]):
     def __init__(
         self, cfg: FeatureFlowConfig, source: int, partition: int, resume: _PartitionState | None
     ):
         offset, clock_ms = resume if resume is not None else (START_POSITIONS[cfg.start], 0)
         topic, parser = cfg.sources[source]
-        self._reader = PartitionReader(
-            cfg.consumer, topic, partition, offset, batch_size=cfg.batch_size
+        self._metrics = feature_metrics()
+        super().__init__(
+            cfg.consumer,
+            topic,
+            partition,
+            offset,
+            batch_size=cfg.batch_size,
+            lag_gauge=self._metrics.consumer_lag.labels(
+                str(partition) if len(cfg.sources) == 1 else f"{topic}:{partition}"
+            ),
+            drain_idle_s=cfg.drain_idle_s,
+            min_wait_s=0.0005,
+            max_wait_s=_MAX_IDLE_WAIT_S,
         )
         self._decoder = EventDecoder(
             cfg.feature_set,
@@ -76,38 +83,15 @@ class _EventPartition(StatefulSourcePartition[DecodedBatch, _PartitionState]):
             max_future_s=cfg.max_future_s,
             clock_ms=clock_ms,
         )
-        self._metrics = feature_metrics()
-        self._pacing = PartitionPacing(
-            self._reader,
-            self._metrics.consumer_lag.labels(
-                str(partition) if len(cfg.sources) == 1 else f"{topic}:{partition}"
-            ),
-            drain_idle_s=cfg.drain_idle_s,
-            min_wait_s=0.0005,
-            max_wait_s=_MAX_IDLE_WAIT_S,
-        )
 
-    def next_batch(self) -> list[DecodedBatch]:
-        records = self._reader.read()
-        now = time.monotonic()
-        self._pacing.after_read(bool(records), now)
-        if not records:
-            if self._pacing.drained(now):
-                raise StopIteration
-            return []
+    def decode(self, records: list[SourceRecord], now_ms: int) -> list[DecodedBatch]:
         batch = self._decoder.decode(records)
         self._metrics.records.inc(batch.records)
         self._metrics.events.inc(batch.accepted)
         return [batch]
 
-    def next_awake(self) -> datetime | None:
-        return self._pacing.next_awake()
-
     def snapshot(self) -> _PartitionState:
-        return (self._reader.next_offset, self._decoder.clock.max_ms)
-
-    def close(self) -> None:
-        self._reader.close()
+        return (self.reader.next_offset, self._decoder.clock.max_ms)
 
 
 class KafkaEventSource(FixedPartitionedSource[DecodedBatch, _PartitionState]):

@@ -1,6 +1,6 @@
 """Everything the features flow needs, resolved from :class:`Settings` at the edge.
 
-Engine-neutral: the Bytewax adapter (``loopline.streams.engine``) and the
+Engine-neutral: the Bytewax adapter (:mod:`.bytewax_flow`) and the
 benchmark's plain-consumer baseline both start from a
 :class:`FeatureFlowConfig`.
 
@@ -27,6 +27,7 @@ from loopline.contracts.topics import Topics
 from loopline.featurecore.event_schema import EventParser
 from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import project_of
+from loopline.streams.common.records import check_start_from
 from loopline.streams.features.aggregation import FeatureWrite
 
 # Called by the Redis sink after each successful write with the writes and the
@@ -97,4 +98,6 @@ class FeatureFlowConfig:
             start=s.start_from,
             evict_after_s=float(settings.redis.feature_ttl_s),
         )
-        return replace(cfg, **overrides) if overrides else cfg
+        cfg = replace(cfg, **overrides) if overrides else cfg
+        check_start_from(cfg.start)
+        return cfg

@@ -39,7 +39,7 @@ from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.schemas import DeadLetter
 from loopline.featurecore.event_schema import EventParser, MalformedEventError
 from loopline.featurecore.features import FeatureSet
-from loopline.streams.common.records import SourceRecord
+from loopline.streams.common.records import SourceRecord, dead_letter_of
 
 REASON_MALFORMED = "malformed"
 REASON_INVALID = "invalid"
@@ -141,15 +141,15 @@ class EventDecoder:
             try:
                 record = parse(rec.value)
             except MalformedEventError as e:
-                out.dead_letters.append(_dead(rec, REASON_MALFORMED, str(e), now_ms))
+                out.dead_letters.append(dead_letter_of(rec, REASON_MALFORMED, str(e), now_ms))
                 continue
             except SchemaError as e:
-                out.dead_letters.append(_dead(rec, REASON_INVALID, str(e), now_ms))
+                out.dead_letters.append(dead_letter_of(rec, REASON_INVALID, str(e), now_ms))
                 continue
             t_ms = record[time_field]
             if horizon and t_ms > horizon:
                 error = f"event time {t_ms} is more than {self.max_future_ms} ms ahead of {now_ms}"
-                out.dead_letters.append(_dead(rec, REASON_INVALID, error, now_ms))
+                out.dead_letters.append(dead_letter_of(rec, REASON_INVALID, error, now_ms))
                 continue
             if not admit(t_ms):
                 error = (
@@ -157,7 +157,7 @@ class EventDecoder:
                     f"{self.clock.watermark_ms} (stream time {self.clock.max_ms} minus "
                     f"{self.clock.lateness_ms} ms allowed lateness)"
                 )
-                out.dead_letters.append(_dead(rec, REASON_LATE, error, now_ms))
+                out.dead_letters.append(dead_letter_of(rec, REASON_LATE, error, now_ms))
                 continue
             out.accepted += 1
             for vi, entity, key_field in self._views:
@@ -180,16 +180,3 @@ class EventDecoder:
                 else:
                     bucket.append(item)
         return out
-
-
-def _dead(rec: SourceRecord, reason: str, error: str, now_ms: int) -> DeadLetter:
-    return DeadLetter.of(
-        source_topic=rec.topic,
-        partition=rec.partition,
-        offset=rec.offset,
-        reason=reason,
-        error=error,
-        value=rec.value,
-        key=rec.key,
-        time_ms=now_ms,
-    )

@@ -1,9 +1,7 @@
 """Prometheus metrics of the features flow.
 
-Names, help and labels come from ``contracts.metric_names`` (the alert rules
-query them). Registered once per process on the default registry (Bytewax registers its own
-there too), so one HTTP endpoint serves both; :func:`feature_metrics` returns
-the same instance to every worker thread.
+Created once per process (:mod:`loopline.streams.common.metrics`). Freshness
+is observed per write, so it gets a lock-free per-thread histogram here.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from prometheus_client.utils import floatToGoString
 
 from loopline.contracts import metric_names as names
 from loopline.contracts.metric_names import Metric
+from loopline.streams.common.metrics import OncePerRegistry, counter, gauge, histogram
 
 # Milliseconds matter here: the freshness target is 100 ms p99 (stretch 25 ms).
 _LATENCY_BUCKETS_S = (
@@ -111,42 +110,28 @@ class FeatureMetrics:
     evictions: Counter
 
 
-_lock = threading.Lock()
-_instances: dict[int, FeatureMetrics] = {}
-
-
-def feature_metrics(registry: CollectorRegistry = REGISTRY) -> FeatureMetrics:
-    """The process's metrics (created on first use)."""
-    with _lock:
-        found = _instances.get(id(registry))
-        if found is None:
-            found = _instances[id(registry)] = _create(registry)
-        return found
-
-
 def _create(registry: CollectorRegistry) -> FeatureMetrics:
-    def counter(m: Metric) -> Counter:
-        return Counter(m.name, m.help, m.labels, registry=registry)
-
-    def histogram(m: Metric) -> Histogram:
-        return Histogram(m.name, m.help, m.labels, buckets=_LATENCY_BUCKETS_S, registry=registry)
-
     return FeatureMetrics(
-        records=counter(names.FEATURES_RECORDS),
-        events=counter(names.FEATURES_EVENTS),
-        dead_letters=counter(names.FEATURES_DEAD_LETTERS),
-        late_events=counter(names.FEATURES_LATE_EVENTS),
-        redis_write_seconds=histogram(names.FEATURES_REDIS_WRITE_SECONDS),
-        redis_keys=counter(names.FEATURES_REDIS_KEYS),
+        records=counter(names.FEATURES_RECORDS, registry),
+        events=counter(names.FEATURES_EVENTS, registry),
+        dead_letters=counter(names.FEATURES_DEAD_LETTERS, registry),
+        late_events=counter(names.FEATURES_LATE_EVENTS, registry),
+        redis_write_seconds=histogram(
+            names.FEATURES_REDIS_WRITE_SECONDS, _LATENCY_BUCKETS_S, registry
+        ),
+        redis_keys=counter(names.FEATURES_REDIS_KEYS, registry),
         freshness_seconds=ThreadHistograms(
             names.FEATURES_FRESHNESS_SECONDS, _LATENCY_BUCKETS_S, registry
         ),
-        consumer_lag=Gauge(
-            names.FEATURES_CONSUMER_LAG.name,
-            names.FEATURES_CONSUMER_LAG.help,
-            names.FEATURES_CONSUMER_LAG.labels,
-            registry=registry,
-        ),
-        refreshes=counter(names.FEATURES_REFRESHES),
-        evictions=counter(names.FEATURES_EVICTIONS),
+        consumer_lag=gauge(names.FEATURES_CONSUMER_LAG, registry),
+        refreshes=counter(names.FEATURES_REFRESHES, registry),
+        evictions=counter(names.FEATURES_EVICTIONS, registry),
     )
+
+
+_instances = OncePerRegistry(_create)
+
+
+def feature_metrics(registry: CollectorRegistry = REGISTRY) -> FeatureMetrics:
+    """The process's metrics (created on first use, shared by worker threads)."""
+    return _instances.get(registry)

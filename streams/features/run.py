@@ -11,18 +11,15 @@ started with Bytewax's own runner, reading settings from the environment
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from loopline.config.loader import load_settings
-from loopline.contracts.errors import ConfigError, StackError
 from loopline.contracts.settings import Settings
+from loopline.streams.common.bytewax_running import run_flow
+from loopline.streams.common.run_options import RunOptions, check_run_options
 from loopline.streams.features.config import FeatureFlowConfig
 
 RECOVERY_SUBDIR = "features"
@@ -33,83 +30,26 @@ def recovery_dir(settings: Settings) -> Path:
     return settings.streams.recovery_dir / RECOVERY_SUBDIR
 
 
-def ensure_recovery_dir(path: Path, partitions: int) -> Path:
-    """Create and initialise ``path`` unless it already holds recovery partitions.
-
-    Safe when several processes of one cluster start at once (a file lock).
-    """
-    from bytewax.recovery import init_db_dir
-
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not any(path.glob("part-*.sqlite3")):
-            init_db_dir(path, partitions)
-    return path
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    workers: int = 1
-    process_id: int | None = None
-    addresses: Sequence[str] | None = None
-    recovery: bool = True
-    recovery_path: Path | None = None  # default: recovery_dir(settings)
-    metrics: bool = True
-    drain_idle_s: float | None = None
-
-
-def run_features(settings: Settings, options: RunOptions = RunOptions(), **cfg: Any) -> None:
+def run_features(settings: Settings, options: RunOptions | None = None, **cfg: Any) -> None:
     """Run the features flow in this process until it ends (drain) or is stopped.
 
     ``cfg`` overrides :class:`FeatureFlowConfig` fields (tests, benchmarks).
     """
-    from bytewax.recovery import (
-        InconsistentPartitionsError,
-        MissingPartitionsError,
-        NoPartitionsError,
-        RecoveryConfig,
-    )
-    from bytewax.run import cli_main
-
     from loopline.streams.features.bytewax_flow import build_flow
 
-    if options.workers < 1:
-        raise ConfigError("workers must be >= 1")
-    if (options.process_id is None) != (not options.addresses):
-        raise ConfigError("--process-id and --addresses go together (one address per process)")
+    options = options or RunOptions()
+    check_run_options(options)
     flow_cfg = FeatureFlowConfig.from_settings(settings, drain_idle_s=options.drain_idle_s, **cfg)
-    if flow_cfg.start not in ("beginning", "end"):
-        raise ConfigError(
-            f"streams.start_from must be 'beginning' or 'end', not {flow_cfg.start!r}"
-        )
     flow = build_flow(flow_cfg)
     tune_gc()
-    recovery = None
-    if options.recovery:
-        path = ensure_recovery_dir(
-            options.recovery_path or recovery_dir(settings), settings.streams.recovery_partitions
-        )
-        recovery = RecoveryConfig(path, timedelta(0))
-    if options.metrics:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.streams.metrics_port + (options.process_id or 0))
-    try:
-        cli_main(
-            flow,
-            workers_per_process=options.workers,
-            process_id=options.process_id,
-            addresses=list(options.addresses) if options.addresses else None,
-            epoch_interval=timedelta(seconds=snapshot_interval_s(settings)),
-            recovery_config=recovery,
-        )
-    except (InconsistentPartitionsError, MissingPartitionsError, NoPartitionsError) as e:
-        where = recovery.db_dir if recovery is not None else "?"
-        raise StackError(
-            f"recovery directory {where} cannot be resumed from: {e}. Restore its backup, "
-            "or move it away to start over (the flow then recomputes from the topic)"
-        ) from e
+    run_flow(
+        flow,
+        options,
+        recovery_path=recovery_dir(settings),
+        recovery_partitions=settings.streams.recovery_partitions,
+        epoch_interval_s=snapshot_interval_s(settings),
+        metrics_port=settings.streams.metrics_port,
+    )
 
 
 def snapshot_interval_s(settings: Settings) -> float:

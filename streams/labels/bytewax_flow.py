@@ -26,13 +26,11 @@ from __future__ import annotations
 import pickle
 import sys
 import time
-from datetime import datetime
 from functools import partial
 from typing import Any, TypeAlias
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import (
     FixedPartitionedSink,
@@ -41,12 +39,9 @@ from bytewax.outputs import (
 
 from loopline.contracts.schemas import DeadLetter
 from loopline.streams.common.bytewax_dead_letters import DeadLetterSink
-from loopline.streams.common.kafka_io import (
-    START_POSITIONS,
-    PartitionPacing,
-    PartitionReader,
-    list_partitions,
-)
+from loopline.streams.common.bytewax_kafka_source import KafkaSourcePartition, StreamsSource
+from loopline.streams.common.kafka_io import START_POSITIONS, list_partitions
+from loopline.streams.common.records import SourceRecord
 from loopline.streams.labels.clock import PROCESSING_TIME, PartitionProgress, WatermarkClock
 from loopline.streams.labels.config import LabelsFlowConfig
 from loopline.streams.labels.inputs import (
@@ -72,14 +67,23 @@ _PartitionState = tuple[int, int]
 
 
 # -- source -------------------------------------------------------------------------------
-class _InputPartition(StatefulSourcePartition[SourceItem, _PartitionState]):
+class _InputPartition(KafkaSourcePartition[SourceItem, _PartitionState]):
     def __init__(
         self, cfg: LabelsFlowConfig, stream: str, partition: int, resume: _PartitionState | None
     ) -> None:
         topic = cfg.predictions_topic if stream == PREDICTIONS else cfg.outcomes_topic
         offset, max_ms = resume if resume is not None else (START_POSITIONS[cfg.start], 0)
-        self._reader = PartitionReader(
-            cfg.consumer, topic, partition, offset, batch_size=cfg.batch_size
+        self._metrics = label_metrics()
+        super().__init__(
+            cfg.consumer,
+            topic,
+            partition,
+            offset,
+            batch_size=cfg.batch_size,
+            lag_gauge=self._metrics.lag.labels(topic, str(partition)),
+            drain_idle_s=cfg.drain_idle_s,
+            min_wait_s=0.001,
+            max_wait_s=_MAX_IDLE_WAIT_S,
         )
         self._stream = stream
         self._decode = (
@@ -96,74 +100,44 @@ class _InputPartition(StatefulSourcePartition[SourceItem, _PartitionState]):
             processing_time=self._processing,
             max_ms=max_ms,
         )
-        self._metrics = label_metrics()
-        self._pacing = PartitionPacing(
-            self._reader,
-            self._metrics.lag.labels(topic, str(partition)),
-            drain_idle_s=cfg.drain_idle_s,
-            min_wait_s=0.001,
-            max_wait_s=_MAX_IDLE_WAIT_S,
-        )
 
-    def next_batch(self) -> list[SourceItem]:
-        records = self._reader.read()
-        now = time.monotonic()
-        now_ms = int(time.time() * 1000)
-        self._pacing.after_read(bool(records), now)
+    def decode(self, records: list[SourceRecord], now_ms: int) -> list[SourceItem]:
         items: list[SourceItem] = []
-        if records:
-            t_override = now_ms if self._processing else None
-            observe = self._progress.observe
-            for rec in records:
-                item = self._decode(rec, t_override)
-                if isinstance(item, DeadLetter):
-                    self._metrics.records.labels(self._stream, item.reason).inc()
-                    observe(0, now_ms)
-                else:
-                    observe(item.t_ms, now_ms)
-                items.append(item)
-        report = self._progress.poll(self._reader.at_end, now_ms)
-        if report is not None:
-            items.append(report)
-        if not records:
-            # Stop only once the clock knows this partition is done (else it would hold it).
-            done = report.caught_up if report is not None else self._progress.caught_up_reported
-            if self._pacing.drained(now, ready=done) and not items:
-                raise StopIteration
+        t_override = now_ms if self._processing else None
+        observe = self._progress.observe
+        for rec in records:
+            item = self._decode(rec, t_override)
+            if isinstance(item, DeadLetter):
+                self._metrics.records.labels(self._stream, item.reason).inc()
+                observe(0, now_ms)
+            else:
+                observe(item.t_ms, now_ms)
+            items.append(item)
         return items
 
-    def next_awake(self) -> datetime | None:
-        return self._pacing.next_awake()
+    def progress(self, now_ms: int) -> tuple[list[SourceItem], bool]:
+        # A drain waits until the clock knows this partition is done (else it would hold it).
+        report = self._progress.poll(self.reader.at_end, now_ms)
+        if report is None:
+            return [], self._progress.caught_up_reported
+        return [report], report.caught_up
 
     def snapshot(self) -> _PartitionState:
-        return (self._reader.next_offset, self._progress.max_ms)
-
-    def close(self) -> None:
-        self._reader.close()
+        return (self.reader.next_offset, self._progress.max_ms)
 
 
-class KafkaLabelsSource(FixedPartitionedSource[SourceItem, _PartitionState]):
+class KafkaLabelsSource(StreamsSource[SourceItem, _PartitionState]):
     """Every partition of the predictions and outcomes topics, as ``stream:partition``."""
 
     def __init__(self, cfg: LabelsFlowConfig) -> None:
+        topics = {PREDICTIONS: cfg.predictions_topic, OUTCOMES: cfg.outcomes_topic}
+        super().__init__(cfg.consumer, topics)
         self._cfg = cfg
 
-    def list_parts(self) -> list[str]:
-        cfg = self._cfg
-        return [
-            f"{stream}:{p}"
-            for stream, topic in (
-                (PREDICTIONS, cfg.predictions_topic),
-                (OUTCOMES, cfg.outcomes_topic),
-            )
-            for p in list_partitions(cfg.consumer, topic)
-        ]
-
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: _PartitionState | None
+    def build_stream_part(
+        self, stream: str, partition: int, resume: _PartitionState | None
     ) -> _InputPartition:
-        stream, _, partition = for_part.partition(":")
-        return _InputPartition(self._cfg, stream, int(partition), resume_state)
+        return _InputPartition(self._cfg, stream, partition, resume)
 
 
 # -- watermark ----------------------------------------------------------------------------

@@ -40,11 +40,10 @@ from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
+from loopline.streams.common.records import check_start_from
 from loopline.streams.labels.clock import TIME_MODES
 from loopline.streams.labels.inputs import OUTCOME_FIELDS
 from loopline.streams.labels.join import TIMEOUT_POLICIES, JoinPolicy
-
-START_POSITIONS = ("beginning", "end")
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,7 @@ class LabelsFlowConfig:
         cfg = replace(cfg, **overrides) if overrides else cfg
         if cfg.time not in TIME_MODES:
             raise ConfigError(f"labels.time must be one of {TIME_MODES}, not {cfg.time!r}")
-        if cfg.start not in START_POSITIONS:
-            raise ConfigError(f"streams.start_from must be 'beginning' or 'end', not {cfg.start!r}")
+        check_start_from(cfg.start)
         _check_task(cfg, s.timeout_policy)
         return cfg
 

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DeadLetter, Outcome, PredictionLog, check_label, decode
 from loopline.contracts.tasks import BINARY
-from loopline.streams.common.records import SourceRecord
+from loopline.streams.common.records import SourceRecord, dead_letter_of
 
 __all__ = [
     "REASON_EVICTED",
@@ -109,9 +109,9 @@ def decode_prediction(rec: SourceRecord, t_ms: int | None = None) -> PredictionI
         if log.event_time <= 0:
             raise SchemaError("PredictionLog.event_time: must be epoch ms > 0", "event_time")
     except _MalformedError as e:
-        return _dead(rec, REASON_MALFORMED, str(e))
+        return dead_letter_of(rec, REASON_MALFORMED, str(e), int(time.time() * 1000))
     except SchemaError as e:
-        return _dead(rec, REASON_INVALID, str(e))
+        return dead_letter_of(rec, REASON_INVALID, str(e), int(time.time() * 1000))
     return PredictionIn(
         log.request_id,
         log.event_id or log.request_id,
@@ -149,9 +149,9 @@ def decode_outcome(
             raise SchemaError("Outcome.event_time: must be epoch ms > 0", "event_time")
         check_label(task, out.label)
     except _MalformedError as e:
-        return _dead(rec, REASON_MALFORMED, str(e))
+        return dead_letter_of(rec, REASON_MALFORMED, str(e), int(time.time() * 1000))
     except SchemaError as e:
-        return _dead(rec, REASON_INVALID, str(e))
+        return dead_letter_of(rec, REASON_INVALID, str(e), int(time.time() * 1000))
     # Binary labels stay ints, so the labeled log of a binary model reads as before (1, not 1.0).
     label = int(out.label) if task == BINARY else out.label
     return OutcomeIn(
@@ -206,16 +206,3 @@ def _json_object(rec: SourceRecord, name: str) -> dict[str, Any]:
     if type(doc) is not dict:
         raise _MalformedError(f"{name}: expected a JSON object, got {type(doc).__name__}")
     return doc
-
-
-def _dead(rec: SourceRecord, reason: str, error: str) -> DeadLetter:
-    return DeadLetter.of(
-        source_topic=rec.topic,
-        partition=rec.partition,
-        offset=rec.offset,
-        reason=reason,
-        error=error,
-        value=rec.value,
-        key=rec.key,
-        time_ms=int(time.time() * 1000),
-    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from loopline.contracts import metric_names as mn
+from loopline.streams.common.metrics import OncePerRegistry, counter, gauge, histogram
 
 # A flush happens once per labels.flush_interval_s: latencies are seconds, not milliseconds.
 _LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0)
@@ -38,35 +39,21 @@ class LabelMetrics:
             self.pending.labels("outcomes").set(sum(o for _, o in self._shards.values()))
 
 
-_lock = threading.Lock()
-_instances: dict[int, LabelMetrics] = {}
+def _create(registry: CollectorRegistry) -> LabelMetrics:
+    return LabelMetrics(
+        records=counter(mn.LABELS_RECORDS, registry),
+        examples=counter(mn.LABELS_EXAMPLES, registry),
+        pending=gauge(mn.LABELS_PENDING, registry),
+        join_latency=histogram(mn.LABELS_JOIN_LATENCY_SECONDS, _LATENCY_BUCKETS_S, registry),
+        watermark=gauge(mn.LABELS_WATERMARK, registry),
+        replayed=counter(mn.LABELS_REPLAYED, registry),
+        lag=gauge(mn.LABELS_CONSUMER_LAG, registry),
+    )
+
+
+_instances = OncePerRegistry(_create)
 
 
 def label_metrics(registry: CollectorRegistry = REGISTRY) -> LabelMetrics:
-    """The process's metrics (created on first use)."""
-    with _lock:
-        found = _instances.get(id(registry))
-        if found is None:
-
-            def counter(m: mn.Metric) -> Counter:
-                return Counter(m.name, m.help, list(m.labels), registry=registry)
-
-            def gauge(m: mn.Metric) -> Gauge:
-                return Gauge(m.name, m.help, list(m.labels), registry=registry)
-
-            found = _instances[id(registry)] = LabelMetrics(
-                records=counter(mn.LABELS_RECORDS),
-                examples=counter(mn.LABELS_EXAMPLES),
-                pending=gauge(mn.LABELS_PENDING),
-                join_latency=Histogram(
-                    mn.LABELS_JOIN_LATENCY_SECONDS.name,
-                    mn.LABELS_JOIN_LATENCY_SECONDS.help,
-                    list(mn.LABELS_JOIN_LATENCY_SECONDS.labels),
-                    buckets=_LATENCY_BUCKETS_S,
-                    registry=registry,
-                ),
-                watermark=gauge(mn.LABELS_WATERMARK),
-                replayed=counter(mn.LABELS_REPLAYED),
-                lag=gauge(mn.LABELS_CONSUMER_LAG),
-            )
-        return found
+    """The process's metrics (created on first use, shared by worker threads)."""
+    return _instances.get(registry)

@@ -30,9 +30,11 @@ from loopline.contracts.schemas import (
 )
 from loopline.contracts.settings import DriftSettings, Settings
 from loopline.contracts.topics import Topics
+from loopline.streams.common.bytewax_running import ensure_recovery_dir
 from loopline.streams.drift import DriftMonitor
-from loopline.streams.drift.bytewax_flow import DriftFlowConfig, build_flow, drift_metrics
-from loopline.streams.features.run import ensure_recovery_dir
+from loopline.streams.drift.bytewax_flow import build_flow
+from loopline.streams.drift.config import DriftFlowConfig
+from loopline.streams.drift.metrics import drift_metrics
 
 FAST = DriftSettings(
     reference_size=500,

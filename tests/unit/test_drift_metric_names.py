@@ -134,7 +134,7 @@ def test_streams_features_flow_exports_the_declared_names() -> None:
 
 
 def test_drift_flow_exports_the_declared_names() -> None:
-    from loopline.streams.drift.bytewax_flow import drift_metrics
+    from loopline.streams.drift.metrics import drift_metrics
 
     registry = CollectorRegistry()
     m = drift_metrics(registry)

@@ -13,7 +13,7 @@ from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog, decode, encode
 from loopline.contracts.settings import DriftSettings, Settings
 from loopline.streams.drift import DriftMonitor
-from loopline.streams.drift.bytewax_flow import DriftFlowConfig
+from loopline.streams.drift.config import DriftFlowConfig
 from loopline.streams.drift.regression import RmseMonitor
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,70 @@
+"""How one process runs a flow: :class:`RunOptions`, checked, and read from the CLI.
+
+Engine-neutral, so the CLI handlers (``commands.py``) never import Bytewax;
+:mod:`.bytewax_running` runs a flow with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopline.config.cli import flow_run_options
+from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one process runs a flow (from the CLI or a test)."""
+
+    workers: int = 1
+    process_id: int | None = None
+    addresses: Sequence[str] | None = None
+    recovery: bool = True
+    recovery_path: Path | None = None  # default: the flow's recovery_dir(settings)
+    metrics: bool = True
+    drain_idle_s: float | None = None
+
+
+def check_run_options(options: RunOptions) -> None:
+    """Refuse options no cluster can run with, before anything is built."""
+    if options.workers < 1:
+        raise ConfigError("workers must be >= 1")
+    if (options.process_id is None) != (not options.addresses):
+        raise ConfigError("--process-id and --addresses go together (one address per process)")
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, flow: str, no_recovery: str) -> None:
+    """The arguments every clustered flow takes (``no_recovery``: what turning it off means)."""
+    parser.add_argument(
+        "-w", "--workers", type=int, help="worker threads per process (default streams.workers)"
+    )
+    parser.add_argument("-i", "--process-id", type=int, help="this process's index in a cluster")
+    parser.add_argument(
+        "-a", "--addresses", help='every process of the cluster, "host:port;host:port"'
+    )
+    parser.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help=f"recovery partitions (default <streams.recovery_dir>/{flow}; created if empty)",
+    )
+    parser.add_argument("--no-recovery", action="store_true", help=no_recovery)
+    flow_run_options(parser)
+
+
+def run_options_of(
+    args: argparse.Namespace, settings: Settings, recovery_path: Path | None = None
+) -> RunOptions:
+    """The options :func:`add_cluster_arguments` parsed (``recovery_path``: a default)."""
+    return RunOptions(
+        workers=args.workers or settings.streams.workers,
+        process_id=args.process_id,
+        addresses=args.addresses.split(";") if args.addresses else None,
+        recovery=not args.no_recovery,
+        recovery_path=args.recovery_dir or recovery_path,
+        metrics=not args.no_metrics,
+        drain_idle_s=args.drain,
+    )
