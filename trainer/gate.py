@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loopline.contracts.errors import ConfigError
+from loopline.contracts.settings import TrainerSettings
 from loopline.contracts.tasks import check_task
 
 # metric -> True when higher is better
@@ -62,6 +63,25 @@ class GateMargins:
     brier: float
     rmse: float = 0.01
     mae: float = 0.01
+
+    @staticmethod
+    def from_settings(s: TrainerSettings) -> GateMargins:
+        return GateMargins(
+            auc=s.gate_auc_margin,
+            log_loss=s.gate_log_loss_margin,
+            brier=s.gate_brier_margin,
+            rmse=s.gate_rmse_margin,
+            mae=s.gate_mae_margin,
+        )
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion's side of the comparison, on the challenger's holdout rows."""
+
+    version: str
+    metrics: dict[str, float] | None  # None: not comparable (reason says why)
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,9 @@
 
 Data loading is separate (:mod:`.offline`, :mod:`.bootstrap`), so a run takes
 a :class:`TrainingSet` and can be driven by the CLI, the retrain consumer or a
-test alike. A :class:`PublishPolicy` says where an accepted challenger goes:
-champion at once, or a shadow / canary rollout against the champion. Either
-way a rollout still running is ended first (aborted, "superseded by v<N>"):
-its comparison no longer holds once a newer version is published.
+test alike. Where an accepted challenger goes (champion, or a shadow / canary
+rollout) and its announcement are :mod:`.placement`'s; what its manifest
+records is :mod:`.manifest`'s.
 
 The task (``Trainer(..., task="regression")``) picks the objective, the
 metrics the gate compares and the ONNX output serving reads; the training
@@ -14,63 +13,28 @@ set must have been loaded for the same task (float labels for regression).
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from loopline.contracts.errors import ConfigError, DeliveryError, FeatureError, ModelError
-from loopline.contracts.schemas import ModelUpdate
+from loopline.contracts.errors import ConfigError, FeatureError, ModelError
 from loopline.contracts.settings import Settings, TrainerSettings
 from loopline.contracts.tasks import check_task
 from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import project_of
-from loopline.registry.directory import ManifestFields, ModelRegistry, ModelVersion
-from loopline.rollout.plan import RolloutPlan
+from loopline.registry.directory import ModelRegistry
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
-from loopline.trainer.dataset import Split, TrainingSet, check_enough, split_by_time
-from loopline.trainer.evaluation import describe_split, golden_rows, split_rows
-from loopline.trainer.export import (
-    INPUT_NAME,
-    SCORE_OUTPUTS,
-    Exporter,
-    check_parity,
-    native_scores,
-    onnx_scores,
-    to_onnx,
-)
-from loopline.trainer.gate import GateDecision, GateMargins, decide
-from loopline.trainer.kafka_io import model_update
+from loopline.trainer.dataset import TrainingSet, check_enough, split_by_time
+from loopline.trainer.evaluation import describe_split, split_rows
+from loopline.trainer.export import Exporter, check_parity, native_scores, onnx_scores, to_onnx
+from loopline.trainer.gate import ChampionScore, GateMargins, decide
+from loopline.trainer.manifest import manifest_fields
+from loopline.trainer.placement import CHAMPION, Placement, Published
 from loopline.trainer.progress import Progress, SilentProgress
-from loopline.trainer.publish_policy import (
-    PublishPolicy,
-    RolloutRegistry,
-    rollout_update,
-    share_text,
-    start_rollout,
-    supersede,
-)
-
-CHAMPION = "champion"
-__all__ = ["Trainer", "TrainingReport", "golden_rows"]  # golden_rows: moved, still importable
-
-
-class Announcer(Protocol):
-    def announce(self, update: ModelUpdate) -> None: ...
-
-
-@dataclass(frozen=True)
-class ChampionScore:
-    version: str
-    metrics: dict[str, float] | None  # None: not comparable (reason says why)
-    reason: str = ""
+from loopline.trainer.publish_policy import Announcer, PublishPolicy, RolloutRegistry
 
 
 @dataclass(frozen=True)
@@ -131,17 +95,17 @@ class Trainer:
         self.gate_metric = gate_metric
         self.min_improvement = min_improvement
         self.registry = registry
-        self.announcer = announcer
         self.progress = progress or SilentProgress()
         self.exporter = exporter
-        self.publish = publish or PublishPolicy()
-        if self.publish.mode != "champion" and not isinstance(registry, RolloutRegistry):
+        publish = publish or PublishPolicy()
+        if publish.mode != "champion" and not isinstance(registry, RolloutRegistry):
             raise ConfigError(
-                f"publish mode {self.publish.mode!r} needs a registry that holds rollout plans"
+                f"publish mode {publish.mode!r} needs a registry that holds rollout plans"
             )
         if fs is None:
             fs = project_of(Settings()).feature_set()
         self.fs: FeatureSet = fs
+        self.placement = Placement(registry, fs.name, publish, announcer, self.progress)
 
     @property
     def model_name(self) -> str:
@@ -192,7 +156,7 @@ class Trainer:
             decision = decide(
                 challenger,
                 champ.metrics if champ else None,
-                _margins(s),
+                GateMargins.from_settings(s),
                 force=force,
                 no_champion_reason=(champ.reason if champ else "") or "no champion yet",
                 task=task,
@@ -204,7 +168,10 @@ class Trainer:
             mv = self.registry.publish(
                 self.model_name,
                 onnx,
-                self._manifest(
+                manifest_fields(
+                    self.fs,
+                    s,
+                    task,
                     split,
                     challenger=challenger,
                     champ=champ,
@@ -217,7 +184,7 @@ class Trainer:
             )
             outcome = Published()
             if decision.accepted:
-                outcome = self._place(mv, force=force)
+                outcome = self.placement.place(mv, force=force)
         return TrainingReport(
             model_name=self.model_name,
             version=mv.manifest.version,
@@ -250,77 +217,6 @@ class Trainer:
                 f"{self.task}; load it with DataRequest(task={self.task!r})"
             )
 
-    # -- where an accepted version goes ----------------------------------------------
-    def _place(self, mv: ModelVersion, *, force: bool) -> Published:
-        """Make ``mv`` champion, or start its rollout against the champion; announce."""
-        version = mv.manifest.version
-        current = self.registry.resolve(self.model_name, CHAMPION)
-        plan = self.publish.plan_for(
-            self.model_name,
-            candidate=version,
-            champion=current.manifest.version if current else "",
-            force=force,
-        )
-        if plan is None:
-            superseded = self._supersede(version)
-            self.registry.set_alias(self.model_name, CHAMPION, version)
-            self._announce_rollouts(superseded)
-            announced = self._announce(mv, "publish")
-            note = _superseded_note(superseded)
-            return Published("champion", "", tuple(p.plan_id for p in superseded), announced, note)
-        superseded = self._start_rollout(plan)
-        announced = self._announce_rollouts([*superseded, plan])
-        note = (
-            f"; published as a {plan.mode} rollout ({share_text(plan)}): plan {plan.plan_id} "
-            f"against champion v{plan.champion_version}, which stays" + _superseded_note(superseded)
-        )
-        self.progress.info(f"rollout {plan.plan_id} started: v{version} in {plan.mode}")
-        ended = tuple(p.plan_id for p in superseded)
-        return Published(plan.mode, plan.plan_id, ended, announced, note)
-
-    def _rollouts(self) -> RolloutRegistry | None:
-        return self.registry if isinstance(self.registry, RolloutRegistry) else None
-
-    def _supersede(self, version: str) -> list[RolloutPlan]:
-        reg = self._rollouts()
-        return [] if reg is None else supersede(reg, self.model_name, version)
-
-    def _start_rollout(self, plan: RolloutPlan) -> list[RolloutPlan]:
-        reg = self._rollouts()
-        assert reg is not None  # checked in __init__
-        return start_rollout(reg, plan)
-
-    def _announce(self, mv: ModelVersion, action: str) -> bool:
-        if self.announcer is None:
-            return False
-        try:
-            self.announcer.announce(model_update(mv, CHAMPION, action))
-        except DeliveryError as e:
-            v = mv.manifest.version
-            raise DeliveryError(
-                f"v{v} is champion in the registry, but announcing it failed ({e}); servers "
-                f"polling the registry still pick it up; re-announce with "
-                f"`loopline models promote {v}`"
-            ) from e
-        return True
-
-    def _announce_rollouts(self, plans: list[RolloutPlan]) -> bool:
-        if self.announcer is None or not plans:
-            return False
-        champion = self.registry.resolve(self.model_name, CHAMPION)
-        if champion is None:
-            raise ModelError(f"{self.model_name}: no champion to announce the rollout with")
-        for plan in plans:
-            try:
-                self.announcer.announce(rollout_update(champion, plan))
-            except DeliveryError as e:
-                raise DeliveryError(
-                    f"rollout {plan.plan_id} of v{plan.candidate_version} is {plan.state} in "
-                    f"the registry, but announcing it failed ({e}); servers following the "
-                    f"registry still pick it up"
-                ) from e
-        return True
-
     def _score_champion(self, holdout: TrainingSet) -> ChampionScore | None:
         """The champion's metrics on the challenger's holdout, when it can score those rows."""
         current = self.registry.resolve(self.model_name, CHAMPION)
@@ -338,100 +234,3 @@ class Trainer:
         except ModelError as e:
             return ChampionScore(m.version, None, f"champion v{m.version} is unusable ({e})")
         return ChampionScore(m.version, metrics.evaluate_task(self.task, holdout.labels, scores))
-
-    def _manifest(
-        self,
-        split: Split,
-        *,
-        challenger: dict[str, float],
-        champ: ChampionScore | None,
-        decision: GateDecision,
-        booster: Any,
-        parity: float,
-        holdout_scores: np.ndarray,
-        extra: dict[str, Any] | None,
-    ) -> ManifestFields:
-        s = self.settings
-        golden = golden_rows(holdout_scores, s.golden_rows)
-        window = (split.train.window_ms[0], split.holdout.window_ms[1])
-        gate = {
-            "checks": [asdict(c) for c in decision.checks],
-            "champion_version": champ.version if champ else "",
-            "champion_metrics": champ.metrics if champ else None,
-            "forced": decision.reason.startswith("forced"),
-        }
-        return ManifestFields(
-            feature_set=self.fs.name,
-            fingerprint=self.fs.fingerprint,
-            feature_names=list(self.fs.model_features),
-            input_name=INPUT_NAME,
-            probability_output=SCORE_OUTPUTS[self.task],
-            task=self.task,
-            training_window_ms=list(window),
-            rows=split_rows(split, self.task),
-            metrics={
-                **challenger,
-                "parity_max_abs_diff": parity,
-                "best_iteration": float(booster.current_iteration()),
-            },
-            parent_version=champ.version if champ else "",
-            code_version=code_version(),
-            golden_inputs=[[float(v) for v in split.holdout.features[i]] for i in golden],
-            golden_scores=[float(np.float32(holdout_scores[i])) for i in golden],
-            status="candidate" if decision.accepted else "rejected",
-            decision=decision.reason,
-            extra={
-                "source": split.train.source,
-                "dropped": dict(split.train.dropped),
-                "gate": gate,
-                "params": BoosterParams.from_settings(s, self.task).lightgbm(),
-                **(extra or {}),
-            },
-        )
-
-
-@dataclass(frozen=True)
-class Published:
-    """Where an accepted version went (nothing, for a rejected one)."""
-
-    published_as: str = ""
-    plan_id: str = ""
-    superseded: tuple[str, ...] = ()
-    announced: bool = False
-    note: str = ""
-
-
-def _superseded_note(plans: list[RolloutPlan]) -> str:
-    return "".join(
-        f"; rollout {p.plan_id} of v{p.candidate_version} aborted ({p.reason})" for p in plans
-    )
-
-
-def _margins(s: TrainerSettings) -> GateMargins:
-    return GateMargins(
-        auc=s.gate_auc_margin,
-        log_loss=s.gate_log_loss_margin,
-        brier=s.gate_brier_margin,
-        rmse=s.gate_rmse_margin,
-        mae=s.gate_mae_margin,
-    )
-
-
-def code_version() -> str:
-    """The installed loopline version, plus the git commit when run from a checkout."""
-    try:
-        version = importlib.metadata.version("loopline")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return version
-    return f"{version}+g{sha}" if sha else version
