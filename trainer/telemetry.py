@@ -1,12 +1,29 @@
-"""Prometheus metrics of the long-running trainer (`loopline run trainer`)."""
+"""Prometheus metrics of the long-running trainer (`loopline run trainer`).
+
+Names from ``loopline.contracts.metric_names``. The last challenger's holdout
+quality is exported by the task's own gate metrics: AUC for a binary model
+(NaN for a regression one), and RMSE and MAE for a regression model. The
+regression gauges are registered on the first regression report, so a binary
+trainer exports exactly what it did before regression existed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from loopline.contracts import metric_names as mn
+from loopline.contracts.tasks import REGRESSION
 from loopline.trainer.service import Handled
+
+# Each task's holdout metrics, as the gate computes them, and their catalogue entries.
+REGRESSION_GAUGES = {"rmse": mn.TRAINER_LAST_HOLDOUT_RMSE, "mae": mn.TRAINER_LAST_HOLDOUT_MAE}
+
+
+def _gauge(m: mn.Metric, registry: CollectorRegistry) -> Gauge:
+    return Gauge(m.name, m.help, list(m.labels), registry=registry)
 
 
 @dataclass
@@ -16,34 +33,20 @@ class Telemetry:
     duration: Gauge
     auc: Gauge
     champion: Gauge
+    # Filled on the first regression report: metric name -> gauge.
+    regression: dict[str, Gauge] = field(default_factory=dict)
 
     @staticmethod
     def create() -> Telemetry:
         # Its own registry: several components may share a process in tests.
         reg = CollectorRegistry()
+        events = mn.TRAINER_RETRAIN_EVENTS
         return Telemetry(
             registry=reg,
-            events=Counter(
-                "loopline_trainer_retrain_events",
-                "Retrain events handled, by outcome (published, rejected, duplicate, failed)",
-                ["outcome"],
-                registry=reg,
-            ),
-            duration=Gauge(
-                "loopline_trainer_last_training_seconds",
-                "Duration of the last training",
-                registry=reg,
-            ),
-            auc=Gauge(
-                "loopline_trainer_last_holdout_auc",
-                "Holdout AUC of the last trained challenger",
-                registry=reg,
-            ),
-            champion=Gauge(
-                "loopline_trainer_champion_version",
-                "Version the last accepted training made champion",
-                registry=reg,
-            ),
+            events=Counter(events.name, events.help, list(events.labels), registry=reg),
+            duration=_gauge(mn.TRAINER_LAST_TRAINING_SECONDS, reg),
+            auc=_gauge(mn.TRAINER_LAST_HOLDOUT_AUC, reg),
+            champion=_gauge(mn.TRAINER_CHAMPION_VERSION, reg),
         )
 
     @staticmethod
@@ -60,7 +63,14 @@ class Telemetry:
         if report is None:
             return
         self.duration.set(report.duration_s)
-        self.auc.set(report.metrics.get("auc", float("nan")))
+        self.auc.set(report.metrics.get("auc", math.nan))
+        if report.task == REGRESSION:
+            if not self.regression:
+                self.regression = {
+                    k: _gauge(m, self.registry) for k, m in REGRESSION_GAUGES.items()
+                }
+            for key, gauge in self.regression.items():
+                gauge.set(report.metrics.get(key, math.nan))
         # A version published as a rollout candidate is not champion (yet).
         if report.accepted and report.published_as == "champion" and report.version.isdigit():
             self.champion.set(int(report.version))

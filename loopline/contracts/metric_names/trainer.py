@@ -26,6 +26,20 @@ TRAINER_LAST_HOLDOUT_AUC = declare(
     "Holdout AUC of the last trained challenger",
     "trainer",
 )
+TRAINER_LAST_HOLDOUT_RMSE = declare(
+    "loopline_trainer_last_holdout_rmse",
+    "gauge",
+    (),
+    "Holdout RMSE of the last trained challenger (regression models only)",
+    "trainer",
+)
+TRAINER_LAST_HOLDOUT_MAE = declare(
+    "loopline_trainer_last_holdout_mae",
+    "gauge",
+    (),
+    "Holdout MAE of the last trained challenger (regression models only)",
+    "trainer",
+)
 TRAINER_CHAMPION_VERSION = declare(
     "loopline_trainer_champion_version",
     "gauge",
@@ -72,7 +86,7 @@ POLICY_LAST_RETRAIN_TIMESTAMP = declare(
     "policy",
 )
 
-# -- rollout watcher (trainer/rollout/watch_loop.py) ---------------------------------
+# -- rollout watcher (trainer/rollout/watch_metrics.py) ---------------------------------
 ROLLOUT_ARM_LABELS = declare(
     "loopline_rollout_arm_labels",
     "gauge",
