@@ -1,51 +1,44 @@
 """The transport-agnostic inference core: inputs in, scored predictions out.
 
-Request -> validation -> one store round trip (MGET of every entity key)
--> vector assembly with :meth:`FeatureSet.assemble` -> the model's input
-order -> one onnxruntime run -> predictions with a status per feature ->
-asynchronous prediction log. gRPC servicers (Loopline v1, Open Inference
-Protocol v2) are thin adapters over :class:`InferenceCore`; errors are the
-domain errors of :mod:`loopline.contracts.errors`, mapped to status codes in
-one table (:mod:`loopline.serving.status`).
+Request -> validation (:mod:`~loopline.serving.requests`) -> the answering
+model (:mod:`~loopline.serving.model_slot`, or the rollout's candidate,
+:mod:`~loopline.serving.rollout`) -> one store round trip and the vector
+(:mod:`~loopline.serving.online_features`) -> one onnxruntime run per model
+-> predictions with a status per feature, logged off the response path
+(:mod:`~loopline.serving.prediction_log`; shadow scores in
+:mod:`~loopline.serving.shadow`). gRPC servicers (Loopline v1, Open
+Inference Protocol v2) are thin adapters over :class:`InferenceCore`; errors
+are the domain errors of :mod:`loopline.contracts.errors`, mapped to status
+codes in one table (:mod:`loopline.serving.status`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from loopline.contracts.errors import (
-    InvalidRequestError,
-    LooplineError,
-    ModelNotFoundError,
-    UnavailableError,
-)
+from loopline.contracts.errors import InvalidRequestError, LooplineError
 from loopline.contracts.settings import ServingSettings
 from loopline.featurecore.features import FeatureSet
 from loopline.rollout.plan import CANDIDATE, CHAMPION
 from loopline.serving.feature_store import FeatureStore
-from loopline.serving.features import (
-    FeatureStatus,
-    LookupPlan,
-)
+from loopline.serving.features import LookupPlan
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel
-from loopline.serving.model_slot import ModelSlot
+from loopline.serving.model_slot import ModelSlot, ServedModels
 from loopline.serving.online_features import OnlineFeatures
+from loopline.serving.prediction_log import PredictionRecorder, PredictionSink
 from loopline.serving.requests import (
+    FeatureRow,
     PredictInput,
     Prediction,
-    PredictionSink,
     RequestCheck,
-    RequestIds,
+    check_matrix,
 )
 from loopline.serving.rollout import NO_ROLLOUT, Arms, RolloutFollower
 from loopline.serving.shadow import ShadowScorer
-
-log = logging.getLogger(__name__)
 
 
 class InferenceCore:
@@ -69,51 +62,35 @@ class InferenceCore:
         self.store = store
         self.slot = slot
         self.metrics = metrics
-        self.sink = sink
         self.rollout = rollout
+        self.models = ServedModels(
+            slot, model_name=feature_set.name, alias=settings.alias, candidate=self._candidate
+        )
+        self.features = OnlineFeatures(settings, feature_set, self.plan, store, metrics)
+        self.check = RequestCheck(self.plan, settings.max_entity_id_length)
+        self.recorder = PredictionRecorder(sink)
         self.shadow: ShadowScorer | None = None
         if rollout is not None:
             self.shadow = ShadowScorer(
-                record=rollout.record,
-                current_plan_id=self._plan_id,
-                log_prediction=sink.log if sink is not None else None,
-                make_prediction=Prediction,
-                metrics=metrics,
-                queue_size=rollout.settings.shadow_queue_size,
+                rollout, log_prediction=sink.log if sink is not None else None, metrics=metrics
             )
-        self.features = OnlineFeatures(settings, feature_set, self.plan, store, metrics)
-        self.check = RequestCheck(self.plan, settings.max_entity_id_length)
-        self.ids = RequestIds()
-        # Set at the start of a graceful shutdown: new calls get UNAVAILABLE.
-        self.draining = False
-        self._key_prefixes = self.plan.key_prefixes
-        self._all_ok = self.features.all_ok
 
-    # -- models -------------------------------------------------------------
+    @property
+    def sink(self) -> PredictionSink | None:
+        """Where answers are logged (None: nowhere)."""
+        return self.recorder.sink
+
+    @sink.setter
+    def sink(self, sink: PredictionSink | None) -> None:
+        self.recorder.sink = sink
+
     def model(self, name: str = "", version: str = "") -> LoadedModel:
         """The model answering for ``name``/``version`` (empty: the default, current)."""
-        if name and name != self.fs.name:
-            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {self.fs.name!r}")
-        if self.draining:
-            raise UnavailableError("the server is shutting down; retry on another instance")
-        current, previous = self.slot.models()
-        if current is None:
-            raise UnavailableError(
-                f"no model loaded yet for {self.fs.name!r} "
-                f"(following alias {self.settings.alias!r})"
-            )
-        if not version or version == current.version:
-            return current
-        if previous is not None and version == previous.version:
-            return previous
-        candidate = self.rollout.arms.candidate if self.rollout is not None else None
-        if candidate is not None and version == candidate.version:
-            return candidate
-        loaded = [current.version] + ([previous.version] if previous else [])
-        loaded += [candidate.version] if candidate is not None else []
-        raise ModelNotFoundError(
-            f"model {current.name!r} version {version!r} is not loaded (loaded: {loaded})"
-        )
+        return self.models.pick(name, version)
+
+    def live_models(self) -> list[LoadedModel]:
+        """Every model a request may be answered by now (current, previous, candidate)."""
+        return self.models.live()
 
     # -- online lookup path -------------------------------------------------
     def predict(self, inp: PredictInput, budget_s: float | None = None) -> Prediction:
@@ -124,38 +101,19 @@ class InferenceCore:
         """
         t0 = time.perf_counter()
         model = self.model(inp.model, inp.model_version)
-        arms = self.rollout.arms if self.rollout is not None else NO_ROLLOUT
+        arms = self._arms()
         ids = self.check(inp)
         candidate = self._route(inp, arms, ids[0])
-        keys = [p + i.encode() for p, i in zip(self._key_prefixes, ids, strict=True)]
-        t = _request_time_s(inp)
-        lookups = self.features.lookup(keys, budget_s, (t,))
+        t = inp.time_s()
+        lookups = self.features.lookup(self.features.keys(ids), budget_s, (t,))
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
-        vector, status, degraded = self.features.assemble(inp, lookups, t)
-        row = (vector, status, degraded)
-        prediction = None
-        if candidate is not None:
-            score = self._run_candidate(candidate, [candidate.order(vector)])
-            if score is not None:
-                prediction = self._prediction(inp, candidate, score[0], row, arm=CANDIDATE)
-        if prediction is None:
-            ordered = model.order(vector)
-            if arms.plan is None:
-                score = float(model.probabilities(np.array([ordered], dtype=np.float32))[0])
-                if self.rollout is not None:
-                    self.rollout.record_score(CHAMPION, score)
-            else:
-                out, wall, cpu = model.timed_probabilities(np.array([ordered], dtype=np.float32))
-                score = float(out[0])
-                self.rollout.record(  # type: ignore[union-attr]
-                    CANDIDATE if model is arms.candidate else CHAMPION, "answer", wall, cpu, score
-                )
-            arm = CANDIDATE if model is arms.candidate else CHAMPION  # pinned to the candidate
-            prediction = self._prediction(inp, model, score, row, arm=arm, ordered=ordered)
-            self._shadow(arms, row, prediction, inp)
+        row = self.features.assemble(inp, lookups, t)
+        answers = self._answer_candidate(candidate, [inp], [row]) if candidate is not None else None
+        if answers is None:
+            answers = self._answer(model, [inp], [row], arms)
         self.metrics.inference.observe(time.perf_counter() - t1)
-        return prediction
+        return answers[0]
 
     def predict_many(
         self, inputs: Sequence[PredictInput], budget_s: float | None = None
@@ -169,7 +127,7 @@ class InferenceCore:
         results: list[Prediction | LooplineError | None] = [None] * len(inputs)
         models: list[LoadedModel | None] = [None] * len(inputs)
         answering: list[LoadedModel | None] = [None] * len(inputs)
-        arms = self.rollout.arms if self.rollout is not None else NO_ROLLOUT
+        arms = self._arms()
         keys: list[bytes] = []
         todo: list[int] = []
         for i, inp in enumerate(inputs):
@@ -181,16 +139,16 @@ class InferenceCore:
                 results[i] = e
                 continue
             todo.append(i)
-            keys += [p + x.encode() for p, x in zip(self._key_prefixes, ids, strict=True)]
+            keys += self.features.keys(ids)
         if not todo:
             return results  # type: ignore[return-value]
-        times = [_request_time_s(inputs[i]) for i in todo]
+        times = [inputs[i].time_s() for i in todo]
         lookups = self.features.lookup(keys, budget_s, times)
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
 
         n = len(self.plan.entities)
-        rows: dict[int, tuple[list[float], Sequence[FeatureStatus], bool]] = {}
+        rows: dict[int, FeatureRow] = {}
         # Rows per answering model: pinned versions (OIP) and canary arms run apart.
         groups: dict[int, list[int]] = {}
         for j, i in enumerate(todo):
@@ -204,63 +162,61 @@ class InferenceCore:
         for members in groups.values():
             model = answering[members[0]]
             assert model is not None
-            matrix = [model.order(rows[i][0]) for i in members]
+            group = [inputs[i] for i in members], [rows[i] for i in members]
             if model is arms.candidate and model is not models[members[0]]:
-                scores = self._run_candidate(model, matrix)
-                if scores is None:
+                answers = self._answer_candidate(model, *group)
+                if answers is None:
                     fallback += members  # the champion answers these instead
                     continue
-                for i, score in zip(members, scores, strict=True):
-                    results[i] = self._prediction(inputs[i], model, score, rows[i], arm=CANDIDATE)
-                continue
-            self._answer_champion(
-                inputs,
-                members=members,
-                model=model,
-                matrix=matrix,
-                rows=rows,
-                results=results,
-                arms=arms,
-            )
+            else:
+                answers = self._answer(model, *group, arms)
+            for i, answer in zip(members, answers, strict=True):
+                results[i] = answer
         for i in fallback:
             model = models[i]
             assert model is not None
-            self._answer_champion(
-                inputs,
-                members=[i],
-                model=model,
-                matrix=[model.order(rows[i][0])],
-                rows=rows,
-                results=results,
-                arms=arms,
-            )
+            results[i] = self._answer(model, [inputs[i]], [rows[i]], arms)[0]
         self.metrics.inference.observe(time.perf_counter() - t1)
         return results  # type: ignore[return-value]
 
-    def _answer_champion(
+    def _answer(
         self,
-        inputs: Sequence[PredictInput],
-        *,
-        members: list[int],
         model: LoadedModel,
-        matrix: list[list[float]],
-        rows: Mapping[int, tuple[list[float], Sequence[FeatureStatus], bool]],
-        results: list[Prediction | LooplineError | None],
+        inputs: Sequence[PredictInput],
+        rows: Sequence[FeatureRow],
         arms: Arms,
-    ) -> None:
-        scores, wall, cpu = model.timed_probabilities(np.array(matrix, dtype=np.float32))
-        n = len(members)
+    ) -> list[Prediction]:
+        """``model`` (the champion, or a pinned version) answers ``inputs`` in one run."""
+        matrix = [model.order(row[0]) for row in rows]
+        x = np.array(matrix, dtype=np.float32)
+        if arms.plan is None:
+            # No plan compares the arms: skip the timing only its evidence needs.
+            scores, wall, cpu = model.probabilities(x), 0.0, 0.0
+        else:
+            scores, wall, cpu = model.timed_probabilities(x)
         arm = CANDIDATE if model is arms.candidate else CHAMPION  # pinned to the candidate
-        for i, ordered, score in zip(members, matrix, scores, strict=True):
-            if self.rollout is not None and arms.plan is None:
-                self.rollout.record_score(arm, float(score))
-            elif self.rollout is not None:
-                self.rollout.record(arm, "answer", wall / n, cpu / n, float(score))
-            prediction = self._prediction(
-                inputs[i], model, float(score), rows[i], arm=arm, ordered=ordered
-            )
-            results[i] = prediction
-            self._shadow(arms, rows[i], prediction, inputs[i])
+        if self.rollout is not None:
+            self.rollout.record_answers(arms, arm, scores, wall, cpu)
+        answers = []
+        for inp, row, ordered, score in zip(inputs, rows, matrix, scores, strict=True):
+            answer = self.recorder.answer(inp, model, float(score), row, arm=arm, ordered=ordered)
+            if self.shadow is not None:
+                self.shadow.offer(arms, row, answer, inp)
+            answers.append(answer)
+        return answers
+
+    def _answer_candidate(
+        self, candidate: LoadedModel, inputs: Sequence[PredictInput], rows: Sequence[FeatureRow]
+    ) -> list[Prediction] | None:
+        """The rollout candidate's answers; None when its run fails (the champion answers)."""
+        assert self.rollout is not None
+        scores = self.rollout.run_candidate(candidate, [candidate.order(row[0]) for row in rows])
+        if scores is None:
+            return None
+        return [
+            self.recorder.answer(inp, candidate, score, row, arm=CANDIDATE)
+            for inp, score, row in zip(inputs, scores, rows, strict=True)
+        ]
 
     # -- raw feature path (OIP tensors) -------------------------------------
     def score_matrix(
@@ -271,80 +227,18 @@ class InferenceCore:
         Each row is logged as a prediction with no entities (the caller
         supplied the features).
         """
-        if matrix.ndim != 2 or matrix.shape[1] != model.n_features:
-            raise InvalidRequestError(
-                f"expected a [n, {model.n_features}] FP32 tensor of features in the order "
-                f"{model.manifest.feature_names}, got shape {list(matrix.shape)}"
-            )
-        n = matrix.shape[0]
-        if n == 0:
-            raise InvalidRequestError("the tensor has no rows")
-        if n > self.settings.max_batch_size:
-            raise InvalidRequestError(
-                f"{n} rows exceed the batch limit {self.settings.max_batch_size}"
-            )
-        bad = np.argwhere(~np.isfinite(matrix))
-        if len(bad):
-            r, c = (int(x) for x in bad[0])
-            raise InvalidRequestError(
-                f"row {r} column {c} ({model.manifest.feature_names[c]}) is "
-                f"{matrix[r, c]}; features must be finite"
-            )
+        check_matrix(matrix, model.manifest.feature_names, self.settings.max_batch_size)
         t0 = time.perf_counter()
         positive = model.probabilities(matrix).astype(np.float32)
         self.metrics.inference.observe(time.perf_counter() - t0)
-        if self.sink is not None:
-            now_ms = int(time.time() * 1000)
-            for r in range(n):
-                rid = request_id if n == 1 else f"{request_id}-{r}" if request_id else ""
-                prediction = Prediction(
-                    request_id=rid or self.ids.next(),
-                    score=float(positive[r]),
-                    model=model,
-                    features=[float(v) for v in matrix[r]],
-                    statuses=self._all_ok,
-                    degraded=False,
-                )
-                self.sink.log(prediction, now_ms, "", model.manifest.feature_names)
+        self.recorder.matrix(model, matrix, positive, request_id, self.features.all_ok)
         return np.stack([1.0 - positive, positive], axis=1)
 
-    # -- internals ----------------------------------------------------------
-    def _prediction(
-        self,
-        inp: PredictInput,
-        model: LoadedModel,
-        score: float,
-        row: tuple[list[float], Sequence[FeatureStatus], bool],
-        *,
-        arm: str,
-        ordered: list[float] | None = None,
-    ) -> Prediction:
-        """The prediction of ``model`` (the arm that answered), logged."""
-        vector, status, degraded = row
-        if ordered is None:
-            ordered = model.order(vector)
-        if degraded and model.permutation is not None:
-            status = [status[k] for k in model.permutation]
-        prediction = Prediction(
-            request_id=inp.request_id or self.ids.next(),
-            score=score,
-            model=model,
-            features=ordered,
-            statuses=status,
-            degraded=degraded,
-            entities=inp.entities,
-            arm=arm,
-        )
-        if self.sink is not None:
-            self.sink.log(
-                prediction,
-                inp.event_time_ms or int(time.time() * 1000),
-                inp.event_id,
-                model.manifest.feature_names,
-            )
-        return prediction
-
     # -- rollout ------------------------------------------------------------
+    def _arms(self) -> Arms:
+        """The rollout arms for one request, read once (the follower swaps them)."""
+        return self.rollout.arms if self.rollout is not None else NO_ROLLOUT
+
     def _route(self, inp: PredictInput, arms: Arms, entity_id: str) -> LoadedModel | None:
         """The candidate when it answers ``inp`` (canary share or override), else None."""
         if inp.model_version:
@@ -355,64 +249,10 @@ class InferenceCore:
             return None
         return self.rollout.route(arms, entity_id, inp.arm)
 
-    def _run_candidate(
-        self, candidate: LoadedModel, matrix: list[list[float]]
-    ) -> list[float] | None:
-        """The candidate's scores, or None when its run fails (the champion answers)."""
-        assert self.rollout is not None
-        n = len(matrix)
-        try:
-            out, wall, cpu = candidate.timed_probabilities(np.array(matrix, dtype=np.float32))
-            scores: list[float] | None = [float(x) for x in out]
-        except Exception as e:  # onnxruntime raises its own hierarchy
-            log.warning("candidate v%s failed; the champion answers: %s", candidate.version, e)
-            scores, wall, cpu = None, 0.0, 0.0  # a failed run's time is never compared
-        if scores is None:
-            for _ in matrix:
-                self.rollout.record(CANDIDATE, "answer", wall / n, cpu / n, None)
-            return None
-        ok = [self.rollout.record(CANDIDATE, "answer", wall / n, cpu / n, x) for x in scores]
-        return scores if all(ok) else None
-
-    def _shadow(
-        self,
-        arms: Arms,
-        row: tuple[list[float], Sequence[FeatureStatus], bool],
-        answered: Prediction,
-        inp: PredictInput,
-    ) -> None:
-        """Queue the candidate's shadow score of a champion answer, when the plan samples it."""
-        if arms.plan is None or answered.arm != CHAMPION:
-            return
-        assert self.rollout is not None and self.shadow is not None
-        if not self.rollout.shadows(arms, answered.request_id):
-            return
-        assert arms.candidate is not None
-        self.shadow.submit(
-            arms.plan.plan_id,
-            arms.candidate,
-            row,
-            answered,
-            event_time_ms=inp.event_time_ms or int(time.time() * 1000),
-            event_id=inp.event_id,
-        )
-
-    def live_models(self) -> list[LoadedModel]:
-        """Every model a request may be answered by now (current, previous, candidate)."""
-        live = [m for m in self.slot.models() if m is not None]
-        if self.rollout is not None and self.rollout.arms.candidate is not None:
-            live.append(self.rollout.arms.candidate)
-        return live
-
-    def _plan_id(self) -> str:
-        plan = self.rollout.arms.plan if self.rollout is not None else None
-        return plan.plan_id if plan is not None else ""
+    def _candidate(self) -> LoadedModel | None:
+        return self._arms().candidate
 
     def close(self) -> None:
         """Finish queued shadow scores (their logs go to the sink, still open)."""
         if self.shadow is not None:
             self.shadow.close()
-
-
-def _request_time_s(inp: PredictInput) -> float:
-    return inp.event_time_ms / 1000.0 if inp.event_time_ms else time.time()

@@ -87,38 +87,34 @@ class _Calls:
         return response
 
 
+def _rpc(method: str, handler: str) -> Callable[[Any, Any, Any], Any]:
+    """The servicer method ``method``: ``self.h.<handler>`` run through :class:`_Calls`."""
+
+    def call(self: Any, request: Any, context: Any) -> Any:
+        return self.calls.run(method, getattr(self.h, handler), request, context)
+
+    call.__name__ = call.__qualname__ = method
+    return call
+
+
 class _V1Servicer(v1_grpc.InferenceServicer):
     def __init__(self, handlers: V1Handlers, calls: _Calls) -> None:
         self.h, self.calls = handlers, calls
 
-    def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
-        return self.calls.run("Predict", self.h.predict, request, context)
-
-    def PredictBatch(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("PredictBatch", self.h.predict_batch, request, context)
+    Predict = _rpc("Predict", "predict")
+    PredictBatch = _rpc("PredictBatch", "predict_batch")
 
 
 class _OipServicer(oip_grpc.GRPCInferenceServiceServicer):
     def __init__(self, handlers: OipHandlers, calls: _Calls) -> None:
         self.h, self.calls = handlers, calls
 
-    def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("ServerLive", self.h.server_live, request, context)
-
-    def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("ServerReady", self.h.server_ready, request, context)
-
-    def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("ModelReady", self.h.model_ready, request, context)
-
-    def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("ServerMetadata", self.h.server_metadata, request, context)
-
-    def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("ModelMetadata", self.h.model_metadata, request, context)
-
-    def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return self.calls.run("ModelInfer", self.h.model_infer, request, context)
+    ServerLive = _rpc("ServerLive", "server_live")
+    ServerReady = _rpc("ServerReady", "server_ready")
+    ModelReady = _rpc("ModelReady", "model_ready")
+    ServerMetadata = _rpc("ServerMetadata", "server_metadata")
+    ModelMetadata = _rpc("ModelMetadata", "model_metadata")
+    ModelInfer = _rpc("ModelInfer", "model_infer")
 
 
 class InferenceServer:
@@ -271,7 +267,7 @@ class InferenceServer:
         grace = self.settings.serving.shutdown_grace_s if grace_s is None else grace_s
         self.oip.shutting_down = True
         self.health.enter_graceful_shutdown()
-        self.core.draining = True
+        self.core.models.draining = True
         self.follower.stop()
         if self._server is not None:
             # New calls get a clean, retryable UNAVAILABLE from the handlers while

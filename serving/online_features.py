@@ -15,7 +15,7 @@ from loopline.featurecore.features import FeatureSet
 from loopline.serving.feature_store import FeatureStore
 from loopline.serving.features import EntityLookup, FeatureStatus, LastKnown, LookupPlan, fetch
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.requests import PredictInput
+from loopline.serving.requests import FeatureRow, PredictInput
 
 # Of the request's remaining time, the store read leaves this share (at least
 # the minimum) for the model run, the response and scheduling noise.
@@ -43,10 +43,16 @@ class OnlineFeatures:
         self.all_ok = tuple(FeatureStatus.OK for _ in feature_set.model_features)
         self._feature_timeout_s = settings.feature_timeout_ms / 1000.0
         self._default_budget_s = settings.default_deadline_ms / 1000.0
+        self._key_prefixes = plan.key_prefixes
+
+    def keys(self, entity_ids: Sequence[str]) -> list[bytes]:
+        """The store keys of one request's entity ids (in view order)."""
+        return [p + i.encode() for p, i in zip(self._key_prefixes, entity_ids, strict=True)]
 
     def lookup(
         self, keys: list[bytes], budget_s: float | None, times: Sequence[float]
     ) -> list[EntityLookup]:
+        """Each request's entity lookups (``len(plan.entities)`` per time in ``times``)."""
         budget = self._default_budget_s if budget_s is None else budget_s
         timeout = min(self._feature_timeout_s, budget - max(MIN_RESERVE_S, RESERVE_SHARE * budget))
         if timeout <= 0:
@@ -66,9 +72,7 @@ class OnlineFeatures:
             out += self.plan.decode(raws[sl], t, stale_after, self.last_known, keys[sl])
         return out
 
-    def assemble(
-        self, inp: PredictInput, lookups: Sequence[EntityLookup], t: float
-    ) -> tuple[list[float], Sequence[FeatureStatus], bool]:
+    def assemble(self, inp: PredictInput, lookups: Sequence[EntityLookup], t: float) -> FeatureRow:
         """The feature-set vector, per-feature statuses (feature-set order), degraded."""
         stored = {e: lk.values for e, lk in zip(self.plan.entities, lookups, strict=True)}
         try:

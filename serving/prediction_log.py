@@ -1,15 +1,13 @@
 """Every served prediction to the predictions topic, off the response path.
 
-The request thread only appends a tuple to a bounded in-memory queue; a
-background thread wakes every few milliseconds, encodes the queued
-:class:`PredictionLog` records, produces them (key: request id) and serves
-the producer's delivery callbacks, which count delivered and failed
-messages. Waking per batch rather than per prediction costs a third of the
-CPU (measured: a wake-up per message nearly doubled the server's CPU per
-call); the thread yields the GIL every few records so a request never waits
-behind a whole batch. When the queue is full the prediction is
-dropped and counted: the response never waits for Kafka. :meth:`close`
-drains the queue and flushes the producer (graceful shutdown).
+:class:`PredictionRecorder` gives each answer its request id and hands it to
+the sink. The Kafka sink, :class:`KafkaPredictionLog`, only queues it: a
+:class:`~loopline.serving.batch_worker.BatchWorker` encodes the queued
+records, produces them (key: request id) and serves the producer's delivery
+callbacks, which count delivered and failed messages. When the queue is full
+the prediction is dropped and counted: the response never waits for Kafka.
+:meth:`KafkaPredictionLog.close` drains the queue and flushes the producer
+(graceful shutdown).
 
 The record is encoded straight from its fields (5x cheaper than
 ``schemas.encode``'s ``asdict``, same bytes), since it runs in the serving
@@ -18,34 +16,109 @@ process for every prediction.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import PredictionLog
 from loopline.contracts.settings import KafkaSettings
+from loopline.serving.batch_worker import BatchWorker
 from loopline.serving.features import FeatureStatus
 from loopline.serving.metrics import ServingMetrics
-from loopline.serving.requests import Prediction
+from loopline.serving.model import LoadedModel
+from loopline.serving.requests import (
+    FeatureRow,
+    PredictInput,
+    Prediction,
+    RequestIds,
+    prediction_of,
+)
 
 log = logging.getLogger(__name__)
 
-# The background thread drains the queue this often...
-BATCH_INTERVAL_S = 0.005
-# ...and releases the GIL after this many records.
+# The log's thread releases the GIL after this many records.
 YIELD_EVERY = 8
 
 
+class PredictionSink(Protocol):
+    """Where served predictions go (the Kafka predictions topic); must not block."""
+
+    def log(
+        self, prediction: Prediction, event_time_ms: int, event_id: str, names: Sequence[str]
+    ) -> None: ...
+
+
+class PredictionRecorder:
+    """Names each answer (its request id, or a generated one) and logs it to ``sink``."""
+
+    def __init__(self, sink: PredictionSink | None) -> None:
+        self.sink = sink
+        self.ids = RequestIds()
+
+    def answer(
+        self,
+        inp: PredictInput,
+        model: LoadedModel,
+        score: float,
+        row: FeatureRow,
+        *,
+        arm: str,
+        ordered: list[float] | None = None,
+    ) -> Prediction:
+        """The prediction ``model`` (the arm that answered) made for ``inp``, logged."""
+        prediction = prediction_of(
+            model,
+            score,
+            row,
+            request_id=inp.request_id or self.ids.next(),
+            entities=inp.entities,
+            arm=arm,
+            ordered=ordered,
+        )
+        if self.sink is not None:
+            self.sink.log(
+                prediction, inp.logged_time_ms(), inp.event_id, model.manifest.feature_names
+            )
+        return prediction
+
+    def matrix(
+        self,
+        model: LoadedModel,
+        matrix: np.ndarray,
+        positive: np.ndarray,
+        request_id: str,
+        all_ok: Sequence[FeatureStatus],
+    ) -> None:
+        """Log each row of a raw feature matrix as a prediction with no entities.
+
+        Row ``r`` of a several-row request is ``<request_id>-<r>``.
+        """
+        if self.sink is None:
+            return
+        n = matrix.shape[0]
+        now_ms = int(time.time() * 1000)
+        for r in range(n):
+            rid = request_id if n == 1 else f"{request_id}-{r}" if request_id else ""
+            prediction = Prediction(
+                request_id=rid or self.ids.next(),
+                score=float(positive[r]),
+                model=model,
+                features=[float(v) for v in matrix[r]],
+                statuses=all_ok,
+                degraded=False,
+            )
+            self.sink.log(prediction, now_ms, "", model.manifest.feature_names)
+
+
 class KafkaPredictionLog:
-    """A non-blocking :class:`~loopline.serving.core.PredictionSink` writing to Kafka."""
+    """A non-blocking :class:`PredictionSink` writing to Kafka."""
 
     def __init__(
         self,
@@ -60,60 +133,41 @@ class KafkaPredictionLog:
         self.topic = topic
         self.feature_set = feature_set
         self.metrics = metrics
-        self.queue_size = queue_size
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._producer = Producer(producer_config(kafka, **producer_overrides))
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
+        self._worker: BatchWorker[tuple[Any, ...]] = BatchWorker(
+            "prediction-log",
+            self._produce,
+            queue_size=queue_size,
+            yield_every=YIELD_EVERY,
+            after_batch=lambda: self._producer.poll(0),  # delivery callbacks
+        )
 
     def log(
-        self,
-        prediction: Prediction,
-        event_time_ms: int,
-        event_id: str,
-        feature_names: Sequence[str],
+        self, prediction: Prediction, event_time_ms: int, event_id: str, names: Sequence[str]
     ) -> None:
-        if len(self._queue) >= self.queue_size or self._stopping.is_set():
-            self.dropped += 1
-            self.metrics.predictions_logged.labels("dropped").inc()
-            return
-        self._queue.append(
-            (prediction, event_time_ms, event_id, feature_names, int(time.time() * 1000))
-        )
+        item = (prediction, event_time_ms, event_id, names, int(time.time() * 1000))
+        if not self._worker.offer(item):
+            self._drop()
 
     @property
     def pending(self) -> int:
         """Predictions not yet acknowledged (queued here or in the producer)."""
-        return len(self._queue) + len(self._producer)
+        return self._worker.pending + len(self._producer)
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Drain and flush; returns how many messages were still undelivered."""
-        self._stopping.set()
-        self._thread.join(timeout_s)
+        self._worker.stop(timeout_s)
         left = self._producer.flush(max(0.1, timeout_s))
         if left:
             log.error("%d prediction log messages undelivered at shutdown", left)
-        return left + len(self._queue)
+        return left + self._worker.pending
 
-    def _run(self) -> None:
-        q, producer = self._queue, self._producer
-        while True:
-            n = 0
-            while q:
-                self._produce(q.popleft())
-                n += 1
-                if n % YIELD_EVERY == 0:
-                    time.sleep(0)  # let a waiting request thread have the GIL
-            producer.poll(0)  # delivery callbacks
-            if self._stopping.is_set() and not q:
-                return
-            # A plain sleep: poll(timeout) would return at every delivery report
-            # and turn the batches back into one wake-up per message.
-            time.sleep(BATCH_INTERVAL_S)
+    def _drop(self) -> None:
+        self.dropped += 1
+        self.metrics.predictions_logged.labels("dropped").inc()
 
     def _produce(self, item: tuple[Any, ...]) -> None:
         prediction, event_time_ms, event_id, names, served_at_ms = item
@@ -134,8 +188,7 @@ class KafkaPredictionLog:
                 # librdkafka's own queue is full: give it a moment once, then drop.
                 if attempt == 0:
                     self._producer.poll(0.05)
-        self.dropped += 1
-        self.metrics.predictions_logged.labels("dropped").inc()
+        self._drop()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -1,7 +1,8 @@
 """A scoring request as the core sees it, what comes back, and the checks a request passes.
 
 Independent of the API a request arrived through: the gRPC adapters build a
-:class:`PredictInput`; :class:`RequestCheck` refuses a bad one with a precise
+:class:`PredictInput` (or a raw feature matrix); :class:`RequestCheck` and
+:func:`check_matrix` refuse a bad one with a precise
 :class:`~loopline.contracts.errors.InvalidRequestError`.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+
+import numpy as np
 
 from loopline.contracts.errors import InvalidRequestError
 from loopline.rollout.plan import ARMS, CHAMPION
@@ -34,6 +37,14 @@ class PredictInput:
     # Rollout arm override: "" (follow the plan), "champion" or "candidate".
     arm: str = ""
 
+    def time_s(self) -> float:
+        """The event time features are computed at (seconds; now when unset)."""
+        return self.event_time_ms / 1000.0 if self.event_time_ms else time.time()
+
+    def logged_time_ms(self) -> int:
+        """The event time a prediction log record carries (milliseconds; now when unset)."""
+        return self.event_time_ms or int(time.time() * 1000)
+
 
 @dataclass(slots=True)
 class Prediction:
@@ -49,16 +60,41 @@ class Prediction:
     arm: str = CHAMPION
 
 
-class PredictionSink(Protocol):
-    """Where served predictions go (the Kafka predictions topic); must not block."""
+# A request's features in feature-set order, a status per feature, and
+# whether any was not fresh from the store.
+FeatureRow = tuple[list[float], Sequence[FeatureStatus], bool]
 
-    def log(
-        self,
-        prediction: Prediction,
-        event_time_ms: int,
-        event_id: str,
-        feature_names: Sequence[str],
-    ) -> None: ...
+
+def prediction_of(
+    model: LoadedModel,
+    score: float,
+    row: FeatureRow,
+    *,
+    request_id: str,
+    entities: Mapping[str, str],
+    arm: str,
+    ordered: list[float] | None = None,
+) -> Prediction:
+    """The prediction ``model`` made from ``row``: vector and statuses in the model's order.
+
+    ``ordered`` is the row's vector in the model's order when the caller has it already.
+    """
+    vector, statuses, degraded = row
+    if ordered is None:
+        ordered = model.order(vector)
+    # Fresh rows share one all-OK tuple, the same in every order.
+    if degraded and model.permutation is not None:
+        statuses = [statuses[k] for k in model.permutation]
+    return Prediction(
+        request_id=request_id,
+        score=score,
+        model=model,
+        features=ordered,
+        statuses=statuses,
+        degraded=degraded,
+        entities=entities,
+        arm=arm,
+    )
 
 
 class RequestIds:
@@ -122,3 +158,23 @@ class RequestCheck:
                 f"event_time_ms is {inp.event_time_ms}; use epoch milliseconds, or 0 for now"
             )
         return self._plan.entity_ids(inp.entities)
+
+
+def check_matrix(matrix: np.ndarray, feature_names: Sequence[str], max_rows: int) -> None:
+    """Refuse a raw feature matrix that is not ``[1..max_rows, n_features]`` of finite values."""
+    if matrix.ndim != 2 or matrix.shape[1] != len(feature_names):
+        raise InvalidRequestError(
+            f"expected a [n, {len(feature_names)}] FP32 tensor of features in the order "
+            f"{feature_names}, got shape {list(matrix.shape)}"
+        )
+    n = matrix.shape[0]
+    if n == 0:
+        raise InvalidRequestError("the tensor has no rows")
+    if n > max_rows:
+        raise InvalidRequestError(f"{n} rows exceed the batch limit {max_rows}")
+    bad = np.argwhere(~np.isfinite(matrix))
+    if len(bad):
+        r, c = (int(x) for x in bad[0])
+        raise InvalidRequestError(
+            f"row {r} column {c} ({feature_names[c]}) is {matrix[r, c]}; features must be finite"
+        )

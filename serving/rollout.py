@@ -18,8 +18,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from loopline.contracts.errors import InvalidRequestError, LooplineError
 from loopline.contracts.settings import RolloutSettings
@@ -31,7 +33,6 @@ from loopline.rollout.plan import (
     CHAMPION,
     RolloutPlan,
     assign_arm,
-    shadow_sampled,
 )
 from loopline.rollout.policy import Decision, RolloutPolicy
 from loopline.serving.metrics import ServingMetrics
@@ -104,11 +105,6 @@ class RolloutFollower:
             return arms.candidate
         return None
 
-    @staticmethod
-    def shadows(arms: Arms, request_id: str) -> bool:
-        """Whether the candidate also scores this request off the response path."""
-        return arms.candidate is not None and shadow_sampled(arms.plan, request_id)
-
     def record_score(self, arm: str, score: float) -> None:
         """An answer while no plan runs: its count and score, no timing (nothing compares it)."""
         if math.isfinite(score):
@@ -136,6 +132,31 @@ class RolloutFollower:
             with self._policy_lock:
                 self.policy.update_call(arm, cpu_seconds * 1000.0 if ok else None, error=not ok)
         return ok
+
+    def record_answers(
+        self, arms: Arms, arm: str, scores: Sequence[float], wall: float, cpu: float
+    ) -> None:
+        """One run of ``arm`` that answered ``len(scores)`` requests in ``wall``/``cpu`` seconds."""
+        n = len(scores)
+        for score in scores:
+            if arms.plan is None:
+                self.record_score(arm, float(score))
+            else:
+                self.record(arm, "answer", wall / n, cpu / n, float(score))
+
+    def run_candidate(
+        self, candidate: LoadedModel, matrix: list[list[float]]
+    ) -> list[float] | None:
+        """The candidate's scores, recorded; None when its run fails (the champion answers)."""
+        n = len(matrix)
+        try:
+            out, wall, cpu = candidate.timed_probabilities(np.array(matrix, dtype=np.float32))
+            scores: list[float | None] = [float(x) for x in out]
+        except Exception as e:  # onnxruntime raises its own hierarchy
+            log.warning("candidate v%s failed; the champion answers: %s", candidate.version, e)
+            scores, wall, cpu = [None] * n, 0.0, 0.0  # a failed run's time is never compared
+        ok = [self.record(CANDIDATE, "answer", wall / n, cpu / n, x) for x in scores]
+        return scores if all(ok) else None  # type: ignore[return-value]
 
     # -- follower thread ----------------------------------------------------------
     def sync(self) -> None:
