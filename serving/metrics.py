@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from loopline.contracts import metric_names as names
+from loopline.contracts.metric_names import Metric
+
 # Fine steps where the targets are (0.3 ms p50, 0.5 ms p99): the benchmark
 # reads server-side percentiles from these buckets.
 LATENCY_BUCKETS = (
@@ -41,6 +44,8 @@ LATENCY_BUCKETS = (
     1.0,
 )
 
+LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 SCORE_BUCKETS = (
     0.01,
     0.02,
@@ -61,111 +66,47 @@ SCORE_BUCKETS = (
 )
 
 
+def _counter(m: Metric, registry: CollectorRegistry) -> Counter:
+    return Counter(m.name, m.help, m.labels, registry=registry)
+
+
+def _histogram(m: Metric, buckets: tuple[float, ...], registry: CollectorRegistry) -> Histogram:
+    return Histogram(m.name, m.help, m.labels, buckets=buckets, registry=registry)
+
+
+def _gauge(m: Metric, registry: CollectorRegistry) -> Gauge:
+    # livemax: with several processes, the highest among live ones (an exited one drops out).
+    return Gauge(m.name, m.help, m.labels, registry=registry, multiprocess_mode="livemax")
+
+
 class ServingMetrics:
-    """The server's metrics, registered in ``registry``."""
+    """The server's metrics (declared in ``contracts.metric_names``), in ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        stage = Histogram(
-            "loopline_serving_stage_seconds",
-            "Time per request stage: feature_fetch (store round trip), inference "
-            "(assembly + model run), total (handler entry to response)",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        # feature_fetch: the store round trip; inference: assembly and model run;
+        # total: handler entry to response.
+        stage = _histogram(names.SERVING_STAGE_SECONDS, LATENCY_BUCKETS, registry)
         self.feature_fetch = stage.labels("feature_fetch")
         self.inference = stage.labels("inference")
         self.total = stage.labels("total")
-        self.requests = Counter(
-            "loopline_serving_requests",
-            "RPCs answered, by method and gRPC status code",
-            ["method", "code"],
-            registry=registry,
+        self.requests = _counter(names.SERVING_REQUESTS, registry)
+        self.degraded = _counter(names.SERVING_DEGRADED_ANSWERS, registry)
+        self.store_errors = _counter(names.SERVING_STORE_ERRORS, registry)
+        self.model_info = _gauge(names.SERVING_MODEL_INFO, registry)
+        self.swaps = _counter(names.SERVING_MODEL_SWAPS, registry)
+        self.load_seconds = _histogram(names.SERVING_MODEL_LOAD_SECONDS, LOAD_BUCKETS, registry)
+        self.predictions_logged = _counter(names.SERVING_PREDICTION_LOG, registry)
+        self.arm_calls = _counter(names.SERVING_ARM_CALLS, registry)
+        self.arm_model_seconds = _histogram(
+            names.SERVING_ARM_MODEL_SECONDS, LATENCY_BUCKETS, registry
         )
-        self.degraded = Counter(
-            "loopline_serving_degraded_answers",
-            "Predictions answered with features not fresh from the store, by status",
-            ["status"],
-            registry=registry,
-        )
-        self.store_errors = Counter(
-            "loopline_serving_store_errors",
-            "Feature store round trips that failed (down, timeout, error, backoff, deadline)",
-            ["reason"],
-            registry=registry,
-        )
-        self.model_info = Gauge(
-            "loopline_serving_model_info",
-            "1 for the model version being served",
-            ["model", "version", "fingerprint"],
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.swaps = Counter(
-            "loopline_serving_model_swaps",
-            "Model changes by result: loaded, rolled_back, refused (fingerprint), "
-            "integrity (sha256), failed (load or golden check)",
-            ["result"],
-            registry=registry,
-        )
-        self.load_seconds = Histogram(
-            "loopline_serving_model_load_seconds",
-            "Time to verify, load, warm and golden-check a model version",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=registry,
-        )
-        self.predictions_logged = Counter(
-            "loopline_serving_prediction_log",
-            "Prediction log messages by outcome: delivered, failed (Kafka refused or "
-            "timed out), dropped (queue full, never sent)",
-            ["result"],
-            registry=registry,
-        )
-        # -- rollout arms (names in loopline.contracts.metric_names) --------
-        self.arm_calls = Counter(
-            "loopline_serving_arm_calls",
-            "Model runs per rollout arm, path (answer | shadow) and result (ok | error)",
-            ["arm", "path", "result"],
-            registry=registry,
-        )
-        self.arm_model_seconds = Histogram(
-            "loopline_serving_arm_model_seconds",
-            "Model run wall time per arm (one row), while a rollout plan runs",
-            ["arm"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.arm_score = Histogram(
-            "loopline_serving_arm_score",
-            "Score distribution per arm",
-            ["arm"],
-            buckets=SCORE_BUCKETS,
-            registry=registry,
-        )
-        self.shadow = Counter(
-            "loopline_serving_shadow",
-            "Shadow scorings: scored, skipped (queue full or the plan ended first), error",
-            ["result"],
-            registry=registry,
-        )
-        self.rollout_info = Gauge(
-            "loopline_serving_rollout_info",
-            "1 for the rollout plan this server runs",
-            ["model", "plan_id", "mode", "candidate", "champion"],
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.rollout_decisions = Counter(
-            "loopline_serving_rollout_decisions",
-            "Rollout plans this server ended by policy (abort: error or latency regression, "
-            "or a candidate that cannot load)",
-            ["action"],
-            registry=registry,
-        )
+        self.arm_score = _histogram(names.SERVING_ARM_SCORE, SCORE_BUCKETS, registry)
+        self.shadow = _counter(names.SERVING_SHADOW, registry)
+        self.rollout_info = _gauge(names.SERVING_ROLLOUT_INFO, registry)
+        self.rollout_decisions = _counter(names.SERVING_ROLLOUT_DECISIONS, registry)
         # Present at 0 from the start, so `increase()` sees the first abort.
         self.rollout_decisions.labels("abort")
-        self._ok: dict[str, Counter] = {}
 
     def request(self, method: str, code: str) -> None:
         self.requests.labels(method, code).inc()
