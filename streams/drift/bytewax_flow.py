@@ -28,10 +28,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Message, Producer
 
 from loopline.contracts.errors import DeliveryError
 from loopline.contracts.schemas import DeadLetter, DriftEvent, encode
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.streams.common.bytewax_dead_letters import DeadLetterSink
 from loopline.streams.common.bytewax_kafka_source import KafkaSourcePartition, StreamsSource
 from loopline.streams.common.kafka_io import START_POSITIONS
@@ -143,35 +143,29 @@ class _MonitorLogic(StatefulBatchLogic[DriftInput, BatchResult, bytes]):
 # -- sinks --------------------------------------------------------------------------------
 class _DriftEventPartition(StatelessSinkPartition[tuple[str, DriftEvent]]):
     def __init__(self, cfg: DriftFlowConfig) -> None:
-        self._producer = Producer(cfg.producer)
+        self._producer = CheckedProducer(
+            cfg.producer,
+            flush_timeout_s=cfg.delivery_timeout_s,
+            hint=f"drift events to {cfg.drift_topic}: check the broker and that the topic exists",
+        )
         self._topic = cfg.drift_topic
-        self._timeout_s = cfg.delivery_timeout_s
-        self._failures: list[str] = []
         self._metrics = drift_metrics()
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failures.append(str(err))
-
     def write_batch(self, items: list[tuple[str, DriftEvent]]) -> None:
-        for model, event in items:
-            self._producer.produce(
-                self._topic, key=model.encode(), value=encode(event), on_delivery=self._on_delivery
-            )
-        remaining = self._producer.flush(self._timeout_s)
-        failures, self._failures = self._failures, []
-        if remaining or failures:
-            self._metrics.published.labels("failed").inc(len(failures) + remaining)
-            raise DeliveryError(
-                f"{len(failures)} drift event(s) failed and {remaining} unacknowledged after "
-                f"{self._timeout_s} s to {self._topic}: {'; '.join(failures[:3])}"
-            )
+        try:
+            for model, event in items:
+                self._producer.send(self._topic, encode(event), model.encode())
+            self._producer.flush()
+        except DeliveryError:
+            # The whole batch is replayed from the last snapshot: none of it counts yet.
+            self._metrics.published.labels("failed").inc(len(items))
+            raise
         self._metrics.published.labels("delivered").inc(len(items))
         for model, event in items:
             self._metrics.alarms.labels(model, event.kind, event.feature, event.severity).inc()
 
     def close(self) -> None:
-        self._producer.flush(self._timeout_s)
+        self._producer.close()
 
 
 class DriftEventSink(DynamicSink[tuple[str, DriftEvent]]):
