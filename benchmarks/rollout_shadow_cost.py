@@ -1,11 +1,12 @@
 """What a running rollout plan costs serving: shadow and canary against no plan, same run.
 
-The setup is ``serving_latency.py``'s (its helpers are imported): the real
+The setup is ``serving_latency.py``'s (shared in ``support/``): the real
 server (``python -m loopline.serving``, what ``loopline run serve`` runs,
 ``--processes`` workers) on the local stack (``loopline up``), Redis holding
 packed features of 10,000 cards and 1,000 merchants, predictions logged to
 Kafka (unique topics, deleted at the end), a temporary registry. The champion
-and the candidate are two different 200-tree x 31-leaf LightGBM models.
+and the candidate are two different 200-tree x 31-leaf LightGBM models,
+trained by the trainer on two simulated histories.
 
 Phases alternate so machine noise spreads over all of them (rounds run
 forward and backward: none, shadow, canary, canary, shadow, none, ...):
@@ -46,203 +47,33 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serving_latency import (
-    Load,
-    bench_setup,
+from support.bench_run import BenchRun
+from support.clients import Load, make_requests, percentiles, sequential_client
+from support.models import TrainedModels
+from support.rollout_metrics import (
+    ARM_QUANTILES,
+    ModeFigures,
+    add_deltas,
+    arm_buckets,
+    counters,
+    ratio,
+    tree_cpu_seconds,
+)
+from support.rollout_plans import CANARY_SHARE, Plans
+from support.server import (
     histogram_percentiles,
-    make_requests,
-    percentiles,
-    remove_bench_data,
     scrape,
-    sequential_client,
+    server_parser,
     start_server,
     stop_server,
-    write_config,
-    write_features,
 )
 
+from loopline.registry.directory import DirectoryRegistry
+
 MODES = ("none", "shadow", "canary")
-SHADOW_SHARE = 1.0
-CANARY_SHARE = 0.5
-FOLLOW_TIMEOUT_S = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-# The rollout policy compares the arms' model-run p90 (rollout.latency_quantile).
-ARM_QUANTILES = (("p50", 0.5), ("p90", 0.9))
-
-
-# -- the server's state, from /metrics and /proc ------------------------------------
-def counters(samples: list[Any]) -> dict[str, float]:
-    """The rollout counters of one scrape, flattened (calls: the ``total`` stage count)."""
-    out: dict[str, float] = {}
-    for s in samples:
-        if s.name == "loopline_serving_shadow_total":
-            out[f"shadow_{s.labels['result']}"] = s.value
-        elif s.name == "loopline_serving_arm_calls_total":
-            out[f"{s.labels['arm']}_{s.labels['path']}_{s.labels['result']}"] = s.value
-        elif s.name == "loopline_serving_stage_seconds_count" and s.labels["stage"] == "total":
-            out["calls"] = s.value
-    return out
-
-
-def arm_buckets(samples: list[Any]) -> dict[str, dict[float, float]]:
-    """Per arm, the cumulative buckets of serving's model-run histogram (one row per run)."""
-    out: dict[str, dict[float, float]] = {}
-    for s in samples:
-        if s.name == "loopline_serving_arm_model_seconds_bucket":
-            out.setdefault(s.labels["arm"], {})[float(s.labels["le"])] = s.value
-    return out
-
-
-def add_deltas(
-    into: dict[float, float], after: dict[float, float], before: dict[float, float]
-) -> None:
-    for b, v in after.items():
-        into[b] = into.get(b, 0.0) + v - before.get(b, 0.0)
-
-
-def running_plans(samples: list[Any]) -> set[str]:
-    """Plan ids the server reports as running (``rollout_info`` == 1)."""
-    return {
-        s.labels["plan_id"]
-        for s in samples
-        if s.name == "loopline_serving_rollout_info" and s.value >= 1
-    }
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of ``root`` and its live descendants (the supervisor's workers)."""
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                raw = f.read()
-        except OSError:
-            continue  # ended meanwhile
-        rest = raw[raw.rindex(")") + 2 :].split()  # fields from 3 on (state, ppid, ...)
-        parent[int(entry)] = int(rest[1])
-        cpu[int(entry)] = (int(rest[11]) + int(rest[12])) / CLK_TCK  # utime, stime
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo += [p for p, pp in parent.items() if pp == pid]
-    return total
-
-
-def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
-    return after.get(key, 0.0) - before.get(key, 0.0)
-
-
-# -- plans -------------------------------------------------------------------------
-class Plans:
-    """Start and abort plans with the real CLI; wait until the server follows."""
-
-    def __init__(self, config: Path, registry: Any, model: str, candidate: str, metrics_port: int):
-        from loopline.cli import main as loopline_cli
-
-        self.cli = loopline_cli
-        self.config = config
-        self.registry = registry
-        self.model = model
-        self.candidate = candidate
-        self.metrics_port = metrics_port
-        self.follow_s: list[float] = []
-
-    def _run(self, *argv: str) -> None:
-        code = self.cli(["--config", str(self.config), "models", "rollout", *argv])
-        if code != 0:
-            raise SystemExit(f"loopline models rollout {' '.join(argv)}: exit code {code}")
-
-    def running(self) -> Any:
-        plan = self.registry.rollout(self.model)
-        return plan if plan is not None and plan.running else None
-
-    def set(self, mode: str) -> str:
-        """End any running plan, start ``mode``'s; returns its plan id ('' for none)."""
-        plan = self.running()
-        if plan is not None:
-            self._run("abort", "--reason", "benchmark phase over")
-            self._wait(lambda ids: plan.plan_id not in ids, f"the end of {plan.plan_id}")
-        if mode == "none":
-            return ""
-        share = SHADOW_SHARE if mode == "shadow" else CANARY_SHARE
-        t0 = time.perf_counter()
-        self._run("start", self.candidate, "--mode", mode, "--share", str(share))
-        plan_id = self.running().plan_id
-        self._wait(lambda ids: plan_id in ids, f"plan {plan_id}")
-        self.follow_s.append(time.perf_counter() - t0)
-        # rollout_info is a max over the workers: give the slower one a moment too.
-        time.sleep(1.0)
-        return plan_id
-
-    def _wait(self, done: Any, what: str) -> None:
-        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
-        while not done(running_plans(scrape(self.metrics_port)["samples"])):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server did not follow {what} in {FOLLOW_TIMEOUT_S:.0f} s")
-            time.sleep(0.05)
-
-
-# -- one phase ---------------------------------------------------------------------
-@dataclass
-class ModeFigures:
-    """One mode's figures pooled over its rounds."""
-
-    seq_latencies: list[np.ndarray] = field(default_factory=list)
-    server_buckets: dict[float, float] = field(default_factory=dict)
-    rps: list[float] = field(default_factory=list)
-    load_latencies: list[np.ndarray] = field(default_factory=list)
-    errors: int = 0
-    counts: dict[str, float] = field(default_factory=dict)
-    cpu_s: float = 0.0
-    arm_runs: dict[str, dict[float, float]] = field(default_factory=dict)
-    aborted: list[str] = field(default_factory=list)
-
-    def add_counts(self, after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-        d = {k: delta(after, before, k) for k in set(after) | set(before)}
-        for k, v in d.items():
-            self.counts[k] = self.counts.get(k, 0.0) + v
-        return d
-
-    def summary(self) -> dict[str, float]:
-        seq = percentiles(np.concatenate(self.seq_latencies))
-        server = histogram_percentiles({}, self.server_buckets)
-        load = percentiles(np.concatenate(self.load_latencies))
-        c = self.counts
-        calls = c.get("calls", 0.0)
-        answers = sum(c.get(f"{arm}_answer_ok", 0.0) for arm in ("champion", "candidate"))
-        runs = {}
-        for arm in ("champion", "candidate"):
-            buckets = self.arm_runs.get(arm, {})
-            if buckets and max(buckets.values()) > 0:
-                runs[arm] = histogram_percentiles({}, buckets, ARM_QUANTILES)
-        return {
-            **{f"{arm}_run_{q}_ms": v for arm, qs in runs.items() for q, v in qs.items()},
-            "client_p50_ms": seq["p50"],
-            "client_p99_ms": seq["p99"],
-            "server_p50_ms": server["p50"],
-            "server_p99_ms": server["p99"],
-            "rps": float(np.mean(self.rps)),
-            "load_p50_ms": load["p50"],
-            "load_p99_ms": load["p99"],
-            "cpu_s_per_1000": self.cpu_s / calls * 1000 if calls else float("nan"),
-            "calls": calls,
-            "errors": self.errors,
-            "shadow_scored": c.get("shadow_scored", 0.0),
-            "shadow_skipped": c.get("shadow_skipped", 0.0),
-            "shadow_error": c.get("shadow_error", 0.0),
-            "candidate_answer_share": c.get("candidate_answer_ok", 0.0) / answers
-            if answers
-            else 0.0,
-        }
 
 
 def wait_shadow_drained(metrics_port: int, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -321,15 +152,9 @@ def phase_order(rounds: int) -> list[str]:
     return out
 
 
-def ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
 # -- the run -------------------------------------------------------------------------
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--processes", type=int, default=2, help="server worker processes")
-    parser.add_argument("--threads", type=int, default=2, help="RPC threads per worker")
+    parser = server_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=4, help="rounds of none, shadow, canary")
     parser.add_argument("--latency-seconds", type=float, default=4.0, help="1-client part")
     parser.add_argument("--load-seconds", type=float, default=3.0, help="throughput part")
@@ -342,80 +167,94 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import model_factory  # tests/ is on sys.path since serving_latency's import
-
-    from loopline.contracts.redis_layout import RedisLayout
-    from loopline.featurerepo.loader import model_of
-    from loopline.registry.directory import DirectoryRegistry
-
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
-    settings, topics, tag, work, store = bench_setup()
+    run = BenchRun.start()
     figures = {mode: ModeFigures() for mode in MODES}
-    rows: list[tuple[str, dict[str, float]]] = []
     try:
         print("setup: features in Redis, champion and candidate (200 trees each) in a registry")
-        write_features(store, RedisLayout(tag))
-        registry = DirectoryRegistry(work / "registry")
-        model = model_of(settings).name
-        model_factory.publish(registry, model=model, n_trees=200, n_leaves=31, seed=0)
-        candidate = model_factory.publish(
-            registry, model=model, n_trees=200, n_leaves=31, seed=1, alias=None
+        run.write_features()
+        registry = DirectoryRegistry(run.work / "registry")
+        models = TrainedModels(run.settings, run.work)
+        champion = models.publish(registry, seed=0)
+        candidate = models.publish(registry, seed=1, alias=None)
+        overrides = {} if args.auto_abort else {"rollout": {"auto_abort": False}}
+        config = run.server_config(
+            registry.root, processes=args.processes, threads=args.threads, overrides=overrides
         )
-        extra = "" if args.auto_abort else "[rollout]\nauto_abort = false\n"
-        config = write_config(
-            work / "loopline.toml",
-            settings,
-            tag=tag,
-            registry_root=registry.root,
-            processes=args.processes,
-            threads=args.threads,
-            extra=extra,
-        )
-        requests = make_requests(5000)
         proc, port, metrics_port, _lines = start_server(config)
         try:
             print(f"server: {args.processes} processes x {args.threads} threads on :{port}")
+            model = champion.manifest.model_name
             plans = Plans(config, registry, model, candidate.manifest.version, metrics_port)
-            for i, mode in enumerate(phase_order(args.rounds)):
-                plan_id = plans.set(mode)
-                row = run_phase(
-                    mode,
-                    port=port,
-                    metrics_port=metrics_port,
-                    server_pid=proc.pid,
-                    requests=requests,
-                    args=args,
-                    figures=figures[mode],
-                )
-                if plan_id and (plans.running() is None or plans.running().plan_id != plan_id):
-                    ended = registry.rollout(model)
-                    reason = f"{plan_id} {ended.state}: {ended.reason}"
-                    figures[mode].aborted.append(reason)
-                    print(f"  !! the plan ended during the phase: {reason}")
-                rows.append((mode, row))
-                extra_text = ""
-                if mode == "shadow":
-                    extra_text = f"  shadow scored {row['scored']:.0f}/{row['calls']:.0f} calls"
-                    extra_text += f" (skipped {row['skipped']:.0f})"
-                elif mode == "canary":
-                    extra_text = f"  candidate answered {row['candidate_answers']:.0f}"
-                    extra_text += f"/{row['calls']:.0f}"
-                print(
-                    f"  phase {i + 1:2d} {mode:<6} 1 client: client p50 {row['client_p50']:.3f} "
-                    f"p99 {row['client_p99']:.3f} ms, server p50 {row['server_p50']:.3f} "
-                    f"p99 {row['server_p99']:.3f} ms; {args.clients} clients: "
-                    f"{row['rps']:.0f} calls/s; CPU {row['cpu_per_1000']:.3f} s/1000 calls"
-                    f"{extra_text}",
-                    flush=True,
-                )
-            plans.set("none")
+            run_phases(
+                plans,
+                port=port,
+                metrics_port=metrics_port,
+                server_pid=proc.pid,
+                args=args,
+                figures=figures,
+            )
         finally:
             stop_server(proc)
     finally:
-        remove_bench_data(store, tag, settings, topics)
+        run.remove()
+    print_summary(figures, plans, args, time.perf_counter() - t_start, load_start)
 
+
+def run_phases(
+    plans: Plans,
+    *,
+    port: int,
+    metrics_port: int,
+    server_pid: int,
+    args: argparse.Namespace,
+    figures: dict[str, ModeFigures],
+) -> None:
+    """Every phase in :func:`phase_order`, each under its mode's plan; then no plan."""
+    requests = make_requests(5000)
+    for i, mode in enumerate(phase_order(args.rounds)):
+        plan_id = plans.set(mode)
+        row = run_phase(
+            mode,
+            port=port,
+            metrics_port=metrics_port,
+            server_pid=server_pid,
+            requests=requests,
+            args=args,
+            figures=figures[mode],
+        )
+        if plan_id and (plans.running() is None or plans.running().plan_id != plan_id):
+            ended = plans.registry.rollout(plans.model)
+            reason = f"{plan_id} {ended.state}: {ended.reason}"
+            figures[mode].aborted.append(reason)
+            print(f"  !! the plan ended during the phase: {reason}")
+        extra_text = ""
+        if mode == "shadow":
+            extra_text = f"  shadow scored {row['scored']:.0f}/{row['calls']:.0f} calls"
+            extra_text += f" (skipped {row['skipped']:.0f})"
+        elif mode == "canary":
+            extra_text = f"  candidate answered {row['candidate_answers']:.0f}"
+            extra_text += f"/{row['calls']:.0f}"
+        print(
+            f"  phase {i + 1:2d} {mode:<6} 1 client: client p50 {row['client_p50']:.3f} "
+            f"p99 {row['client_p99']:.3f} ms, server p50 {row['server_p50']:.3f} "
+            f"p99 {row['server_p99']:.3f} ms; {args.clients} clients: "
+            f"{row['rps']:.0f} calls/s; CPU {row['cpu_per_1000']:.3f} s/1000 calls"
+            f"{extra_text}",
+            flush=True,
+        )
+    plans.set("none")
+
+
+def print_summary(
+    figures: dict[str, ModeFigures],
+    plans: Plans,
+    args: argparse.Namespace,
+    took_s: float,
+    load_start: tuple[float, float, float],
+) -> None:
     s = {mode: figures[mode].summary() for mode in MODES}
     load_end = os.getloadavg()
     keys = (
@@ -429,7 +268,7 @@ def main() -> None:
     )
     print()
     print(
-        f"summary ({time.perf_counter() - t_start:.0f} s, {args.rounds} rounds, "
+        f"summary ({took_s:.0f} s, {args.rounds} rounds, "
         f"{os.cpu_count()} cores shared by clients and servers; load average "
         f"{load_start[0]:.2f} -> {load_end[0]:.2f}):"
     )
