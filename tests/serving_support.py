@@ -5,18 +5,18 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import model_factory
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from fraud_repo import FRAUD_FEATURES
+from kafka_support import read_expected
 from prometheus_client import CollectorRegistry
 
-from loopline.config.kafka import consumer_config, producer_config
+from loopline.config.kafka import producer_config
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, RedisLayout, pack
 from loopline.contracts.schemas import ModelUpdate, encode
 from loopline.contracts.settings import RolloutSettings, ServingSettings, Settings
@@ -209,20 +209,8 @@ def announce(
 
 def consume(settings: Settings, topic: str, expected: int, timeout_s: float = 30.0) -> list[bytes]:
     """Values on ``topic`` from its beginning until ``expected`` arrived or time is up."""
-    conf = consumer_config(settings.kafka, f"check-{uuid.uuid4().hex[:8]}")
-    consumer = Consumer(conf)
-    consumer.subscribe([topic])
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            out.append(msg.value())
-    finally:
-        consumer.close()
-    return out
+    messages = read_expected(settings, topic, expected, wait_s=timeout_s, settle_s=0.0)
+    return [m.value() for m in messages]
 
 
 class Blackhole:
@@ -236,15 +224,6 @@ class Blackhole:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def wait_until(predicate: Any, timeout_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def oip_entity_request(cards: list[bytes], merchants: list[bytes], amounts: list[float]) -> Any:

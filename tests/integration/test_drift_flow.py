@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import replace
 from pathlib import Path
 
+import kafka_support
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import run_main
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
 from fraud_repo import FRAUD_FEATURES
+from kafka_support import read_to_end
 
-from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     DriftEvent,
@@ -103,50 +95,7 @@ def expected_events(logs: list[PredictionLog], examples: list[LabeledExample]) -
 
 def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
     # One partition: the order the monitor sees is the order produced.
-    producer = Producer(producer_config(settings.kafka))
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
-    for value in values:
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=0, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failures
-
-
-def read(settings: Settings, topic: str) -> list[Message]:
-    """Everything in ``topic`` right now (up to each partition's end)."""
-    consumer = Consumer(
-        consumer_config(
-            settings.kafka, f"reader-{time.monotonic_ns()}", **{"enable.partition.eof": True}
-        )
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    out: list[Message] = []
-    open_partitions = set(partitions)
-    deadline = time.monotonic() + 60
-    try:
-        while open_partitions and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is None:
-                out.append(msg)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                open_partitions.discard(msg.partition())
-    finally:
-        consumer.close()
-    assert not open_partitions, f"{topic}: partitions {open_partitions} not read to the end"
-    return out
+    kafka_support.produce(settings, topic, values, partition=0)
 
 
 def run_flow(settings: Settings, recovery: Path | None = None) -> None:
@@ -175,13 +124,15 @@ def test_drift_events_and_dead_letters_come_out_of_the_flow(
 
     run_flow(isolated_settings)
 
-    events = [decode(DriftEvent, m.value()) for m in read(isolated_settings, topics.drift)]
+    events = [decode(DriftEvent, m.value()) for m in read_to_end(isolated_settings, topics.drift)]
     kinds = {(e.kind, e.feature) for e in events}
     assert ("data", FEATURES[SHIFTED]) in kinds
     assert ("concept", "error") in kinds and ("performance", "auc") in kinds
     assert {e.id for e in events} == expected_events(logs, examples)
     assert all(e.model_version == "1" for e in events)
-    letters = [decode(DeadLetter, m.value()) for m in read(isolated_settings, topics.dead_letters)]
+    letters = [
+        decode(DeadLetter, m.value()) for m in read_to_end(isolated_settings, topics.dead_letters)
+    ]
     reasons = sorted((d.source_topic, d.reason) for d in letters)
     assert reasons == sorted(
         [
@@ -203,11 +154,11 @@ def test_detector_state_survives_a_restart(
     produce(isolated_settings, topics.predictions, [encode(x) for x in logs[:2300]])
     produce(isolated_settings, topics.labeled, [encode(x) for x in examples[:2300]])
     run_flow(isolated_settings, tmp_path / "recovery")
-    assert read(isolated_settings, topics.drift) == []
+    assert read_to_end(isolated_settings, topics.drift) == []
     # Second run resumes the detectors: the shift is judged against the first
     # run's references, and ids match an uninterrupted run.
     produce(isolated_settings, topics.predictions, [encode(x) for x in logs[2300:]])
     produce(isolated_settings, topics.labeled, [encode(x) for x in examples[2300:]])
     run_flow(isolated_settings, tmp_path / "recovery")
-    events = [decode(DriftEvent, m.value()) for m in read(isolated_settings, topics.drift)]
+    events = [decode(DriftEvent, m.value()) for m in read_to_end(isolated_settings, topics.drift)]
     assert events and {e.id for e in events} == expected_events(logs, examples)

@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaError, Message, Producer
+from drift_events import T0, concept_drift
+from kafka_support import produce
 
-from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import DriftEvent, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -21,33 +21,9 @@ DEADLINE_S = 60.0
 
 
 def drift_event(i: int, severity: str = "critical") -> DriftEvent:
-    return DriftEvent(
-        id=f"de-{i}",
-        time_ms=1_700_000_000_000 + i * 1000,
-        kind="concept",
-        detector="adwin(binary)",
-        feature="error",
-        statistic_before=0.1,
-        statistic_after=0.3,
-        window_before=4000,
-        window_after=150,
-        model_version="2",
-        severity=severity,
-        evidence={"effect_h": 0.52},
+    return concept_drift(
+        i, severity, time_ms=T0 + i * 1000, model_version="2", evidence={"effect_h": 0.52}
     )
-
-
-def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
-    producer = Producer(producer_config(settings.kafka))
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
-    for value in values:
-        producer.produce(topic, value=value, on_delivery=on_delivery)
-    assert producer.flush(60) == 0 and not failures
 
 
 def test_from_the_beginning_with_a_severity_floor(

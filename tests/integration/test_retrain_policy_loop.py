@@ -6,9 +6,10 @@ import threading
 import time
 from dataclasses import replace
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+import kafka_support
+from drift_events import concept_drift
+from kafka_support import read_expected
 
-from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     DriftEvent,
@@ -24,55 +25,13 @@ from loopline.trainer.policy.service import KafkaRowCounter, RetrainPolicyLoop
 DEADLINE_S = 60.0
 
 
-def produce(settings: Settings, topic: str, values: list[bytes], key: bytes = b"fraud") -> None:
-    producer = Producer(producer_config(settings.kafka))
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
-    for value in values:
-        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failures, failures[:1]
+def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
+    kafka_support.produce(settings, topic, values, key=b"fraud")
 
 
-def read(settings: Settings, topic: str, expect: int, wait_s: float = DEADLINE_S) -> list[Message]:
-    """Messages of ``topic`` from the beginning; waits for ``expect``, then a little more."""
-    consumer = Consumer(consumer_config(settings.kafka, f"reader-{time.monotonic_ns()}"))
-    consumer.subscribe([topic])
-    out: list[Message] = []
-    deadline = time.monotonic() + wait_s
-    settle = None
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                out.append(msg)
-            if len(out) >= expect and settle is None:
-                settle = time.monotonic() + 1.0  # anything beyond expect shows up too
-            if settle is not None and time.monotonic() > settle:
-                break
-    finally:
-        consumer.close()
-    return out
-
-
-def drift_event(i: int, severity: str = "critical") -> DriftEvent:
-    return DriftEvent(
-        id=f"de-{i}",
-        time_ms=int(time.time() * 1000),
-        kind="concept",
-        detector="adwin(binary)",
-        feature="error",
-        statistic_before=0.1,
-        statistic_after=0.32,
-        window_before=5000,
-        window_after=180,
-        model_version="1",
-        severity=severity,
-    )
+def drift_event(i: int) -> DriftEvent:
+    """A critical drift of model 1, happening now."""
+    return concept_drift(i, time_ms=int(time.time() * 1000), model_version="1")
 
 
 def labeled(i: int) -> bytes:
@@ -121,7 +80,7 @@ def test_a_critical_drift_becomes_one_delivered_retrain_event(
     produce(settings, topics.labeled, [labeled(i) for i in range(40)])
     thread.join(DEADLINE_S)
     assert not thread.is_alive()
-    [message] = read(settings, topics.retrain, expect=1)
+    [message] = read_expected(settings, topics.retrain, expect=1)
     event = decode(RetrainEvent, message.value())
     assert message.key() == b"fraud"
     assert event.trigger == "drift" and event.drift_event_ids == ["de-1"]
@@ -131,7 +90,7 @@ def test_a_critical_drift_becomes_one_delivered_retrain_event(
     assert samples("loopline_policy_retrain_events_total", {"trigger": "drift",
                                                            "result": "delivered"}) == 1  # fmt: skip
     assert samples("loopline_policy_drift_events_total", {"decision": "invalid"}) == 1
-    [letter] = read(settings, topics.dead_letters, expect=1)
+    [letter] = read_expected(settings, topics.dead_letters, expect=1)
     dead = decode(DeadLetter, letter.value())
     assert dead.source_topic == topics.drift and dead.original_value() == b"{not json"
 
@@ -157,4 +116,4 @@ def test_a_restarted_policy_does_not_request_the_same_retrain_twice(
     assert again.restore() == 1
     again.run(deadline_s=3.0)
     assert again.emitted == []
-    assert len(read(settings, topics.retrain, expect=1)) == 1
+    assert len(read_expected(settings, topics.retrain, expect=1)) == 1

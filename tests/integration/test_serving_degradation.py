@@ -11,6 +11,7 @@ import grpc
 import model_factory
 import pytest
 import redis
+from polling import wait_until
 from prometheus_client import CollectorRegistry
 from serving_support import (
     card_values,
@@ -18,7 +19,6 @@ from serving_support import (
     merchant_values,
     running_server,
     serving_settings,
-    wait_until,
     write_features,
 )
 

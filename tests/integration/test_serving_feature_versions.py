@@ -15,7 +15,7 @@ import time
 import grpc
 import model_factory
 from fraud_repo import FRAUD_FEATURES, changed_fraud_features
-from serving_support import wait_until
+from polling import wait_until
 from test_serving_shutdown import start_serve, workers_of
 
 from loopline.featurerepo.state import AppliedState

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from polling import wait_until
 from serving_support import (
     Blackhole,
     card_values,
@@ -26,7 +27,6 @@ from serving_support import (
     merchant_values,
     running_server,
     serving_settings,
-    wait_until,
 )
 
 from loopline.contracts.schemas import PredictionLog, decode

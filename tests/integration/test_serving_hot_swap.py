@@ -8,13 +8,8 @@ from collections import Counter
 import grpc
 import model_factory
 import pytest
-from serving_support import (
-    announce,
-    fresh_features,
-    running_server,
-    serving_settings,
-    wait_until,
-)
+from polling import wait_until
+from serving_support import announce, fresh_features, running_server, serving_settings
 
 from loopline.registry.directory import DirectoryRegistry
 from loopline.v1 import inference_pb2 as pb

@@ -11,12 +11,12 @@ from collections import Counter
 import grpc
 import model_factory
 import pytest
+from polling import wait_until
 from serving_support import (
     card_values,
     merchant_values,
     running_server,
     serving_settings,
-    wait_until,
     write_features,
 )
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import grpc
 import model_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from polling import wait_until
 from serving_support import (
     Blackhole,
     card_values,
     consume,
     merchant_values,
     serving_settings,
-    wait_until,
     write_features,
 )
 

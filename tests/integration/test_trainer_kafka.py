@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
 from fraud_repo import FRAUD_FEATURES
+from kafka_support import produce_records, read_expected
 from synthetic_fraud import records, synthetic_history, write_jsonl
+from trainer_support import quick_trainer_settings
 
-from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.schemas import (
     DeadLetter,
     ModelUpdate,
@@ -39,62 +30,15 @@ from loopline.trainer.kafka_io import KafkaAnnouncer
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.service import Handled, RetrainService
 
-READ_DEADLINE_S = 60.0
-
 
 def small_settings(base: Settings, tmp_path: Path, **trainer: Any) -> Settings:
-    t = dataclasses.replace(
-        base.trainer,
-        offline_store=tmp_path / "offline",
-        state_dir=tmp_path / "state",
-        num_trees=40,
-        early_stopping_rounds=10,
-        num_threads=1,
-        min_rows=200,
-        min_positives=10,
-        window_hours=36,
-        **trainer,
-    )
-    return dataclasses.replace(
-        base,
-        trainer=t,
-        registry=dataclasses.replace(base.registry, path=tmp_path / "registry"),
-        labels=dataclasses.replace(base.labels, maturity_s=3600),
+    return quick_trainer_settings(
+        base, tmp_path, min_rows=200, min_positives=10, window_hours=36, **trainer
     )
 
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer(producer_config(settings.kafka))
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
-    for key, value in records:
-        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failures, failures[:1]
-
-
-def read_all(settings: Settings, topic: str, expect: int) -> list[Message]:
-    """Every message of a one-partition topic, waiting until ``expect`` arrived."""
-    consumer = Consumer(consumer_config(settings.kafka, f"reader-{time.monotonic_ns()}"))
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    got: list[Message] = []
-    deadline = time.monotonic() + READ_DEADLINE_S
-    try:
-        while len(got) < expect and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                got.append(msg)
-        # Anything beyond what was expected would be a finding too.
-        extra = consumer.poll(1.0)
-        if extra is not None and extra.error() is None:
-            got.append(extra)
-    finally:
-        consumer.close()
-    return got
+    produce_records(settings, [(topic, key, value) for key, value in records])
 
 
 def test_bootstrap_from_topics_and_announcements_consumed_back(
@@ -126,7 +70,7 @@ def test_bootstrap_from_topics_and_announcements_consumed_back(
     args = parser.parse_args(["models", "promote", "1"])
     assert args.func(args, settings) == 0
 
-    messages = read_all(settings, topics.model_updates, expect=2)
+    messages = read_expected(settings, topics.model_updates, expect=2)
     assert [m.key() for m in messages] == [b"fraud", b"fraud"]
     updates = [decode(ModelUpdate, m.value() or b"") for m in messages]
     champion = reg.resolve("fraud", "champion")
@@ -186,14 +130,14 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
     assert versions[0].manifest.extra["drift_event_ids"] == ["d7"]
     assert versions[1].manifest.extra["trigger"] == "schedule"
 
-    (letter,) = read_all(settings, topics.dead_letters, expect=1)
+    (letter,) = read_expected(settings, topics.dead_letters, expect=1)
     dead = decode(DeadLetter, letter.value() or b"")
     assert (dead.source_topic, dead.reason, dead.original_value()) == (
         topics.retrain,
         "malformed",
         b"not json",
     )
-    announced = read_all(
+    announced = read_expected(
         settings, topics.model_updates, expect=1 + (scheduled.outcome == "published")
     )
     assert decode(ModelUpdate, announced[0].value() or b"").version == "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from drift_events import T0, concept_drift
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import DriftEvent, RetrainEvent, decode, encode
@@ -12,7 +13,6 @@ from loopline.contracts.settings import PolicySettings
 from loopline.trainer.policy.rules import DAY_MS, RetrainPolicy
 
 H = 3600 * 1000
-T0 = 1_700_000_000_000
 
 
 class Rows:
@@ -33,19 +33,7 @@ class Rows:
 def drift(
     i: int, severity: str = "critical", kind: str = "concept", feature: str = "error"
 ) -> DriftEvent:
-    return DriftEvent(
-        id=f"de-{i}",
-        time_ms=T0 + i,
-        kind=kind,
-        detector="adwin(binary)",
-        feature=feature,
-        statistic_before=0.1,
-        statistic_after=0.3,
-        window_before=4000,
-        window_after=150,
-        model_version="3",
-        severity=severity,
-    )
+    return concept_drift(i, severity, kind=kind, feature=feature)
 
 
 def policy(rows: Rows, **overrides: object) -> RetrainPolicy:

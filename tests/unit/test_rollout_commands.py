@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from trainer_support import run_cli
 
 from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
@@ -20,14 +21,6 @@ from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer import commands
 from loopline.trainer.rollout import commands as rollout_commands
 from loopline.trainer.rollout.evidence import count_example
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loopline")
-    sub = p.add_subparsers(dest="command", required=True)
-    commands.register(sub)
-    rollout_commands.register(sub)
-    return p
 
 
 @pytest.fixture
@@ -51,9 +44,7 @@ def reg(settings: Settings) -> DirectoryRegistry:
 
 
 def run(settings: Settings, *argv: str) -> int:
-    args = parser().parse_args(argv)
-    args.settings = settings
-    return args.func(args)
+    return run_cli(settings, argv, commands.register, rollout_commands.register)
 
 
 def test_start_status_promote(

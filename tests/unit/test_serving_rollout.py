@@ -7,7 +7,8 @@ import time
 
 import model_factory
 import pytest
-from serving_support import CoreKit, card_values, make_core, merchant_values, wait_until
+from polling import wait_until
+from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError
 from loopline.contracts.settings import RolloutSettings

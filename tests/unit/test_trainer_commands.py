@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from synthetic_fraud import as_json_rows, synthetic_history, write_jsonl
+from trainer_support import cli_parser, quick_trainer_settings, run_cli
 
 from loopline.config.loader import load_settings
 from loopline.contracts.errors import ModelNotFoundError
@@ -19,36 +19,23 @@ from loopline.registry.directory import DirectoryRegistry
 from loopline.trainer.commands import register
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loopline")
-    sub = p.add_subparsers(dest="command", required=True)
-    # Another component registered `run` first: the trainer adds to it.
+def serving_run_first(sub: argparse._SubParsersAction) -> None:
+    """Another component registered `run` first: the trainer adds to it."""
     run = sub.add_parser("run").add_subparsers(dest="run_command", required=True)
     run.add_parser("serving")
-    register(sub)
-    return p
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = load_settings(env={})
-    trainer = dataclasses.replace(
-        s.trainer,
-        offline_store=tmp_path / "offline",
-        state_dir=tmp_path / "state",
-        num_trees=40,
-        early_stopping_rounds=10,
-        num_threads=1,
-    )
-    registry = dataclasses.replace(s.registry, path=tmp_path / "registry")
-    labels = dataclasses.replace(s.labels, maturity_s=3600)
-    return dataclasses.replace(s, trainer=trainer, registry=registry, labels=labels)
+    return quick_trainer_settings(load_settings(env={}), tmp_path)
+
+
+def parser() -> argparse.ArgumentParser:
+    return cli_parser(serving_run_first, register)
 
 
 def run(settings: Settings, *argv: str) -> int:
-    args = parser().parse_args(argv)
-    args.settings = settings
-    return args.func(args)
+    return run_cli(settings, argv, serving_run_first, register)
 
 
 def test_train_models_and_score_from_the_command_line(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history
+from trainer_support import Announcements
 
 from loopline.contracts.errors import DeliveryError
 from loopline.contracts.schemas import ModelUpdate, Outcome
@@ -52,16 +53,6 @@ def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
         maturity_s=3600,
         window_hours=48,
     )
-
-
-class Announcements:
-    """Collects what a Kafka announcer would send (the real one is tested on Kafka)."""
-
-    def __init__(self) -> None:
-        self.sent: list[ModelUpdate] = []
-
-    def announce(self, update: ModelUpdate) -> None:
-        self.sent.append(update)
 
 
 def test_bootstrap_rows_are_point_in_time_replay_rows(

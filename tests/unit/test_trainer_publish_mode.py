@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES
 from synthetic_fraud import records, synthetic_history, write_jsonl
+from trainer_support import GATE_ALWAYS_PASSES, Announcements, quick_trainer_settings, run_cli
 
 from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, DeliveryError
@@ -26,13 +26,7 @@ from loopline.trainer.publish_policy import PublishPolicy
 
 # Margins so wide that every challenger passes the gate: these tests are about what follows.
 SETTINGS = TrainerSettings(
-    num_trees=40,
-    early_stopping_rounds=10,
-    num_threads=1,
-    window_hours=48,
-    gate_auc_margin=1.0,
-    gate_log_loss_margin=1.0,
-    gate_brier_margin=1.0,
+    num_trees=40, early_stopping_rounds=10, num_threads=1, window_hours=48, **GATE_ALWAYS_PASSES
 )
 
 
@@ -47,14 +41,6 @@ def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
     return build_training_set(
         FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=48
     )
-
-
-class Announcements:
-    def __init__(self) -> None:
-        self.sent: list[ModelUpdate] = []
-
-    def announce(self, update: ModelUpdate) -> None:
-        self.sent.append(update)
 
 
 def plans(sent: list[ModelUpdate]) -> list[tuple[str, str, str]]:
@@ -206,32 +192,13 @@ def test_a_registry_without_rollouts_cannot_publish_as_canary(tmp_path: Path) ->
 # -- the CLI --------------------------------------------------------------------------
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = load_settings(env={})
-    return dataclasses.replace(
-        s,
-        trainer=dataclasses.replace(
-            s.trainer,
-            offline_store=tmp_path / "offline",
-            state_dir=tmp_path / "state",
-            num_trees=40,
-            early_stopping_rounds=10,
-            num_threads=1,
-            gate_auc_margin=1.0,
-            gate_log_loss_margin=1.0,
-            gate_brier_margin=1.0,
-        ),
-        registry=dataclasses.replace(s.registry, path=tmp_path / "registry"),
-        rollout=dataclasses.replace(s.rollout, publish_mode="shadow", shadow_share=0.5),
-        labels=dataclasses.replace(s.labels, maturity_s=3600),
-    )
+    s = quick_trainer_settings(load_settings(env={}), tmp_path, **GATE_ALWAYS_PASSES)
+    rollout = dataclasses.replace(s.rollout, publish_mode="shadow", shadow_share=0.5)
+    return dataclasses.replace(s, rollout=rollout)
 
 
 def run(settings: Settings, *argv: str) -> int:
-    p = argparse.ArgumentParser(prog="loopline")
-    commands.register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    args.settings = settings
-    return args.func(args)
+    return run_cli(settings, argv, commands.register)
 
 
 def test_train_publish_as_overrides_the_configured_mode(
