@@ -50,6 +50,7 @@ from loopline.contracts.schemas import DriftEvent, LabeledExample, PredictionLog
 from loopline.contracts.settings import DriftSettings
 from loopline.contracts.tasks import BINARY, REGRESSION, check_task
 from loopline.streams.drift.band import BandShift, BandShiftDetector
+from loopline.streams.drift.detectors import band_detector, concept_detector, rate_params
 from loopline.streams.drift.effect import severity_of
 from loopline.streams.drift.events import AlarmSource, breach_event, shift_event
 from loopline.streams.drift.performance import Breach, PerformanceMonitor
@@ -79,38 +80,6 @@ class ChannelStat:
     reference: float
     samples: int
     alarms: int
-
-
-def concept_detector(settings: DriftSettings) -> RateShiftDetector:
-    """The configured detector of rising per-example error (what the benchmark measures)."""
-    return RateShiftDetector(**_rate_params(settings, settings.min_persist, "up"))
-
-
-def band_detector(settings: DriftSettings) -> BandShiftDetector:
-    """The configured detector of one feature's (or the score's) distribution shifts."""
-    return BandShiftDetector(
-        reference_size=settings.reference_size,
-        low_quantile=settings.band_low_quantile,
-        high_quantile=settings.band_high_quantile,
-        **_rate_params(settings, settings.data_min_persist, "both"),
-    )
-
-
-def _rate_params(s: DriftSettings, min_persist: int, direction: str) -> dict[str, Any]:
-    return {
-        "delta": s.adwin_delta,
-        "clock": s.adwin_clock,
-        "warmup": s.warmup,
-        "min_persist": min_persist,
-        "persist_ratio": s.persist_ratio,
-        "confirm_z": s.confirm_z,
-        "confirm_window": s.confirm_window,
-        "min_effect": s.min_effect,
-        "debounce": s.debounce,
-        "cooldown": s.cooldown,
-        "direction": direction,
-        "history": max(1024, min_persist),
-    }
 
 
 class DriftMonitor:
@@ -305,7 +274,7 @@ class DriftMonitor:
         self._error: RateShiftDetector | BandShiftDetector
         self._performance: PerformanceMonitor | RmseMonitor
         if self.task == REGRESSION:
-            self._error = residual_detector(s, _rate_params(s, s.min_persist, "up"))
+            self._error = residual_detector(s, rate_params(s, s.min_persist, "up"))
             self._performance = RmseMonitor(
                 window=s.performance_window,
                 ceiling=s.rmse_ceiling,

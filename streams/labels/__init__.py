@@ -8,6 +8,6 @@
   file names reconciled on restart),
 - :mod:`.config` resolves everything from :class:`~loopline.contracts.settings.Settings`.
 
-The Bytewax adapter is ``loopline.streams.labels.bytewax_flow``; the runner
-and ``loopline run labels`` live in ``loopline.streams.labels.run``.
+The Bytewax adapter is :mod:`.bytewax_flow`; the runner :mod:`.run`;
+``loopline run labels`` :mod:`.commands`.
 """

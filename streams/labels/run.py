@@ -1,14 +1,12 @@
-"""The labeled-log dataflow: predictions + outcomes -> labeled examples.
+"""Running the labels flow for real: recovery, metrics endpoint, workers, processes.
 
-Joins the predictions topic (keyed by ``request_id``; join key ``event_id``
-when the log has one, else ``request_id``) with the outcomes topic (keyed by
-``event_id``) under a label maturity window, and commits every labeled
-example once to the offline store (Parquet by hour, ``trainer.offline_store``)
-and to the labeled topic. The logic is :mod:`loopline.streams.labels`, the
-Bytewax adapter :mod:`.bytewax_flow`; ``loopline run labels`` is :mod:`.commands`.
+The flow joins logged predictions with delayed outcomes under a label
+maturity window (see :mod:`loopline.streams.labels`; the Bytewax adapter is
+:mod:`.bytewax_flow`).
 
-``loopline run labels`` calls :func:`run_labels`. Bytewax's own runner works
-too (settings from the environment; ``LOOPLINE_CONFIG`` names a TOML file)::
+``loopline run labels`` (:mod:`.commands`) calls :func:`run_labels`. Bytewax's
+own runner works too (settings from the environment; ``LOOPLINE_CONFIG``
+names a TOML file)::
 
     python -m bytewax.recovery .loopline/recovery/labels 4
     python -m bytewax.run "loopline.streams.labels.run:flow_from_env()" \\
