@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, Message, Producer
+from kafka_support import kafka_env, produce_records
 from synthetic_fraud import synthetic_history, write_jsonl
 
-from loopline.config.kafka import producer_config
 from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -76,19 +75,9 @@ def examples(model: str, version: str, n: int, t_ms: int, signal: float) -> list
 
 def produce(settings: Settings, records: list[bytes], timestamp_ms: int | None = None) -> None:
     """Acknowledged records on the labeled topic (Kafka timestamp: now, unless given)."""
-    producer = Producer(producer_config(settings.kafka))
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
     topic = Topics(settings.kafka.topic_prefix).labeled
-    for i, value in enumerate(records):
-        kw = {} if timestamp_ms is None else {"timestamp": timestamp_ms}
-        producer.produce(topic, key=str(i).encode(), value=value, on_delivery=on_delivery, **kw)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failures, failures[:1]
+    keyed = [(topic, str(i).encode(), value) for i, value in enumerate(records)]
+    produce_records(settings, keyed, timestamp_ms=timestamp_ms)
 
 
 def start_plan(reg: DirectoryRegistry, model: str, candidate: str, mode: str) -> RolloutPlan:
@@ -326,9 +315,7 @@ def test_service_exports_metrics_and_stops_on_sigterm(
     port = unused_tcp_port_factory()
     env = {
         **os.environ,
-        "LOOPLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "LOOPLINE_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "LOOPLINE_KAFKA__CONSUMER_GROUP_PREFIX": settings.kafka.consumer_group_prefix,
+        **kafka_env(settings),
         "LOOPLINE_REGISTRY__PATH": str(settings.registry.path),
         "LOOPLINE_PROJECT__MODEL": model,
         "LOOPLINE_ROLLOUT__MIN_LABELS": str(MIN_LABELS),

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from fraud_repo import PROJECT, ROOT, transaction_parser
+from kafka_support import kafka_env, read_to_end
 
 from loopline.contracts.schemas import Outcome, decode
 from loopline.contracts.settings import Settings
@@ -22,28 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _read_all(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": "unused",
-            "enable.partition.eof": True,
-        }
-    )
-    parts = settings.topics.partitions
-    c.assign([TopicPartition(topic, p, -2) for p in range(parts)])
-    out, ended = [], set()
-    deadline = time.monotonic() + 60
-    while len(ended) < parts and time.monotonic() < deadline:
-        msg = c.poll(1.0)
-        if msg is None:
-            continue
-        if msg.error():
-            assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-            ended.add(msg.partition())
-            continue
-        out.append((msg.key(), msg.value()))
-    c.close()
-    return out
+    return [(m.key(), m.value()) for m in read_to_end(settings, topic)]
 
 
 @pytest.mark.parametrize("entry", ["loopline.cli", "loopline.streams"])
@@ -52,9 +30,7 @@ def test_simulate_produces_the_repos_stream(
 ) -> None:
     args = ["--seed", "5", "--start", "1700000000000", "--duration", "20", "--rate", "150"]
     args += ["--param", "fraud_rate=0.05", "--outcome-delay", "3", "--speed", "0", "--quiet"]
-    env = dict(os.environ)
-    env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = isolated_settings.kafka.bootstrap_servers
-    env["LOOPLINE_KAFKA__TOPIC_PREFIX"] = isolated_settings.kafka.topic_prefix
+    env = {**os.environ, **kafka_env(isolated_settings)}
     done = subprocess.run(
         [sys.executable, "-m", entry, "simulate", "--repo", str(ROOT), *args],
         check=False,
