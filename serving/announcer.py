@@ -8,12 +8,11 @@ other servers see it on their next registry poll).
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-
 from loopline.config.kafka import producer_config
-from loopline.contracts.errors import DeliveryError, ModelNotFoundError
+from loopline.contracts.errors import ModelNotFoundError
 from loopline.contracts.schemas import encode
 from loopline.contracts.settings import KafkaSettings
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import ModelRegistry, model_update
 from loopline.rollout.plan import CHAMPION, RolloutPlan
 
@@ -28,7 +27,7 @@ class RolloutAnnouncer:
         self.topic = topic
         self.registry = registry
         self.timeout_s = timeout_s
-        self._producer: Producer | None = None
+        self._producer: CheckedProducer | None = None
 
     def __call__(self, plan: RolloutPlan) -> None:
         champion = self.registry.resolve(plan.model, CHAMPION)
@@ -36,26 +35,12 @@ class RolloutAnnouncer:
             raise ModelNotFoundError(f"{plan.model}: no champion to announce with the plan")
         update = model_update(champion, CHAMPION, "rollout", plan)
         if self._producer is None:
-            timeout_ms = int(self.timeout_s * 1000)
-            self._producer = Producer(
-                producer_config(self.kafka, **{"message.timeout.ms": timeout_ms})
+            config = producer_config(
+                self.kafka, **{"message.timeout.ms": int(self.timeout_s * 1000)}
             )
-        outcome: list[KafkaError | None] = []
-        try:
-            self._producer.produce(
-                self.topic,
-                key=plan.model.encode(),
-                value=encode(update),
-                on_delivery=lambda err, _msg: outcome.append(err),
-            )
-        except (BufferError, KafkaException) as e:
-            raise DeliveryError(f"could not send to {self.topic}: {e}") from e
-        self._producer.flush(self.timeout_s + 5)
-        if not outcome:
-            raise DeliveryError(f"{self.topic}: not acknowledged within {self.timeout_s:.0f} s")
-        if outcome[0] is not None:
-            raise DeliveryError(f"{self.topic}: delivery failed: {outcome[0]}")
+            self._producer = CheckedProducer(config, flush_timeout_s=self.timeout_s + 5)
+        self._producer.send_and_wait(self.topic, encode(update), plan.model)
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(5)
+            self._producer.close()

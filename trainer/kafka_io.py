@@ -12,21 +12,21 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
 from loopline.config.kafka import consumer_config, producer_config
-from loopline.contracts.errors import DeliveryError, StackError
+from loopline.contracts.errors import StackError
 from loopline.contracts.schemas import DeadLetter, ModelUpdate, encode
 from loopline.contracts.settings import KafkaSettings
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import model_update
 
 # Re-exported: the trainer's modules import it from here.
 __all__ = [
-    "DeliveringProducer",
     "KafkaAnnouncer",
     "dead_letter",
+    "delivering_producer",
     "end_offset",
     "model_update",
     "offsets_at",
@@ -139,34 +139,10 @@ def read_history(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> 
         consumer.close()
 
 
-class DeliveringProducer:
-    """A producer whose sends return only once the broker acknowledged them."""
-
-    def __init__(self, kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
-        self.timeout_s = timeout_s
-        self._producer = Producer(
-            producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000)})
-        )
-
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Produce and wait; raises :class:`DeliveryError` when not acknowledged."""
-        outcome: list[KafkaError | None] = []
-
-        def on_delivery(err: KafkaError | None, _msg: object) -> None:
-            outcome.append(err)
-
-        try:
-            self._producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-        except (BufferError, KafkaException) as e:
-            raise DeliveryError(f"could not send to {topic}: {e}") from e
-        self._producer.flush(self.timeout_s + 5)
-        if not outcome:
-            raise DeliveryError(f"{topic}: not acknowledged within {self.timeout_s:.0f} s")
-        if outcome[0] is not None:
-            raise DeliveryError(f"{topic}: delivery failed: {outcome[0]}")
-
-    def close(self) -> None:
-        self._producer.flush(5)
+def delivering_producer(kafka: KafkaSettings, timeout_s: float = 30.0) -> CheckedProducer:
+    """A producer whose ``send_and_wait`` returns once the broker acknowledged the message."""
+    config = producer_config(kafka, **{"message.timeout.ms": int(timeout_s * 1000)})
+    return CheckedProducer(config, flush_timeout_s=timeout_s + 5)
 
 
 class KafkaAnnouncer:
@@ -178,10 +154,10 @@ class KafkaAnnouncer:
 
     def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> None:
         self.topic = topic
-        self._producer = DeliveringProducer(kafka, timeout_s)
+        self._producer = delivering_producer(kafka, timeout_s)
 
     def announce(self, update: ModelUpdate) -> None:
-        self._producer.send(self.topic, update.model_name.encode(), encode(update))
+        self._producer.send_and_wait(self.topic, encode(update), update.model_name)
 
     def close(self) -> None:
         self._producer.close()

@@ -25,9 +25,10 @@ from loopline.contracts.schemas import RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import ModelRegistry
 from loopline.trainer.dataset import TrainingSet
-from loopline.trainer.kafka_io import DeliveringProducer, dead_letter, raise_if_fatal
+from loopline.trainer.kafka_io import dead_letter, delivering_producer, raise_if_fatal
 from loopline.trainer.ledger import RetrainLedger
 from loopline.trainer.pipeline import Trainer, TrainingReport
 
@@ -136,7 +137,7 @@ class RetrainService:
         consumer = Consumer(
             consumer_config(kafka, CONSUMER_GROUP, **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS})
         )
-        producer = DeliveringProducer(kafka, self.settings.trainer.announce_timeout_s)
+        producer = delivering_producer(kafka, self.settings.trainer.announce_timeout_s)
         consumer.subscribe([self.topics.retrain])
         handled = 0
         last_slot = -1
@@ -164,17 +165,17 @@ class RetrainService:
             producer.close()
         return handled
 
-    def _process(self, msg: Message, producer: DeliveringProducer) -> None:
+    def _process(self, msg: Message, producer: CheckedProducer) -> None:
         try:
             event = decode(RetrainEvent, msg.value() or b"")
         except SchemaError as e:
             log.warning("retrain topic offset %s: %s (dead-lettered)", msg.offset(), e)
             letter = dead_letter(msg, self.topics.retrain, str(e), int(time.time() * 1000))
-            producer.send(self.topics.dead_letters, msg.key(), encode(letter))
+            producer.send_and_wait(self.topics.dead_letters, encode(letter), msg.key())
             return
         self.handle(event)
 
-    def _maybe_schedule(self, producer: DeliveringProducer, last_slot: int) -> int:
+    def _maybe_schedule(self, producer: CheckedProducer, last_slot: int) -> int:
         every = self.settings.trainer.schedule_s
         if every <= 0:
             return last_slot
@@ -190,5 +191,5 @@ class RetrainService:
             trigger="schedule",
             reason=f"scheduled every {every:g} s",
         )
-        producer.send(self.topics.retrain, model.encode(), encode(event))
+        producer.send_and_wait(self.topics.retrain, encode(event), model.encode())
         return slot

@@ -14,7 +14,7 @@ from loopline.featurerepo.loader import model_of
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
 from loopline.rollout.plan import RolloutPlan
 from loopline.trainer import commands
-from loopline.trainer.kafka_io import DeliveringProducer, read_history
+from loopline.trainer.kafka_io import delivering_producer, read_history
 from loopline.trainer.rollout import commands as rollout_commands
 
 
@@ -91,7 +91,7 @@ def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
         reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
     reg.set_alias(model, "champion", "1")
     watch = ("models", "rollout", "watch", "--min-labels", "60", "--decide-every-s", "0.5")
-    producer = DeliveringProducer(settings.kafka)
+    producer = delivering_producer(settings.kafka)
     try:
         assert run(settings, "models", "rollout", "start", "2", "--mode", "canary") == 0
         plan = reg.rollout(model)
@@ -102,7 +102,7 @@ def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
         records += labeled_examples(model, "1", 80, after, 0.25)
         records += labeled_examples(model, "2", 80, after, 0.27)
         for raw in records:
-            producer.send(topics.labeled, None, raw)
+            producer.send_and_wait(topics.labeled, raw, None)
         assert run(settings, *watch, "--max-seconds", "90") == 0
         done = reg.rollout(model)
         assert done is not None and done.state == "promoted", done
@@ -116,7 +116,7 @@ def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
         for raw in labeled_examples(model, "2", 80, after, 0.25) + labeled_examples(
             model, "3", 80, after, 0.0
         ):
-            producer.send(topics.labeled, None, raw)
+            producer.send_and_wait(topics.labeled, raw, None)
         # Without options the watch takes its thresholds from the rollout settings.
         configured = dataclasses.replace(
             settings,

@@ -32,9 +32,10 @@ from loopline.contracts.schemas import DriftEvent, RetrainEvent, decode, encode
 from loopline.contracts.settings import KafkaSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.trainer.kafka_io import (
-    DeliveringProducer,
     dead_letter,
+    delivering_producer,
     end_offset,
     offsets_at,
     raise_if_fatal,
@@ -147,7 +148,7 @@ class RetrainPolicyLoop:
         kafka = self.settings.kafka
         self.restore()
         consumer = Consumer(consumer_config(kafka, CONSUMER_GROUP))
-        producer = DeliveringProducer(kafka)
+        producer = delivering_producer(kafka)
         consumer.subscribe([self.topics.drift])
         until = None if deadline_s is None else time.monotonic() + deadline_s
         tick_every = max(0.05, self.settings.policy.tick_s)
@@ -180,7 +181,7 @@ class RetrainPolicyLoop:
         return sent
 
     # -- one message --------------------------------------------------------------------
-    def _consume(self, msg: Message, producer: DeliveringProducer) -> bool:
+    def _consume(self, msg: Message, producer: CheckedProducer) -> bool:
         """Handle one polled message; True when its offset awaits a commit."""
         err = msg.error()
         if err is not None:
@@ -193,7 +194,7 @@ class RetrainPolicyLoop:
             self.metrics.drift_events.labels("invalid").inc()
             log.warning("drift topic offset %s: %s (dead-lettered)", msg.offset(), e)
             letter = dead_letter(msg, self.topics.drift, str(e), self.now_ms())
-            producer.send(self.topics.dead_letters, msg.key(), encode(letter))
+            producer.send_and_wait(self.topics.dead_letters, encode(letter), msg.key())
             return True
         decision = self.policy.on_drift(event, self.now_ms())
         self.metrics.drift_events.labels(decision.action).inc()
@@ -210,12 +211,12 @@ class RetrainPolicyLoop:
         if decision.event is not None:
             self._outbox.append(decision.event)
 
-    def _flush(self, producer: DeliveringProducer) -> int:
+    def _flush(self, producer: CheckedProducer) -> int:
         sent = 0
         while self._outbox:
             event = self._outbox[0]
             try:
-                producer.send(self.topics.retrain, self.model_name.encode(), encode(event))
+                producer.send_and_wait(self.topics.retrain, encode(event), self.model_name.encode())
             except DeliveryError as e:
                 self.metrics.retrain_events.labels(event.trigger, "failed").inc()
                 log.error("retrain event %s not delivered (retrying): %s", event.id, e)
