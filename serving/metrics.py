@@ -14,10 +14,11 @@ start, so every process writes its samples to shared files and one
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
 from loopline.contracts import metric_names as names
 from loopline.contracts.metric_names import Metric
+from loopline.telemetry.prometheus import counter, gauge, histogram
 
 # Fine steps where the targets are (0.3 ms p50, 0.5 ms p99): the benchmark
 # reads server-side percentiles from these buckets.
@@ -66,17 +67,9 @@ SCORE_BUCKETS = (
 )
 
 
-def _counter(m: Metric, registry: CollectorRegistry) -> Counter:
-    return Counter(m.name, m.help, m.labels, registry=registry)
-
-
-def _histogram(m: Metric, buckets: tuple[float, ...], registry: CollectorRegistry) -> Histogram:
-    return Histogram(m.name, m.help, m.labels, buckets=buckets, registry=registry)
-
-
 def _gauge(m: Metric, registry: CollectorRegistry) -> Gauge:
     # livemax: with several processes, the highest among live ones (an exited one drops out).
-    return Gauge(m.name, m.help, m.labels, registry=registry, multiprocess_mode="livemax")
+    return gauge(m, registry, multiprocess_mode="livemax")
 
 
 class ServingMetrics:
@@ -86,25 +79,25 @@ class ServingMetrics:
         self.registry = registry
         # feature_fetch: the store round trip; inference: assembly and model run;
         # total: handler entry to response.
-        stage = _histogram(names.SERVING_STAGE_SECONDS, LATENCY_BUCKETS, registry)
+        stage = histogram(names.SERVING_STAGE_SECONDS, LATENCY_BUCKETS, registry)
         self.feature_fetch = stage.labels("feature_fetch")
         self.inference = stage.labels("inference")
         self.total = stage.labels("total")
-        self.requests = _counter(names.SERVING_REQUESTS, registry)
-        self.degraded = _counter(names.SERVING_DEGRADED_ANSWERS, registry)
-        self.store_errors = _counter(names.SERVING_STORE_ERRORS, registry)
+        self.requests = counter(names.SERVING_REQUESTS, registry)
+        self.degraded = counter(names.SERVING_DEGRADED_ANSWERS, registry)
+        self.store_errors = counter(names.SERVING_STORE_ERRORS, registry)
         self.model_info = _gauge(names.SERVING_MODEL_INFO, registry)
-        self.swaps = _counter(names.SERVING_MODEL_SWAPS, registry)
-        self.load_seconds = _histogram(names.SERVING_MODEL_LOAD_SECONDS, LOAD_BUCKETS, registry)
-        self.predictions_logged = _counter(names.SERVING_PREDICTION_LOG, registry)
-        self.arm_calls = _counter(names.SERVING_ARM_CALLS, registry)
-        self.arm_model_seconds = _histogram(
+        self.swaps = counter(names.SERVING_MODEL_SWAPS, registry)
+        self.load_seconds = histogram(names.SERVING_MODEL_LOAD_SECONDS, LOAD_BUCKETS, registry)
+        self.predictions_logged = counter(names.SERVING_PREDICTION_LOG, registry)
+        self.arm_calls = counter(names.SERVING_ARM_CALLS, registry)
+        self.arm_model_seconds = histogram(
             names.SERVING_ARM_MODEL_SECONDS, LATENCY_BUCKETS, registry
         )
-        self.arm_score = _histogram(names.SERVING_ARM_SCORE, SCORE_BUCKETS, registry)
-        self.shadow = _counter(names.SERVING_SHADOW, registry)
+        self.arm_score = histogram(names.SERVING_ARM_SCORE, SCORE_BUCKETS, registry)
+        self.shadow = counter(names.SERVING_SHADOW, registry)
         self.rollout_info = _gauge(names.SERVING_ROLLOUT_INFO, registry)
-        self.rollout_decisions = _counter(names.SERVING_ROLLOUT_DECISIONS, registry)
+        self.rollout_decisions = counter(names.SERVING_ROLLOUT_DECISIONS, registry)
         # Present at 0 from the start, so `increase()` sees the first abort.
         self.rollout_decisions.labels("abort")
 

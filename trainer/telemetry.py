@@ -16,14 +16,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from loopline.contracts import metric_names as mn
 from loopline.contracts.tasks import REGRESSION
+from loopline.telemetry.prometheus import counter, gauge
 from loopline.trainer.service import Handled
 
 # Each task's holdout metrics, as the gate computes them, and their catalogue entries.
 REGRESSION_GAUGES = {"rmse": mn.TRAINER_LAST_HOLDOUT_RMSE, "mae": mn.TRAINER_LAST_HOLDOUT_MAE}
-
-
-def _gauge(m: mn.Metric, registry: CollectorRegistry) -> Gauge:
-    return Gauge(m.name, m.help, list(m.labels), registry=registry)
 
 
 @dataclass
@@ -40,13 +37,12 @@ class Telemetry:
     def create() -> Telemetry:
         # Its own registry: several components may share a process in tests.
         reg = CollectorRegistry()
-        events = mn.TRAINER_RETRAIN_EVENTS
         return Telemetry(
             registry=reg,
-            events=Counter(events.name, events.help, list(events.labels), registry=reg),
-            duration=_gauge(mn.TRAINER_LAST_TRAINING_SECONDS, reg),
-            auc=_gauge(mn.TRAINER_LAST_HOLDOUT_AUC, reg),
-            champion=_gauge(mn.TRAINER_CHAMPION_VERSION, reg),
+            events=counter(mn.TRAINER_RETRAIN_EVENTS, reg),
+            duration=gauge(mn.TRAINER_LAST_TRAINING_SECONDS, reg),
+            auc=gauge(mn.TRAINER_LAST_HOLDOUT_AUC, reg),
+            champion=gauge(mn.TRAINER_CHAMPION_VERSION, reg),
         )
 
     @staticmethod
@@ -66,9 +62,7 @@ class Telemetry:
         self.auc.set(report.metrics.get("auc", math.nan))
         if report.task == REGRESSION:
             if not self.regression:
-                self.regression = {
-                    k: _gauge(m, self.registry) for k, m in REGRESSION_GAUGES.items()
-                }
+                self.regression = {k: gauge(m, self.registry) for k, m in REGRESSION_GAUGES.items()}
             for key, gauge in self.regression.items():
                 gauge.set(report.metrics.get(key, math.nan))
         # A version published as a rollout candidate is not champion (yet).

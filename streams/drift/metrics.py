@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from loopline.contracts import metric_names as mn
-from loopline.streams.common.metrics import OncePerRegistry, counter, gauge
+from loopline.telemetry.prometheus import OncePerRegistry, counter, gauge
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Prometheus metrics of the features flow.
 
-Created once per process (:mod:`loopline.streams.common.metrics`). Freshness
+Created once per process (:mod:`loopline.telemetry.prometheus`). Freshness
 is observed per write, so it gets a lock-free per-thread histogram here.
 """
 
@@ -18,7 +18,7 @@ from prometheus_client.utils import floatToGoString
 
 from loopline.contracts import metric_names as names
 from loopline.contracts.metric_names import Metric
-from loopline.streams.common.metrics import OncePerRegistry, counter, gauge, histogram
+from loopline.telemetry.prometheus import OncePerRegistry, counter, gauge, histogram
 
 # Milliseconds matter here: the freshness target is 100 ms p99 (stretch 25 ms).
 _LATENCY_BUCKETS_S = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from loopline.contracts import metric_names as mn
-from loopline.streams.common.metrics import OncePerRegistry, counter, gauge, histogram
+from loopline.telemetry.prometheus import OncePerRegistry, counter, gauge, histogram
 
 # A flush happens once per labels.flush_interval_s: latencies are seconds, not milliseconds.
 _LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0)

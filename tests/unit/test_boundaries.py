@@ -2,7 +2,7 @@
 
 - ``contracts`` declares; it imports nothing of Loopline's but itself and no framework.
 - The shared libraries (feature core, registry, rollout, storage, config, kafka,
-  feature repos, simulation) import contracts and each other, never a component, the
+  telemetry, feature repos, simulation) import contracts and each other, never a component, the
   stack (save a CLI handler, ``commands.py``), the demo or the CLI.
 - The components ``streams``, ``serving`` and ``trainer`` share contracts and
   libraries, never each other, the stack, the demo or the CLI.
@@ -25,6 +25,7 @@ LIBRARIES = (
     "storage",
     "config",
     "kafka",
+    "telemetry",
     "featurerepo",
     "simulation",
 )

@@ -19,6 +19,7 @@ PACKAGES = (
     "loopline.registry",
     "loopline.rollout",
     "loopline.storage",
+    "loopline.telemetry",
     "loopline.stack",
     "loopline.demo",
     "loopline.simulation",

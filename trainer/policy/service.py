@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from loopline.config.cli import service_group, settings_of
 from loopline.config.kafka import consumer_config
@@ -33,6 +33,7 @@ from loopline.contracts.settings import KafkaSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
 from loopline.kafka.checked_producer import CheckedProducer
+from loopline.telemetry.prometheus import counter, gauge
 from loopline.trainer.kafka_io import (
     dead_letter,
     delivering_producer,
@@ -83,17 +84,11 @@ class PolicyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
-        def counter(m: mn.Metric) -> Counter:
-            return Counter(m.name, m.help, list(m.labels), registry=registry)
-
-        def gauge(m: mn.Metric) -> Gauge:
-            return Gauge(m.name, m.help, list(m.labels), registry=registry)
-
-        self.drift_events = counter(mn.POLICY_DRIFT_EVENTS)
-        self.retrain_events = counter(mn.POLICY_RETRAIN_EVENTS)
-        self.held = counter(mn.POLICY_HELD)
-        self.pending = gauge(mn.POLICY_PENDING)
-        self.last_retrain = gauge(mn.POLICY_LAST_RETRAIN_TIMESTAMP)
+        self.drift_events = counter(mn.POLICY_DRIFT_EVENTS, registry)
+        self.retrain_events = counter(mn.POLICY_RETRAIN_EVENTS, registry)
+        self.held = counter(mn.POLICY_HELD, registry)
+        self.pending = gauge(mn.POLICY_PENDING, registry)
+        self.last_retrain = gauge(mn.POLICY_LAST_RETRAIN_TIMESTAMP, registry)
 
 
 class RetrainPolicyLoop:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
 from loopline.contracts import metric_names as mn
 from loopline.contracts.tasks import BINARY, REGRESSION
 from loopline.rollout.plan import ARMS
+from loopline.telemetry.prometheus import counter, gauge
 
 
 class RolloutMetrics:
@@ -24,15 +25,10 @@ class RolloutMetrics:
         self.rmse: Gauge | None = None
         self.mae: Gauge | None = None
         self.running = self._gauge(mn.ROLLOUT_RUNNING)
-        self.decisions = Counter(
-            mn.ROLLOUT_DECISIONS.name,
-            mn.ROLLOUT_DECISIONS.help,
-            list(mn.ROLLOUT_DECISIONS.labels),
-            registry=registry,
-        )
+        self.decisions = counter(mn.ROLLOUT_DECISIONS, registry)
 
     def _gauge(self, m: mn.Metric) -> Gauge:
-        return Gauge(m.name, m.help, list(m.labels), registry=self.registry)
+        return gauge(m, self.registry)
 
     def evidence(
         self, model: str, evidence: dict[str, dict[str, float]], task: str = BINARY
@@ -48,5 +44,5 @@ class RolloutMetrics:
         for arm in ARMS:
             ev = evidence.get(arm, {})
             self.labels.labels(model, arm).set(ev.get("labels", 0))
-            for key, gauge in quality.items():
-                gauge.labels(model, arm).set(ev.get(key, math.nan))
+            for key, quality_gauge in quality.items():
+                quality_gauge.labels(model, arm).set(ev.get(key, math.nan))

@@ -1,16 +1,24 @@
-"""What every flow's Prometheus metrics share: one set per registry, declared by contract.
+"""Prometheus collectors from the metric catalogue: one helper per kind, one set per registry.
 
 Names, help and labels come from ``contracts.metric_names`` (the alert rules
-query them). Each flow's ``metrics.py`` lists its metrics and creates them
-once per process: worker threads share one instance, which the default
-registry (where Bytewax registers its own) serves on one HTTP endpoint.
+and the Grafana panels query them), so no component spells a metric twice.
+A dataflow creates its set once per process (:class:`OncePerRegistry`):
+worker threads share one instance, which the default registry (where
+Bytewax registers its own) serves on one HTTP endpoint.
+
+>>> from loopline.contracts import metric_names as mn
+>>> registry = CollectorRegistry()
+>>> counter(mn.DRIFT_ALARMS, registry).labels("m", "data", "amount", "warning").inc()
+>>> registry.get_sample_value("loopline_drift_alarms_total",
+...     {"model": "m", "kind": "data", "feature": "amount", "severity": "warning"})
+1.0
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,8 +47,9 @@ def counter(m: Metric, registry: CollectorRegistry) -> Counter:
     return Counter(m.name, m.help, list(m.labels), registry=registry)
 
 
-def gauge(m: Metric, registry: CollectorRegistry) -> Gauge:
-    return Gauge(m.name, m.help, list(m.labels), registry=registry)
+def gauge(m: Metric, registry: CollectorRegistry, **options: Any) -> Gauge:
+    """``options``: e.g. ``multiprocess_mode`` for a server of several processes."""
+    return Gauge(m.name, m.help, list(m.labels), registry=registry, **options)
 
 
 def histogram(m: Metric, buckets: tuple[float, ...], registry: CollectorRegistry) -> Histogram:

@@ -1,0 +1,1 @@
+"""Prometheus collectors made from the metric catalogue, shared by every component."""
