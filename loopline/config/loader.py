@@ -3,7 +3,7 @@
 Nothing in Loopline reads the environment or argv at import time: the CLI
 calls :func:`load_settings` and passes the result down. Values come from, in
 increasing priority: the defaults (each section in
-:mod:`loopline.contracts.settings_sections`), a feature repo's definitions and
+:mod:`loopline.contracts.settings_sections` and ``settings_loop``), a feature repo's definitions and
 ``loopline.yaml``, a settings file, and environment variables named
 ``LOOPLINE_<SECTION>__<KEY>`` (for example
 ``LOOPLINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``).

@@ -2,7 +2,8 @@
 
 Declarations only: :mod:`loopline.config.loader` builds it (defaults, a feature
 repo, a settings file, ``LOOPLINE_<SECTION>__<KEY>`` variables) at the edge.
-Each section lives in :mod:`loopline.contracts.settings_sections`.
+The sections live in :mod:`loopline.contracts.settings_sections` (connections,
+stack, serving) and :mod:`loopline.contracts.settings_loop` (the loop's services).
 
 >>> Settings().redis.url
 'redis://127.0.0.1:16379/0'
@@ -12,20 +13,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from loopline.contracts.settings_sections import (
+from loopline.contracts.settings_loop import (
     DriftSettings,
-    KafkaSettings,
     LabelsSettings,
     PolicySettings,
+    RolloutSettings,
+    StreamsSettings,
+    TrainerSettings,
+)
+from loopline.contracts.settings_sections import (
+    KafkaSettings,
     ProjectSettings,
     RedisSettings,
     RegistrySettings,
-    RolloutSettings,
     ServingSettings,
     StackSettings,
-    StreamsSettings,
     TopicSettings,
-    TrainerSettings,
 )
 
 # The sections are importable from here, where the settings are built.
