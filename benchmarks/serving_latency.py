@@ -40,8 +40,15 @@ import time
 from typing import Any
 
 import numpy as np
-from support.bench_run import N_CARDS, N_MERCHANTS, BenchRun
-from support.clients import Load, make_requests, percentiles, sequential_client
+from support.bench_run import BenchRun
+from support.clients import (
+    N_CARDS,
+    N_MERCHANTS,
+    Load,
+    make_requests,
+    percentiles,
+    sequential_client,
+)
 from support.models import N_TREES, TrainedModels, announce_champion, champion_announcer
 from support.server import (
     histogram_percentiles,

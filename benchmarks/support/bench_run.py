@@ -23,8 +23,7 @@ from loopline.contracts.topics import Topics
 from loopline.demo.config import write_toml
 from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.stack import delete_topics, ensure_topics
-
-N_CARDS, N_MERCHANTS = 10_000, 1_000
+from support.clients import N_CARDS, N_MERCHANTS
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import grpc
 import numpy as np
 
 from loopline.v1 import inference_pb2 as pb
-from support.bench_run import N_CARDS, N_MERCHANTS
 
+# Requests name cards c0..c9999 and merchants m0..m999; BenchRun writes their features.
+N_CARDS, N_MERCHANTS = 10_000, 1_000
 CLIENT_TIMEOUT_S = 1.0
 PREDICT = "/loopline.v1.Inference/Predict"
 

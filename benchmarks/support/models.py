@@ -21,9 +21,7 @@ from loopline.registry.directory import DirectoryRegistry, ManifestFields, Model
 from loopline.registry.manifest import model_update
 from loopline.simulation.api import SimulationConfig, load_simulation
 from loopline.simulation.timeline import Routes
-from loopline.trainer.data import DataRequest, load_training_set
 from loopline.trainer.kafka_io import KafkaAnnouncer
-from loopline.trainer.pipeline import Trainer
 
 N_TREES, N_LEAVES = 200, 31
 # A slow learning rate keeps the validation loss improving for all N_TREES rounds,
@@ -70,6 +68,11 @@ class TrainedModels:
         return mv
 
     def _train(self, seed: int) -> ModelVersion:
+        # Imported here, not at the top: load-generator processes re-import the
+        # benchmark script (spawn), and LightGBM and ONNX would delay their start.
+        from loopline.trainer.data import DataRequest, load_training_set
+        from loopline.trainer.pipeline import Trainer
+
         events, outcomes = self._history(seed)
         trainer = dataclasses.replace(self.settings.trainer, **BOOSTER, seed=seed)
         settings = dataclasses.replace(self.settings, trainer=trainer)
