@@ -1,4 +1,4 @@
-"""Models like the trainer publishes, for serving tests and benchmarks only.
+"""Models like the trainer publishes, for serving tests only.
 
 LightGBM trained on synthetic rows of the fraud feature set, exported with
 onnxmltools exactly as the trainer exports (``input`` float [None, n];

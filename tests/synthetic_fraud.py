@@ -1,4 +1,4 @@
-"""A small deterministic card-transaction history with fraud, for tests and benchmarks.
+"""A small deterministic card-transaction history with fraud, for tests.
 
 Not the streams simulator: just enough structure for a model to learn
 (compromised cards spend in bursts, at larger amounts, across merchants), and

@@ -8,6 +8,11 @@ Tuned for latency: the client defaults (``fetch.wait.max.ms`` 500,
 True
 >>> consumer_config(KafkaSettings(), "features")["group.id"]
 'loopline-features'
+>>> admin_config(KafkaSettings())
+{'bootstrap.servers': '127.0.0.1:19092'}
+
+With ``kafka.security_protocol`` set, every client (producer, consumer,
+admin) gets the same TLS and SASL settings, so security is configured once.
 """
 
 from __future__ import annotations
@@ -15,6 +20,34 @@ from __future__ import annotations
 from typing import Any
 
 from loopline.contracts.settings import KafkaSettings
+from loopline.security.secrets import read_secret
+
+
+def security_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka's security properties for ``kafka`` (empty for PLAINTEXT)."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return {}
+    conf: dict[str, Any] = {"security.protocol": kafka.security_protocol}
+    if kafka.ssl_ca_file is not None:
+        conf["ssl.ca.location"] = str(kafka.ssl_ca_file)
+    if kafka.ssl_cert_file is not None:
+        conf["ssl.certificate.location"] = str(kafka.ssl_cert_file)
+    if kafka.ssl_key_file is not None:
+        conf["ssl.key.location"] = str(kafka.ssl_key_file)
+    if kafka.security_protocol == "SASL_SSL":
+        assert kafka.sasl_password_file is not None  # KafkaSettings checks it
+        conf["sasl.mechanism"] = kafka.sasl_mechanism
+        conf["sasl.username"] = kafka.sasl_username
+        conf["sasl.password"] = read_secret(kafka.sasl_password_file, "kafka.sasl_password_file")
+    return conf
+
+
+def admin_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """An admin client (topics, partitions, ACLs) with the same security as the rest."""
+    conf: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers}
+    conf.update(security_config(kafka))
+    conf.update(overrides)
+    return conf
 
 
 def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -27,6 +60,7 @@ def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.timeout.ms": 30_000,
     }
+    conf.update(security_config(kafka))
     conf.update(overrides)
     return conf
 
@@ -41,5 +75,6 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
     }
+    conf.update(security_config(kafka))
     conf.update(overrides)
     return conf

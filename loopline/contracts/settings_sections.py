@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopline.contracts.errors import ConfigError
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+
 
 @dataclass(frozen=True)
 class KafkaSettings:
@@ -25,6 +29,31 @@ class KafkaSettings:
     linger_ms: int = 2
     fetch_wait_max_ms: int = 10
     consumer_group_prefix: str = "loopline-"
+    # Security (README "Security"): PLAINTEXT, SSL (TLS, client certificates when
+    # ssl_cert_file is set) or SASL_SSL (TLS plus a SCRAM-SHA-512 login).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    # This process's principal; each service runs with its own (ACLs per service).
+    sasl_username: str = ""
+    # The password is read from this file (never from the settings themselves).
+    sasl_password_file: Path | None = None
+    # CA that signed the brokers' certificates; a client certificate and key for SSL.
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.security_protocol not in KAFKA_PROTOCOLS:
+            raise ConfigError(
+                f"kafka.security_protocol {self.security_protocol!r}: use one of {KAFKA_PROTOCOLS}"
+            )
+        if self.security_protocol == "SASL_SSL" and not (
+            self.sasl_username and self.sasl_password_file
+        ):
+            raise ConfigError(
+                "kafka.security_protocol SASL_SSL needs kafka.sasl_username and "
+                "kafka.sasl_password_file (loopline up --secure writes them)"
+            )
 
 
 @dataclass(frozen=True)
@@ -37,10 +66,20 @@ class RedisSettings:
     socket_timeout_s: float = 0.05
     # Feature values expire when an entity is silent this long.
     feature_ttl_s: int = 7 * 24 * 3600
+    # ACL user and password file (default user when empty); TLS with this CA,
+    # and a client certificate when the server asks for one.
+    username: str = ""
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        """Where the store is (no credentials: they never appear in a URL, log or report)."""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +148,15 @@ class ServingSettings:
     # On shutdown, new calls are answered UNAVAILABLE for this long before the
     # port closes (in-flight calls then get shutdown_grace_s to finish).
     shutdown_drain_s: float = 0.5
+    # TLS: the server's certificate and key (PEM); with client_ca_file, mutual
+    # TLS (only clients with a certificate signed by that CA get in).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    client_ca_file: Path | None = None
+    # Bearer tokens, hashed at rest (`loopline token add`); empty: no token needed.
+    tokens_file: Path | None = None
+    # Health checks answer without a token (load balancers, Kubernetes probes).
+    open_health: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,6 +164,10 @@ class RegistrySettings:
     """Where model versions live."""
 
     path: Path = Path(".loopline/registry")
+    # A secret key file: the trainer signs every model it publishes with it
+    # (HMAC-SHA256 of the model and its manifest) and serving loads only models
+    # whose signature checks out. Unset: models are checked by sha256 alone.
+    signing_key_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.config.cli import settings_of
+from loopline.config.kafka import admin_config
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import Settings
 from loopline.featurerepo.loader import builtin_example, project_of
@@ -103,7 +104,7 @@ def _existing_topics(s: Settings) -> set[str] | None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
+    admin = AdminClient(admin_config(s.kafka))
     try:
         return set(admin.list_topics(timeout=3).topics)
     except KafkaException:  # broker down: plan says the topics are unknown

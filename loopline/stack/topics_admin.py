@@ -12,13 +12,14 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
+from loopline.config.kafka import admin_config
 from loopline.contracts.errors import StackError
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics, TopicSpec
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    return AdminClient(admin_config(settings.kafka))
 
 
 def _metadata(admin: AdminClient, timeout_s: float) -> ClusterMetadata:

@@ -35,9 +35,13 @@ _FATAL = {
 START_POSITIONS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
 
 
+_CONNECTION_KEYS = ("bootstrap.servers", "security.", "ssl.", "sasl.")
+
+
 def list_partitions(config: dict[str, Any], topic: str, timeout_s: float = 30.0) -> list[int]:
     """The partition ids of ``topic``; an error when it does not exist."""
-    admin = AdminClient({"bootstrap.servers": config["bootstrap.servers"]})
+    # The admin connection needs the consumer's address and security, nothing else.
+    admin = AdminClient({k: v for k, v in config.items() if k.startswith(_CONNECTION_KEYS)})
     try:
         meta = admin.list_topics(topic, timeout=timeout_s)
     except KafkaException as e:

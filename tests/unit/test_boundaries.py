@@ -22,6 +22,7 @@ LIBRARIES = (
     "featurecore",
     "registry",
     "rollout",
+    "security",
     "storage",
     "config",
     "kafka",

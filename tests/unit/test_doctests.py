@@ -18,6 +18,7 @@ PACKAGES = (
     "loopline.kafka",
     "loopline.registry",
     "loopline.rollout",
+    "loopline.security",
     "loopline.storage",
     "loopline.telemetry",
     "loopline.stack",

@@ -1,0 +1,1 @@
+"""Secrets, certificates, tokens and signatures: what every secured hop shares."""

@@ -1,0 +1,53 @@
+"""Reading secrets from files, the one place they come from.
+
+Settings hold the *path* of a secret, never its value, so printing the
+settings (``loopline status``), a log line or an exception cannot leak one.
+Files are what Kubernetes Secrets and most vaults mount, and rotating a
+secret is replacing its file.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "pw"
+>>> _ = path.write_text("s3cret\\n")
+>>> read_secret(path, "kafka.sasl_password_file")
+'s3cret'
+>>> read_secret(path.with_name("missing"), "kafka.sasl_password_file")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+loopline.contracts.errors.ConfigError: kafka.sasl_password_file: cannot read .../missing ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loopline.contracts.errors import ConfigError
+
+
+def read_secret(path: Path, setting: str) -> str:
+    """The secret in ``path`` (surrounding whitespace removed); errors name the
+    setting and the file, never the content."""
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"{setting}: cannot read {path} ({e.strerror}); point it at the secret's file"
+        ) from None
+    if not value:
+        raise ConfigError(f"{setting}: {path} is empty; write the secret into it")
+    return value
+
+
+def read_key(path: Path, setting: str) -> bytes:
+    """A binary key (e.g. the model signing key): the file's bytes, at least 32 of them."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"{setting}: cannot read {path} ({e.strerror}); point it at the key file"
+        ) from None
+    if len(key) < 32:
+        raise ConfigError(
+            f"{setting}: {path} holds {len(key)} bytes; a key needs at least 32 "
+            "(e.g. `head -c 48 /dev/urandom | base64 > FILE`)"
+        )
+    return key
