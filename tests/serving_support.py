@@ -226,28 +226,17 @@ class Blackhole:
         self.sock.close()
 
 
-def oip_entity_request(cards: list[bytes], merchants: list[bytes], amounts: list[float]) -> Any:
-    """An OIP v2 ModelInfer request naming fraud entities (features looked up online)."""
-    import numpy as np
-
-    from loopline.oip import grpc_predict_v2_pb2 as oip
-    from loopline.serving.oip_api import encode_bytes_tensor
-
-    tensor = oip.ModelInferRequest.InferInputTensor
-    n = len(cards)
-    return oip.ModelInferRequest(
-        model_name="fraud",
-        inputs=[
-            tensor(name="card_id", datatype="BYTES", shape=[n]),
-            tensor(name="merchant_id", datatype="BYTES", shape=[n]),
-            tensor(name="amount", datatype="FP64", shape=[n]),
-        ],
-        raw_input_contents=[
-            encode_bytes_tensor(cards),
-            encode_bytes_tensor(merchants),
-            np.array(amounts, dtype="<f8").tobytes(),
-        ],
-    )
+@contextlib.contextmanager
+def stalled_store(
+    base: Settings, registry: Path, key_prefix: str, **serving: Any
+) -> Iterator[Settings]:
+    """Serving settings whose Redis is a Blackhole: every store call waits out its timeout."""
+    hole = Blackhole()
+    try:
+        stalled = replace(base, redis=replace(base.redis, port=hole.port))
+        yield serving_settings(stalled, registry, key_prefix, store_retry_ms=0.0, **serving)
+    finally:
+        hole.close()
 
 
 def fresh_features(redis_client: Any, redis_prefix: str) -> str:
@@ -257,3 +246,10 @@ def fresh_features(redis_client: Any, redis_prefix: str) -> str:
     write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
     write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
     return key_prefix
+
+
+def fresh_serving_settings(
+    base: Settings, redis_client: Any, redis_prefix: str, registry: Path, **serving: Any
+) -> Settings:
+    """serving_settings over ``registry`` with fresh features for c1 and m1 in the shared Redis."""
+    return serving_settings(base, registry, fresh_features(redis_client, redis_prefix), **serving)

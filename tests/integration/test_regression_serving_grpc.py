@@ -6,29 +6,22 @@ import grpc
 import model_factory
 import numpy as np
 import pytest
-from serving_support import (
-    consume,
-    fresh_features,
-    running_server,
-    serving_settings,
-)
+from serving_requests import fp32_tensor_request, oip_entity_request, predict_request
+from serving_support import consume, fresh_serving_settings, running_server
 
 from loopline.contracts.schemas import PredictionLog, decode
 from loopline.contracts.topics import Topics
 from loopline.oip import grpc_predict_v2_pb2 as oip
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
-from loopline.serving.oip_api import encode_bytes_tensor
-from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
-
-Tensor = oip.ModelInferRequest.InferInputTensor
 
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = fresh_features(redis_client, redis_prefix)
     model_factory.publish_regression(tmp_path / "registry")
-    return serving_settings(isolated_settings, tmp_path / "registry", key_prefix)
+    return fresh_serving_settings(
+        isolated_settings, redis_client, redis_prefix, tmp_path / "registry"
+    )
 
 
 def test_regression_model_answers_values_over_grpc(env) -> None:
@@ -43,42 +36,19 @@ def test_regression_model_answers_values_over_grpc(env) -> None:
         assert (meta.outputs[0].name, list(meta.outputs[0].shape)) == ("predictions", [-1])
 
         rows = np.asarray(model.manifest.golden_inputs[:3], dtype=np.float32)
-        req = oip.ModelInferRequest(
-            model_name="fraud", inputs=[Tensor(name="input", datatype="FP32", shape=rows.shape)]
-        )
-        req.raw_input_contents.append(rows.astype("<f4").tobytes())
-        resp = infer.ModelInfer(req, timeout=5)
+        resp = infer.ModelInfer(fp32_tensor_request(rows), timeout=5)
         assert [(o.name, o.datatype, list(o.shape)) for o in resp.outputs] == [
             ("predictions", "FP32", [3])
         ]
         values = np.frombuffer(resp.raw_output_contents[0], dtype="<f4")
         assert values.tolist() == pytest.approx(model.manifest.golden_scores[:3], rel=1e-6)
 
-        ent = oip.ModelInferRequest(
-            model_name="fraud",
-            inputs=[
-                Tensor(name="card_id", datatype="BYTES", shape=[1]),
-                Tensor(name="merchant_id", datatype="BYTES", shape=[1]),
-                Tensor(name="amount", datatype="FP64", shape=[1]),
-            ],
-            raw_input_contents=[
-                encode_bytes_tensor([b"c1"]),
-                encode_bytes_tensor([b"m1"]),
-                np.array([42.0], dtype="<f8").tobytes(),
-            ],
-        )
+        ent = oip_entity_request([b"c1"], [b"m1"], [42.0])
         out = infer.ModelInfer(ent, timeout=5)
         assert [o.name for o in out.outputs] == ["predictions", "features", "feature_status"]
         by_entities = float(np.frombuffer(out.raw_output_contents[0], dtype="<f4")[0])
 
-        p = v1.Predict(
-            pb.PredictRequest(
-                entities={"card_id": "c1", "merchant_id": "m1"},
-                fields={"amount": 42.0},
-                request_id="reg-1",
-            ),
-            timeout=5,
-        )
+        p = v1.Predict(predict_request(request_id="reg-1"), timeout=5)
         vector = np.asarray([[f.value for f in p.features]], dtype=np.float32)
         assert p.score == pytest.approx(float(model.scores(vector)[0]), rel=1e-6)
         assert p.score > 1.0 and by_entities == pytest.approx(p.score, rel=1e-5)

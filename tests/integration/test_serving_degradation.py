@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import grpc
 import model_factory
@@ -13,7 +15,9 @@ import pytest
 import redis
 from polling import wait_until
 from prometheus_client import CollectorRegistry
+from serving_requests import predict_request
 from serving_support import (
+    CoreKit,
     card_values,
     make_core,
     merchant_values,
@@ -31,9 +35,7 @@ from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 STORED = [i for i in range(20) if i != 16]  # every feature but the request's amount
-REQUEST = pb.PredictRequest(
-    entities={"card_id": "c1", "merchant_id": "m1"}, fields={"amount": 42.0}
-)
+REQUEST = predict_request()
 
 
 def predict(port: int, timeout: float = 5.0) -> pb.PredictResponse:
@@ -130,18 +132,23 @@ def test_redis_dying_serves_last_known_values_then_recovers(
         assert back.features[13].status == pb.FEATURE_STATUS_MISSING  # merchant not rewritten
 
 
-def test_kafka_down_never_blocks_and_failures_are_counted(tmp_path) -> None:
-    metrics = ServingMetrics(CollectorRegistry())
+def logging_nowhere(tmp_path: Path, **producer: Any) -> tuple[CoreKit, KafkaPredictionLog]:
+    """A core whose prediction log talks to a broker that is not there."""
     sink = KafkaPredictionLog(
         KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
         "nowhere.predictions",
         feature_set="fraud",
-        metrics=metrics,
+        metrics=ServingMetrics(CollectorRegistry()),
         queue_size=10_000,
-        **{"message.timeout.ms": 1500, "enable.idempotence": False},
+        **{"enable.idempotence": False, **producer},
     )
     kit = make_core(tmp_path)
     kit.core.sink = sink
+    return kit, sink
+
+
+def test_kafka_down_never_blocks_and_failures_are_counted(tmp_path) -> None:
+    kit, sink = logging_nowhere(tmp_path, **{"message.timeout.ms": 1500})
     kit.store.put("card", "c1", card_values(), time.time())
     t0 = time.perf_counter()
     for _ in range(200):
@@ -150,7 +157,7 @@ def test_kafka_down_never_blocks_and_failures_are_counted(tmp_path) -> None:
     wait_until(lambda: sink.failed == 200, timeout_s=30, what="delivery failures reported")
     assert sink.delivered == 0
     assert (
-        metrics.registry.get_sample_value(
+        sink.metrics.registry.get_sample_value(
             "loopline_serving_prediction_log_total", {"result": "failed"}
         )
         == 200
@@ -159,21 +166,8 @@ def test_kafka_down_never_blocks_and_failures_are_counted(tmp_path) -> None:
 
 
 def test_a_full_producer_queue_drops_and_counts(tmp_path) -> None:
-    metrics = ServingMetrics(CollectorRegistry())
-    sink = KafkaPredictionLog(
-        KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
-        "nowhere.predictions",
-        feature_set="fraud",
-        metrics=metrics,
-        queue_size=10_000,
-        **{
-            "queue.buffering.max.messages": 5,
-            "message.timeout.ms": 1000,
-            "enable.idempotence": False,
-        },
-    )
-    kit = make_core(tmp_path)
-    kit.core.sink = sink
+    limits = {"queue.buffering.max.messages": 5, "message.timeout.ms": 1000}
+    kit, sink = logging_nowhere(tmp_path, **limits)
     for _ in range(50):
         kit.core.predict(PredictInput({"card_id": "c1", "merchant_id": "m1"}, {"amount": 5.0}))
     wait_until(lambda: sink.dropped + sink.failed == 50, timeout_s=30, what="all accounted for")

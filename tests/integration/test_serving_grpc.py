@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import time
-from dataclasses import replace
 
 import grpc
 import model_factory
@@ -19,14 +18,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from polling import wait_until
+from serving_requests import fp32_tensor_request, predict_request
 from serving_support import (
-    Blackhole,
     card_values,
     consume,
-    fresh_features,
+    fresh_serving_settings,
     merchant_values,
     running_server,
-    serving_settings,
+    stalled_store,
 )
 
 from loopline.contracts.schemas import PredictionLog, decode
@@ -39,19 +38,13 @@ from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = fresh_features(redis_client, redis_prefix)
-    settings = serving_settings(isolated_settings, tmp_path / "registry", key_prefix)
-    return settings, tmp_path / "registry"
+    registry = tmp_path / "registry"
+    return fresh_serving_settings(isolated_settings, redis_client, redis_prefix, registry), registry
 
 
 def stubs(port: int):
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     return channel, pb_grpc.InferenceStub(channel), oip_grpc.GRPCInferenceServiceStub(channel)
-
-
-def predict_request(**kw) -> pb.PredictRequest:
-    base = {"entities": {"card_id": "c1", "merchant_id": "m1"}, "fields": {"amount": 42.0}}
-    return pb.PredictRequest(**{**base, **kw})
 
 
 def test_predict_scores_with_store_features_and_logs_every_prediction(env) -> None:
@@ -121,8 +114,8 @@ def test_bad_input_gets_invalid_argument_with_a_precise_message(env) -> None:
         with pytest.raises(grpc.RpcError) as err:
             v1.Predict(predict_request(event_id="x" * 2_200_000), timeout=5)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        t = oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 20])
-        bad = oip.ModelInferRequest(model_name="fraud", inputs=[t], raw_input_contents=[b"\0" * 8])
+        bad = fp32_tensor_request(np.zeros((1, 20), dtype=np.float32))
+        bad.raw_input_contents[0] = b"\0" * 8
         with pytest.raises(grpc.RpcError) as err:
             infer.ModelInfer(bad, timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -193,57 +186,49 @@ def test_reflection_lets_a_client_discover_and_call_predict(env) -> None:
 def test_overload_is_refused_with_resource_exhausted(env) -> None:
     settings, registry = env
     model_factory.publish(registry)
-    hole = Blackhole()  # every call waits for the store's full timeout: calls pile up
-    try:
-        slow = serving_settings(
-            replace(settings, redis=replace(settings.redis, port=hole.port)),
-            settings.registry.path,
+    # Every call waits for the store's full timeout: calls pile up.
+    with (
+        stalled_store(
+            settings,
+            registry,
             settings.streams.redis_key_prefix,
             max_concurrent_rpcs=2,
             threads=2,
             feature_timeout_ms=300.0,
-            store_retry_ms=0.0,
             default_deadline_ms=1000.0,
-        )
-        with running_server(slow) as server:
-            _, v1, _ = stubs(server.port)
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                calls = [pool.submit(v1.Predict, predict_request(), timeout=10) for _ in range(8)]
-                codes = []
-                for c in calls:
-                    try:
-                        c.result()
-                        codes.append(grpc.StatusCode.OK)
-                    except grpc.RpcError as e:
-                        codes.append(e.code())
-            assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
-            assert grpc.StatusCode.OK in codes
-            assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    finally:
-        hole.close()
+        ) as slow,
+        running_server(slow) as server,
+    ):
+        _, v1, _ = stubs(server.port)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            calls = [pool.submit(v1.Predict, predict_request(), timeout=10) for _ in range(8)]
+            codes = []
+            for c in calls:
+                try:
+                    c.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+        assert grpc.StatusCode.OK in codes
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 def test_deadline_is_honoured_when_the_store_hangs(env) -> None:
     settings, registry = env
     model_factory.publish(registry)
-    hole = Blackhole()
-    try:
-        hung = serving_settings(
-            replace(settings, redis=replace(settings.redis, port=hole.port)),
-            settings.registry.path,
-            settings.streams.redis_key_prefix,
-            feature_timeout_ms=5000.0,
-            store_retry_ms=0.0,
-        )
-        with running_server(hung) as server:
-            _, v1, infer = stubs(server.port)
-            infer.ServerLive(oip.ServerLiveRequest(), timeout=5)  # connected
-            t0 = time.perf_counter()
-            # The store gets what is left of the caller's 200 ms (not its 5 s timeout):
-            # the answer, degraded, arrives before the deadline instead of DEADLINE_EXCEEDED.
-            resp = v1.Predict(predict_request(), timeout=0.2)
-            took = time.perf_counter() - t0
-            assert resp.degraded and 0.1 < took < 0.3
-            assert resp.features[0].status == pb.FEATURE_STATUS_DEFAULTED
-    finally:
-        hole.close()
+    with (
+        stalled_store(
+            settings, registry, settings.streams.redis_key_prefix, feature_timeout_ms=5000.0
+        ) as hung,
+        running_server(hung) as server,
+    ):
+        _, v1, infer = stubs(server.port)
+        infer.ServerLive(oip.ServerLiveRequest(), timeout=5)  # connected
+        t0 = time.perf_counter()
+        # The store gets what is left of the caller's 200 ms (not its 5 s timeout):
+        # the answer, degraded, arrives before the deadline instead of DEADLINE_EXCEEDED.
+        resp = v1.Predict(predict_request(), timeout=0.2)
+        took = time.perf_counter() - t0
+        assert resp.degraded and 0.1 < took < 0.3
+        assert resp.features[0].status == pb.FEATURE_STATUS_DEFAULTED

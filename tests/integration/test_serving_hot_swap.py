@@ -2,61 +2,42 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
-import grpc
 import model_factory
 import pytest
 from polling import wait_until
-from serving_support import announce, fresh_features, running_server, serving_settings
+from predict_load import PredictLoad
+from serving_requests import predict_request
+from serving_support import (
+    announce,
+    fresh_features,
+    running_server,
+    serving_settings,
+)
 
 from loopline.registry.directory import DirectoryRegistry
 from loopline.v1 import inference_pb2 as pb
-from loopline.v1 import inference_pb2_grpc as pb_grpc
 
-REQUEST = pb.PredictRequest(
-    entities={"card_id": "c1", "merchant_id": "m1"}, fields={"amount": 42.0}
-)
+REQUEST = predict_request()
 
 
-class Load:
-    """Client threads calling Predict without pause; every failure is kept."""
+class Load(PredictLoad):
+    """Calls for card c1 without pause: the answering versions and their scores."""
 
     def __init__(self, port: int, clients: int = 4) -> None:
-        self.port = port
-        self.stop = threading.Event()
+        super().__init__(port, clients)
         self.versions: Counter[str] = Counter()
         self.scores: dict[str, set[float]] = {}
-        self.failures: list[str] = []
         self.last_version = ""
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
+    def request(self, client: int, call: int) -> pb.PredictRequest:
+        return REQUEST
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _run(self) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            while not self.stop.is_set():
-                try:
-                    resp = stub.Predict(REQUEST, timeout=5)
-                except grpc.RpcError as e:
-                    with self._lock:
-                        self.failures.append(f"{e.code()}: {e.details()}")
-                    continue
-                with self._lock:
-                    self.versions[resp.model_version] += 1
-                    self.scores.setdefault(resp.model_version, set()).add(round(resp.score, 6))
-                    self.last_version = resp.model_version
+    def record(self, request: pb.PredictRequest, response: pb.PredictResponse) -> None:
+        self.versions[response.model_version] += 1
+        self.scores.setdefault(response.model_version, set()).add(round(response.score, 6))
+        self.last_version = response.model_version
 
     def wait_for(self, version: str) -> None:
         wait_until(lambda: self.last_version == version, what=f"answers from v{version}")

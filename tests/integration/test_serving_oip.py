@@ -14,11 +14,7 @@ import textwrap
 import model_factory
 import numpy as np
 import pytest
-from serving_support import (
-    fresh_features,
-    running_server,
-    serving_settings,
-)
+from serving_support import fresh_serving_settings, running_server
 
 from loopline.serving.requests import PredictInput
 
@@ -75,9 +71,8 @@ CLIENT = textwrap.dedent(
 
 @pytest.fixture
 def env(isolated_settings, redis_client, redis_prefix, tmp_path):
-    key_prefix = fresh_features(redis_client, redis_prefix)
     model_factory.publish(tmp_path / "reg")
-    return serving_settings(isolated_settings, tmp_path / "reg", key_prefix)
+    return fresh_serving_settings(isolated_settings, redis_client, redis_prefix, tmp_path / "reg")
 
 
 def test_tritonclient_talks_to_the_server_unchanged(env) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import threading
 import time
 from collections import Counter
 
@@ -12,6 +11,7 @@ import grpc
 import model_factory
 import pytest
 from polling import wait_until
+from predict_load import PredictLoad
 from serving_support import (
     card_values,
     merchant_values,
@@ -46,53 +46,31 @@ def cli(settings: Settings, *argv: str) -> None:
     assert args.func(args) == 0
 
 
-class Load:
-    """Client threads calling Predict for every card in turn; every failure is kept."""
+class Load(PredictLoad):
+    """Calls for every card in turn: the answers by arm and version, and each card's arms."""
 
     def __init__(self, port: int, clients: int = 3, amount: float = 42.0) -> None:
-        self.port = port
+        super().__init__(port, clients)
         self.amount = amount
-        self.stop = threading.Event()
         self.answers: Counter[tuple[str, str]] = Counter()  # (arm, version)
         self.by_card: dict[str, set[str]] = {}
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
 
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
+    def request(self, client: int, call: int) -> pb.PredictRequest:
+        i = client + call
+        card = CARDS[i % len(CARDS)]
+        return pb.PredictRequest(
+            entities={"card_id": card, "merchant_id": "m1"},
+            fields={"amount": self.amount},
+            event_id=f"{card}-{i + 1}-{client}",
+        )
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _run(self, offset: int) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            i = offset
-            while not self.stop.is_set():
-                card = CARDS[i % len(CARDS)]
-                i += 1
-                request = pb.PredictRequest(
-                    entities={"card_id": card, "merchant_id": "m1"},
-                    fields={"amount": self.amount},
-                    event_id=f"{card}-{i}-{offset}",
-                )
-                try:
-                    resp = stub.Predict(request, timeout=5)
-                except grpc.RpcError as e:
-                    with self._lock:
-                        self.failures.append(f"{e.code()}: {e.details()}")
-                    continue
-                with self._lock:
-                    self.answers[(resp.arm, resp.model_version)] += 1
-                    self.by_card.setdefault(card, set()).add(f"{resp.arm}:{resp.model_version}")
+    def record(self, request: pb.PredictRequest, response: pb.PredictResponse) -> None:
+        self.answers[(response.arm, response.model_version)] += 1
+        arm = f"{response.arm}:{response.model_version}"
+        self.by_card.setdefault(request.entities["card_id"], set()).add(arm)
 
     def count(self, arm: str, version: str) -> int:
-        with self._lock:
+        with self.lock:
             return self.answers[(arm, version)]
 
     def more(self, arm: str, version: str, n: int = 50) -> None:
@@ -104,7 +82,7 @@ class Load:
         )
 
     def reset_cards(self) -> None:
-        with self._lock:
+        with self.lock:
             self.by_card.clear()
 
 

@@ -15,72 +15,64 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import model_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polling import wait_until
+from serving_requests import predict_request
 from serving_support import (
-    Blackhole,
-    card_values,
     consume,
-    merchant_values,
-    serving_settings,
-    write_features,
+    fresh_features,
+    stalled_store,
 )
 
 from loopline.contracts.schemas import PredictionLog, decode
 from loopline.contracts.topics import Topics
 from loopline.serving.grpc_server import InferenceServer
-from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
-REQUEST = pb.PredictRequest(
-    entities={"card_id": "c1", "merchant_id": "m1"}, fields={"amount": 42.0}
-)
+REQUEST = predict_request()
 
 
 def test_stop_lets_in_flight_calls_finish_and_flushes_the_log(isolated_settings, tmp_path):
     model_factory.publish(tmp_path / "reg")
-    hole = Blackhole()  # each call takes the store's full 400 ms timeout: easy to catch mid-way
-    settings = serving_settings(
-        replace(isolated_settings, redis=replace(isolated_settings.redis, port=hole.port)),
+    # Each call takes the store's full 400 ms timeout: easy to catch mid-way.
+    with stalled_store(
+        isolated_settings,
         tmp_path / "reg",
         "unused",
         feature_timeout_ms=400.0,
-        store_retry_ms=0.0,
         default_deadline_ms=2000.0,
         threads=4,
-    )
-    server = InferenceServer(settings)
-    server.start()
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        stub = pb_grpc.InferenceStub(channel)
-        health = health_pb2_grpc.HealthStub(channel)
-        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
-        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            calls = [pool.submit(stub.Predict, REQUEST, timeout=10) for _ in range(3)]
-            time.sleep(0.15)  # all three are inside the handler now
-            stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 5.0})
-            stopper.start()
-            # Health says NOT_SERVING as soon as the shutdown begins.
-            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            answers = [c.result() for c in calls]
-        stopper.join(30)
-        assert all(a.degraded for a in answers)
+    ) as settings:
+        server = InferenceServer(settings)
+        server.start()
         try:
-            stub.Predict(REQUEST, timeout=2)
-            raise AssertionError("a stopped server answered")
-        except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.UNAVAILABLE
-        channel.close()
-    finally:
-        server.stop()
-        hole.close()
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            stub = pb_grpc.InferenceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                calls = [pool.submit(stub.Predict, REQUEST, timeout=10) for _ in range(3)]
+                time.sleep(0.15)  # all three are inside the handler now
+                stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 5.0})
+                stopper.start()
+                # Health says NOT_SERVING as soon as the shutdown begins.
+                assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                answers = [c.result() for c in calls]
+            stopper.join(30)
+            assert all(a.degraded for a in answers)
+            try:
+                stub.Predict(REQUEST, timeout=2)
+                raise AssertionError("a stopped server answered")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE
+            channel.close()
+        finally:
+            server.stop()
     # The log was flushed before stop returned: all three are on the topic.
     assert server.sink.delivered == 3 and server.sink.pending == 0
     logged = consume(settings, Topics(settings.kafka.topic_prefix).predictions, 3)
@@ -91,10 +83,7 @@ def test_stop_lets_in_flight_calls_finish_and_flushes_the_log(isolated_settings,
 def test_the_serve_command_runs_two_processes_and_stops_cleanly_under_load(
     isolated_settings, redis_client, redis_prefix, tmp_path
 ):
-    key_prefix = redis_prefix.rstrip(":")
-    now = time.time()
-    write_features(redis_client, key_prefix, "card", "c1", values=card_values(), t=now)
-    write_features(redis_client, key_prefix, "merchant", "m1", values=merchant_values(), t=now)
+    key_prefix = fresh_features(redis_client, redis_prefix)
     model_factory.publish(tmp_path / "reg")
     s = isolated_settings
     proc, lines, port, metrics_port = start_serve(s, key_prefix, tmp_path)

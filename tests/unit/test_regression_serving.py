@@ -9,7 +9,13 @@ import model_factory
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES as FS
-from serving_support import CoreKit, card_values, make_core, merchant_values, oip_entity_request
+from serving_requests import (
+    fp32_tensor_request,
+    oip_entity_request,
+    outputs_by_name,
+    predict_request,
+)
+from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import ModelError
 from loopline.oip import grpc_predict_v2_pb2 as oip
@@ -17,9 +23,6 @@ from loopline.registry.directory import DirectoryRegistry, ModelVersion
 from loopline.serving.model import load_model
 from loopline.serving.oip_api import OipHandlers
 from loopline.serving.v1_api import V1Handlers
-from loopline.v1 import inference_pb2 as pb
-
-Tensor = oip.ModelInferRequest.InferInputTensor
 
 
 @pytest.fixture
@@ -75,9 +78,7 @@ def test_the_output_must_match_the_manifests_task(tmp_path) -> None:
 
 
 def test_predict_score_carries_the_predicted_value(kit: CoreKit) -> None:
-    req = pb.PredictRequest(
-        entities={"card_id": "c1", "merchant_id": "m1"}, fields={"amount": 20.0}
-    )
+    req = predict_request(fields={"amount": 20.0})
     resp = V1Handlers(kit.core, 4096).predict(req, None)
     vector = np.asarray([[f.value for f in resp.features]], dtype=np.float32)
     assert resp.score == pytest.approx(float(kit.core.model().scores(vector)[0]), rel=1e-6)
@@ -88,10 +89,7 @@ def test_oip_tensor_input_answers_predictions(kit: CoreKit) -> None:
     h = OipHandlers(kit.core, 1 << 20)
     model = kit.core.model()
     rows = np.asarray(model.manifest.golden_inputs, dtype=np.float32)
-    t = Tensor(name="input", datatype="FP32", shape=rows.shape)
-    req = oip.ModelInferRequest(model_name="fraud", inputs=[t], id="q")
-    req.raw_input_contents.append(rows.astype("<f4").tobytes())
-    resp = h.model_infer(req, None)
+    resp = h.model_infer(fp32_tensor_request(rows, id="q"), None)
     assert [(o.name, o.datatype, list(o.shape)) for o in resp.outputs] == [
         ("predictions", "FP32", [len(rows)])
     ]
@@ -103,7 +101,7 @@ def test_oip_entity_input_answers_predictions_and_features(kit: CoreKit) -> None
     h = OipHandlers(kit.core, 1 << 20)
     req = oip_entity_request([b"c1", b"c1"], [b"m1", b"m1"], [20.0, 30.0])
     resp = h.model_infer(req, None)
-    out = {o.name: (o, raw) for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)}
+    out = outputs_by_name(resp)
     assert set(out) == {"predictions", "features", "feature_status"}
     assert list(out["predictions"][0].shape) == [2]
     values = np.frombuffer(out["predictions"][1], dtype="<f4")

@@ -7,7 +7,13 @@ import time
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES as FS
-from serving_support import CoreKit, card_values, make_core, merchant_values, oip_entity_request
+from serving_requests import (
+    fp32_tensor_request,
+    oip_entity_request,
+    outputs_by_name,
+    predict_request,
+)
+from serving_support import CoreKit, card_values, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError, ModelNotFoundError
 from loopline.oip import grpc_predict_v2_pb2 as oip
@@ -27,8 +33,7 @@ def kit(tmp_path) -> CoreKit:
 
 
 def v1_request(**kw) -> pb.PredictRequest:
-    base = {"entities": {"card_id": "c1", "merchant_id": "m1"}, "fields": {"amount": 20.0}}
-    return pb.PredictRequest(**{**base, **kw})
+    return predict_request(**{"fields": {"amount": 20.0}, **kw})
 
 
 def test_predict_response_carries_vector_statuses_and_version(kit: CoreKit) -> None:
@@ -71,22 +76,12 @@ def test_predict_batch_answers_each_item_on_its_own(kit: CoreKit) -> None:
         h.predict_batch(too_many, None)
 
 
-def _fp32_tensor_request(rows: np.ndarray, raw: bool = True, **kw) -> oip.ModelInferRequest:
-    t = Tensor(name="input", datatype="FP32", shape=rows.shape)
-    req = oip.ModelInferRequest(model_name="fraud", inputs=[t], **kw)
-    if raw:
-        req.raw_input_contents.append(rows.astype("<f4").tobytes())
-    else:
-        req.inputs[0].contents.fp32_contents.extend(rows.ravel().tolist())
-    return req
-
-
 @pytest.mark.parametrize("raw", [True, False])
 def test_model_infer_with_a_feature_tensor(kit: CoreKit, raw: bool) -> None:
     h = OipHandlers(kit.core, 1 << 20)
     model = kit.core.model()
     rows = np.asarray(model.manifest.golden_inputs, dtype=np.float32)
-    resp = h.model_infer(_fp32_tensor_request(rows, raw=raw, id="q1"), None)
+    resp = h.model_infer(fp32_tensor_request(rows, raw=raw, id="q1"), None)
     assert resp.id == "q1" and resp.model_version == "1"
     assert [o.name for o in resp.outputs] == ["probabilities"]
     probs = np.frombuffer(resp.raw_output_contents[0], dtype="<f4").reshape(-1, 2)
@@ -97,7 +92,7 @@ def test_model_infer_with_entity_ids_looks_features_up(kit: CoreKit) -> None:
     h = OipHandlers(kit.core, 1 << 20)
     req = oip_entity_request([b"c1", b"c-unknown"], [b"m1", b"m1"], [20.0, 30.0])
     resp = h.model_infer(req, None)
-    out = {o.name: (o, raw) for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)}
+    out = outputs_by_name(resp)
     assert set(out) == {"probabilities", "features", "feature_status"}
     probs = np.frombuffer(out["probabilities"][1], dtype="<f4").reshape(2, 2)
     one = V1Handlers(kit.core, 1 << 20).predict(v1_request(), None)
@@ -120,7 +115,7 @@ def test_model_infer_with_entity_ids_looks_features_up(kit: CoreKit) -> None:
 )
 def test_model_infer_refuses_bad_tensors(kit: CoreKit, mutate, message: str) -> None:
     h = OipHandlers(kit.core, 1 << 20)
-    req = _fp32_tensor_request(np.zeros((1, 20), dtype=np.float32))
+    req = fp32_tensor_request(np.zeros((1, 20), dtype=np.float32))
     mutate(req)
     with pytest.raises((InvalidRequestError, ModelNotFoundError), match=message):
         h.model_infer(req, None)
@@ -131,7 +126,7 @@ def test_model_infer_refuses_nan_and_unknown_inputs(kit: CoreKit) -> None:
     rows = np.zeros((2, 20), dtype=np.float32)
     rows[1, 5] = np.inf
     with pytest.raises(InvalidRequestError, match="element 25 is inf"):
-        h.model_infer(_fp32_tensor_request(rows), None)
+        h.model_infer(fp32_tensor_request(rows), None)
     req = oip.ModelInferRequest(
         model_name="fraud",
         inputs=[
