@@ -105,6 +105,9 @@ class StackSettings:
     # Persistence off: RDB snapshots cause 10-50 ms latency spikes.
     redis_persistence: bool = False
     startup_timeout_s: float = 120.0
+    # `loopline up --secure`: Kafka on SASL_SSL with ACLs, Redis with ACL users
+    # and TLS, certificates and secrets generated under <state_dir>/secure.
+    secure: bool = False
 
 
 @dataclass(frozen=True)

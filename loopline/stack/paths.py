@@ -71,6 +71,11 @@ class StackPaths:
     def redis_conf(self) -> Path:
         return self.redis / "redis.conf"
 
+    @property
+    def secure(self) -> Path:
+        """The secure stack's certificates and secrets (``loopline up --secure``)."""
+        return self.root / "secure"
+
     def pid_file(self, component: str) -> Path:
         return self.pids / f"{component}.json"
 
