@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from loopline.contracts.errors import DeliveryError
 from loopline.contracts.schemas import ModelUpdate
 from loopline.contracts.settings import Settings
 
@@ -54,10 +55,17 @@ def run_cli(settings: Settings, argv: tuple[str, ...], *registers: Callable[[Any
 
 
 class Announcements:
-    """Collects what a Kafka announcer would send (the real one is tested on Kafka)."""
+    """Collects what a Kafka announcer would send (the real one is tested on Kafka).
 
-    def __init__(self) -> None:
+    The first ``failures`` announcements fail as an unacknowledged send does.
+    """
+
+    def __init__(self, failures: int = 0) -> None:
         self.sent: list[ModelUpdate] = []
+        self.failures = failures
 
     def announce(self, update: ModelUpdate) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise DeliveryError("model-updates: not acknowledged within 30 s")
         self.sent.append(update)

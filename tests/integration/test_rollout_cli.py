@@ -2,49 +2,53 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import random
 from pathlib import Path
 
-from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
+import pytest
+from rollout_support import labeled_examples, registry_with_versions, rollout_cli, with_registry
+
+from loopline.contracts.schemas import ModelUpdate, decode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
-from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
-from loopline.trainer import commands
 from loopline.trainer.kafka_io import delivering_producer, read_history
-from loopline.trainer.rollout import commands as rollout_commands
 
 
-def run(settings: Settings, *argv: str) -> int:
-    p = argparse.ArgumentParser(prog="loopline")
-    sub = p.add_subparsers(dest="command", required=True)
-    commands.register(sub)
-    rollout_commands.register(sub)
-    args = p.parse_args(argv)
-    args.settings = settings
-    return args.func(args)
+@pytest.fixture
+def settings(isolated_settings: Settings, tmp_path: Path) -> Settings:
+    return with_registry(isolated_settings, tmp_path / "registry")
+
+
+@pytest.fixture
+def reg(settings: Settings) -> DirectoryRegistry:
+    return registry_with_versions(settings.registry.path, model_of(settings).name)
+
+
+def labeled(model: str, version: str, n: int, t_ms: int, signal: float) -> list[bytes]:
+    return labeled_examples(
+        model,
+        version,
+        n,
+        t_ms,
+        signal,
+        seed=version,
+        request_id="r-{version}-{i}",
+        event_id="e-{i}",
+    )
 
 
 def test_rollout_changes_are_announced_with_the_plan(
-    isolated_settings: Settings, topics: Topics, tmp_path: Path
+    settings: Settings, reg: DirectoryRegistry, topics: Topics
 ) -> None:
-    settings = dataclasses.replace(
-        isolated_settings,
-        registry=dataclasses.replace(isolated_settings.registry, path=tmp_path / "registry"),
-    )
     model = model_of(settings).name
-    reg = DirectoryRegistry(settings.registry.path)
-    for i in range(3):
-        reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
-    reg.set_alias(model, "champion", "1")
 
-    assert run(settings, "models", "rollout", "start", "2", "--mode", "canary") == 0
-    assert run(settings, "models", "rollout", "abort", "--reason", "injected errors") == 0
-    assert run(settings, "models", "rollout", "start", "3", "--mode", "shadow") == 0
-    assert run(settings, "models", "rollout", "promote") == 0
+    assert rollout_cli(settings, "start", "2", "--mode", "canary") == 0
+    assert rollout_cli(settings, "abort", "--reason", "injected errors") == 0
+    assert rollout_cli(settings, "start", "3", "--mode", "shadow") == 0
+    assert rollout_cli(settings, "promote") == 0
 
     updates = [
         decode(ModelUpdate, raw) for raw in read_history(settings.kafka, topics.model_updates)
@@ -65,64 +69,41 @@ def test_rollout_changes_are_announced_with_the_plan(
     assert plans[-1] == reg.rollout(model)
 
 
-def labeled_examples(model: str, version: str, n: int, t_ms: int, signal: float) -> list[bytes]:
-    rng = random.Random(version)
-    out = []
-    for i in range(n):
-        y = int(i % 3 == 0)
-        score = min(max(0.5 + (signal if y else -signal) + rng.gauss(0, 0.15), 0.01), 0.99)
-        ex = LabeledExample(
-            f"r-{version}-{i}", f"e-{i}", model, version, "f" * 64, {}, [], score, y, t_ms, t_ms
-        )
-        out.append(encode(ex))
-    return out
-
-
 def test_watch_promotes_on_labels_and_aborts_a_worse_candidate(
-    isolated_settings: Settings, topics: Topics, tmp_path: Path
+    settings: Settings, reg: DirectoryRegistry, topics: Topics
 ) -> None:
-    settings = dataclasses.replace(
-        isolated_settings,
-        registry=dataclasses.replace(isolated_settings.registry, path=tmp_path / "registry"),
-    )
     model = model_of(settings).name
-    reg = DirectoryRegistry(settings.registry.path)
-    for i in range(3):
-        reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
-    reg.set_alias(model, "champion", "1")
-    watch = ("models", "rollout", "watch", "--min-labels", "60", "--decide-every-s", "0.5")
+    watch = ("watch", "--min-labels", "60", "--decide-every-s", "0.5")
     producer = delivering_producer(settings.kafka)
     try:
-        assert run(settings, "models", "rollout", "start", "2", "--mode", "canary") == 0
+        assert rollout_cli(settings, "start", "2", "--mode", "canary") == 0
         plan = reg.rollout(model)
         assert plan is not None
         after = plan.created_ms + 1
         # Old labels of a bad v2 (before the plan) must not count; then fair evidence.
-        records = labeled_examples(model, "2", 100, plan.created_ms - 10_000, -0.3)
-        records += labeled_examples(model, "1", 80, after, 0.25)
-        records += labeled_examples(model, "2", 80, after, 0.27)
+        records = labeled(model, "2", 100, plan.created_ms - 10_000, -0.3)
+        records += labeled(model, "1", 80, after, 0.25)
+        records += labeled(model, "2", 80, after, 0.27)
         for raw in records:
             producer.send_and_wait(topics.labeled, raw, None)
-        assert run(settings, *watch, "--max-seconds", "90") == 0
+        assert rollout_cli(settings, *watch, "--max-seconds", "90") == 0
         done = reg.rollout(model)
         assert done is not None and done.state == "promoted", done
         assert done.reason.startswith("policy: candidate not worse after")
         assert reg.aliases(model) == {"champion": "2"}
 
-        assert run(settings, "models", "rollout", "start", "3", "--mode", "shadow") == 0
+        assert rollout_cli(settings, "start", "3", "--mode", "shadow") == 0
         plan = reg.rollout(model)
         assert plan is not None
         after = plan.created_ms + 1
-        for raw in labeled_examples(model, "2", 80, after, 0.25) + labeled_examples(
-            model, "3", 80, after, 0.0
-        ):
+        for raw in labeled(model, "2", 80, after, 0.25) + labeled(model, "3", 80, after, 0.0):
             producer.send_and_wait(topics.labeled, raw, None)
         # Without options the watch takes its thresholds from the rollout settings.
         configured = dataclasses.replace(
             settings,
             rollout=dataclasses.replace(settings.rollout, min_labels=60, decide_every_s=0.5),
         )
-        assert run(configured, "models", "rollout", "watch", "--max-seconds", "90") == 0
+        assert rollout_cli(configured, "watch", "--max-seconds", "90") == 0
         done = reg.rollout(model)
         assert done is not None and done.state == "aborted", done
         assert "quality regression" in done.reason

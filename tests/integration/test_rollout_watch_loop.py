@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,13 +16,16 @@ from pathlib import Path
 
 import pytest
 from kafka_support import kafka_env, produce_records
+from polling import wait_until
+from rollout_support import labeled_examples, registry_with_versions, with_registry
 from synthetic_fraud import synthetic_history, write_jsonl
+from trainer_support import GATE_ALWAYS_PASSES, quick_trainer_settings, run_cli
 
-from loopline.contracts.schemas import LabeledExample, ModelUpdate, decode, encode
+from loopline.contracts.schemas import ModelUpdate, decode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
-from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer import commands
@@ -39,10 +40,9 @@ MIN_LABELS = 50
 
 @pytest.fixture
 def settings(isolated_settings: Settings, tmp_path: Path) -> Settings:
-    s = isolated_settings
+    s = with_registry(isolated_settings, tmp_path / "registry")
     return dataclasses.replace(
         s,
-        registry=dataclasses.replace(s.registry, path=tmp_path / "registry"),
         rollout=dataclasses.replace(
             s.rollout, min_labels=MIN_LABELS, decide_every_s=0.3, metrics_port=0
         ),
@@ -51,26 +51,15 @@ def settings(isolated_settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def reg(settings: Settings) -> DirectoryRegistry:
-    reg = DirectoryRegistry(settings.registry.path)
-    model = model_of(settings).name
-    for i in range(3):
-        reg.publish(model, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
-    reg.set_alias(model, "champion", "1")
-    return reg
+    return registry_with_versions(settings.registry.path, model_of(settings).name)
 
 
 def examples(model: str, version: str, n: int, t_ms: int, signal: float) -> list[bytes]:
     """Labeled records scored by ``version``; ``signal`` separates the classes (<0: inverted)."""
-    rng = random.Random(f"{version}-{t_ms}-{signal}")
-    out = []
-    for i in range(n):
-        y = int(i % 3 == 0)
-        score = min(max(0.5 + (signal if y else -signal) + rng.gauss(0, 0.15), 0.01), 0.99)
-        ex = LabeledExample(
-            f"r-{version}-{t_ms}-{i}", f"e-{i}", model, version, "fp", {}, [], score, y, t_ms, t_ms
-        )
-        out.append(encode(ex))
-    return out
+    return labeled_examples(
+        model, version, n, t_ms, signal, request_id="r-{version}-{t_ms}-{i}", event_id="e-{i}",
+        fingerprint="fp",
+    )  # fmt: skip
 
 
 def produce(settings: Settings, records: list[bytes], timestamp_ms: int | None = None) -> None:
@@ -89,13 +78,8 @@ def start_plan(reg: DirectoryRegistry, model: str, candidate: str, mode: str) ->
     return plan
 
 
-def wait_for(check: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    until = time.monotonic() + deadline_s
-    while time.monotonic() < until:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(check: Callable[[], bool], what: str) -> None:
+    wait_until(check, timeout_s=DEADLINE_S, what=what, interval_s=0.1)
 
 
 def updates(settings: Settings) -> list[ModelUpdate]:
@@ -208,32 +192,11 @@ def test_a_plan_aborted_elsewhere_is_dropped_and_the_next_one_followed(
     assert [RolloutPlan.from_dict(u.plan).plan_id for u in got] == [second.plan_id]
 
 
-def cli(*register: Callable[[argparse._SubParsersAction], None]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loopline")
-    sub = p.add_subparsers(dest="command", required=True)
-    for r in register:
-        r(sub)
-    return p
-
-
 def test_publish_as_canary_then_run_rollout_promotes(
     settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`loopline train --publish-as canary` starts a plan; `loopline run rollout` ends it."""
-    settings = dataclasses.replace(
-        settings,
-        trainer=dataclasses.replace(
-            settings.trainer,
-            num_trees=30,
-            early_stopping_rounds=10,
-            num_threads=1,
-            state_dir=tmp_path / "state",
-            gate_auc_margin=1.0,
-            gate_log_loss_margin=1.0,
-            gate_brier_margin=1.0,
-        ),
-        labels=dataclasses.replace(settings.labels, maturity_s=3600),
-    )
+    settings = quick_trainer_settings(settings, tmp_path, num_trees=30, **GATE_ALWAYS_PASSES)
     txs, outcomes = synthetic_history(n_cards=250, hours=30, seed=3)
     boot = [
         "--bootstrap-events",
@@ -241,12 +204,9 @@ def test_publish_as_canary_then_run_rollout_promotes(
         "--bootstrap-outcomes",
         str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
     ]
-    parser = cli(commands.register, rollout_watch_loop.register)
 
     def run(*argv: str) -> int:
-        args = parser.parse_args(argv)
-        args.settings = settings
-        return args.func(args)
+        return run_cli(settings, argv, commands.register, rollout_watch_loop.register)
 
     model = model_of(settings).name
     reg = DirectoryRegistry(settings.registry.path)

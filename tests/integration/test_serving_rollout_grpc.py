@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from collections import Counter
@@ -12,6 +11,7 @@ import model_factory
 import pytest
 from polling import wait_until
 from predict_load import PredictLoad
+from rollout_support import rollout_cli
 from serving_support import (
     card_values,
     merchant_values,
@@ -25,9 +25,7 @@ from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
-from loopline.trainer import commands
 from loopline.trainer.kafka_io import read_history
-from loopline.trainer.rollout import commands as rollout_commands
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
@@ -36,14 +34,7 @@ FAIL_ABOVE = 10_000.0
 
 
 def cli(settings: Settings, *argv: str) -> None:
-    """`loopline models rollout ...` in process, exactly as the CLI parses it."""
-    p = argparse.ArgumentParser(prog="loopline")
-    sub = p.add_subparsers(dest="command", required=True)
-    commands.register(sub)
-    rollout_commands.register(sub)
-    args = p.parse_args(["models", "rollout", *argv])
-    args.settings = settings
-    assert args.func(args) == 0
+    assert rollout_cli(settings, *argv) == 0
 
 
 class Load(PredictLoad):

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from rollout_support import ListSource, registry_with_versions
 
 from loopline.contracts import metric_names as mn
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import LabeledExample, encode
 from loopline.contracts.settings import RolloutSettings, Settings
-from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer.rollout.watch_loop import RolloutWatchConfig
@@ -114,18 +115,6 @@ def test_watch_config_takes_task_as_an_override() -> None:
 
 
 # -- the watcher end to end on a temporary registry -------------------------------------
-class ListSource:
-    def __init__(self) -> None:
-        self.pending: list[bytes] = []
-
-    def poll(self, timeout_s: float) -> list[bytes]:
-        out, self.pending = self.pending, []
-        return out
-
-    def close(self) -> None:
-        pass
-
-
 def records(version: str, n: int, noise: float, t_ms: int) -> list[bytes]:
     rng = random.Random(f"{version}-{noise}")
     out = []
@@ -141,11 +130,7 @@ def records(version: str, n: int, noise: float, t_ms: int) -> list[bytes]:
 
 @pytest.fixture
 def reg(tmp_path: Path) -> DirectoryRegistry:
-    reg = DirectoryRegistry(tmp_path)
-    for i in range(3):
-        reg.publish(MODEL, f"onnx-{i}".encode(), ManifestFields("fs", "f" * 64, ["a"]))
-    reg.set_alias(MODEL, "champion", "1")
-    return reg
+    return registry_with_versions(tmp_path, MODEL, feature_set="fs")
 
 
 def run_plan(reg: DirectoryRegistry, candidate_noise: float) -> tuple[RolloutWatcher, str]:

@@ -3,59 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-from trainer_support import run_cli
+from rollout_support import registry_with_versions, rollout_cli, with_registry
 
 from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, ModelError, ModelNotFoundError
 from loopline.contracts.schemas import LabeledExample
 from loopline.contracts.settings import Settings
 from loopline.featurerepo.loader import model_of
-from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
-from loopline.trainer import commands
 from loopline.trainer.rollout import commands as rollout_commands
 from loopline.trainer.rollout.evidence import count_example
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = load_settings(env={})
-    registry = dataclasses.replace(s.registry, path=tmp_path / "registry")
-    return dataclasses.replace(s, registry=registry)
+    return with_registry(load_settings(env={}), tmp_path / "registry")
 
 
 @pytest.fixture
 def reg(settings: Settings) -> DirectoryRegistry:
-    reg = DirectoryRegistry(settings.registry.path)
-    for i in range(3):
-        reg.publish(
-            model_of(settings).name,
-            f"onnx-{i}".encode(),
-            ManifestFields("fraud", "f" * 64, ["a"]),
-        )
-    reg.set_alias(model_of(settings).name, "champion", "1")
-    return reg
-
-
-def run(settings: Settings, *argv: str) -> int:
-    return run_cli(settings, argv, commands.register, rollout_commands.register)
+    return registry_with_versions(settings.registry.path, model_of(settings).name)
 
 
 def test_start_status_promote(
     settings: Settings, reg: DirectoryRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = model_of(settings).name
-    assert run(settings, "models", "rollout", "status") == 0
+    assert rollout_cli(settings, "status") == 0
     assert "no rollout" in capsys.readouterr().out
 
-    start = ("models", "rollout", "start", "2", "--mode", "canary", "--share", "0.25")
-    assert run(settings, *start, "--no-announce") == 0
+    start = ("start", "2", "--mode", "canary", "--share", "0.25")
+    assert rollout_cli(settings, *start, "--no-announce") == 0
     out = capsys.readouterr().out
     assert "v2 in canary" in out and "25.0% of entities" in out
     plan = reg.rollout(model)
@@ -65,44 +49,44 @@ def test_start_status_promote(
 
     # One rollout at a time.
     with pytest.raises(ModelError, match="running"):
-        run(settings, "models", "rollout", "start", "3", "--no-announce")
+        rollout_cli(settings, "start", "3", "--no-announce")
 
-    assert run(settings, "models", "rollout", "status") == 0
+    assert rollout_cli(settings, "status") == 0
     out = capsys.readouterr().out
     for text in (f"rollout {plan.plan_id}", "running", "canary", "candidate=v2"):
         assert text in out
 
-    assert run(settings, "models", "rollout", "promote", "--no-announce") == 0
+    assert rollout_cli(settings, "promote", "--no-announce") == 0
     assert "champion: v1 -> v2" in capsys.readouterr().out
     assert reg.aliases(model) == {"champion": "2"}
     done = reg.rollout(model)
     assert done is not None and done.state == "promoted" and done.plan_id == plan.plan_id
 
-    assert run(settings, "models", "rollout", "status", "--json") == 0
+    assert rollout_cli(settings, "status", "--json") == 0
     record = json.loads(capsys.readouterr().out)
     assert record["plan"]["state"] == "promoted"
     assert [p["state"] for p in record["history"]] == ["running", "promoted"]
     assert record["aliases"] == {"champion": "2"}
 
     with pytest.raises(ConfigError, match="no running rollout"):
-        run(settings, "models", "rollout", "promote", "--no-announce")
+        rollout_cli(settings, "promote", "--no-announce")
 
 
 def test_shadow_start_then_abort_keeps_the_champion(
     settings: Settings, reg: DirectoryRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = model_of(settings).name
-    assert run(settings, "models", "rollout", "start", "3", "--no-announce") == 0
+    assert rollout_cli(settings, "start", "3", "--no-announce") == 0
     plan = reg.rollout(model)
     assert plan is not None and (plan.mode, plan.shadow_share) == ("shadow", 1.0)
     capsys.readouterr()
     # A reason is required to abort.
     with pytest.raises(SystemExit):
-        run(settings, "models", "rollout", "abort", "--no-announce")
-    assert run(settings, "models", "rollout", "abort", "--reason", "too slow", "--no-announce") == 0
+        rollout_cli(settings, "abort", "--no-announce")
+    assert rollout_cli(settings, "abort", "--reason", "too slow", "--no-announce") == 0
     assert "champion stays v1" in capsys.readouterr().out
     assert reg.aliases(model) == {"champion": "1"}
-    assert run(settings, "models", "rollout", "status") == 0
+    assert rollout_cli(settings, "status") == 0
     out = capsys.readouterr().out
     assert "aborted" in out and "too slow" in out
 
@@ -111,16 +95,16 @@ def test_start_refuses_what_cannot_be_rolled_out(
     settings: Settings, reg: DirectoryRegistry
 ) -> None:
     with pytest.raises(ConfigError, match="already the champion"):
-        run(settings, "models", "rollout", "start", "champion", "--no-announce")
+        rollout_cli(settings, "start", "champion", "--no-announce")
     with pytest.raises(ModelNotFoundError):
-        run(settings, "models", "rollout", "start", "9", "--no-announce")
+        rollout_cli(settings, "start", "9", "--no-announce")
     with pytest.raises(SystemExit):  # argparse: not a mode
-        run(settings, "models", "rollout", "start", "2", "--mode", "linear")
+        rollout_cli(settings, "start", "2", "--mode", "linear")
     with pytest.raises(ConfigError):
-        run(settings, "models", "rollout", "start", "2", "--share", "1.5", "--no-announce")
+        rollout_cli(settings, "start", "2", "--share", "1.5", "--no-announce")
     reg.remove_alias(model_of(settings).name, "champion")
     with pytest.raises(ModelNotFoundError, match="no champion"):
-        run(settings, "models", "rollout", "start", "2", "--no-announce")
+        rollout_cli(settings, "start", "2", "--no-announce")
     assert reg.rollout(model_of(settings).name) is None
 
 
@@ -132,7 +116,7 @@ def test_register_needs_the_models_group() -> None:
 
 def test_watch_needs_a_running_plan(settings: Settings, reg: DirectoryRegistry) -> None:
     with pytest.raises(ConfigError, match="no running rollout"):
-        run(settings, "models", "rollout", "watch", "--max-seconds", "1")
+        rollout_cli(settings, "watch", "--max-seconds", "1")
 
 
 def test_count_example_counts_only_the_plans_examples() -> None:

@@ -7,18 +7,15 @@ import threading
 from pathlib import Path
 
 import pytest
+from rollout_support import registry_with_versions
 
 from loopline.contracts.errors import ModelError, ModelNotFoundError
-from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
 
 
 def registry(tmp_path: Path, versions: int = 3) -> DirectoryRegistry:
-    reg = DirectoryRegistry(tmp_path)
-    for i in range(versions):
-        reg.publish("fraud", f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
-    reg.set_alias("fraud", "champion", "1")
-    return reg
+    return registry_with_versions(tmp_path, versions=versions)
 
 
 def start(candidate: str = "2", **kw: object) -> RolloutPlan:

@@ -4,55 +4,30 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from rollout_support import ListSource, labeled_examples, registry_with_versions
+from trainer_support import Announcements
 
 from loopline.contracts import metric_names as mn
-from loopline.contracts.errors import DeliveryError
-from loopline.contracts.schemas import LabeledExample, ModelUpdate, encode
-from loopline.registry.directory import DirectoryRegistry, ManifestFields
+from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
 from loopline.rollout.policy import RolloutPolicy
 from loopline.trainer.rollout.evidence import PlanWatch
 from loopline.trainer.rollout.watch_loop import register
 from loopline.trainer.rollout.watch_metrics import RolloutMetrics
-from loopline.trainer.rollout.watcher import RolloutWatcher
+from loopline.trainer.rollout.watcher import PlanEnd, RolloutWatcher
 
 MODEL = "fraud"
 
 
 def examples(version: str, n: int, t_ms: int, signal: float, model: str = MODEL) -> list[bytes]:
     """Labeled records scored by ``version``; ``signal`` separates the classes (0: none)."""
-    rng = random.Random(f"{version}-{t_ms}-{signal}")
-    out = []
-    for i in range(n):
-        y = int(i % 3 == 0)
-        score = min(max(0.5 + (signal if y else -signal) + rng.gauss(0, 0.15), 0.01), 0.99)
-        ex = LabeledExample(
-            f"r{i}", f"e{i}", model, version, "f" * 64, {}, [], score, y, t_ms, t_ms
-        )
-        out.append(encode(ex))
-    return out
-
-
-class ListSource:
-    """Hands out whatever was added since the last poll."""
-
-    def __init__(self, plan: RolloutPlan) -> None:
-        self.plan = plan
-        self.pending: list[bytes] = []
-        self.closed = False
-
-    def poll(self, timeout_s: float) -> list[bytes]:
-        out, self.pending = self.pending, []
-        return out
-
-    def close(self) -> None:
-        self.closed = True
+    return labeled_examples(model, version, n, t_ms, signal)
 
 
 class Sources:
@@ -68,25 +43,9 @@ class Sources:
         return self.opened[-1]
 
 
-class Announcements:
-    def __init__(self, failures: int = 0) -> None:
-        self.sent: list[ModelUpdate] = []
-        self.failures = failures
-
-    def announce(self, update: ModelUpdate) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise DeliveryError("model-updates: not acknowledged within 30 s")
-        self.sent.append(update)
-
-
 @pytest.fixture
 def reg(tmp_path: Path) -> DirectoryRegistry:
-    reg = DirectoryRegistry(tmp_path)
-    for i in range(4):
-        reg.publish(MODEL, f"onnx-{i}".encode(), ManifestFields("fraud", "f" * 64, ["a"]))
-    reg.set_alias(MODEL, "champion", "1")
-    return reg
+    return registry_with_versions(tmp_path, MODEL, versions=4)
 
 
 def start(reg: DirectoryRegistry, candidate: str, created_ms: int = 1_000_000) -> RolloutPlan:
@@ -107,6 +66,27 @@ def watcher(reg: object, sources: Sources, **kw: object) -> RolloutWatcher:
         new_policy=lambda: RolloutPolicy(min_labels=50),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def better_candidate(after: int) -> list[bytes]:
+    """60 labels an arm: candidate v2 separates the classes a little better than champion v1."""
+    return examples("2", 60, after, 0.35) + examples("1", 60, after, 0.3)
+
+
+def decide(
+    reg: DirectoryRegistry,
+    w: RolloutWatcher,
+    sources: Sources,
+    candidate: str,
+    labels: Callable[[int], list[bytes]],
+) -> PlanEnd | None:
+    """Start a plan for ``candidate``, let ``w`` pick it up, feed it ``labels(after its start)``
+    and return the next tick's outcome."""
+    plan = start(reg, candidate)
+    w.tick()
+    sources.last.pending += labels(plan.created_ms + 1)
+    w.pump(0.1)
+    return w.tick()
 
 
 def sample(metrics: RolloutMetrics, metric: mn.Metric, **labels: str) -> float | None:
@@ -172,12 +152,9 @@ def test_promotes_after_enough_labels_and_announces(reg: DirectoryRegistry) -> N
 def test_aborts_a_clearly_worse_candidate(reg: DirectoryRegistry) -> None:
     sources, sent = Sources(), Announcements()
     w = watcher(reg, sources, announcer=sent)
-    plan = start(reg, "3")
-    w.tick()
-    after = plan.created_ms + 1
-    sources.last.pending += examples("1", 80, after, 0.3) + examples("3", 80, after, 0.0)
-    w.pump(0.1)
-    end = w.tick()
+    end = decide(
+        reg, w, sources, "3", lambda t: examples("1", 80, t, 0.3) + examples("3", 80, t, 0.0)
+    )
     assert end is not None and end.finished is not None
     assert end.finished.state == "aborted" and "quality regression" in end.finished.reason
     assert reg.aliases(MODEL) == {"champion": "1"}
@@ -222,12 +199,7 @@ def test_losing_the_compare_and_set_writes_and_announces_nothing(
 
     sources, sent = Sources(), Announcements()
     w = watcher(Raced(), sources, announcer=sent)
-    plan = start(reg, "2")
-    w.tick()
-    after = plan.created_ms + 1
-    sources.last.pending += examples("2", 60, after, 0.35) + examples("1", 60, after, 0.3)
-    w.pump(0.1)
-    end = w.tick()
+    end = decide(reg, w, sources, "2", better_candidate)
     assert end is not None and end.decision is not None and end.finished is None
     last = reg.rollout(MODEL)
     assert last is not None and last.reason == "error rate regression"
@@ -239,12 +211,7 @@ def test_an_unacknowledged_announcement_is_retried_on_the_next_tick(
 ) -> None:
     sources, sent = Sources(), Announcements(failures=1)
     w = watcher(reg, sources, announcer=sent)
-    plan = start(reg, "2")
-    w.tick()
-    after = plan.created_ms + 1
-    sources.last.pending += examples("2", 60, after, 0.35) + examples("1", 60, after, 0.3)
-    w.pump(0.1)
-    end = w.tick()
+    end = decide(reg, w, sources, "2", better_candidate)
     assert end is not None and end.finished is not None and end.finished.state == "promoted"
     assert sent.sent == [] and len(w.outbox) == 1
     assert w.tick() is None
@@ -270,7 +237,7 @@ def test_run_reads_and_decides_until_the_plan_ends(reg: DirectoryRegistry) -> No
     def feed_when_open(stop: threading.Event) -> None:
         while not sources.opened and not stop.wait(0.01):
             pass
-        sources.last.pending += examples("2", 60, after, 0.35) + examples("1", 60, after, 0.3)
+        sources.last.pending += better_candidate(after)
 
     stop = threading.Event()
     feeder = threading.Thread(target=feed_when_open, args=(stop,))
