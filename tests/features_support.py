@@ -7,6 +7,8 @@ import json
 import random
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.schemas import DeadLetter, decode
 from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
 from loopline.featurecore.entity_state import final_values
 from loopline.featurecore.features import FeatureSet
 
@@ -28,6 +31,18 @@ BASE_MS = 1_700_000_000_000
 SPAN_MS = 5 * 60_000
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@dataclass(frozen=True)
+class FeaturesRun:
+    """What a features flow test works with (the ``features_run`` fixture): the test's
+    settings and topics, the shared Redis, the test's key prefix and a temp dir."""
+
+    settings: Settings
+    topics: Topics
+    redis: redis.Redis
+    key_prefix: str
+    tmp_path: Path
 
 
 def events(n: int, seed: int, part: tuple[int, int] = (0, 1)) -> list[dict[str, Any]]:

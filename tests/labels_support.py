@@ -17,6 +17,7 @@ from loopline.contracts.schemas import LabeledExample, Outcome, PredictionLog, d
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.storage.offline_store import data_files, partitions, read_examples
+from loopline.streams.labels.inputs import PredictionIn, SourceRecord, decode_prediction
 
 T0 = 1_700_000_000_000
 N_FEATURES = len(FRAUD_FEATURES.model_features)
@@ -41,6 +42,14 @@ def prediction(i: int, t: int, *, eid: str | None = None, rid: str | None = None
         served_at_ms=t + 2,
         event_id=f"e{i}" if eid is None else eid,
     )
+
+
+def prediction_in(log: PredictionLog, partition: int = 1, offset: int = 0) -> PredictionIn:
+    """``log`` as the labels flow's join receives it, decoded from its Kafka record."""
+    raw = SourceRecord("preds", partition, offset, log.request_id.encode(), encode(log))
+    item = decode_prediction(raw)
+    assert isinstance(item, PredictionIn), item
+    return item
 
 
 def expected_label(i: int) -> tuple[int, str]:

@@ -8,6 +8,9 @@ private_stack_settings (function)
     fresh ports (``reuse_session_redis=True`` keeps the session's Redis
     address instead, to test reuse); the Kafka jars of the session stack are linked in so it
     starts without Maven. Whatever such a stack started is stopped at teardown.
+features_run (function)
+    The features flow tests' FeaturesRun (tests/features_support.py): the
+    test's settings and topics, the shared Redis, its key prefix, a temp dir.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import redis
+from features_support import FeaturesRun
 
 from loopline.contracts.settings import Settings
+from loopline.contracts.topics import Topics
 from loopline.stack import Stack
 from loopline.stack.paths import StackPaths
 from loopline.stack.ports import free_port
@@ -81,3 +87,14 @@ def _link_session_jars(session: Settings, private: Settings) -> None:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(source, target_is_directory=True)
+
+
+@pytest.fixture
+def features_run(
+    isolated_settings: Settings,
+    topics: Topics,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+) -> FeaturesRun:
+    return FeaturesRun(isolated_settings, topics, redis_client, key_prefix, tmp_path)

@@ -10,12 +10,11 @@ test_streams_features_recovery.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import redis
 from features_support import (
     BASE_MS,
+    FeaturesRun,
     dead_letters,
     events,
     expected_store,
@@ -27,19 +26,14 @@ from features_support import (
 from fraud_repo import FRAUD_FEATURES, changed_fraud_features
 
 from loopline.contracts.schemas import DeadLetter
-from loopline.contracts.settings import Settings
-from loopline.contracts.topics import Topics
 from loopline.featurerepo.state import AppliedState
 from loopline.stack.ports import free_port
 
 
 def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
-    isolated_settings: Settings,
-    topics: Topics,
-    redis_client: redis.Redis,
-    key_prefix: str,
-    tmp_path: Path,
+    features_run: FeaturesRun,
 ) -> None:
+    run = features_run
     good = events(6000, seed=1)
     bad = [
         (b"c1", b"{this is not json"),
@@ -54,13 +48,13 @@ def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
         for i, e in enumerate(good[-40:])
     ]
     mixed: list[Any] = good[:3000] + bad[:3] + good[3000:] + bad[3:] + late
-    produce_events(isolated_settings, topics.events, mixed)
+    produce_events(run.settings, run.topics.events, mixed)
 
     port = free_port()
-    log = tmp_path / "flow.log"
-    flow = features_flow(isolated_settings, key_prefix, log, "--no-recovery", metrics_port=port)
-    expected = expected_store(good, key_prefix)
-    flow.until(lambda: stored(redis_client, key_prefix) == expected, "the values")
+    log = run.tmp_path / "flow.log"
+    flow = features_flow(run.settings, run.key_prefix, log, "--no-recovery", metrics_port=port)
+    expected = expected_store(good, run.key_prefix)
+    flow.until(lambda: stored(run.redis, run.key_prefix) == expected, "the values")
     dead = ("loopline_features_dead_letters_total",)
     flow.until(
         lambda: sum(v for k, v in flow_metrics(port).items() if k[0] in dead) == 45,
@@ -80,7 +74,7 @@ def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
     lag = [v for k, v in m.items() if k[0] == "loopline_features_consumer_lag"]
     assert len(lag) == 4 and set(lag) == {0.0}
 
-    letters = dead_letters(isolated_settings, topics.dead_letters)
+    letters = dead_letters(run.settings, run.topics.dead_letters)
     by_reason: dict[str, list[DeadLetter]] = {}
     for dl in letters:
         by_reason.setdefault(dl.reason, []).append(dl)
@@ -92,72 +86,70 @@ def test_bad_and_late_events_go_to_dead_letters_and_nothing_else_is_lost(
         e["event_id"] for e in late
     }
     for dl in letters:
-        assert dl.source_topic == topics.events and 0 <= dl.partition < 4 and dl.offset >= 0
+        assert dl.source_topic == run.topics.events and 0 <= dl.partition < 4 and dl.offset >= 0
         assert dl.error
     assert len({(dl.partition, dl.offset) for dl in letters}) == len(letters)
 
 
-def test_start_from_end_ignores_history(
-    isolated_settings: Settings,
-    topics: Topics,
-    redis_client: redis.Redis,
-    key_prefix: str,
-    tmp_path: Path,
-) -> None:
+def test_start_from_end_ignores_history(features_run: FeaturesRun) -> None:
+    run = features_run
     old, new = events(2000, seed=5, part=(0, 2)), events(2000, seed=6, part=(1, 2))
-    produce_events(isolated_settings, topics.events, old)
+    produce_events(run.settings, run.topics.events, old)
     port = free_port()
     env_flow = features_flow(
-        isolated_settings,
-        key_prefix,
-        tmp_path / "flow.log",
+        run.settings,
+        run.key_prefix,
+        run.tmp_path / "flow.log",
         "--no-recovery",
         metrics_port=port,
         start_from="end",
     )
     lag = "loopline_features_consumer_lag"
     env_flow.until(lambda: sum(k[0] == lag for k in flow_metrics(port)) == 4, "all partitions")
-    produce_events(isolated_settings, topics.events, new)
-    expected = expected_store(new, key_prefix)
-    env_flow.until(lambda: stored(redis_client, key_prefix) == expected, "only the new values")
+    produce_events(run.settings, run.topics.events, new)
+    expected = expected_store(new, run.key_prefix)
+    env_flow.until(lambda: stored(run.redis, run.key_prefix) == expected, "only the new values")
     env_flow.stop()
 
 
 def test_an_applied_earlier_version_runs_beside_the_definitions_own(
-    isolated_settings: Settings,
-    topics: Topics,
-    redis_client: redis.Redis,
-    key_prefix: str,
-    tmp_path: Path,
+    features_run: FeaturesRun,
 ) -> None:
     """`run features --feature-set-version 1` keeps the old computation's keys fresh."""
+    run = features_run
     old = changed_fraud_features()
-    registry = tmp_path / "registry"
+    registry = run.tmp_path / "registry"
     state = AppliedState(registry)
     state.record("fraud", old.fingerprint, old.describe(), now_ms=1)
     state.record("fraud", FRAUD_FEATURES.fingerprint, FRAUD_FEATURES.describe(), now_ms=2)
     stream = events(4_000, seed=9)
-    produce_events(isolated_settings, topics.events, stream)
+    produce_events(run.settings, run.topics.events, stream)
     env = {"LOOPLINE_REGISTRY__PATH": str(registry)}
     for name, args in {"v1": ("--feature-set-version", "1"), "own": ()}.items():
         flow = features_flow(
-            isolated_settings,
-            key_prefix,
-            tmp_path / f"{name}.log",
+            run.settings,
+            run.key_prefix,
+            run.tmp_path / f"{name}.log",
             *args,
             "--drain",
             "2",
             "--recovery-dir",
-            str(tmp_path / f"recovery-{name}"),
+            str(run.tmp_path / f"recovery-{name}"),
             extra_env=env,
         )
         flow.wait()
     # Both versions side by side: each under its own fingerprint, each exact.
-    expected = {**expected_store(stream, key_prefix, old), **expected_store(stream, key_prefix)}
-    assert stored(redis_client, key_prefix) == expected
+    expected = {
+        **expected_store(stream, run.key_prefix, old),
+        **expected_store(stream, run.key_prefix),
+    }
+    assert stored(run.redis, run.key_prefix) == expected
     bad = features_flow(
-        isolated_settings, key_prefix, tmp_path / "v9.log", "--feature-set-version", "9",
+        run.settings, run.key_prefix, run.tmp_path / "v9.log", "--feature-set-version", "9",
         extra_env=env,
     )  # fmt: skip
     assert bad.proc.wait(60) == 2
-    assert "no applied feature-set version 9 (applied: [1, 2])" in (tmp_path / "v9.log").read_text()
+    assert (
+        "no applied feature-set version 9 (applied: [1, 2])"
+        in (run.tmp_path / "v9.log").read_text()
+    )

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import pytest
+from labels_support import prediction_in
 
 from loopline.contracts.schemas import DeadLetter, LabeledExample, Outcome, PredictionLog, encode
 from loopline.streams.labels.inputs import (
@@ -16,7 +17,6 @@ from loopline.streams.labels.inputs import (
     SourceRecord,
     Tick,
     decode_outcome,
-    decode_prediction,
 )
 from loopline.streams.labels.join import JoinInput, JoinPolicy, JoinShard
 
@@ -42,11 +42,7 @@ def log(rid: str, eid: str, t: int, arm: str = "champion") -> PredictionLog:
 
 
 def pred(rid: str, eid: str, t: int, offset: int = 0, arm: str = "champion") -> PredictionIn:
-    item = decode_prediction(
-        SourceRecord("preds", 1, offset, rid.encode(), encode(log(rid, eid, t, arm)))
-    )
-    assert isinstance(item, PredictionIn)
-    return item
+    return prediction_in(log(rid, eid, t, arm), offset=offset)
 
 
 def outcome(eid: str, label: int, t: int, offset: int = 0) -> OutcomeIn:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from labels_support import prediction_in
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import (
@@ -29,7 +30,6 @@ from loopline.streams.labels.inputs import (
     SourceRecord,
     Tick,
     decode_outcome,
-    decode_prediction,
 )
 from loopline.streams.labels.join import JoinPolicy, JoinShard
 
@@ -45,9 +45,7 @@ def record(doc: dict[str, object], offset: int = 0) -> SourceRecord:
 
 def pred(rid: str, eid: str, t: int, score: float = 41.5) -> PredictionIn:
     log = PredictionLog(rid, "price", "1", "fs", "f" * 64, {}, [1.0], score, t, t + 1, eid)
-    item = decode_prediction(SourceRecord("preds", 0, 0, rid.encode(), encode(log)))
-    assert isinstance(item, PredictionIn)
-    return item
+    return prediction_in(log, partition=0)
 
 
 # -- decoding -----------------------------------------------------------------------------

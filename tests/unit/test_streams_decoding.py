@@ -9,18 +9,9 @@ import random
 import pytest
 from fraud_repo import FRAUD_FEATURES, transaction_parser
 
-from loopline.contracts.definitions import (
-    Aggregate,
-    Entity,
-    EventSource,
-    FeatureView,
-    Field,
-    Model,
-    Outcomes,
-)
 from loopline.contracts.errors import SchemaError
 from loopline.featurecore.event_schema import EventParser
-from loopline.featurecore.project import Project
+from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.streams.common.records import SourceRecord
 from loopline.streams.features.decoding import (
     REASON_INVALID,
@@ -201,40 +192,24 @@ def test_extra_fields_are_kept_for_other_feature_sets() -> None:
 
 
 def test_another_source_is_validated_on_its_own_declared_fields() -> None:
-    device = Entity("device", key="device_id")
-    source = EventSource(
-        "logins",
-        topic="logins",
-        fields=(
-            Field("event_id", "string"),
-            Field("device_id", "string"),
-            Field("risk", "float", ge=0, le=1),
-            Field("channel", "string", allowed=("web", "app")),
-            Field("event_time", "timestamp"),
-        ),
-        event_id="event_id",
-        event_time="event_time",
-    )
-    view = FeatureView(
-        "device",
-        entities=(device,),
-        source=source,
-        features=(
-            Aggregate("n", "count", window="1h"),
-            Aggregate("risk_max", "max", "risk", window="1h"),
-            Aggregate("channels", "distinct", "channel", window="1h"),
-        ),
-    )
-    model = Model("m", features=(view,), scores=source, outcomes=Outcomes("o"))
-    fs = Project.of("logins", [model]).feature_set()
-    dec = EventDecoder(fs, EventParser(source, ("device_id",)), shards=1, allowed_lateness_s=60.0)
-    ok = _tx(1, device_id="d1", risk=0.5, channel="web")
+    # The delivery example's courier pings: bounds, allowed values and int keys of its own.
+    root = builtin_example("delivery")
+    assert root is not None, "examples/delivery is missing from this checkout"
+    project = load_project(root)
+    fs, pings = project.feature_set(), project.source("pings")
+    keys = ("courier_id", "zone_id")
+    dec = EventDecoder(fs, EventParser(pings, keys), shards=1, allowed_lateness_s=60.0)
+
+    def ping(i: int, **fields: object) -> dict[str, object]:
+        return {"ping_id": f"p{i}", "zone_id": 3, "at": BASE_MS, **fields}
+
+    ok = ping(1, courier_id="k1", speed_kmh=20.0, status="idle")
     cases = [
         _rec(ok, offset=0),
-        _rec(_tx(2, risk=0.5, channel="web"), offset=1),  # no device_id
-        _rec(_tx(3, device_id="d1", risk="high", channel="web"), offset=2),
-        _rec(_tx(4, device_id="d1", risk=0.1, channel="tv"), offset=3),
-        _rec(_tx(5, device_id="d1", risk=1.5, channel="web"), offset=4),
+        _rec(ping(2, speed_kmh=20.0, status="idle"), offset=1),  # no courier_id
+        _rec(ping(3, courier_id="k1", speed_kmh="fast", status="idle"), offset=2),
+        _rec(ping(4, courier_id="k1", speed_kmh=20.0, status="parked"), offset=3),
+        _rec(ping(5, courier_id="k1", speed_kmh=200.0, status="idle"), offset=4),
     ]
     batch = dec.decode(cases, now_ms=BASE_MS)
     assert batch.accepted == 1
@@ -246,13 +221,16 @@ def test_another_source_is_validated_on_its_own_declared_fields() -> None:
     ]
     errors = [d.error for d in batch.dead_letters]
     assert errors == [
-        "logins: missing required field 'device_id'",
-        "logins.risk: expected a number, got str 'high'",
-        "logins.channel: 'tv' is not one of ('web', 'app')",
-        "logins.risk: must be <= 1",
+        "pings: missing required field 'courier_id'",
+        "pings.speed_kmh: expected a number, got str 'fast'",
+        "pings.status: 'parked' is not one of ('idle', 'delivering')",
+        "pings.speed_kmh: must be <= 150",
     ]
     (items,) = batch.by_shard.values()
-    assert sorted((vi, eid) for vi, eid, *_ in items) == [(0, "d1")]
+    # Every view over pings gets the one valid ping, keyed by its own entity.
+    views = {v.entity: i for i, v in enumerate(fs.views)}
+    expected = [(views["courier"], "k1"), (views["zone_traffic"], "3")]
+    assert sorted((vi, eid) for vi, eid, *_ in items) == sorted(expected)
 
 
 def test_same_verdicts_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
