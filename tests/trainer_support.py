@@ -1,17 +1,22 @@
-"""Trainer tests: settings for quick training in a temp dir, the CLI as the lead runs it,
-and an announcer that keeps what it would send."""
+"""Trainer tests: settings for quick training in a temp dir, the training set of a synthetic
+history, the CLI as the lead runs it, and an announcer that keeps what it would send."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fraud_repo import FRAUD_FEATURES
+from synthetic_fraud import Transaction, records
+
 from loopline.contracts.errors import DeliveryError
-from loopline.contracts.schemas import ModelUpdate
+from loopline.contracts.schemas import ModelUpdate, Outcome
 from loopline.contracts.settings import Settings
+from loopline.trainer.bootstrap import build_training_set
+from loopline.trainer.dataset import TrainingSet
 
 # Margins so wide that every challenger passes the gate, for tests about what follows it.
 GATE_ALWAYS_PASSES = {"gate_auc_margin": 1.0, "gate_log_loss_margin": 1.0, "gate_brier_margin": 1.0}
@@ -35,6 +40,15 @@ def quick_trainer_settings(base: Settings, tmp_path: Path, **trainer: Any) -> Se
         trainer=replace(base.trainer, **fields),
         registry=replace(base.registry, path=tmp_path / "registry"),
         labels=replace(base.labels, maturity_s=3600),
+    )
+
+
+def training_set_of(
+    txs: Sequence[Transaction], outcomes: Sequence[Outcome], window_hours: int
+) -> TrainingSet:
+    """The fraud example's training set of a synthetic history, labels mature after an hour."""
+    return build_training_set(
+        FRAUD_FEATURES, records(txs), list(outcomes), maturity_s=3600, window_hours=window_hours
     )
 
 

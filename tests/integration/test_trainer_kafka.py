@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from fraud_repo import FRAUD_FEATURES
 from kafka_support import produce_records, read_expected
-from synthetic_fraud import records, synthetic_history, write_jsonl
-from trainer_support import quick_trainer_settings
+from synthetic_fraud import synthetic_history, write_jsonl
+from trainer_support import quick_trainer_settings, training_set_of
 
 from loopline.contracts.schemas import (
     DeadLetter,
@@ -23,7 +23,6 @@ from loopline.contracts.schemas import (
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.registry.directory import DirectoryRegistry
-from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.commands import register
 from loopline.trainer.data import DataRequest, load_training_set
 from loopline.trainer.kafka_io import KafkaAnnouncer
@@ -52,9 +51,7 @@ def test_bootstrap_from_topics_and_announcements_consumed_back(
     produce(settings, topics.outcomes, [(o.event_id.encode(), encode(o)) for o in outcomes])
 
     data = load_training_set(settings, DataRequest(bootstrap_events="topic"))
-    expected = build_training_set(
-        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=36
-    )
+    expected = training_set_of(txs, outcomes, window_hours=36)
     assert data.ids == expected.ids and data.dropped["invalid_events"] == 1
     np.testing.assert_array_equal(data.features, expected.features)
 

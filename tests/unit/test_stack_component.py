@@ -156,35 +156,36 @@ def _only_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: st
     monkeypatch.setenv("PATH", str(bin_dir))
 
 
-def test_missing_java_names_the_debian_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+JAVA_17 = "echo 'openjdk version \"17.0.15\" 2025' >&2"
+
+
+@pytest.mark.parametrize(
+    ("tools", "message"),
+    [
+        pytest.param({}, "openjdk-17-jre-headless", id="missing java names the debian package"),
+        pytest.param(
+            {"java": "echo 'openjdk version \"11.0.2\" 2019' >&2"},
+            r"java 17\+ \(found java 11\)",
+            id="old java is refused",
+        ),
+        pytest.param(
+            {"java": JAVA_17}, "apt-get install maven", id="missing maven names the debian package"
+        ),
+    ],
+)
+def test_fetching_kafka_needs_java_17_and_maven(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tools: dict[str, str], message: str
 ) -> None:
-    _only_on_path(tmp_path, monkeypatch)
+    _only_on_path(tmp_path, monkeypatch, **tools)
     broker = KafkaBroker(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
-    with pytest.raises(MissingToolError, match="openjdk-17-jre-headless"):
-        broker.fetch()
-
-
-def test_old_java_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _only_on_path(tmp_path, monkeypatch, java="echo 'openjdk version \"11.0.2\" 2019' >&2")
-    broker = KafkaBroker(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
-    with pytest.raises(MissingToolError, match=r"java 17\+ \(found java 11\)"):
-        broker.fetch()
-
-
-def test_missing_maven_names_the_debian_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _only_on_path(tmp_path, monkeypatch, java="echo 'openjdk version \"17.0.15\" 2025' >&2")
-    broker = KafkaBroker(load_settings(env={}), StackPaths.for_state_dir(tmp_path / "s"))
-    with pytest.raises(MissingToolError, match="apt-get install maven"):
+    with pytest.raises(MissingToolError, match=message):
         broker.fetch()
 
 
 def test_jars_already_fetched_need_no_maven(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _only_on_path(tmp_path, monkeypatch, java="echo 'openjdk version \"17.0.15\" 2025' >&2")
+    _only_on_path(tmp_path, monkeypatch, java=JAVA_17)
     settings = load_settings(env={})
     paths = StackPaths.for_state_dir(tmp_path / "s")
     lib = paths.kafka_lib(settings.stack.kafka_version)

@@ -9,15 +9,14 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 from fraud_repo import FRAUD_FEATURES
-from synthetic_fraud import records, synthetic_history
-from trainer_support import Announcements
+from synthetic_fraud import synthetic_history
+from trainer_support import Announcements, training_set_of
 
 from loopline.contracts.errors import DeliveryError
 from loopline.contracts.schemas import ModelUpdate, Outcome
 from loopline.contracts.settings import TrainerSettings
 from loopline.featurecore.entity_state import replay
 from loopline.registry.directory import DirectoryRegistry
-from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.errors import InsufficientDataError, ParityError
 from loopline.trainer.export import (
@@ -46,13 +45,7 @@ def history() -> tuple[list, list[Outcome]]:
 @pytest.fixture(scope="module")
 def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
     txs, outcomes = history
-    return build_training_set(
-        FRAUD_FEATURES,
-        records(txs),
-        outcomes,
-        maturity_s=3600,
-        window_hours=48,
-    )
+    return training_set_of(txs, outcomes, window_hours=48)
 
 
 def test_bootstrap_rows_are_point_in_time_replay_rows(
@@ -62,9 +55,7 @@ def test_bootstrap_rows_are_point_in_time_replay_rows(
     fraud = {o.event_id for o in outcomes}
     # Shuffled input: the builder sorts by event time before replaying.
     shuffled = list(reversed(txs))
-    again = build_training_set(
-        FRAUD_FEATURES, records(shuffled), outcomes, maturity_s=3600, window_hours=48
-    )
+    again = training_set_of(shuffled, outcomes, window_hours=48)
     assert again.ids == training_set.ids
     np.testing.assert_array_equal(again.features, training_set.features)
     expected = {

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fraud_repo import FRAUD_FEATURES
-from synthetic_fraud import records, synthetic_history, write_jsonl
-from trainer_support import GATE_ALWAYS_PASSES, Announcements, quick_trainer_settings, run_cli
+from synthetic_fraud import synthetic_history, write_jsonl
+from trainer_support import (
+    GATE_ALWAYS_PASSES,
+    Announcements,
+    quick_trainer_settings,
+    run_cli,
+    training_set_of,
+)
 
 from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError, DeliveryError
@@ -19,7 +24,6 @@ from loopline.contracts.settings import RolloutSettings, Settings, TrainerSettin
 from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
 from loopline.trainer import commands
-from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.publish_policy import PublishPolicy
@@ -38,9 +42,7 @@ def history() -> tuple[list, list[Outcome]]:
 @pytest.fixture(scope="module")
 def training_set(history: tuple[list, list[Outcome]]) -> TrainingSet:
     txs, outcomes = history
-    return build_training_set(
-        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=48
-    )
+    return training_set_of(txs, outcomes, window_hours=48)
 
 
 def plans(sent: list[ModelUpdate]) -> list[tuple[str, str, str]]:

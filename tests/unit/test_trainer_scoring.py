@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fraud_repo import FRAUD_FEATURES, TRANSACTIONS
-from synthetic_fraud import Transaction, as_json_rows, records, synthetic_history
+from synthetic_fraud import Transaction, as_json_rows, synthetic_history
+from trainer_support import training_set_of
 
 from loopline.contracts.errors import FingerprintMismatchError, ModelError
 from loopline.contracts.settings import TrainerSettings
 from loopline.featurecore.entity_state import replay
 from loopline.registry.directory import DirectoryRegistry, ManifestFields
-from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.export import session
 from loopline.trainer.pipeline import Trainer
 from loopline.trainer.scoring import ScoringModel, score_file
@@ -34,9 +34,7 @@ def events() -> list[Transaction]:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> DirectoryRegistry:
     txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
-    ts = build_training_set(
-        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=36
-    )
+    ts = training_set_of(txs, outcomes, window_hours=36)
     reg = DirectoryRegistry(tmp_path_factory.mktemp("registry"))
     Trainer(SETTINGS, reg).train(ts)
     return reg
@@ -141,7 +139,7 @@ def test_models_for_other_features_or_failing_golden_rows_are_refused(
     good = registry.get("fraud", "1")
     other = DirectoryRegistry(tmp_path)
     fields = dataclasses.asdict(good.manifest)
-    for k in ("model_name", "version", "sha256", "created_ms"):
+    for k in ("model_name", "version", "sha256", "created_ms", "signature"):
         fields.pop(k)
 
     onnx = good.read_verified()

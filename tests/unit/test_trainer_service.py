@@ -6,13 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from fraud_repo import FRAUD_FEATURES
-from synthetic_fraud import records, synthetic_history
+from synthetic_fraud import synthetic_history
+from trainer_support import training_set_of
 
 from loopline.contracts.schemas import RetrainEvent
 from loopline.contracts.settings import Settings, TrainerSettings
 from loopline.registry.directory import DirectoryRegistry
-from loopline.trainer.bootstrap import build_training_set
 from loopline.trainer.dataset import TrainingSet
 from loopline.trainer.ledger import RetrainLedger
 from loopline.trainer.pipeline import Trainer
@@ -26,9 +25,7 @@ TRAINER = TrainerSettings(
 @pytest.fixture(scope="module")
 def data() -> TrainingSet:
     txs, outcomes = synthetic_history(n_cards=250, hours=36, seed=8)
-    return build_training_set(
-        FRAUD_FEATURES, records(txs), outcomes, maturity_s=3600, window_hours=36
-    )
+    return training_set_of(txs, outcomes, window_hours=36)
 
 
 def service(tmp_path: Path, data: TrainingSet, loads: list[int]) -> RetrainService:
