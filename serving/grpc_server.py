@@ -33,7 +33,7 @@ from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import project_of
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
-from loopline.registry.directory import DirectoryRegistry, ModelRegistry
+from loopline.registry.directory import ModelRegistry, open_registry
 from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import RedisFeatureStore
@@ -134,7 +134,7 @@ class InferenceServer:
         self.port = conf.port if port is None else port
         self.reuse_port = reuse_port
         self.metrics = metrics or ServingMetrics(CollectorRegistry())
-        self.registry = registry or DirectoryRegistry(settings.registry.path)
+        self.registry = registry or open_registry(settings.registry)
         definitions = project_of(settings).feature_set(settings.project.model)
         self.feature_set = serving_feature_set(
             definitions, self.registry, settings.registry.path, definitions.name, conf.alias

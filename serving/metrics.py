@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from loopline.contracts import metric_names as names
 from loopline.contracts.metric_names import Metric
+from loopline.contracts.metric_names.serving import SERVING_MODEL_REFUSALS
 from loopline.telemetry.prometheus import counter, gauge, histogram
 
 # Fine steps where the targets are (0.3 ms p50, 0.5 ms p99): the benchmark
@@ -88,6 +89,7 @@ class ServingMetrics:
         self.store_errors = counter(names.SERVING_STORE_ERRORS, registry)
         self.model_info = _gauge(names.SERVING_MODEL_INFO, registry)
         self.swaps = counter(names.SERVING_MODEL_SWAPS, registry)
+        self.model_refusals = counter(SERVING_MODEL_REFUSALS, registry)
         self.load_seconds = histogram(names.SERVING_MODEL_LOAD_SECONDS, LOAD_BUCKETS, registry)
         self.predictions_logged = counter(names.SERVING_PREDICTION_LOG, registry)
         self.arm_calls = counter(names.SERVING_ARM_CALLS, registry)

@@ -106,12 +106,16 @@ def load_model(
 ) -> LoadedModel:
     """Verify, check, build and warm a session; raises instead of returning a bad model.
 
-    Raises :class:`IntegrityError` (sha256), :class:`FingerprintMismatchError`
-    (built for another feature set) or :class:`ModelError` (unloadable, wrong
-    inputs or outputs, golden scores not reproduced).
+    Raises :class:`SignatureError` (unsigned or wrongly signed, when the
+    registry has a key), :class:`IntegrityError` (sha256),
+    :class:`FingerprintMismatchError` (built for another feature set) or
+    :class:`ModelError` (unloadable, wrong inputs or outputs, golden scores
+    not reproduced).
     """
     m = version.manifest
     label = f"{m.model_name} v{m.version}"
+    # First: nothing else an unsigned manifest states is worth acting on.
+    version.check_signature()
     check_compatible(m, feature_set)
     onnx_bytes = version.read_verified()
     try:

@@ -1,10 +1,11 @@
 """Which model version serves, and every change of it: load, swap, rollback, refusal.
 
 All loading happens on the caller's thread (the follower's, never a request
-thread): read and verify the file (sha256), check the fingerprint, build and
-warm the session, check the golden rows; only then is the slot's one
-reference swapped. Any failure leaves the current model serving and is
-remembered, so a bad version is not retried on every poll.
+thread): check the signature (when the registry has a key), read and verify
+the file (sha256), check the fingerprint, build and warm the session, check
+the golden rows; only then is the slot's one reference swapped. Any failure
+leaves the current model serving and is remembered, so a bad version is not
+retried on every poll (only once its file or manifest signature changes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from loopline.contracts.errors import (
 )
 from loopline.featurecore.features import FeatureSet
 from loopline.registry.directory import Manifest, ModelRegistry
+from loopline.registry.signatures import REASONS, SignatureError
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel, load_model
 from loopline.serving.model_slot import ModelSlot
@@ -69,9 +71,12 @@ class ModelManager:
         self.adopt = adopt
         # Told of a model refused for its feature set (it may be another applied version).
         self.on_other_feature_set = on_other_feature_set
-        # (version, sha256) pairs that failed: not retried until the file changes.
-        self.refused: dict[tuple[str, str], str] = {}
+        # (version, sha256, signature) of versions that failed: not retried until
+        # the file or the signature changes.
+        self.refused: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
+        for reason in REASONS:  # present at 0 from the start, for `increase()`
+            metrics.model_refusals.labels(reason)
 
     def sync(self, expect_sha256: str = "") -> SwapOutcome | None:
         """Serve what the alias names now (None when the alias names nothing)."""
@@ -114,7 +119,7 @@ class ModelManager:
         except LooplineError as e:
             self.metrics.swaps.labels("failed").inc()
             return SwapOutcome(version, "failed", str(e))
-        key = (version, mv.manifest.sha256)
+        key = (version, mv.manifest.sha256, mv.manifest.signature)
         if key in self.refused:
             return SwapOutcome(version, "skipped", self.refused[key])
         t0 = time.perf_counter()
@@ -127,6 +132,9 @@ class ModelManager:
                 )
             adopted = self.adopt(version, mv.manifest.sha256) if self.adopt else None
             model = adopted or load_model(mv, self.fs, self.golden_tolerance)
+        except SignatureError as e:
+            self.metrics.model_refusals.labels(e.reason).inc()
+            return self._refuse(key, "integrity", e, current)
         except FingerprintMismatchError as e:
             if self.on_other_feature_set is not None:
                 self.on_other_feature_set(mv.manifest)
@@ -149,7 +157,11 @@ class ModelManager:
         return SwapOutcome(version, "loaded")
 
     def _refuse(
-        self, key: tuple[str, str], result: str, error: Exception, current: LoadedModel | None
+        self,
+        key: tuple[str, str, str],
+        result: str,
+        error: Exception,
+        current: LoadedModel | None,
     ) -> SwapOutcome:
         self.refused[key] = str(error)
         self.metrics.swaps.labels(result).inc()

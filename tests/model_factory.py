@@ -6,11 +6,14 @@ onnxmltools exactly as the trainer exports (``input`` float [None, n];
 :class:`DirectoryRegistry` with a full manifest including golden rows.
 Serving must not import the trainer, hence this small twin. Regression
 models (:func:`publish_regression`) export ``variable`` [n, 1] and carry
-``task="regression"`` in their manifest.
+``task="regression"`` in their manifest. A registry opened with a signing
+key signs what is published through it, as the trainer's does;
+:func:`tamper` rewrites a version as someone without the key could.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +23,14 @@ import numpy as np
 from fraud_repo import FRAUD_FEATURES
 
 from loopline.featurecore.features import FeatureSet
-from loopline.registry.directory import DirectoryRegistry, ManifestFields, ModelVersion
+from loopline.registry.directory import (
+    MANIFEST_FILE,
+    DirectoryRegistry,
+    ManifestFields,
+    ModelVersion,
+    sha256_hex,
+)
+from loopline.registry.signatures import ModelKey
 
 
 def synthetic_rows(n: int, n_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,20 +121,45 @@ def publish(
     alias: str | None = "champion",
     fs: FeatureSet = FRAUD_FEATURES,
     task: str = "binary",
+    signing_key: ModelKey | None = None,
     **overrides: object,
 ) -> ModelVersion:
     """Train (cached), export and publish one version; point ``alias`` at it.
 
     ``overrides`` replace manifest fields, e.g. ``fingerprint="0" * 64`` for a
-    model built for another feature set, or ``golden_scores=[...]``.
+    model built for another feature set, or ``golden_scores=[...]``. A
+    registry given as a path is opened with ``signing_key`` (None: unsigned);
+    a :class:`DirectoryRegistry` signs with its own key.
     """
-    reg = registry if isinstance(registry, DirectoryRegistry) else DirectoryRegistry(registry)
+    reg = (
+        registry
+        if isinstance(registry, DirectoryRegistry)
+        else DirectoryRegistry(registry, signing_key=signing_key)
+    )
     onnx_bytes = train_onnx(n_trees, n_leaves, seed, len(fs.model_features), task)
     fields = manifest_fields(onnx_bytes, fs, seed=seed, task=task)
     version = reg.publish(model, onnx_bytes, replace(fields, **overrides))  # type: ignore[arg-type]
     if alias:
         reg.set_alias(model, alias, version.manifest.version)
     return version
+
+
+def tamper(mv: ModelVersion, onnx_bytes: bytes | None = None) -> None:
+    """Replace ``mv``'s model and record the new file's sha256 in its manifest, leaving
+    the signature as it was: what someone with write access but no key can do.
+
+    By default the new file is the same graph with another doc string: it
+    still reproduces the golden scores, so only the signature can refuse it.
+    """
+    if onnx_bytes is None:
+        import onnx
+
+        proto = onnx.load_from_string(mv.model_path.read_bytes())
+        proto.doc_string = "tampered"
+        onnx_bytes = proto.SerializeToString()
+    mv.model_path.write_bytes(onnx_bytes)
+    manifest = dataclasses.replace(mv.manifest, sha256=sha256_hex(onnx_bytes))
+    (mv.model_path.parent / MANIFEST_FILE).write_text(manifest.to_json())
 
 
 def publish_regression(registry: DirectoryRegistry | str | Path, **kw: Any) -> ModelVersion:

@@ -13,6 +13,7 @@ from loopline.config.cli import settings_of
 from loopline.contracts.errors import ConfigError, ModelNotFoundError
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.registry import directory
 from loopline.registry.directory import DirectoryRegistry, ModelVersion
 
 Handler = Callable[..., int]
@@ -28,7 +29,8 @@ def handler(fn: Callable[[argparse.Namespace, Settings, Console], int]) -> Handl
 
 
 def open_registry(settings: Settings) -> DirectoryRegistry:
-    return DirectoryRegistry(settings.registry.path)
+    """The registry (signing what is published when ``registry.signing_key_file`` is set)."""
+    return directory.open_registry(settings.registry)
 
 
 def new_announcer(settings: Settings) -> Any:

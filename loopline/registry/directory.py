@@ -11,7 +11,9 @@ Layout of :class:`DirectoryRegistry` under its root::
     <model>/rollout.json        # {"plan": {...} | null, "history": [{...}, ...]}
 
 Every write goes to a temporary name first and is renamed into place, so a
-reader never sees a partial file, and an alias moves in one step.
+reader never sees a partial file, and an alias moves in one step. A registry
+opened with a signing key (:func:`open_registry`) signs what it publishes and
+hands every version out with the key, for serving to check before loading.
 
 >>> import tempfile
 >>> reg = DirectoryRegistry(tempfile.mkdtemp())
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.contracts.errors import ModelError, ModelNotFoundError
+from loopline.contracts.settings import RegistrySettings
 from loopline.registry.manifest import (
     IMMUTABLE_FIELDS,
     Manifest,
@@ -48,13 +51,14 @@ from loopline.registry.manifest import (
     model_update,
     sha256_hex,
 )
+from loopline.registry.signatures import ModelKey
 from loopline.rollout.plan import CANDIDATE, CHAMPION, RolloutPlan
 from loopline.storage.files import atomic_write, fsync
 
 # The manifest types are importable from here, beside the registry that stores them.
 __all__ = [
     "IMMUTABLE_FIELDS", "DirectoryRegistry", "Manifest", "ManifestFields", "ModelRegistry",
-    "ModelVersion", "model_update", "sha256_hex",
+    "ModelVersion", "model_update", "open_registry", "sha256_hex",
 ]  # fmt: skip
 
 MODEL_FILE = "model.onnx"
@@ -62,11 +66,17 @@ ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
 
 
+def open_registry(settings: RegistrySettings) -> DirectoryRegistry:
+    """The registry ``settings`` describe, with its signing key when one is set."""
+    return DirectoryRegistry(settings.path, signing_key=ModelKey.from_settings(settings))
+
+
 class DirectoryRegistry:
     """A registry in a local (or shared) directory. Safe for concurrent readers."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, signing_key: ModelKey | None = None) -> None:
         self.root = Path(root)
+        self.signing_key = signing_key
 
     # -- versions -----------------------------------------------------------
     def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion:
@@ -85,6 +95,9 @@ class DirectoryRegistry:
                     sha256=sha256_hex(onnx),
                     created_ms=int(time.time() * 1000),
                 )
+                if self.signing_key is not None:
+                    signature = self.signing_key.sign(manifest)
+                    manifest = dataclasses.replace(manifest, signature=signature)
                 (staging / MANIFEST_FILE).write_text(manifest.to_json())
                 fsync(staging / MANIFEST_FILE)
                 fsync(staging)
@@ -110,7 +123,7 @@ class DirectoryRegistry:
             raise ModelNotFoundError(f"model {model!r} has no version {version!r}") from None
         except (ValueError, TypeError) as e:
             raise ModelError(f"model {model!r} v{version}: unreadable manifest ({e})") from e
-        return ModelVersion(manifest, vdir / MODEL_FILE)
+        return ModelVersion(manifest, vdir / MODEL_FILE, self.signing_key)
 
     def versions(self, model: str) -> list[ModelVersion]:
         vdir = self._model_dir(model) / "versions"

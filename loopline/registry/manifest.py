@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from loopline.contracts.errors import IntegrityError
 from loopline.contracts.schemas import ModelUpdate
+from loopline.registry.signatures import ModelKey
 from loopline.rollout.plan import RolloutPlan
 
 # What a model predicts: "binary" (probability of the positive class) or
@@ -36,6 +37,7 @@ IMMUTABLE_FIELDS = frozenset(
         "task",
         "golden_inputs",
         "golden_scores",
+        "signature",
     }
 )
 
@@ -77,6 +79,9 @@ class Manifest(ManifestFields):
     version: str = ""
     sha256: str = ""
     created_ms: int = 0
+    # The registry key's signature of (model_name, version, sha256, fingerprint);
+    # "" when published without a key (and in manifests older than the field).
+    signature: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -90,10 +95,21 @@ class Manifest(ManifestFields):
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """A published version: its manifest and where its ONNX file is."""
+    """A published version: its manifest and where its ONNX file is.
+
+    ``signing_key`` is the key of the registry that read it (None: none set);
+    :meth:`check_signature` checks the manifest against it.
+    """
 
     manifest: Manifest
     model_path: Path
+    signing_key: ModelKey | None = field(default=None, repr=False, compare=False)
+
+    def check_signature(self) -> None:
+        """Raise :class:`~loopline.registry.signatures.SignatureError` when the
+        registry has a key and the manifest is unsigned or signed otherwise."""
+        if self.signing_key is not None:
+            self.signing_key.check(self.manifest)
 
     def read_verified(self) -> bytes:
         """The ONNX bytes, checked against the manifest's sha256."""

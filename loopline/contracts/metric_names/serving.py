@@ -106,3 +106,11 @@ SERVING_ROLLOUT_DECISIONS = declare(
     "Rollout plans this server ended by policy (abort on an error or latency regression)",
     "serving",
 )
+SERVING_MODEL_REFUSALS = declare(
+    "loopline_serving_model_refusals",
+    "counter",
+    ("reason",),
+    "Model versions refused for their signature (registry.signing_key_file set), by reason: "
+    "unsigned, bad_signature; the current model keeps serving",
+    "serving",
+)
