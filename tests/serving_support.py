@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from fraud_repo import FRAUD_FEATURES
 from kafka_support import read_expected
 from prometheus_client import CollectorRegistry
+from serving_requests import oip_entity_request, outputs_by_name
 
 from loopline.config.kafka import producer_config
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, RedisLayout, pack
@@ -28,6 +29,7 @@ from loopline.serving.grpc_server import InferenceServer
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model_manager import ModelManager
 from loopline.serving.model_slot import ModelSlot
+from loopline.serving.oip_api import OipHandlers
 from loopline.serving.requests import Prediction
 from loopline.serving.rollout import RolloutFollower
 
@@ -126,6 +128,14 @@ def make_core(
     if follower is not None:
         follower.sync()
     return CoreKit(core, store, sink, manager, registry, metrics, follower)
+
+
+def infer_by_entities(
+    core: InferenceCore, cards: list[bytes], merchants: list[bytes], amounts: list[float]
+) -> dict[str, tuple[Any, bytes]]:
+    """The outputs, by name, of an OIP ModelInfer naming these entities (no sockets)."""
+    request = oip_entity_request(cards, merchants, amounts)
+    return outputs_by_name(OipHandlers(core, 1 << 20).model_infer(request, None))
 
 
 def card_values(seed: float = 1.0) -> list[float]:

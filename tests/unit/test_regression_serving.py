@@ -11,11 +11,9 @@ import pytest
 from fraud_repo import FRAUD_FEATURES as FS
 from serving_requests import (
     fp32_tensor_request,
-    oip_entity_request,
-    outputs_by_name,
     predict_request,
 )
-from serving_support import CoreKit, card_values, make_core, merchant_values
+from serving_support import CoreKit, card_values, infer_by_entities, make_core, merchant_values
 
 from loopline.contracts.errors import ModelError
 from loopline.oip import grpc_predict_v2_pb2 as oip
@@ -98,10 +96,7 @@ def test_oip_tensor_input_answers_predictions(kit: CoreKit) -> None:
 
 
 def test_oip_entity_input_answers_predictions_and_features(kit: CoreKit) -> None:
-    h = OipHandlers(kit.core, 1 << 20)
-    req = oip_entity_request([b"c1", b"c1"], [b"m1", b"m1"], [20.0, 30.0])
-    resp = h.model_infer(req, None)
-    out = outputs_by_name(resp)
+    out = infer_by_entities(kit.core, [b"c1", b"c1"], [b"m1", b"m1"], [20.0, 30.0])
     assert set(out) == {"predictions", "features", "feature_status"}
     assert list(out["predictions"][0].shape) == [2]
     values = np.frombuffer(out["predictions"][1], dtype="<f4")

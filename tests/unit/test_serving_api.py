@@ -9,11 +9,9 @@ import pytest
 from fraud_repo import FRAUD_FEATURES as FS
 from serving_requests import (
     fp32_tensor_request,
-    oip_entity_request,
-    outputs_by_name,
     predict_request,
 )
-from serving_support import CoreKit, card_values, make_core, merchant_values
+from serving_support import CoreKit, card_values, infer_by_entities, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError, ModelNotFoundError
 from loopline.oip import grpc_predict_v2_pb2 as oip
@@ -89,10 +87,7 @@ def test_model_infer_with_a_feature_tensor(kit: CoreKit, raw: bool) -> None:
 
 
 def test_model_infer_with_entity_ids_looks_features_up(kit: CoreKit) -> None:
-    h = OipHandlers(kit.core, 1 << 20)
-    req = oip_entity_request([b"c1", b"c-unknown"], [b"m1", b"m1"], [20.0, 30.0])
-    resp = h.model_infer(req, None)
-    out = outputs_by_name(resp)
+    out = infer_by_entities(kit.core, [b"c1", b"c-unknown"], [b"m1", b"m1"], [20.0, 30.0])
     assert set(out) == {"probabilities", "features", "feature_status"}
     probs = np.frombuffer(out["probabilities"][1], dtype="<f4").reshape(2, 2)
     one = V1Handlers(kit.core, 1 << 20).predict(v1_request(), None)
