@@ -3,7 +3,9 @@
 Services: ``loopline.v1.Inference``, ``inference.GRPCInferenceService``
 (Open Inference Protocol v2), ``grpc.health.v1.Health`` (NOT_SERVING until a
 model is loaded and again from the start of a shutdown) and server
-reflection. Servicers are thin: each RPC calls a handler and maps its error
+reflection, over TLS or mutual TLS (:mod:`~loopline.serving.tls`) and behind
+bearer tokens (:mod:`~loopline.serving.auth`) when configured. Servicers are
+thin: each RPC calls a handler and maps its error
 with :func:`~loopline.serving.status.status_for`.
 
 Concurrency: a small thread pool (threads contend for the GIL; more only
@@ -34,6 +36,7 @@ from loopline.featurerepo.loader import project_of
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from loopline.registry.directory import ModelRegistry, open_registry
+from loopline.serving import auth, tls
 from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import RedisFeatureStore
@@ -222,6 +225,10 @@ class InferenceServer:
 
     def start(self) -> int:
         """Load the alias's model if there is one, then listen; returns the bound port."""
+        conf = self.settings.serving
+        # Security settings are checked first: a wrong path fails before a model loads.
+        credentials = tls.server_credentials(conf)
+        interceptors = auth.interceptors(conf, self.metrics.registry)
         outcome = self.manager.sync()
         # A running plan survives a restart: the candidate is loaded before the port opens.
         self.rollout.sync()
@@ -231,9 +238,10 @@ class InferenceServer:
                 self.feature_set.name,
                 self.settings.serving.alias,
             )
-        conf = self.settings.serving
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=conf.threads, thread_name_prefix="rpc"),
+            # Token auth only when a tokens file is set: no cost per call otherwise.
+            interceptors=interceptors,
             maximum_concurrent_rpcs=conf.max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if self.reuse_port else 0),
@@ -249,14 +257,19 @@ class InferenceServer:
         reflection.enable_server_reflection(
             (*SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
-        bound = server.add_insecure_port(f"{conf.host}:{self.port}")
+        address = f"{conf.host}:{self.port}"
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
         if bound == 0:
             raise LooplineError(f"cannot listen on {conf.host}:{self.port}")
         self.port = bound
         server.start()
         self._server = server
         self.follower.start()
-        log.info("serving %s on %s", self.feature_set.name, self.address)
+        log.info("serving %s on %s (%s)", self.feature_set.name, self.address, tls.describe(conf))
         return bound
 
     def stop(self, grace_s: float | None = None) -> None:

@@ -8,7 +8,8 @@ holds the port (bound, not listening, so it takes no connections), serves
 the one ``/metrics`` endpoint aggregating the workers (Prometheus
 multiprocess mode), restarts a worker that dies, and on SIGTERM/SIGINT stops
 them gracefully (each: NOT_SERVING, in-flight calls finish, prediction log
-flushed).
+flushed). TLS and tokens need nothing here: every worker reads the same
+certificate and tokens files, and re-reads them when they change.
 """
 
 from __future__ import annotations
@@ -260,12 +261,15 @@ def _announce(
     metrics_port: int,
     settings: Settings,
 ) -> None:
+    from loopline.serving.tls import describe
+
     metrics = (
         f"http://{settings.serving.host}:{metrics_port}/metrics" if metrics_port >= 0 else "off"
     )
     line = (
         f"serving {model_of(settings).name}@{settings.serving.alias} on {address} "
-        f"({processes} process{'es' if processes > 1 else ''}); metrics {metrics}"
+        f"({processes} process{'es' if processes > 1 else ''}, {describe(settings.serving)}); "
+        f"metrics {metrics}"
     )
     log.info(line)
     if on_ready is not None:

@@ -160,6 +160,14 @@ class ServingSettings:
     tokens_file: Path | None = None
     # Health checks answer without a token (load balancers, Kubernetes probes).
     open_health: bool = True
+    # Loopline's own clients of this server (the demo's driver, the benchmarks;
+    # loopline.config.grpc): TLS trusting this CA (unset: plaintext), the file
+    # holding the client's token (unset: none sent), and under mutual TLS the
+    # client's certificate and key.
+    ca_file: Path | None = None
+    token_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from loopline.config.grpc import GrpcClient, grpc_client
 from loopline.config.kafka import producer_config
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -211,7 +212,8 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
             d.start_service("rollout", ["run", "rollout"], s.rollout.metrics_port)
         for svc in d.services.values():
             svc.wait_ready(120)
-        _wait_serving(f"{s.serving.host}:{s.serving.port}", d.services["serve"], 120)
+        client = grpc_client(s.serving)
+        _wait_serving(client, d.services["serve"], 120)
         say("services up: " + ", ".join(d.services))
         run.scraper = MetricsScraper(
             {n: svc.metrics_url for n, svc in d.services.items() if svc.metrics_url}
@@ -227,7 +229,7 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
         run.watcher.start()
         producer = CheckedProducer(producer_config(s.kafka))
         driver = Driver(
-            target=f"{s.serving.host}:{s.serving.port}",
+            client=client,
             producer=producer,
             routes=d.routes,
             shape=d.shape,
@@ -266,20 +268,22 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
     return 0 if report.loop_closed else 1
 
 
-def _wait_serving(target: str, serve: Service, timeout_s: float) -> None:
+def _wait_serving(client: GrpcClient, serve: Service, timeout_s: float) -> None:
     """Wait for gRPC health SERVING: metrics can answer before every worker listens."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    with grpc.insecure_channel(target) as channel:
+    with client.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if not serve.alive():
                 raise ServiceError(f"serve exited early:\n{serve.tail()}")
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                reply = stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1, metadata=client.metadata
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from loopline.config.grpc import GrpcClient
 from loopline.demo.requests import RequestShape
 from loopline.kafka.checked_producer import CheckedProducer
 from loopline.simulation.api import SimEvent
@@ -67,14 +68,15 @@ class Driver:
     def __init__(
         self,
         *,
-        target: str,
+        client: GrpcClient,
         producer: CheckedProducer,
         routes: Routes,
         shape: RequestShape,
         stats: TrafficStats,
         deadline_s: float = 3.0,
     ) -> None:
-        self.channel = grpc.insecure_channel(target)
+        self.channel = client.channel()
+        self.metadata = client.metadata
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.producer = producer
         self.routes = routes
@@ -141,7 +143,7 @@ class Driver:
         label = float(ev.label or 0.0)
         start = time.perf_counter()
         try:
-            reply = self.stub.Predict(request, timeout=self.deadline_s)
+            reply = self.stub.Predict(request, timeout=self.deadline_s, metadata=self.metadata)
         except grpc.RpcError as e:
             record = PredictRecord(
                 wall_s=time.time(),

@@ -106,6 +106,14 @@ SERVING_ROLLOUT_DECISIONS = declare(
     "Rollout plans this server ended by policy (abort on an error or latency regression)",
     "serving",
 )
+SERVING_AUTH_REFUSALS = declare(
+    "loopline_serving_auth_refusals",
+    "counter",
+    ("method", "code"),
+    "Calls refused by token authentication, by RPC (unknown: not in the role table) and "
+    "code (UNAUTHENTICATED: no or unknown token; PERMISSION_DENIED: a token without the role)",
+    "serving",
+)
 SERVING_MODEL_REFUSALS = declare(
     "loopline_serving_model_refusals",
     "counter",
