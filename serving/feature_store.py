@@ -10,6 +10,10 @@ After a failure the store is skipped for ``retry_after_s``: requests meanwhile
 degrade at once instead of each paying a timeout against a dead or stalled
 server.
 
+With an ACL user the connection AUTHs once when it opens; with TLS the socket
+is wrapped once, so the per-call path (one MGET, per-call timeouts) is the
+same for plain and TLS sockets.
+
 >>> encode_mget([b"ll:f:card:c1", b"ll:f:merchant:m1"])
 b'*3\\r\\n$4\\r\\nMGET\\r\\n$12\\r\\nll:f:card:c1\\r\\n$16\\r\\nll:f:merchant:m1\\r\\n'
 """
@@ -17,14 +21,17 @@ b'*3\\r\\n$4\\r\\nMGET\\r\\n$12\\r\\nll:f:card:c1\\r\\n$16\\r\\nll:f:merchant:m1
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import hiredis
 
+from loopline.config.redis import credentials, tls_context
 from loopline.contracts.errors import FeatureError
+from loopline.contracts.settings import RedisSettings
 
 
 class StoreUnavailableError(FeatureError):
@@ -44,10 +51,14 @@ class FeatureStore(Protocol):
         ...
 
 
-def encode_mget(keys: Sequence[bytes]) -> bytes:
-    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
-    parts += [b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]
+def encode_command(*args: bytes) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    parts += [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
     return b"".join(parts)
+
+
+def encode_mget(keys: Sequence[bytes]) -> bytes:
+    return encode_command(b"MGET", *keys)
 
 
 class _Connection:
@@ -68,12 +79,21 @@ class RedisFeatureStore:
         port: int,
         db: int = 0,
         *,
+        auth: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
         retry_after_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.port = port
         self.db = db
+        # The AUTH command, encoded once; never part of a message or repr.
+        self._auth: bytes | None = None
+        if auth is not None:
+            username, password = auth
+            args = (username.encode(), password.encode()) if username else (password.encode(),)
+            self._auth = encode_command(b"AUTH", *args)
+        self._tls = tls
         self.retry_after_s = retry_after_s
         self._clock = clock
         self._local = threading.local()
@@ -81,6 +101,13 @@ class RedisFeatureStore:
         self._skip_until = 0.0
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, conf: RedisSettings, **options: Any) -> RedisFeatureStore:
+        """A store for ``redis.*``: its address, ACL user and TLS."""
+        return cls(
+            conf.host, conf.port, conf.db, auth=credentials(conf), tls=tls_context(conf), **options
+        )
 
     def mget(self, keys: Sequence[bytes], timeout_s: float) -> list[bytes | None]:
         now = self._clock()
@@ -96,8 +123,11 @@ class RedisFeatureStore:
         conn: _Connection | None = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = self._connect(timeout_s)
-            if conn.timeout != timeout_s:
+                conn = self._connect(deadline)
+                # Connecting (TLS handshake, AUTH) used part of this call's time.
+                conn.timeout = self._left(deadline)
+                conn.sock.settimeout(conn.timeout)
+            elif conn.timeout != timeout_s:
                 conn.sock.settimeout(timeout_s)
                 conn.timeout = timeout_s
             conn.sock.sendall(encode_mget(keys))
@@ -122,17 +152,20 @@ class RedisFeatureStore:
         for conn in conns:
             conn.sock.close()
 
-    def _connect(self, timeout_s: float) -> _Connection:
-        sock = socket.create_connection((self.host, self.port), timeout=timeout_s)
+    def _connect(self, deadline: float) -> _Connection:
+        """A new connection, TLS-wrapped and authenticated, all before ``deadline``."""
+        sock = socket.create_connection((self.host, self.port), timeout=self._left(deadline))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock.settimeout(self._left(deadline))  # bounds the TLS handshake
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
             conn = _Connection(sock)
+            if self._auth is not None:
+                self._handshake(conn, self._auth, "AUTH", deadline)
             if self.db:
-                db = str(self.db).encode()
-                sock.sendall(b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n" % (len(db), db))
-                reply = self._read_reply(conn, self._clock() + timeout_s)
-                if isinstance(reply, hiredis.ReplyError):
-                    raise OSError(f"SELECT {self.db} failed: {reply}")
+                select = encode_command(b"SELECT", b"%d" % self.db)
+                self._handshake(conn, select, "SELECT", deadline)
         except BaseException:
             sock.close()
             raise
@@ -140,6 +173,22 @@ class RedisFeatureStore:
         with self._lock:
             self._connections.add(conn)
         return conn
+
+    def _left(self, deadline: float) -> float:
+        left = deadline - self._clock()
+        if left <= 0:
+            raise TimeoutError("deadline passed while connecting")
+        return left
+
+    def _handshake(self, conn: _Connection, command: bytes, name: str, deadline: float) -> None:
+        conn.timeout = self._left(deadline)
+        conn.sock.settimeout(conn.timeout)
+        conn.sock.sendall(command)
+        reply = self._read_reply(conn, deadline)
+        if isinstance(reply, hiredis.ReplyError):
+            # Redis's reply never repeats the password (e.g. "WRONGPASS invalid
+            # username-password pair"), and neither does this message.
+            raise OSError(f"{name} on connect failed: {reply}")
 
     def _read_reply(self, conn: _Connection, deadline: float) -> object:
         reader, sock = conn.reader, conn.sock

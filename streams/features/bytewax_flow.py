@@ -24,12 +24,12 @@ import time
 from typing import Any
 
 import bytewax.operators as op
-import redis
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from loopline.config.redis import redis_client
 from loopline.contracts.schemas import DeadLetter
 from loopline.streams.common.bytewax_dead_letters import DeadLetterSink
 from loopline.streams.common.bytewax_kafka_source import KafkaSourcePartition
@@ -139,10 +139,8 @@ class _ShardLogic(StatefulBatchLogic[list[Any], ShardOutput, dict[str, Any]]):
 
 class _RedisPartition(StatelessSinkPartition[tuple[str, ShardOutput]]):
     def __init__(self, cfg: FeatureFlowConfig, metrics: FeatureMetrics) -> None:
-        client = redis.Redis(
-            host=cfg.redis_host,
-            port=cfg.redis_port,
-            db=cfg.redis_db,
+        client = redis_client(
+            cfg.redis,
             socket_timeout=cfg.redis_timeout_s,
             socket_connect_timeout=cfg.redis_timeout_s,
         )

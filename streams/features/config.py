@@ -22,7 +22,7 @@ from typing import Any
 
 from loopline.config.kafka import consumer_config, producer_config
 from loopline.contracts.redis_layout import RedisLayout
-from loopline.contracts.settings import Settings
+from loopline.contracts.settings import RedisSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.featurecore.event_schema import EventParser
 from loopline.featurecore.features import FeatureSet
@@ -43,9 +43,8 @@ class FeatureFlowConfig:
     dead_letter_topic: str
     consumer: dict[str, Any]
     producer: dict[str, Any]
-    redis_host: str
-    redis_port: int
-    redis_db: int
+    # Where and as whom the sink writes (loopline.config.redis builds its client).
+    redis: RedisSettings
     redis_timeout_s: float
     layout: RedisLayout
     ttl_s: int
@@ -85,9 +84,7 @@ class FeatureFlowConfig:
             dead_letter_topic=topics.dead_letters,
             consumer=consumer_config(settings.kafka, "features"),
             producer=producer_config(settings.kafka),
-            redis_host=settings.redis.host,
-            redis_port=settings.redis.port,
-            redis_db=settings.redis.db,
+            redis=settings.redis,
             redis_timeout_s=s.redis_write_timeout_s,
             layout=RedisLayout(s.redis_key_prefix),
             ttl_s=settings.redis.feature_ttl_s,

@@ -1,0 +1,70 @@
+"""How every Redis client of Loopline connects: address, ACL user, TLS.
+
+The one place connection options come from :class:`RedisSettings`, so an ACL
+user or TLS set in ``redis.*`` reaches every client at once: redis-py clients
+take :func:`client_options` (or :func:`redis_client`), serving's own RESP
+client takes :func:`credentials` and :func:`tls_context`.
+
+>>> from loopline.contracts.settings import RedisSettings
+>>> client_options(RedisSettings())
+{'host': '127.0.0.1', 'port': 16379, 'db': 0}
+>>> credentials(RedisSettings()) is None, tls_context(RedisSettings()) is None
+(True, True)
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import redis
+
+from loopline.contracts.settings import RedisSettings
+from loopline.security.secrets import read_secret
+
+
+def credentials(conf: RedisSettings) -> tuple[str, str] | None:
+    """``(username, password)`` to AUTH with; None when no password is configured.
+
+    An empty username authenticates as Redis's ``default`` user.
+    """
+    if conf.password_file is None:
+        return None
+    return conf.username, read_secret(conf.password_file, "redis.password_file")
+
+
+def tls_context(conf: RedisSettings) -> ssl.SSLContext | None:
+    """A client TLS context checking the server against ``redis.ca_file``
+    (the system CAs when unset), with a client certificate when configured;
+    None without ``redis.tls``."""
+    if not conf.tls:
+        return None
+    context = ssl.create_default_context(cafile=str(conf.ca_file) if conf.ca_file else None)
+    if conf.cert_file is not None:
+        key = str(conf.key_file) if conf.key_file is not None else None
+        context.load_cert_chain(str(conf.cert_file), key)
+    return context
+
+
+def client_options(conf: RedisSettings) -> dict[str, Any]:
+    """redis-py ``Redis(...)`` keyword arguments for ``conf`` (address, user, TLS)."""
+    options: dict[str, Any] = {"host": conf.host, "port": conf.port, "db": conf.db}
+    auth = credentials(conf)
+    if auth is not None:
+        username, options["password"] = auth
+        if username:
+            options["username"] = username
+    if conf.tls:
+        options["ssl"] = True
+        if conf.ca_file is not None:
+            options["ssl_ca_certs"] = str(conf.ca_file)
+        if conf.cert_file is not None:
+            options["ssl_certfile"] = str(conf.cert_file)
+        if conf.key_file is not None:
+            options["ssl_keyfile"] = str(conf.key_file)
+    return options
+
+
+def redis_client(conf: RedisSettings, **overrides: Any) -> redis.Redis:
+    """A redis-py client for ``conf``; ``overrides`` set timeouts, retries and the like."""
+    return redis.Redis(**{**client_options(conf), **overrides})
