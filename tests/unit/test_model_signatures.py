@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import model_factory
@@ -193,3 +194,16 @@ def test_a_refused_version_loads_once_it_is_properly_signed(registry) -> None:
     assert manager.sync().result == "loaded"
     assert manager.slot.current.version == "2"
     assert refusals(metrics, UNSIGNED) == 1
+
+
+def test_the_trainer_publishes_through_a_registry_holding_the_key(tmp_path, key_file) -> None:
+    from loopline.contracts.settings import Settings
+    from loopline.trainer.command_support import open_registry as trainer_registry
+
+    settings = Settings()
+    settings = replace(
+        settings, registry=RegistrySettings(path=tmp_path / "reg", signing_key_file=key_file)
+    )
+    mv = model_factory.publish(trainer_registry(settings))
+    assert mv.manifest.signature
+    open_registry(settings.registry).get("fraud", "1").check_signature()
