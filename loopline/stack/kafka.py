@@ -18,11 +18,13 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from loopline.config.kafka import admin_config
 from loopline.contracts.errors import MissingToolError, StackError
-from loopline.contracts.settings import Settings
-from loopline.stack import process
-from loopline.stack.component import Component, Progress, port_open
+from loopline.contracts.settings import KafkaSettings, Settings
+from loopline.stack import kafka_security, process
+from loopline.stack.component import Component, ComponentStatus, Progress, port_open
 from loopline.stack.paths import StackPaths
+from loopline.stack.secure_material import SecureMaterial
 
 JAVA_INSTALL = "apt-get install openjdk-17-jre-headless"
 MAVEN_INSTALL = "apt-get install maven"
@@ -221,7 +223,11 @@ def fetch_jars(version: str, paths: StackPaths, progress: Progress) -> Path:
 
 
 class KafkaBroker(Component):
-    """The local broker at 127.0.0.1:<kafka_port>."""
+    """The local broker at 127.0.0.1:<kafka_port>.
+
+    With ``stack.secure`` it is the secure broker of ``loopline.stack.kafka_security``
+    (SASL_SSL, SCRAM logins, ACLs) and its own clients log in as ``admin``.
+    """
 
     name = "kafka"
 
@@ -229,6 +235,12 @@ class KafkaBroker(Component):
         super().__init__(paths, settings.stack.startup_timeout_s, progress)
         self.settings = settings
         self._java: str | None = None
+        self.material: SecureMaterial | None = None
+        # The broker's own clients (probe, users): the stack's settings, or admin's.
+        self.client_kafka: KafkaSettings = settings.kafka
+        if settings.stack.secure:
+            self.material = SecureMaterial.ensure(paths.secure)
+            self.client_kafka = kafka_security.admin_kafka(settings, self.material)
 
     @property
     def version(self) -> str:
@@ -246,7 +258,11 @@ class KafkaBroker(Component):
         # to stderr at length.
         if not port_open("127.0.0.1", self.settings.stack.kafka_port):
             return False
-        admin = AdminClient({"bootstrap.servers": self.address, "socket.timeout.ms": 5000})
+        admin = AdminClient(
+            admin_config(
+                self.client_kafka, **{"bootstrap.servers": self.address, "socket.timeout.ms": 5000}
+            )
+        )
         try:
             metadata = admin.list_topics(timeout=5)
         except KafkaException:
@@ -282,9 +298,12 @@ class KafkaBroker(Component):
         self.fetch()
         paths = self.paths
         paths.kafka_data.mkdir(parents=True, exist_ok=True)
-        paths.kafka_properties.write_text(
-            render_properties(server_properties(self.settings, paths.kafka_data))
-        )
+        props = server_properties(self.settings, paths.kafka_data)
+        if self.material is not None:
+            kafka_security.check_formatted_secure(paths.kafka_data)
+            props.update(kafka_security.secure_properties(self.settings, self.material))
+        # 0600: the secure broker's file holds its key and the admin password.
+        kafka_security.write_private(paths.kafka_properties, render_properties(props))
         paths.kafka_log4j.write_text(
             resources.files(__package__).joinpath(LOG4J_RESOURCE).read_text()
         )
@@ -295,11 +314,7 @@ class KafkaBroker(Component):
         """KRaft refuses to start on an unformatted log dir; format it once."""
         self.progress("kafka: formatting storage (first start of this state dir)")
         lib = self.paths.kafka_lib(self.version)
-        argv = [
-            self.java(),
-            f"-Dlog4j2.configurationFile={self.paths.kafka_log4j}",
-            "-cp",
-            f"{lib}/*",
+        tool = [
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
@@ -308,17 +323,36 @@ class KafkaBroker(Component):
             str(self.paths.kafka_properties),
             "--ignore-formatted",
         ]
+        if self.material is not None:
+            tool += kafka_security.format_arguments(self.material)
+        # The main class and its arguments go through a 0600 argument file (java
+        # @file), so the admin password never shows in the process list.
+        argfile = self.paths.kafka / "format.args"
+        kafka_security.write_private(argfile, "\n".join(map(_argfile_quote, tool)) + "\n")
+        argv = [
+            self.java(),
+            f"-Dlog4j2.configurationFile={self.paths.kafka_log4j}",
+            "-cp",
+            f"{lib}/*",
+            f"@{argfile}",
+        ]
         log = self.paths.log_file("kafka-format")
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as out:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=self.startup_timeout_s,
-                check=False,
-            )
+        try:
+            with open(log, "wb") as out:
+                done = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=self.startup_timeout_s,
+                    check=False,
+                )
+        finally:
+            argfile.unlink(missing_ok=True)
+        if done.returncode == 0 and self.material is not None:
+            kafka_security.redact_format_log(log)
+            kafka_security.mark_formatted_secure(self.paths.kafka_data)
         if done.returncode != 0:
             raise StackError(
                 f"formatting Kafka storage failed (exit {done.returncode}); log {log}:\n"
@@ -327,3 +361,15 @@ class KafkaBroker(Component):
 
     def command(self) -> list[str]:
         return java_command(self.settings, self.paths, self.java())
+
+    def up(self) -> ComponentStatus:
+        """Start (or reuse) the broker; the secure one then gets every service's login."""
+        status = super().up()
+        if self.material is not None:
+            kafka_security.ensure_users(self.client_kafka, self.material)
+        return status
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument of a java @file (quoted; backslashes and quotes escaped)."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
