@@ -40,7 +40,14 @@ from loopline.contracts.errors import (
 )
 from loopline.oip import grpc_predict_v2_pb2 as pb
 from loopline.serving.core import InferenceCore
-from loopline.serving.requests import PredictInput, Prediction
+from loopline.serving.requests import (
+    PredictInput,
+    Prediction,
+    check_ids,
+    check_rows,
+    check_size,
+    shown,
+)
 
 NUMERIC = {
     "FP32": ("<f4", "fp32_contents"),
@@ -50,6 +57,8 @@ NUMERIC = {
 }
 PROBABILITIES, FEATURES, FEATURE_STATUS = "probabilities", "features", "feature_status"
 PREDICTIONS = "predictions"
+# Every output a model can answer (a binary model probabilities, a regression predictions).
+OUTPUTS = (PROBABILITIES, PREDICTIONS, FEATURES, FEATURE_STATUS)
 EVENT_TIME, EVENT_ID = "event_time_ms", "event_id"
 _LEN = struct.Struct("<I")
 
@@ -102,7 +111,7 @@ class OipHandlers:
         return pb.ServerMetadataResponse(name="loopline", version=__version__, extensions=[])
 
     def model_metadata(self, request: pb.ModelMetadataRequest, budget_s: float | None) -> Any:
-        model = self.core.model(self._name(request.name), request.version)
+        model = self.core.model(self._name(request.name, request.version), request.version)
         k = model.n_features
         tm = pb.ModelMetadataResponse.TensorMetadata
         plan = self.core.plan
@@ -134,23 +143,31 @@ class OipHandlers:
 
     # -- inference ----------------------------------------------------------
     def model_infer(self, request: pb.ModelInferRequest, budget_s: float | None) -> Any:
-        size = request.ByteSize()
-        if size > self.max_message_bytes:
-            raise InvalidRequestError(
-                f"request is {size} bytes; the limit is {self.max_message_bytes}"
-            )
-        model = self.core.model(self._name(request.model_name), request.model_version)
+        check_size(request.ByteSize(), self.max_message_bytes)
+        check_ids(self.core.settings.max_entity_id_length, id=request.id)
+        name = self._name(request.model_name, request.model_version)
+        model = self.core.model(name, request.model_version)
         raw = request.raw_input_contents
         if raw and len(raw) != len(request.inputs):
             raise InvalidRequestError(
                 f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs"
             )
+        # Entity inputs are the most a request may send; every one has a role.
+        most = len(self._entity_inputs())
+        if len(request.inputs) > most:
+            raise InvalidRequestError(
+                f"{len(request.inputs)} inputs; {model.name} takes at most {most}"
+            )
         tensors = {}
         for i, t in enumerate(request.inputs):
             if t.name in tensors:
-                raise InvalidRequestError(f"input {t.name!r} appears twice")
+                raise InvalidRequestError(f"input {shown(t.name)} appears twice")
             tensors[t.name] = (t, raw[i] if raw else None)
         wanted = [o.name for o in request.outputs]
+        if len(wanted) > len(OUTPUTS):
+            raise InvalidRequestError(
+                f"{len(wanted)} requested outputs; there are at most {len(OUTPUTS)}"
+            )
         if model.manifest.input_name in tensors:
             outputs = self._infer_tensor(model, tensors, request.id)
         elif any(f in tensors for f in self.core.plan.key_fields):
@@ -159,13 +176,13 @@ class OipHandlers:
             raise InvalidRequestError(
                 f"expected input {model.manifest.input_name!r} (FP32 [n, {model.n_features}]) "
                 f"or entity inputs {list(self.core.plan.key_fields)} (BYTES [n]) with "
-                f"{list(self.core.plan.request_fields)}; got {sorted(tensors)}"
+                f"{list(self.core.plan.request_fields)}; got {shown(sorted(tensors))}"
             )
         if wanted:
             unknown = [w for w in wanted if w not in outputs]
             if unknown:
                 raise InvalidRequestError(
-                    f"unknown requested output(s) {unknown}; available: {sorted(outputs)}"
+                    f"unknown requested output(s) {shown(unknown)}; available: {sorted(outputs)}"
                 )
         resp = pb.ModelInferResponse(model_name=model.name, model_version=model.version)
         resp.id = request.id
@@ -180,17 +197,18 @@ class OipHandlers:
         name = model.manifest.input_name
         if len(tensors) != 1:
             others = sorted(set(tensors) - {name})
-            raise InvalidRequestError(f"input {name!r} must come alone; also got {others}")
+            raise InvalidRequestError(f"input {name!r} must come alone; also got {shown(others)}")
         tensor, raw = tensors[name]
         if tensor.datatype != "FP32":
-            raise InvalidRequestError(
-                f"input {name!r} has datatype {tensor.datatype}; the model takes FP32"
-            )
+            kind = shown(tensor.datatype, quoted=False)
+            raise InvalidRequestError(f"input {name!r} has datatype {kind}; the model takes FP32")
         shape = list(tensor.shape)
         if len(shape) != 2 or shape[1] != model.n_features:
             raise InvalidRequestError(
-                f"input {name!r} has shape {shape}; expected [n, {model.n_features}]"
+                f"input {name!r} has shape {shown(shape)}; expected [n, {model.n_features}]"
             )
+        # The declared rows are refused before any decoding: a shape costs nothing to send.
+        check_rows(shape[0], self.core.settings.max_batch_size)
         matrix = _numeric(tensor, raw).reshape(shape).astype(np.float32, copy=False)
         probs = self.core.score_matrix(model, matrix, request_id)
         if not model.binary:
@@ -202,20 +220,18 @@ class OipHandlers:
         self, model: Any, tensors: dict[str, Any], request_id: str, budget_s: float | None
     ) -> dict:
         plan = self.core.plan
-        known = {*plan.key_fields, *plan.request_fields, EVENT_TIME, EVENT_ID}
+        known = self._entity_inputs()
         unknown = sorted(set(tensors) - known)
         if unknown:
-            raise InvalidRequestError(f"unknown input(s) {unknown}; expected {sorted(known)}")
-        n: int | None = None
+            raise InvalidRequestError(
+                f"unknown input(s) {shown(unknown)}; expected {sorted(known)}"
+            )
+        n = _rows(tensors)
+        if n == 0:
+            raise InvalidRequestError("the inputs have no rows")
+        check_rows(n, self.core.settings.max_batch_size)
         columns: dict[str, list[Any]] = {}
         for name, (tensor, raw) in tensors.items():
-            shape = list(tensor.shape)
-            if len(shape) != 1:
-                raise InvalidRequestError(f"input {name!r} has shape {shape}; expected [n]")
-            if n is None:
-                n = shape[0]
-            elif shape[0] != n:
-                raise InvalidRequestError(f"input {name!r} has {shape[0]} rows, others {n}")
             if name in plan.key_fields or name == EVENT_ID:
                 columns[name] = [b.decode("utf-8", "replace") for b in _bytes(tensor, raw)]
             elif name == EVENT_TIME:
@@ -224,13 +240,6 @@ class OipHandlers:
                 columns[name] = [int(v) for v in _numeric(tensor, raw)]
             else:
                 columns[name] = [float(v) for v in _numeric(tensor, raw)]
-        assert n is not None
-        if n == 0:
-            raise InvalidRequestError("the inputs have no rows")
-        if n > self.core.settings.max_batch_size:
-            raise InvalidRequestError(
-                f"{n} rows exceed the batch limit {self.core.settings.max_batch_size}"
-            )
         inputs = []
         for r in range(n):
             inputs.append(
@@ -265,10 +274,33 @@ class OipHandlers:
             FEATURE_STATUS: ("BYTES", [n, k], status),
         }
 
-    def _name(self, name: str) -> str:
+    def _entity_inputs(self) -> set[str]:
+        plan = self.core.plan
+        return {*plan.key_fields, *plan.request_fields, EVENT_TIME, EVENT_ID}
+
+    def _name(self, name: str, version: str) -> str:
+        """``name``, refused before the lookup (which echoes it) when empty or over-long."""
         if not name:
             raise ModelNotFoundError("model_name is required")
+        check_ids(self.core.settings.max_entity_id_length, model_name=name, model_version=version)
         return name
+
+
+def _rows(tensors: dict[str, Any]) -> int:
+    """The rows every entity input declares (``[n]``), checked before any is decoded."""
+    n: int | None = None
+    for name, (tensor, _) in tensors.items():
+        shape = list(tensor.shape)
+        if len(shape) != 1:
+            raise InvalidRequestError(f"input {name!r} has shape {shown(shape)}; expected [n]")
+        if shape[0] < 0:
+            raise InvalidRequestError(f"input {name!r} has a negative dimension: {shape}")
+        if n is None:
+            n = shape[0]
+        elif shape[0] != n:
+            raise InvalidRequestError(f"input {name!r} has {shape[0]} rows, others {n}")
+    assert n is not None  # the caller found an entity input
+    return n
 
 
 def _predictions(values: np.ndarray) -> dict[str, tuple[str, list[int], bytes]]:
@@ -293,9 +325,9 @@ def _count(tensor: Any) -> int:
 def _numeric(tensor: Any, raw: bytes | None) -> np.ndarray:
     spec = NUMERIC.get(tensor.datatype)
     if spec is None:
+        kind = shown(tensor.datatype, quoted=False)
         raise InvalidRequestError(
-            f"input {tensor.name!r} has datatype {tensor.datatype}; expected one of "
-            f"{sorted(NUMERIC)}"
+            f"input {tensor.name!r} has datatype {kind}; expected one of {sorted(NUMERIC)}"
         )
     dtype, field = spec
     count = _count(tensor)
@@ -323,8 +355,9 @@ def _numeric(tensor: Any, raw: bytes | None) -> np.ndarray:
 
 def _bytes(tensor: Any, raw: bytes | None) -> list[bytes]:
     if tensor.datatype != "BYTES":
+        kind = shown(tensor.datatype, quoted=False)
         raise InvalidRequestError(
-            f"input {tensor.name!r} has datatype {tensor.datatype}; entity ids are BYTES"
+            f"input {tensor.name!r} has datatype {kind}; entity ids are BYTES"
         )
     count = _count(tensor)
     if raw is not None:

@@ -1,9 +1,18 @@
 """A scoring request as the core sees it, what comes back, and the checks a request passes.
 
 Independent of the API a request arrived through: the gRPC adapters build a
-:class:`PredictInput` (or a raw feature matrix); :class:`RequestCheck` and
-:func:`check_matrix` refuse a bad one with a precise
-:class:`~loopline.contracts.errors.InvalidRequestError`.
+:class:`PredictInput` (or a raw feature matrix); :class:`RequestCheck`,
+:func:`check_matrix` and the limit checks refuse a bad one with a precise
+:class:`~loopline.contracts.errors.InvalidRequestError` naming the setting
+that raises the limit. Every value a refusal echoes is cut short
+(:func:`shown`): an error must not be as large as the request it refuses.
+
+>>> shown("x" * 100)
+"'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' (102 characters)"
+>>> check_rows(513, 512)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+loopline.contracts.errors.InvalidRequestError: 513 rows exceed the batch limit 512; ...
 """
 
 from __future__ import annotations
@@ -21,6 +30,50 @@ from loopline.contracts.errors import InvalidRequestError
 from loopline.rollout.plan import ARMS, CHAMPION
 from loopline.serving.features import FeatureStatus, LookupPlan
 from loopline.serving.model import LoadedModel
+
+# The largest magnitude a feature can hold: models take FP32, so a larger
+# request value would reach them as inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# How much of a value a refusal echoes.
+SHOWN_CHARS = 50
+
+
+def shown(value: object, *, quoted: bool = True) -> str:
+    """``repr(value)`` (``str`` unless ``quoted``), cut to :data:`SHOWN_CHARS`, length noted."""
+    text = repr(value) if quoted else str(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}...{text[-1]} ({len(text)} characters)"
+
+
+def check_size(size: int, limit: int) -> None:
+    """Refuse a request message of ``size`` bytes over ``limit`` (serving.max_message_bytes)."""
+    if size > limit:
+        raise InvalidRequestError(
+            f"request is {size} bytes; the limit is {limit} (raise serving.max_message_bytes)"
+        )
+
+
+def check_rows(n: int, limit: int, what: str = "rows") -> None:
+    """Refuse ``n`` rows (or requests) over ``limit`` (serving.max_batch_size)."""
+    if n > limit:
+        raise InvalidRequestError(
+            f"{n} {what} exceed the batch limit {limit}; send fewer or raise serving.max_batch_size"
+        )
+
+
+def check_ids(limit: int, **ids: str) -> None:
+    """Refuse an id (request, event, model, version) longer than ``limit`` characters.
+
+    Ids share serving.max_entity_id_length with entity ids: they are logged
+    and echoed, so none may be as large as a whole message.
+    """
+    for name, value in ids.items():
+        if len(value) > limit:
+            raise InvalidRequestError(
+                f"{name} is {len(value)} characters long (limit {limit}): shorten it or "
+                "raise serving.max_entity_id_length"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +178,11 @@ class RequestCheck:
     def __call__(self, inp: PredictInput) -> list[str]:
         """Entity ids in view order; raises with a precise message on any fault."""
         limit = self.max_entity_id_length
+        check_ids(limit, request_id=inp.request_id, event_id=inp.event_id)
         for name in inp.entities:
             if name not in self._key_fields:
                 raise InvalidRequestError(
-                    f"unknown entity field {name!r}; expected {sorted(self._key_fields)}"
+                    f"unknown entity field {shown(name)}; expected {sorted(self._key_fields)}"
                 )
         for name in self._plan.key_fields:
             value = inp.entities.get(name, "")
@@ -136,12 +190,13 @@ class RequestCheck:
                 raise InvalidRequestError(f"entity field {name!r} is missing or empty")
             if len(value) > limit:
                 raise InvalidRequestError(
-                    f"entity field {name!r} is {len(value)} characters long (limit {limit})"
+                    f"entity field {name!r} is {len(value)} characters long (limit {limit}): "
+                    "shorten it or raise serving.max_entity_id_length"
                 )
         for name in inp.fields:
             if name not in self._request_fields:
                 raise InvalidRequestError(
-                    f"unknown field {name!r}; expected {sorted(self._request_fields)}"
+                    f"unknown field {shown(name)}; expected {sorted(self._request_fields)}"
                 )
         for name in self._plan.request_fields:
             value = inp.fields.get(name)
@@ -149,9 +204,14 @@ class RequestCheck:
                 raise InvalidRequestError(f"field {name!r} is missing")
             if not math.isfinite(value):
                 raise InvalidRequestError(f"field {name!r} is {value}; it must be finite")
+            if abs(value) > FLOAT32_MAX:
+                raise InvalidRequestError(
+                    f"field {name!r} is {value}; features are FP32, so it must be within "
+                    f"+-{FLOAT32_MAX:.6g}"
+                )
         if inp.arm and inp.arm not in ARMS:
             raise InvalidRequestError(
-                f"arm {inp.arm!r} is not one of {('', *ARMS)}; '' follows the rollout plan"
+                f"arm {shown(inp.arm)} is not one of {('', *ARMS)}; '' follows the rollout plan"
             )
         if inp.event_time_ms < 0:
             raise InvalidRequestError(
@@ -170,8 +230,7 @@ def check_matrix(matrix: np.ndarray, feature_names: Sequence[str], max_rows: int
     n = matrix.shape[0]
     if n == 0:
         raise InvalidRequestError("the tensor has no rows")
-    if n > max_rows:
-        raise InvalidRequestError(f"{n} rows exceed the batch limit {max_rows}")
+    check_rows(n, max_rows)
     bad = np.argwhere(~np.isfinite(matrix))
     if len(bad):
         r, c = (int(x) for x in bad[0])

@@ -7,11 +7,17 @@ and statuses preset), which costs a third of building 20 feature messages.
 
 from __future__ import annotations
 
-from loopline.contracts.errors import InvalidRequestError, LooplineError
+from loopline.contracts.errors import LooplineError
 from loopline.serving.core import InferenceCore
 from loopline.serving.features import FeatureStatus
 from loopline.serving.model import LoadedModel
-from loopline.serving.requests import PredictInput, Prediction
+from loopline.serving.requests import (
+    PredictInput,
+    Prediction,
+    check_ids,
+    check_rows,
+    check_size,
+)
 from loopline.serving.status import status_for
 from loopline.v1 import inference_pb2 as pb
 
@@ -33,16 +39,14 @@ class V1Handlers:
         self._templates: dict[int, tuple[LoadedModel, pb.PredictResponse]] = {}
 
     def predict(self, request: pb.PredictRequest, budget_s: float | None) -> pb.PredictResponse:
-        self._check_size(request)
+        check_size(request.ByteSize(), self.max_message_bytes)
         return self._response(self.core.predict(self._input(request), budget_s))
 
     def predict_batch(
         self, request: pb.PredictBatchRequest, budget_s: float | None
     ) -> pb.PredictBatchResponse:
-        self._check_size(request)
-        n, limit = len(request.requests), self.core.settings.max_batch_size
-        if n > limit:
-            raise InvalidRequestError(f"{n} requests exceed the batch limit {limit}")
+        check_size(request.ByteSize(), self.max_message_bytes)
+        check_rows(len(request.requests), self.core.settings.max_batch_size, "requests")
         inputs: list[PredictInput | LooplineError] = []
         for r in request.requests:
             try:
@@ -62,15 +66,9 @@ class V1Handlers:
                 item.error.message = str(result)
         return out
 
-    def _check_size(self, request: pb.PredictRequest | pb.PredictBatchRequest) -> None:
-        size = request.ByteSize()
-        if size > self.max_message_bytes:
-            raise InvalidRequestError(
-                f"request is {size} bytes; the limit is {self.max_message_bytes}"
-            )
-
-    @staticmethod
-    def _input(request: pb.PredictRequest) -> PredictInput:
+    def _input(self, request: pb.PredictRequest) -> PredictInput:
+        # Before the model lookup, whose refusal echoes the name.
+        check_ids(self.core.settings.max_entity_id_length, model=request.model, arm=request.arm)
         return PredictInput(
             entities=request.entities,
             fields=request.fields,

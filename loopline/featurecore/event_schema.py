@@ -10,6 +10,12 @@ The common case, a valid event, runs one generated check (as the feature
 engine's plans do); any doubt falls back to the field-by-field path that
 also words the error.
 
+Hostile bytes are refused before they cost anything: an event over the
+source's ``max_bytes``, nested deeper than :data:`MAX_DEPTH` or repeating a
+key within one object (parsers disagree on which value wins) is a
+:class:`MalformedEventError`, never a crash. :func:`load_json_object` does
+this for any JSON record (the labels flow decodes with it too).
+
 >>> from loopline.contracts.definitions import EventSource, Field
 >>> src = EventSource("rides", topic="rides", fields=(
 ...     Field("ride_id", "string"), Field("zone", "string", allowed=("n", "s")),
@@ -32,14 +38,20 @@ loopline.contracts.errors.SchemaError: rides.km: must be >= 0
 Traceback (most recent call last):
 ...
 loopline.featurecore.event_schema.MalformedEventError: rides: expected a JSON object, got list
+>>> p.parse(b'{"ride_id":"r1","ride_id":"r2","zone":"n","km":2,"ts":1}')  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+loopline.featurecore.event_schema.MalformedEventError: rides: key 'ride_id' appears twice ...
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 from loopline.contracts.definitions import EventSource, Field
@@ -48,6 +60,13 @@ from loopline.contracts.errors import SchemaError
 # Numeric inputs beyond this magnitude are refused: the feature engine's exact
 # sums need headroom, and no real measurement is near it.
 MAX_ABS_INPUT = 1e15
+# Events are flat records; a little nesting leaves room for metadata in extra
+# fields. Deeper is a JSON bomb (parsers and pickling recurse), not data.
+MAX_DEPTH = 32
+# A JSON string (possessive: linear on any input), and each bracket's step in depth.
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 try:  # 4x faster than json.loads; optional (same verdicts without it)
     from orjson import loads as _fast_loads
@@ -78,26 +97,7 @@ class EventParser:
         self._fast = _compile_fast_check(source.fields, self._non_empty)
 
     def parse(self, raw: bytes | None) -> dict[str, Any]:
-        if not raw:
-            raise MalformedEventError(f"{self.name}: empty message (no value)")
-        if len(raw) > self.max_bytes:
-            raise SchemaError(
-                f"{self.name}: event is {len(raw)} bytes, over the source's max_bytes "
-                f"{self.max_bytes}"
-            )
-        try:
-            doc = _fast_loads(raw)
-        except ValueError:
-            # orjson refuses what json takes (NaN, huge integers): let json and
-            # the checks word the error, so verdicts never depend on orjson.
-            try:
-                doc = json.loads(raw.decode())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise MalformedEventError(f"{self.name}: not valid JSON ({e})") from None
-        if type(doc) is not dict:
-            raise MalformedEventError(
-                f"{self.name}: expected a JSON object, got {type(doc).__name__}"
-            )
+        doc = load_json_object(raw, self.name, self.max_bytes, "its EventSource's max_bytes")
         if not self._fast(doc):
             self.check(doc)
         return doc  # type: ignore[no-any-return]
@@ -126,6 +126,97 @@ class EventParser:
         return value
 
 
+def load_json_object(raw: bytes | None, name: str, max_bytes: int, limit: str) -> dict[str, Any]:
+    """``raw`` as a JSON object, or :class:`MalformedEventError` / :class:`SchemaError`.
+
+    ``limit`` names what sets ``max_bytes``, for the message of an oversized record.
+    """
+    if not raw:
+        raise MalformedEventError(f"{name}: empty message (no value)")
+    if len(raw) > max_bytes:
+        raise SchemaError(f"{name}: the message is {len(raw)} bytes, over {limit} {max_bytes}")
+    # Depth is judged on the bytes: parsers recurse, and orjson can overflow
+    # the stack on a deep enough document instead of raising.
+    opens = raw.count(b"{") + raw.count(b"[")
+    if opens > MAX_DEPTH:
+        _refuse_deep(raw, name)
+    try:
+        doc = _fast_loads(raw)
+    except ValueError:
+        # orjson refuses what json takes (NaN, huge integers): let json and
+        # the checks word the error, so verdicts never depend on orjson.
+        doc = _slow_loads(raw, name)
+    if type(doc) is not dict:
+        raise MalformedEventError(f"{name}: expected a JSON object, got {type(doc).__name__}")
+    # Every pair written has a colon, right after its key's quote or after
+    # whitespace, so colons bound the pairs from above: as many as the keys
+    # of a flat event, no key repeats. That is the common case; anything else
+    # is looked at exactly.
+    if opens != 1 or raw.count(b":") != len(doc):
+        keys = len(doc) if opens == 1 else _count_keys(doc)
+        if _pairs_bound(raw) != keys:
+            _refuse_repeated_keys(raw, name)
+    return doc  # type: ignore[no-any-return]
+
+
+def _pairs_bound(raw: bytes) -> int:
+    """At least the key-value pairs written in ``raw``: colons after a quote or whitespace."""
+    n = raw.count(b'":') + raw.count(b" :") + raw.count(b"\n:")
+    return n + raw.count(b"\t:") + raw.count(b"\r:")
+
+
+def _slow_loads(raw: bytes, name: str) -> Any:
+    try:
+        return json.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedEventError(f"{name}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise MalformedEventError(f"{name}: nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _refuse_deep(raw: bytes, name: str) -> None:
+    """Refuse ``raw`` if its brackets (outside strings) nest deeper than :data:`MAX_DEPTH`."""
+    brackets = _STRING.sub(b"", raw).translate(None, _BRACKETS)
+    if max(accumulate(map(_STEP.__getitem__, brackets))) > MAX_DEPTH:
+        raise MalformedEventError(f"{name}: nested deeper than {MAX_DEPTH} levels")
+
+
+def _count_keys(doc: dict[str, Any]) -> int:
+    """Keys in every object of ``doc`` (its depth is checked by now)."""
+    keys, todo = 0, [doc]
+    while todo:
+        node = todo.pop()
+        if type(node) is dict:
+            keys += len(node)
+            node = node.values()
+        todo += [c for c in node if type(c) in (dict, list)]
+    return keys
+
+
+class _RepeatedKeyError(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKeyError(key)
+            seen.add(key)
+    return out
+
+
+def _refuse_repeated_keys(raw: bytes, name: str) -> None:
+    # The depth is checked by now, so json's recursion is bounded.
+    try:
+        json.loads(raw.decode(), object_pairs_hook=_unique_pairs)
+    except _RepeatedKeyError as e:
+        key = repr(e.args[0])[:40]
+        raise MalformedEventError(f"{name}: key {key} appears twice in one object") from None
+
+
 def _typed(where: str, f: Field, value: Any) -> Any:
     name = f.name
     if f.type == "string":
@@ -143,10 +234,11 @@ def _typed(where: str, f: Field, value: Any) -> Any:
         if f.type == "timestamp":
             kind = "epoch milliseconds or an ISO-8601 string"
         raise SchemaError(f"{where}: expected {kind}, got {_show(value)}", name)
-    if not math.isfinite(value):
+    # An int too large for a float is out of range too (isfinite would overflow).
+    if type(value) is float and not math.isfinite(value):
         raise SchemaError(f"{where}: must be finite", name)
     if abs(value) > MAX_ABS_INPUT:
-        raise SchemaError(f"{where}: {value!r} is out of range", name)
+        raise SchemaError(f"{where}: {repr(value)[:40]} is out of range", name)
     if f.type in ("int", "timestamp"):
         if type(value) is float:
             if not value.is_integer():

@@ -3,7 +3,8 @@
 Engine-neutral and pure: a source adapter hands each :class:`SourceRecord` to
 :func:`decode_prediction` or :func:`decode_outcome` and routes what comes back.
 Nothing raises on bad input: a record is either an input for the join or a
-:class:`DeadLetter` with its original bytes and origin.
+:class:`DeadLetter` with its original bytes and origin. Records are read
+with the feature flow's hostile-input checks (size, nesting, repeated keys).
 
 The join key of a prediction is its ``event_id`` (the outcome's key) when the
 prediction log carries one, else its ``request_id`` (an outcome may then name
@@ -32,7 +33,6 @@ the request id as its ``event_id``).
 
 from __future__ import annotations
 
-import json
 import time
 import zlib
 from typing import Any, NamedTuple
@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DeadLetter, Outcome, PredictionLog, check_label, decode
 from loopline.contracts.tasks import BINARY
+from loopline.featurecore.event_schema import MalformedEventError, load_json_object
 from loopline.streams.common.records import SourceRecord, dead_letter_of
 
 __all__ = [
@@ -61,6 +62,9 @@ REASON_MALFORMED = "malformed"
 REASON_INVALID = "invalid"
 # Pushed out of the join's bounded buffers before it could be resolved.
 REASON_EVICTED = "evicted"
+# Kafka's default largest record (message.max.bytes): a prediction log or an
+# outcome is a few hundred bytes, so a larger one is refused unread.
+MAX_RECORD_BYTES = 1 << 20
 
 
 class PredictionIn(NamedTuple):
@@ -108,7 +112,7 @@ def decode_prediction(rec: SourceRecord, t_ms: int | None = None) -> PredictionI
         log = decode(PredictionLog, _json_object(rec, "PredictionLog"))
         if log.event_time <= 0:
             raise SchemaError("PredictionLog.event_time: must be epoch ms > 0", "event_time")
-    except _MalformedError as e:
+    except MalformedEventError as e:
         return dead_letter_of(rec, REASON_MALFORMED, str(e), int(time.time() * 1000))
     except SchemaError as e:
         return dead_letter_of(rec, REASON_INVALID, str(e), int(time.time() * 1000))
@@ -148,7 +152,7 @@ def decode_outcome(
         if out.event_time <= 0:
             raise SchemaError("Outcome.event_time: must be epoch ms > 0", "event_time")
         check_label(task, out.label)
-    except _MalformedError as e:
+    except MalformedEventError as e:
         return dead_letter_of(rec, REASON_MALFORMED, str(e), int(time.time() * 1000))
     except SchemaError as e:
         return dead_letter_of(rec, REASON_INVALID, str(e), int(time.time() * 1000))
@@ -183,10 +187,6 @@ def writer_key(request_id: str, writers: int) -> str:
     return f"{zlib.crc32(request_id.encode()) % writers:03d}"
 
 
-class _MalformedError(Exception):
-    pass
-
-
 def _renamed(doc: dict[str, Any], fields: tuple[str, str, str]) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k not in OUTCOME_FIELDS}
     for ours, theirs in zip(OUTCOME_FIELDS, fields, strict=True):
@@ -197,12 +197,4 @@ def _renamed(doc: dict[str, Any], fields: tuple[str, str, str]) -> dict[str, Any
 
 
 def _json_object(rec: SourceRecord, name: str) -> dict[str, Any]:
-    if not rec.value:
-        raise _MalformedError(f"{name}: empty message (no value)")
-    try:
-        doc = json.loads(rec.value)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise _MalformedError(f"{name}: not valid JSON ({e})") from None
-    if type(doc) is not dict:
-        raise _MalformedError(f"{name}: expected a JSON object, got {type(doc).__name__}")
-    return doc
+    return load_json_object(rec.value, name, MAX_RECORD_BYTES, "the record limit")
