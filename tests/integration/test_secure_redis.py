@@ -225,3 +225,16 @@ def test_the_features_flow_writes_what_serving_reads(
         keys = sorted(expected)[:50]
         assert store.mget(keys, 5.0) == [expected[k] for k in keys]
         store.close()
+
+
+def test_a_granted_key_prefix_opens_to_features_and_serve_alike(secure: SecureRedis) -> None:
+    features, serve = secure.client("features"), secure.client("serve")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        features.set("demo1:f:c1", b"1")
+    secure.server.grant_key_prefix("demo1")
+    features.set("demo1:f:c1", b"1")
+    assert serve.mget(["demo1:f:c1"]) == [b"1"]
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        serve.set("demo1:f:c1", b"2")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        serve.get("demo1:other")  # still feature keys only
