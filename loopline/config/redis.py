@@ -22,6 +22,13 @@ import redis
 from loopline.contracts.settings import RedisSettings
 from loopline.security.secrets import read_secret
 
+# redis.* TLS file settings -> redis-py's keyword arguments.
+_TLS_FILE_OPTIONS = {
+    "ca_file": "ssl_ca_certs",
+    "cert_file": "ssl_certfile",
+    "key_file": "ssl_keyfile",
+}
+
 
 def credentials(conf: RedisSettings) -> tuple[str, str] | None:
     """``(username, password)`` to AUTH with; None when no password is configured.
@@ -56,12 +63,10 @@ def client_options(conf: RedisSettings) -> dict[str, Any]:
             options["username"] = username
     if conf.tls:
         options["ssl"] = True
-        if conf.ca_file is not None:
-            options["ssl_ca_certs"] = str(conf.ca_file)
-        if conf.cert_file is not None:
-            options["ssl_certfile"] = str(conf.cert_file)
-        if conf.key_file is not None:
-            options["ssl_keyfile"] = str(conf.key_file)
+        for setting, option in _TLS_FILE_OPTIONS.items():
+            path = getattr(conf, setting)
+            if path is not None:
+                options[option] = str(path)
     return options
 
 
