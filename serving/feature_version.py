@@ -34,6 +34,9 @@ def serving_feature_set(
         return definitions
     try:
         champion = registry.resolve(model, alias)
+        if champion is not None:
+            # An unsigned manifest must not choose what serving computes.
+            champion.check_signature()
     except LooplineError as e:
         log.warning("cannot resolve %s@%s: %s", model, alias, e)
         champion = None

@@ -207,3 +207,21 @@ def test_the_trainer_publishes_through_a_registry_holding_the_key(tmp_path, key_
     mv = model_factory.publish(trainer_registry(settings))
     assert mv.manifest.signature
     open_registry(settings.registry).get("fraud", "1").check_signature()
+
+
+def test_an_unsigned_champion_does_not_choose_the_served_feature_set(registry) -> None:
+    from fraud_repo import changed_fraud_features
+
+    from loopline.featurerepo.state import AppliedState
+    from loopline.serving.feature_version import serving_feature_set
+
+    new = changed_fraud_features()
+    state = AppliedState(registry.root)
+    for i, fs in enumerate((FS, new)):
+        state.record("fraud", fs.fingerprint, fs.describe(), now_ms=i)
+    model_factory.publish(unkeyed(registry))  # built for the old version, never signed
+    served = serving_feature_set(new, registry, registry.root, "fraud", "champion")
+    assert served.fingerprint == new.fingerprint
+    model_factory.publish(registry, seed=1)  # signed, on the old version: it pins it
+    served = serving_feature_set(new, registry, registry.root, "fraud", "champion")
+    assert served.fingerprint == FS.fingerprint
