@@ -8,10 +8,12 @@ signature checks out. The sha256 alone proves the file matches its
 manifest; the signature proves a holder of the key wrote that manifest, so a
 file and manifest dropped into the registry without the key never serve.
 
+>>> from dataclasses import replace
+>>> from loopline.registry.manifest import Manifest
 >>> key = ModelKey(b"k" * 32)
->>> v3 = dict(model_name="fraud", version="3", sha256="ab" * 32, fingerprint="f" * 64)
->>> key.check(Signed(**v3, signature=key.sign(Signed(**v3))))
->>> key.check(Signed(**v3))
+>>> v3 = Manifest("fraud", "f" * 64, ["a"], model_name="fraud", version="3", sha256="ab" * 32)
+>>> key.check(replace(v3, signature=key.sign(v3)))
+>>> key.check(v3)
 Traceback (most recent call last):
 ...
 loopline.registry.signatures.SignatureError: fraud v3 is unsigned, ...
@@ -21,13 +23,15 @@ ModelKey(<hidden>)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from loopline.contracts.errors import IntegrityError
 from loopline.contracts.settings import RegistrySettings
 from loopline.security.secrets import read_key
 from loopline.security.signing import model_signature, signature_ok
+
+if TYPE_CHECKING:  # the manifest module imports this one
+    from loopline.registry.manifest import Manifest
 
 SETTING = "registry.signing_key_file"
 # Why a version is refused (the refusal metric's ``reason`` label).
@@ -42,32 +46,6 @@ class SignatureError(IntegrityError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class SignedFields(Protocol):
-    """What a signature covers, as a manifest states it."""
-
-    @property
-    def model_name(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def sha256(self) -> str: ...
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def signature(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Signed:
-    """The signed fields on their own (tests, doctests)."""
-
-    model_name: str
-    version: str
-    sha256: str
-    fingerprint: str
-    signature: str = ""
 
 
 class ModelKey:
@@ -85,10 +63,10 @@ class ModelKey:
         path = registry.signing_key_file
         return None if path is None else ModelKey(read_key(path, SETTING))
 
-    def sign(self, m: SignedFields) -> str:
+    def sign(self, m: Manifest) -> str:
         return model_signature(self._key, **_fields(m))
 
-    def check(self, m: SignedFields) -> None:
+    def check(self, m: Manifest) -> None:
         """Raise :class:`SignatureError` unless ``m`` carries this key's signature.
 
         The message names the version and the reason, never the key or a signature.
@@ -109,7 +87,7 @@ class ModelKey:
             )
 
 
-def _fields(m: SignedFields) -> dict[str, str]:
+def _fields(m: Manifest) -> dict[str, str]:
     return {
         "model": m.model_name,
         "version": m.version,
