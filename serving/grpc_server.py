@@ -146,11 +146,9 @@ class InferenceServer:
         self.version_switch = VersionSwitch(settings.registry.path, self.feature_set)
         self.topics = Topics(settings.kafka.topic_prefix)
         self.slot = ModelSlot()
-        self.store = RedisFeatureStore(
-            settings.redis.host,
-            settings.redis.port,
-            settings.redis.db,
-            retry_after_s=conf.store_retry_ms / 1000.0,
+        # Address, ACL user and TLS from redis.* (loopline.config.redis).
+        self.store = RedisFeatureStore.from_settings(
+            settings.redis, retry_after_s=conf.store_retry_ms / 1000.0
         )
         self.sink = (
             KafkaPredictionLog(

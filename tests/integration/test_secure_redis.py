@@ -14,10 +14,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
+import model_factory
 import pytest
 import redis
 from features_support import events, expected_store, features_flow, produce_events, stored
 from secure_redis_support import SecureRedis, secure_redis
+from serving_requests import predict_request
+from serving_support import fresh_serving_settings, running_server
 
 from loopline.config.redis import tls_context
 from loopline.contracts.redis_layout import WRITE_IF_NEWER, pack
@@ -28,6 +32,8 @@ from loopline.serving.feature_store import RedisFeatureStore, StoreUnavailableEr
 from loopline.stack.secure_material import SERVICES
 from loopline.streams.features.aggregation import FeatureWrite
 from loopline.streams.features.redis_sink import FeatureWriter
+from loopline.v1 import inference_pb2 as pb
+from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +244,22 @@ def test_a_granted_key_prefix_opens_to_features_and_serve_alike(secure: SecureRe
         serve.set("demo1:f:c1", b"2")
     with pytest.raises(redis.exceptions.NoPermissionError):
         serve.get("demo1:other")  # still feature keys only
+
+
+def test_the_inference_server_reads_its_features_as_serve(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    with secure_redis(tmp_path, isolated_settings) as secure:
+        registry = tmp_path / "registry"
+        model_factory.publish(registry)
+        # The flow's user writes the features, serving runs as `serve`.
+        features = secure.client("features")
+        settings = fresh_serving_settings(
+            secure.service_settings("serve"), features, f"{secure.key_prefix}:", registry
+        )
+        with running_server(settings) as server:
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            resp = pb_grpc.InferenceStub(channel).Predict(predict_request(), timeout=5)
+            channel.close()
+        assert {f.status for f in resp.features} == {pb.FEATURE_STATUS_OK}
+        assert not resp.degraded
