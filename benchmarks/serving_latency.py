@@ -26,6 +26,10 @@ same clients. Client and server share the machine's cores.
 
 Run: ``python benchmarks/serving_latency.py [--processes 2] [--threads 2]``.
 It prints a summary, then one JSON object on the last line.
+
+``--secure`` measures the cost of TLS + a bearer token instead: phases 1 and 2
+against the server plaintext, then against the same server with TLS and
+tokens on, with the ratios (``support/secure.py``).
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ from support.clients import (
     Load,
     make_requests,
     percentiles,
+    saturation,
     sequential_client,
 )
 from support.models import N_TREES, TrainedModels, announce_champion, champion_announcer
+from support.secure import measure_security, security_summary
 from support.server import (
     histogram_percentiles,
     scrape,
@@ -63,30 +69,9 @@ from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.registry.directory import DirectoryRegistry
 from loopline.stack.ports import free_port
 
-P99_BUDGET_MS = 10.0
 SWAPS = 20
 # Load levels of the throughput phase: (load-generator processes, calls in flight each).
 STEPS = [(1, 1), (1, 2), (2, 2), (2, 4), (2, 8), (2, 16)]
-
-
-def saturation(port: int, steps: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
-    """Throughput per load level; the best one whose client p99 <= 10 ms."""
-    rows = []
-    for procs, conc in steps:
-        load = Load(port, procs, conc, seconds).start()
-        # Throughput counts the measured window only (process start-up excluded).
-        lat, errors, _ = load.finish(stop=False)
-        rps = load.rate
-        p = percentiles(lat)
-        rows.append({"clients": procs * conc, "rps": rps, **p, "errors": sum(errors.values())})
-        print(
-            f"  load {procs}x{conc:<3} {rps:8.0f} calls/s  p50 {p['p50']:6.2f} ms  "
-            f"p99 {p['p99']:6.2f} ms  errors {sum(errors.values())}",
-            flush=True,
-        )
-    ok = [r for r in rows if r["p99"] <= P99_BUDGET_MS and r["errors"] == 0]
-    best = max(ok, key=lambda r: r["rps"]) if ok else {"rps": 0.0}
-    return {"rows": rows, "best": best, "max": max(r["rps"] for r in rows)}
 
 
 # -- the server -----------------------------------------------------------------------
@@ -250,6 +235,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="1-client phase")
     parser.add_argument("--swaps", type=int, default=SWAPS)
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="instead: the server plaintext, then with TLS + a bearer token (support/secure.py)",
+    )
     args = parser.parse_args()
 
     t_start = time.perf_counter()
@@ -264,9 +254,13 @@ def main() -> None:
         registry = DirectoryRegistry(run.work / "registry")
         models = TrainedModels(run.settings, run.work)
         first = models.publish(registry, seed=0)
+        requests = make_requests(5000)
+        if args.secure:
+            secure = measure_security(run, registry.root, requests, args, STEPS)
+            print(json.dumps(security_summary(secure)))
+            return
         for seed in (1, 2, 3):  # trained now, so swaps only publish
             models.trained(seed)
-        requests = make_requests(5000)
         server = measure_server(run, registry, models, requests, args)
         baseline = measure_baseline(run, str(first.model_path), requests, args)
     finally:

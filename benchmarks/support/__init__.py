@@ -5,6 +5,7 @@
 - :mod:`.server`: the real serving command started, scraped and stopped;
 - :mod:`.clients`: Predict requests, the one-client loop and load generators;
 - :mod:`.models`: 200-tree models trained by the trainer on simulated history;
+- :mod:`.secure`: the serving measurement plaintext vs TLS + a bearer token;
 - :mod:`.rollout_metrics`, :mod:`.rollout_plans`: the rollout benchmark's
   figures and its plans driven through the CLI.
 """

@@ -2,6 +2,9 @@
 
 Requests are serialized once and sent as raw bytes, so the clients spend their
 CPU on calls, not on protobuf; they share the machine's cores with the server.
+A client's target is a plaintext port on 127.0.0.1 or, for a secured server,
+the client side of ``serving.*`` (``ca_file``, ``token_file``: see
+:mod:`loopline.config.grpc`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,21 @@ from typing import Any
 import grpc
 import numpy as np
 
+from loopline.config.grpc import GrpcClient, grpc_client
+from loopline.contracts.settings import ServingSettings
 from loopline.v1 import inference_pb2 as pb
 
 # Requests name cards c0..c9999 and merchants m0..m999; BenchRun writes their features.
 N_CARDS, N_MERCHANTS = 10_000, 1_000
 CLIENT_TIMEOUT_S = 1.0
 PREDICT = "/loopline.v1.Inference/Predict"
+P99_BUDGET_MS = 10.0
+# A plaintext port on 127.0.0.1, or a client's settings (port, TLS, token).
+Target = int | ServingSettings
+
+
+def client_of(target: Target) -> GrpcClient:
+    return grpc_client(ServingSettings(port=target) if isinstance(target, int) else target)
 
 
 def make_requests(n: int, seed: int = 1) -> list[bytes]:
@@ -49,37 +61,39 @@ def percentiles(values_s: list[float] | np.ndarray) -> dict[str, float]:
     return {"p50": float(p50), "p99": float(p99), "p999": float(p999)}
 
 
-def sequential_client(port: int, requests: list[bytes], seconds: float) -> list[float]:
+def sequential_client(target: Target, requests: list[bytes], seconds: float) -> list[float]:
     """One client, one call at a time; returns latencies (s) after a warm-up."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    client = client_of(target)
+    metadata = client.metadata or None
+    with client.channel() as channel:
         call = channel.unary_unary(
             PREDICT,
             request_serializer=None,
             response_deserializer=pb.PredictResponse.FromString,
         )
         for i in range(300):
-            call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S)
+            call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S, metadata=metadata)
         out: list[float] = []
         end = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < end:
             t = time.perf_counter()
-            call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S)
+            call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S, metadata=metadata)
             out.append(time.perf_counter() - t)
             i += 1
     return out
 
 
-def _load_process(spec: tuple[int, int, float, int], stop: Any, results: Any) -> None:
+def _load_process(spec: tuple[Target, int, float, int], stop: Any, results: Any) -> None:
     """A load-generator process: ``concurrency`` calls in flight over 4 connections."""
-    port, concurrency, seconds, seed = spec
+    target, concurrency, seconds, seed = spec
     requests = make_requests(2000, seed)
+    client = client_of(target)
+    metadata = client.metadata or None
 
     async def main() -> None:
         options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
-        channels = [
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(4)
-        ]
+        channels = [client.aio_channel(options=options) for _ in range(4)]
         calls = [
             ch.unary_unary(
                 PREDICT,
@@ -92,7 +106,7 @@ def _load_process(spec: tuple[int, int, float, int], stop: Any, results: Any) ->
         errors: Counter[str] = Counter()
         versions: Counter[str] = Counter()
         for call in calls:  # connect and warm up before the measured window
-            await call(requests[0], timeout=10)
+            await call(requests[0], timeout=10, metadata=metadata)
         begin = time.perf_counter()
         end = begin + seconds
 
@@ -102,7 +116,9 @@ def _load_process(spec: tuple[int, int, float, int], stop: Any, results: Any) ->
             while time.perf_counter() < end and not stop.is_set():
                 t = time.perf_counter()
                 try:
-                    resp = await call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S)
+                    resp = await call(
+                        requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S, metadata=metadata
+                    )
                 except grpc.aio.AioRpcError as e:
                     errors[f"{e.code().name}: {e.details()}"[:120]] += 1
                     continue
@@ -123,14 +139,14 @@ def _load_process(spec: tuple[int, int, float, int], stop: Any, results: Any) ->
 class Load:
     """Several load-generator processes started together; results when they end."""
 
-    def __init__(self, port: int, processes: int, concurrency: int, seconds: float) -> None:
+    def __init__(self, target: Target, processes: int, concurrency: int, seconds: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.stop = ctx.Event()
         self.results = ctx.Queue()
         self.procs = [
             ctx.Process(
                 target=_load_process,
-                args=((port, concurrency, seconds, 10 + i), self.stop, self.results),
+                args=((target, concurrency, seconds, 10 + i), self.stop, self.results),
             )
             for i in range(processes)
         ]
@@ -157,3 +173,31 @@ class Load:
             errors.update(g[1])
             versions.update(g[2])
         return lat, errors, versions
+
+
+def saturation(target: Target, steps: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
+    """Throughput per load level (load-generator processes, calls in flight each); the
+    best one whose client p99 <= P99_BUDGET_MS without errors."""
+    rows = []
+    for procs, conc in steps:
+        load = Load(target, procs, conc, seconds).start()
+        # Throughput counts the measured window only (process start-up excluded).
+        lat, errors, _ = load.finish(stop=False)
+        rps = load.rate
+        p = percentiles(lat)
+        rows.append({"clients": procs * conc, "rps": rps, **p, "errors": sum(errors.values())})
+        print(
+            f"  load {procs}x{conc:<3} {rps:8.0f} calls/s  p50 {p['p50']:6.2f} ms  "
+            f"p99 {p['p99']:6.2f} ms  errors {sum(errors.values())}",
+            flush=True,
+        )
+        for e, n in errors.most_common(2):
+            print(f"    error x{n}: {e}")
+    return best_of(rows)
+
+
+def best_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows, the best rate whose p99 <= P99_BUDGET_MS without errors, the best at all."""
+    ok = [r for r in rows if r["p99"] <= P99_BUDGET_MS and r["errors"] == 0]
+    best = max(ok, key=lambda r: r["rps"]) if ok else {"rps": 0.0}
+    return {"rows": rows, "best": best, "max": max(r["rps"] for r in rows)}
