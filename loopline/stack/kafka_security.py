@@ -36,7 +36,6 @@ from loopline.config.loader import apply_layers
 from loopline.contracts.errors import StackError
 from loopline.contracts.settings import KafkaSettings, Settings
 from loopline.security.secrets import read_secret
-from loopline.stack.paths import StackPaths
 from loopline.stack.secure_material import SERVICES, SecureMaterial
 
 SUPER_USER = "admin"
@@ -47,11 +46,6 @@ SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 # Written beside the data once the storage was formatted with the admin login.
 SECURE_MARK = "secure-formatted"
-
-
-def material_for(settings: Settings) -> SecureMaterial:
-    """The secure material of the settings' state directory, created on first use."""
-    return SecureMaterial.ensure(StackPaths.for_state_dir(settings.stack.state_dir).secure)
 
 
 def admin_kafka(settings: Settings, material: SecureMaterial) -> KafkaSettings:
