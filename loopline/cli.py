@@ -70,6 +70,7 @@ def _progress(message: str) -> None:
 # handlers read the settings from `args.settings` and return an exit code.
 COMPONENT_COMMANDS = (
     "loopline.featurerepo.commands",
+    "loopline.security.commands",
     "loopline.streams.commands",
     "loopline.streams.drift.commands",
     "loopline.serving.commands",
@@ -88,12 +89,22 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only download the Kafka jars (for CI warm-up); start nothing",
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS and logins on Kafka (SASL_SSL, SCRAM) and Redis (ACL users), ACLs per "
+        "service, certificates and secrets generated under <state_dir>/secure",
+    )
 
 
 @command("up", "start Kafka and Redis (or reuse running ones) and create the topics", _up_arguments)
 def up(args: argparse.Namespace, settings: Settings) -> int:
     from loopline.stack import Stack
 
+    if args.secure or settings.stack.secure:
+        from loopline.stack.secure import secure_settings
+
+        settings = secure_settings(settings)
     stack = Stack(settings, progress=_progress)
     if args.fetch_only:
         lib = stack.fetch()
@@ -101,6 +112,10 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     status = stack.up()
     print(status.describe())
+    if settings.stack.secure:
+        from loopline.stack.secure import finish_secure_up
+
+        print(finish_secure_up(settings))
     return EXIT_OK
 
 
@@ -147,6 +162,12 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the retrained model goes live: at once (champion), or as a canary or "
         "shadow rollout that `loopline run rollout` promotes from per-arm labels",
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="run on the secure stack (loopline up --secure): every service with its own "
+        "Kafka and Redis login, gRPC over TLS with a token, signed models",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     parser.add_argument("--no-console", action="store_true", help="plain progress lines only")
     parser.add_argument("--report-dir", type=Path, help="where report.html goes (default: run dir)")
@@ -170,6 +191,10 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
         console=not args.no_console,
         report_dir=args.report_dir,
     )
+    if args.secure:
+        from loopline.stack.secure import secure_settings
+
+        settings = secure_settings(settings)
     return run_demo(settings, config, say=lambda m: print(m, file=sys.stderr, flush=True))
 
 

@@ -35,13 +35,11 @@ from loopline.contracts.errors import ConfigError
 from loopline.contracts.metric_names.serving import SERVING_AUTH_REFUSALS
 from loopline.contracts.settings import ServingSettings
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
-from loopline.security.tokens import TokenStore
+from loopline.security.tokens import ADMIN, HEALTH, INFER, READ, TokenStore
 from loopline.telemetry.prometheus import counter
 from loopline.v1 import inference_pb2 as v1_pb
 
 log = logging.getLogger(__name__)
-
-HEALTH, READ, INFER, ADMIN = "health", "read", "infer", "admin"
 
 
 def _service(descriptor: Any, name: str) -> str:

@@ -66,7 +66,7 @@ def load_settings(
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         layers.setdefault(section, {})[key] = raw
-    settings = _apply(Settings(), layers)
+    settings = apply_layers(Settings(), layers)
     if repo is not None:
         settings = _bind_model(settings, layers)
     return settings
@@ -97,10 +97,12 @@ def _bind_model(settings: Settings, layers: dict[str, dict[str, Any]]) -> Settin
     for (section, key), value in derived.items():
         if key not in layers.get(section, {}):
             updates.setdefault(section, {})[key] = value
-    return _apply(settings, updates)
+    return apply_layers(settings, updates)
 
 
-def _apply(base: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
+def apply_layers(base: Settings, layers: dict[str, dict[str, Any]]) -> Settings:
+    """``base`` with each section's values replaced (strings coerced to the field's type);
+    unknown sections or keys are errors naming what is known."""
     sections = {f.name: f for f in fields(Settings)}
     changes: dict[str, Any] = {}
     for section, values in layers.items():

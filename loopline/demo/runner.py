@@ -17,9 +17,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from loopline.config.grpc import GrpcClient, grpc_client
-from loopline.config.kafka import producer_config
+from loopline.config.kafka import admin_config, producer_config
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.demo.config import DemoConfig, prepare
@@ -33,6 +34,10 @@ from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import DirectoryRegistry
 from loopline.simulation.api import SimEvent, SimulationConfig, load_simulation
 from loopline.simulation.timeline import Message, Routes
+
+if TYPE_CHECKING:
+    from loopline.stack import Stack
+    from loopline.stack.secure_material import SecureMaterial
 
 Say = Callable[[str], None]
 
@@ -78,6 +83,8 @@ class Demo:
         # The services read the run's TOML only: environment overrides were
         # already folded into it.
         self.env = {k: v for k, v in self.env.items() if not k.startswith("LOOPLINE_")}
+        # Set on the secure stack: each service then runs with its own credentials.
+        self.material: SecureMaterial | None = None
 
     # -- phases -------------------------------------------------------------------
     def history(self) -> Iterator[SimEvent]:
@@ -129,6 +136,25 @@ class Demo:
 
         return live()
 
+    def secure_services(self, stack: Stack) -> None:
+        """On the secure stack: each service's Kafka users and ACLs for this run's topics,
+        Redis rights on its key prefix, and its own credentials in its environment."""
+        from loopline.stack.kafka_acls import apply_acls
+        from loopline.stack.secure import material_of
+
+        s = self.run.settings
+        material = material_of(s)
+        apply_acls(s, material, project_of(s))
+        stack.redis.grant_key_prefix(s.streams.redis_key_prefix)
+        self.material = material
+        self.say("secure: every service runs with its own Kafka and Redis login")
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment of service ``name`` (its own principal on the secure stack)."""
+        if self.material is None:
+            return self.env
+        return {**self.env, **self.material.env(name)}
+
     def start_service(self, name: str, argv: list[str], metrics_port: int | None) -> Service:
         url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
         svc = Service(
@@ -137,7 +163,7 @@ class Demo:
             self.run.run_dir / "logs" / f"{name}.log",
             url,
         )
-        svc.start(self.env)
+        svc.start(self.service_env(name))
         self.services[name] = svc
         return svc
 
@@ -160,7 +186,7 @@ class Demo:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=self.service_env("trainer"),
                 timeout=300,
                 check=False,
             )
@@ -198,6 +224,8 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
     from loopline.stack import ensure_topics
 
     ensure_topics(s, d.topics)
+    if s.stack.secure:
+        d.secure_services(stack)
     view: LiveView | None = None
     try:
         live = d.history()
@@ -219,7 +247,7 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
             {n: svc.metrics_url for n, svc in d.services.items() if svc.metrics_url}
         )
         run.watcher = TopicWatcher(
-            {"bootstrap.servers": s.kafka.bootstrap_servers},
+            admin_config(s.kafka),
             d.topics.drift,
             d.topics.retrain,
             d.topics.model_updates,

@@ -2,7 +2,8 @@
 
 With ``registry.signing_key_file`` set, the registry signs every version it
 publishes (:func:`loopline.security.signing.model_signature` of the model
-name, version, model file sha256 and feature-set fingerprint) into the
+name, version, model file sha256, feature-set fingerprint and a digest of
+every other immutable manifest field) into the
 manifest's ``signature``, and serving loads a version only when that
 signature checks out. The sha256 alone proves the file matches its
 manifest; the signature proves a holder of the key wrote that manifest, so a
@@ -23,6 +24,8 @@ ModelKey(<hidden>)
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING
 
 from loopline.contracts.errors import IntegrityError
@@ -81,7 +84,7 @@ class ModelKey:
         if not signature_ok(self._key, m.signature, **_fields(m)):
             raise SignatureError(
                 f"{label} has a bad signature: not made with this server's key, or the "
-                "model file, its sha256 or fingerprint changed since it was signed; "
+                "model file or its manifest changed since it was signed; "
                 "republish it from a trainer holding the key",
                 BAD_SIGNATURE,
             )
@@ -93,4 +96,15 @@ def _fields(m: Manifest) -> dict[str, str]:
         "version": m.version,
         "sha256": m.sha256,
         "fingerprint": m.fingerprint,
+        "manifest": _served_by_digest(m),
     }
+
+
+def _served_by_digest(m: Manifest) -> str:
+    """A digest of every immutable manifest field (feature order, input and output
+    names, golden rows, ...), so none of them can be changed without the key."""
+    from loopline.registry.manifest import IMMUTABLE_FIELDS
+
+    fields = {name: getattr(m, name) for name in sorted(IMMUTABLE_FIELDS - {"signature"})}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -18,6 +18,7 @@ loopline.contracts.errors.ConfigError: kafka.sasl_password_file: cannot read ...
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from loopline.contracts.errors import ConfigError
@@ -51,3 +52,12 @@ def read_key(path: Path, setting: str) -> bytes:
             "(e.g. `head -c 48 /dev/urandom | base64 > FILE`)"
         )
     return key
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``data`` readable by this user only (the file holds a secret or a key);
+    an existing file is made private too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT leaves an existing file's mode as it was
+    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)

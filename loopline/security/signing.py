@@ -1,7 +1,8 @@
 """Model signatures: an HMAC-SHA256 that only holders of the registry's key can make.
 
 The trainer signs what identifies a version (model name, version, the model
-file's sha256, the feature-set fingerprint); serving recomputes the
+file's sha256, the feature-set fingerprint, and a digest of the rest of its
+manifest: feature order, input and output names, golden rows); serving recomputes the
 signature with its copy of the key and refuses a model whose signature is
 missing or wrong, so a file dropped into the registry without the key never
 serves.
@@ -21,8 +22,11 @@ import hmac
 SCHEME = "hmac-sha256"
 
 
-def model_signature(key: bytes, *, model: str, version: str, sha256: str, fingerprint: str) -> str:
-    message = "\n".join((SCHEME, model, version, sha256, fingerprint)).encode()
+def model_signature(
+    key: bytes, *, model: str, version: str, sha256: str, fingerprint: str, manifest: str = ""
+) -> str:
+    """``manifest``: a digest of every other field the model is served by."""
+    message = "\n".join((SCHEME, model, version, sha256, fingerprint, manifest)).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 

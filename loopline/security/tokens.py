@@ -36,7 +36,8 @@ from pathlib import Path
 
 from loopline.contracts.errors import ConfigError
 
-ROLES = ("health", "read", "infer", "admin")
+HEALTH, READ, INFER, ADMIN = "health", "read", "infer", "admin"
+ROLES = (HEALTH, READ, INFER, ADMIN)
 TOKEN_PREFIX = "ll_"
 _RECHECK_S = 1.0
 

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from loopline.config.kafka import admin_config
 from loopline.contracts.errors import MissingToolError, StackError
 from loopline.contracts.settings import KafkaSettings, Settings
+from loopline.security.secrets import write_private
 from loopline.stack import kafka_security, process
 from loopline.stack.component import Component, ComponentStatus, Progress, port_open
 from loopline.stack.paths import StackPaths
@@ -303,7 +304,7 @@ class KafkaBroker(Component):
             kafka_security.check_formatted_secure(paths.kafka_data)
             props.update(kafka_security.secure_properties(self.settings, self.material))
         # 0600: the secure broker's file holds its key and the admin password.
-        kafka_security.write_private(paths.kafka_properties, render_properties(props))
+        write_private(paths.kafka_properties, render_properties(props))
         paths.kafka_log4j.write_text(
             resources.files(__package__).joinpath(LOG4J_RESOURCE).read_text()
         )
@@ -328,7 +329,7 @@ class KafkaBroker(Component):
         # The main class and its arguments go through a 0600 argument file (java
         # @file), so the admin password never shows in the process list.
         argfile = self.paths.kafka / "format.args"
-        kafka_security.write_private(argfile, "\n".join(map(_argfile_quote, tool)) + "\n")
+        write_private(argfile, "\n".join(map(_argfile_quote, tool)) + "\n")
         argv = [
             self.java(),
             f"-Dlog4j2.configurationFile={self.paths.kafka_log4j}",

@@ -20,7 +20,6 @@ therefore written with mode 0600, like the secrets it copies.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -96,14 +95,6 @@ def secure_properties(settings: Settings, material: SecureMaterial) -> dict[str,
         "super.users": f"User:{SUPER_USER}",
         "allow.everyone.if.no.acl.found": "false",
     }
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by this user only (the file holds secrets)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
 
 
 def format_arguments(material: SecureMaterial) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 import subprocess
 from dataclasses import replace
@@ -21,6 +20,7 @@ from redis.retry import Retry
 
 from loopline.config.redis import redis_client
 from loopline.contracts.settings import RedisSettings, Settings
+from loopline.security.secrets import write_private
 from loopline.stack import process
 from loopline.stack.component import Component, Progress
 from loopline.stack.paths import StackPaths
@@ -135,14 +135,6 @@ def parse_server_version(text: str) -> str | None:
     """Version from `redis-server --version` ("Redis server v=7.0.15 sha=...")."""
     match = re.search(r"v=(\d[\w.\-]*)", text)
     return match.group(1) if match else None
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only (the file may already exist)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 class RedisServer(Component):
@@ -264,7 +256,7 @@ class RedisServer(Component):
         self.paths.redis.mkdir(parents=True, exist_ok=True)
         config = redis_config(self.settings, self.paths.redis, self.material)
         # 0600: the secure config names the ACL users and their password hashes.
-        _write_private(self.paths.redis_conf, config)
+        write_private(self.paths.redis_conf, config)
 
     def command(self) -> list[str]:
         return [self._server(), str(self.paths.redis_conf)]

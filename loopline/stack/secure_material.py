@@ -35,6 +35,7 @@ from pathlib import Path
 
 from loopline.contracts.errors import ConfigError
 from loopline.security.certs import Pki
+from loopline.security.secrets import write_private
 from loopline.security.tokens import add_token
 
 # The principals of the local secure stack: Kafka users and Redis ACL users alike.
@@ -106,10 +107,10 @@ class SecureMaterial:
         m.secrets_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(m.secrets_dir, 0o700)
         for service in SERVICES:
-            _write_secret(m.password_file(service), secrets.token_urlsafe(24))
+            write_private(m.password_file(service), secrets.token_urlsafe(24) + "\n")
         for client, roles in CLIENT_TOKENS.items():
-            _write_secret(m.token_file(client), add_token(m.tokens_file, client, roles))
-        _write_secret(m.signing_key, secrets.token_urlsafe(48))
+            write_private(m.token_file(client), add_token(m.tokens_file, client, roles) + "\n")
+        write_private(m.signing_key, secrets.token_urlsafe(48) + "\n")
         return m
 
     @classmethod
@@ -144,6 +145,9 @@ class SecureMaterial:
                 "tls_cert_file": str(self.cert("grpc")),
                 "tls_key_file": str(self.key("grpc")),
                 "tokens_file": str(self.tokens_file),
+                # The client side: Loopline's own gRPC clients (the demo's driver).
+                "ca_file": str(self.ca),
+                "token_file": str(self.token_file("client")),
             },
             "registry": {"signing_key_file": str(self.signing_key)},
             "stack": {"secure": True},
@@ -159,9 +163,3 @@ class SecureMaterial:
             for section, values in self.settings(service).items()
             for key, value in values.items()
         }
-
-
-def _write_secret(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")

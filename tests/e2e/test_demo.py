@@ -6,7 +6,10 @@ event, a new model version published and served, the new model better than
 the old one on post-drift traffic (AUC for the binary fraud example, RMSE
 for the regression delivery example), and zero failed Predict calls. With
 ``--publish-as shadow`` the retrained version must also go through a shadow
-rollout that the watcher promotes from labels.
+rollout that the watcher promotes from labels. The fraud champion run is
+``--secure``: on its own secure stack (TLS and logins on Kafka and Redis, ACLs
+per service, gRPC over TLS with a token, signed models), and no secret may
+appear in any log or report it leaves.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from loopline.contracts.settings import Settings
+from loopline.stack.ports import free_port
 
 MAX_DRIFT_DELAY_S = 30.0
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -28,16 +32,23 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("repo", "publish_as"),
-    [("fraud", "champion"), ("fraud", "shadow"), ("delivery", "champion")],
+    [("fraud", "champion", True), ("fraud", "shadow", False), ("delivery", "champion", False)],
 )
 def test_shortened_demo_closes_the_loop(
-    stack_settings: Settings, tmp_path: Path, repo: str, publish_as: str
+    stack_settings: Settings, tmp_path: Path, repo: str, publish_as: str, secure: bool
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = stack_settings.kafka.bootstrap_servers
-    env["LOOPLINE_REDIS__HOST"] = stack_settings.redis.host
-    env["LOOPLINE_REDIS__PORT"] = str(stack_settings.redis.port)
     env["LOOPLINE_STACK__STATE_DIR"] = str(tmp_path / "state")
+    if secure:  # a stack of its own, started (and stopped) by the demo
+        kafka_port = free_port()
+        env["LOOPLINE_STACK__KAFKA_PORT"] = str(kafka_port)
+        env["LOOPLINE_STACK__KAFKA_CONTROLLER_PORT"] = str(free_port())
+        env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{kafka_port}"
+        env["LOOPLINE_REDIS__PORT"] = str(free_port())
+    else:
+        env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = stack_settings.kafka.bootstrap_servers
+        env["LOOPLINE_REDIS__HOST"] = stack_settings.redis.host
+        env["LOOPLINE_REDIS__PORT"] = str(stack_settings.redis.port)
     cmd = [
         sys.executable,
         "-m",
@@ -58,6 +69,7 @@ def test_shortened_demo_closes_the_loop(
         publish_as,
         "--report-dir",
         str(tmp_path / "report"),
+        *(["--secure"] if secure else []),
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     summary_path = tmp_path / "report" / "report.json"
@@ -77,6 +89,8 @@ def test_shortened_demo_closes_the_loop(
         assert summary["task"] == "binary"
         assert comparison["auc_new"] > comparison["auc_old"], comparison
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
+    if secure:
+        _assert_no_secret_leaked(tmp_path, done.stdout + done.stderr)
     plans = summary["rollout"]
     if publish_as == "champion":
         assert plans == []
@@ -87,3 +101,21 @@ def test_shortened_demo_closes_the_loop(
     assert promoted and promoted[-1]["mode"] == "shadow"
     assert promoted[-1]["candidate_version"] in summary["versions_served"]
     assert summary["shadow_labeled_examples"] > 0
+
+
+def _assert_no_secret_leaked(tmp_path: Path, output: str) -> None:
+    """No password, token or key of the secure stack in any log, report or output."""
+    secrets_dir = tmp_path / "state" / "secure" / "secrets"
+    values = [
+        f.read_text().strip()
+        for f in secrets_dir.iterdir()
+        if f.suffix in {".password", ".token", ".key"}
+    ]
+    assert len(values) >= 10, sorted(f.name for f in secrets_dir.iterdir())
+    texts = {"output": output}
+    for root in (tmp_path / "state" / "demo", tmp_path / "state" / "logs", tmp_path / "report"):
+        for f in root.rglob("*"):
+            if f.is_file() and f.suffix in {".log", ".json", ".html", ".txt", ".toml"}:
+                texts[str(f)] = f.read_text(errors="replace")
+    leaks = [where for where, text in texts.items() for v in values if v in text]
+    assert not leaks, f"a secret appears in: {sorted(set(leaks))}"

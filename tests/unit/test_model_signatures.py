@@ -141,6 +141,27 @@ def test_a_tampered_model_with_a_recomputed_sha256_is_refused(registry) -> None:
     assert e.value.reason == BAD_SIGNATURE
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"golden_scores": [0.5]},
+        {"feature_names": ["b", "a"]},
+        {"input_name": "other"},
+    ],
+)
+def test_any_served_manifest_field_changed_without_the_key_is_refused(
+    registry, key_file, change
+) -> None:
+    """The signature covers the whole manifest a model is served by, not only its file."""
+    mv = model_factory.publish(registry)
+    key = ModelKey.from_settings(RegistrySettings(signing_key_file=key_file))
+    assert key is not None
+    key.check(mv.manifest)
+    with pytest.raises(SignatureError) as refused:
+        key.check(replace(mv.manifest, **change))
+    assert refused.value.reason == BAD_SIGNATURE
+
+
 def test_an_unsigned_manifest_is_refused_before_its_feature_set_is_looked_at(registry) -> None:
     # A forged manifest must not steer serving (e.g. to another feature-set version).
     model_factory.publish(unkeyed(registry), fingerprint="0" * 64)
