@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -263,3 +266,17 @@ def fresh_serving_settings(
 ) -> Settings:
     """serving_settings over ``registry`` with fresh features for c1 and m1 in the shared Redis."""
     return serving_settings(base, registry, fresh_features(redis_client, redis_prefix), **serving)
+
+
+def run_client_script(script: str, *argv: str) -> dict[str, Any]:
+    """Run a client program (e.g. tritonclient, which must not share this process's
+    gRPC) with ``argv``; returns the JSON object its last output line prints."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -24,15 +24,19 @@ from pathlib import Path
 from loopline.contracts.errors import ConfigError
 
 
-def read_secret(path: Path, setting: str) -> str:
-    """The secret in ``path`` (surrounding whitespace removed); errors name the
-    setting and the file, never the content."""
+def _read(path: Path, setting: str) -> bytes:
     try:
-        value = Path(path).read_text().strip()
+        return Path(path).read_bytes().strip()
     except OSError as e:
         raise ConfigError(
             f"{setting}: cannot read {path} ({e.strerror}); point it at the secret's file"
         ) from None
+
+
+def read_secret(path: Path, setting: str) -> str:
+    """The secret in ``path`` (surrounding whitespace removed); errors name the
+    setting and the file, never the content."""
+    value = _read(path, setting).decode()
     if not value:
         raise ConfigError(f"{setting}: {path} is empty; write the secret into it")
     return value
@@ -40,12 +44,7 @@ def read_secret(path: Path, setting: str) -> str:
 
 def read_key(path: Path, setting: str) -> bytes:
     """A binary key (e.g. the model signing key): the file's bytes, at least 32 of them."""
-    try:
-        key = Path(path).read_bytes().strip()
-    except OSError as e:
-        raise ConfigError(
-            f"{setting}: cannot read {path} ({e.strerror}); point it at the key file"
-        ) from None
+    key = _read(path, setting)
     if len(key) < 32:
         raise ConfigError(
             f"{setting}: {path} holds {len(key)} bytes; a key needs at least 32 "

@@ -31,7 +31,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("repo", "publish_as"),
+    ("repo", "publish_as", "secure"),
     [("fraud", "champion", True), ("fraud", "shadow", False), ("delivery", "champion", False)],
 )
 def test_shortened_demo_closes_the_loop(

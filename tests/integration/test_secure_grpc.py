@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -24,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from serving_requests import predict_request
-from serving_support import fresh_serving_settings, running_server
+from serving_support import fresh_serving_settings, run_client_script, running_server
 
 from loopline.config.grpc import GrpcClient, grpc_client
 from loopline.contracts.settings import Settings
@@ -235,15 +233,7 @@ def test_tritonclient_over_tls_with_a_token_header(base, material) -> None:
         model = server.slot.current
         rows = model.manifest.golden_inputs[:2]
         argv = [f"127.0.0.1:{server.port}", str(material.ca), token_of(material, "client")]
-        proc = subprocess.run(
-            [sys.executable, "-c", TRITON, *argv, json.dumps(rows)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_client_script(TRITON, *argv, json.dumps(rows))
     assert out["ready"] is True
     assert [p[1] for p in out["probabilities"]] == pytest.approx(
         model.manifest.golden_scores[:2], abs=1e-5

@@ -7,14 +7,12 @@ one protobuf pool, so the client runs in a subprocess and reports JSON.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import model_factory
 import numpy as np
 import pytest
-from serving_support import fresh_serving_settings, running_server
+from serving_support import fresh_serving_settings, run_client_script, running_server
 
 from loopline.serving.requests import PredictInput
 
@@ -79,15 +77,7 @@ def test_tritonclient_talks_to_the_server_unchanged(env) -> None:
     with running_server(env) as server:
         model = server.slot.current
         rows = np.asarray(model.manifest.golden_inputs[:3], dtype=np.float32)
-        proc = subprocess.run(
-            [sys.executable, "-c", CLIENT, f"127.0.0.1:{server.port}", json.dumps(rows.tolist())],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_client_script(CLIENT, f"127.0.0.1:{server.port}", json.dumps(rows.tolist()))
         # The same prediction through Loopline's own path, for comparison.
         own = server.core.predict(
             PredictInput({"card_id": "c1", "merchant_id": "m1"}, {"amount": 42.0})
