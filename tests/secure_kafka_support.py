@@ -50,6 +50,11 @@ class SecureBroker:
             self.base, self.material.settings(service, kafka_port=self.base.stack.kafka_port)
         )
 
+    def ssl_settings_of(self, service: str) -> Settings:
+        """Settings logging in with ``service``'s client certificate (the SSL listener)."""
+        kafka = self.material.kafka_ssl(service, self.base.stack.kafka_ssl_port)
+        return apply_layers(self.base, {"kafka": kafka})
+
     def passwords(self) -> list[str]:
         return [self.material.password(s) for s in SERVICES]
 
@@ -74,6 +79,7 @@ def secure_broker(session: Settings, root: Path) -> Iterator[SecureBroker]:
         state_dir=root / "state",
         kafka_port=port,
         kafka_controller_port=free_port(),
+        kafka_ssl_port=free_port(),
         # Small: a second JVM next to the session broker on a 2-core machine.
         kafka_heap_mb=256,
         secure=True,

@@ -100,6 +100,8 @@ class StackSettings:
     kafka_version: str = "4.3.1"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    # The secure stack's second client listener: TLS with client certificates (SSL).
+    kafka_ssl_port: int = 19094
     kafka_heap_mb: int = 512
     redis_maxmemory_mb: int = 512
     # Persistence off: RDB snapshots cause 10-50 ms latency spikes.

@@ -252,7 +252,9 @@ class KafkaBroker(Component):
         return f"127.0.0.1:{self.settings.stack.kafka_port}"
 
     def ports(self) -> list[int]:
-        return [self.settings.stack.kafka_port, self.settings.stack.kafka_controller_port]
+        stack = self.settings.stack
+        ssl = [stack.kafka_ssl_port] if stack.secure else []
+        return [stack.kafka_port, stack.kafka_controller_port, *ssl]
 
     def probe(self) -> bool:
         # TCP first: an AdminClient facing a closed port logs connection errors

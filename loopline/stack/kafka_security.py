@@ -69,11 +69,18 @@ def secure_properties(settings: Settings, material: SecureMaterial) -> dict[str,
     return {
         "listeners": (
             f"SASL_SSL://127.0.0.1:{stack.kafka_port},"
+            f"SSL://127.0.0.1:{stack.kafka_ssl_port},"
             f"CONTROLLER://127.0.0.1:{stack.kafka_controller_port}"
         ),
-        "advertised.listeners": f"SASL_SSL://127.0.0.1:{stack.kafka_port}",
+        "advertised.listeners": (
+            f"SASL_SSL://127.0.0.1:{stack.kafka_port},SSL://127.0.0.1:{stack.kafka_ssl_port}"
+        ),
         "inter.broker.listener.name": "SASL_SSL",
-        "listener.security.protocol.map": "CONTROLLER:SASL_SSL,SASL_SSL:SASL_SSL",
+        "listener.security.protocol.map": "CONTROLLER:SASL_SSL,SASL_SSL:SASL_SSL,SSL:SSL",
+        # The SSL listener: a client certificate signed by the CA is the login, and
+        # its common name the principal (User:features), so the same ACLs apply.
+        "listener.name.ssl.ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]+),.*$/$1/,DEFAULT",
         "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
         "sasl.mechanism.controller.protocol": "PLAIN",
         "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",

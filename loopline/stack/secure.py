@@ -74,6 +74,9 @@ def finish_secure_up(settings: Settings) -> str:
         f"secure stack: certificates, passwords and tokens in {material.root} (mode 0600)\n"
         f"  each service runs with its own settings file, e.g.\n"
         f"    loopline --config {folder / 'serve.yaml'} run serve\n"
+        f"  Kafka: SASL_SSL on 127.0.0.1:{settings.stack.kafka_port}, SSL with a client "
+        f"certificate ({material.cert('features')}, ...) "
+        f"on 127.0.0.1:{settings.stack.kafka_ssl_port}\n"
         f"  gRPC clients trust {material.ca} and send the token in "
         f"{material.token_file('client')}"
     )

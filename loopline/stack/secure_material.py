@@ -104,6 +104,8 @@ class SecureMaterial:
         for server in ("kafka", "redis", "grpc"):
             pki.issue(server, hosts=HOSTS)
         pki.issue("client", client=True)
+        for service in SERVICES:  # Kafka's SSL listener: the certificate is the login
+            pki.issue(service, client=True)
         m.secrets_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(m.secrets_dir, 0o700)
         for service in SERVICES:
@@ -155,6 +157,18 @@ class SecureMaterial:
         if kafka_port is not None:
             layers["kafka"]["bootstrap_servers"] = f"127.0.0.1:{kafka_port}"
         return layers
+
+    def kafka_ssl(self, service: str, ssl_port: int) -> dict[str, object]:
+        """``kafka`` settings logging in with ``service``'s client certificate instead
+        (the SSL listener at ``ssl_port``)."""
+        self.password_file(service)  # names the known principals on a typo
+        return {
+            "security_protocol": "SSL",
+            "bootstrap_servers": f"127.0.0.1:{ssl_port}",
+            "ssl_ca_file": str(self.ca),
+            "ssl_cert_file": str(self.cert(service)),
+            "ssl_key_file": str(self.key(service)),
+        }
 
     def env(self, service: str) -> dict[str, str]:
         """``LOOPLINE_<SECTION>__<KEY>`` variables for ``service`` (paths, never secrets)."""

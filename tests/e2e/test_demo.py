@@ -43,6 +43,7 @@ def test_shortened_demo_closes_the_loop(
         kafka_port = free_port()
         env["LOOPLINE_STACK__KAFKA_PORT"] = str(kafka_port)
         env["LOOPLINE_STACK__KAFKA_CONTROLLER_PORT"] = str(free_port())
+        env["LOOPLINE_STACK__KAFKA_SSL_PORT"] = str(free_port())
         env["LOOPLINE_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{kafka_port}"
         env["LOOPLINE_REDIS__PORT"] = str(free_port())
     else:

@@ -166,3 +166,20 @@ def test_no_password_in_the_broker_logs_or_errors(broker: SecureBroker) -> None:
         assert password not in logs
         assert not any(password in text for text in SEEN)
     assert (broker.paths.kafka_properties.stat().st_mode & 0o077) == 0
+
+
+def test_ssl_with_a_client_certificate_logs_in_as_its_common_name(broker: SecureBroker) -> None:
+    """Plain SSL: the certificate is the login, the same per-service ACLs apply."""
+    features = broker.ssl_settings_of("features")
+    _producer(features).send_and_wait(broker.topics.dead_letters, b"by certificate")
+    with pytest.raises(DeliveryError, match="uthoriz") as refused:
+        _producer(features).send_and_wait(broker.topics.model_updates, b"not features' topic")
+    SEEN.append(str(refused.value))
+
+
+def test_ssl_without_a_client_certificate_is_refused(broker: SecureBroker) -> None:
+    kafka = replace(broker.ssl_settings_of("features").kafka, ssl_cert_file=None, ssl_key_file=None)
+    admin = AdminClient(admin_config(kafka, **{"socket.timeout.ms": 2000}))
+    with pytest.raises(KafkaException) as refused:
+        admin.list_topics(timeout=3)
+    SEEN.append(str(refused.value))
