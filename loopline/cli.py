@@ -128,10 +128,22 @@ def down(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-@command("status", "show Kafka, Redis and the topics; exit 0 only when all are up")
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secure", action="store_true", help="the stack `loopline up --secure` started"
+    )
+
+
+@command(
+    "status", "show Kafka, Redis and the topics; exit 0 only when all are up", _status_arguments
+)
 def status(args: argparse.Namespace, settings: Settings) -> int:
     from loopline.stack import Stack
 
+    if args.secure or settings.stack.secure:
+        from loopline.stack.secure import secure_settings
+
+        settings = secure_settings(settings)
     result = Stack(settings).status()
     print(result.describe())
     return EXIT_OK if result.all_up else EXIT_NOT_ALL_UP
