@@ -4,6 +4,12 @@
 the parsed arguments and the :class:`Settings` built at the edge. Flags
 override single ``[serving]`` settings for convenience; everything else comes
 from the TOML file (``--config``) and ``LOOPLINE_SERVING__*`` variables.
+
+``--replicas N`` runs N processes on one port (``serving.processes``). Every
+replica follows the registry alias and the rollout plan on its own, so N
+processes here and N pods behind a load balancer (sharing the registry and
+Redis) behave the same: all serve the new champion within the same bound, and
+a canary plan gives an entity the same arm on every replica.
 """
 
 from __future__ import annotations
@@ -41,8 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (serving.host)")
     parser.add_argument("--port", type=int, help="gRPC port; 0 picks a free one (serving.port)")
+    # `--processes` is the flag's older name, still accepted.
     parser.add_argument(
-        "--processes", type=int, help="worker processes sharing the port (serving.processes)"
+        "--replicas",
+        "--processes",
+        dest="processes",
+        type=int,
+        metavar="N",
+        help="serving replicas: N processes sharing the port with SO_REUSEPORT "
+        "(serving.processes); in production, one per host or pod behind a load balancer",
     )
     parser.add_argument("--threads", type=int, help="RPC threads per process (serving.threads)")
     parser.add_argument(

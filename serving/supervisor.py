@@ -1,13 +1,14 @@
 """Run the server on every core: N processes sharing one port with SO_REUSEPORT.
 
 One Python process uses one core (the GIL), so ``serving.processes`` worker
-processes each run a full :class:`~loopline.serving.grpc_server.InferenceServer`
-(own model session, Redis connection, Kafka producer) bound to the same
-port; the kernel spreads connections across them. This supervisor process
-holds the port (bound, not listening, so it takes no connections), serves
-the one ``/metrics`` endpoint aggregating the workers (Prometheus
-multiprocess mode), restarts a worker that dies, and on SIGTERM/SIGINT stops
-them gracefully (each: NOT_SERVING, in-flight calls finish, prediction log
+processes (``run serve --replicas``) each run a full
+:class:`~loopline.serving.grpc_server.InferenceServer` (own model session,
+Redis connection, Kafka producer) bound to the same port; the kernel
+spreads connections across them. This supervisor process holds the port
+(bound, not listening, so it takes no connections), serves the one
+``/metrics`` endpoint aggregating the workers (Prometheus multiprocess
+mode), restarts a worker that dies, and on SIGTERM/SIGINT stops them
+gracefully (each: NOT_SERVING, in-flight calls finish, prediction log
 flushed). TLS and tokens need nothing here: every worker reads the same
 certificate and tokens files, and re-reads them when they change.
 """
