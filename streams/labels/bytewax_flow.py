@@ -26,6 +26,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -167,14 +168,66 @@ class _ClockLogic(StatefulBatchLogic[ClockReport, Tick, bytes]):
 
 
 # -- join ---------------------------------------------------------------------------------
-class _JoinLogic(StatefulBatchLogic[JoinInput, tuple[JoinOutput, float], bytes]):
-    def __init__(self, cfg: LabelsFlowConfig, resume: bytes | None) -> None:
-        self._shard = JoinShard(cfg.policy, resume)
+# A shard's snapshot: (JoinShard bytes, a watermark safe to apply but not applied yet).
+_JoinState: TypeAlias = tuple[bytes, int | None]
+
+
+class _JoinLogic(StatefulBatchLogic[JoinInput, tuple[JoinOutput, float], _JoinState]):
+    """One join shard. A tick waits for the end of the epoch it arrived in.
+
+    Across workers a tick can overtake the records it stands for: the records
+    go straight to this shard, the partition's report goes through the clock
+    on another worker. Both are in the same epoch, and Bytewax calls
+    ``snapshot`` once the epoch is closed, when all of its records are here:
+    only then is the tick applied (on the next call, or ``on_notify``).
+    """
+
+    def __init__(self, cfg: LabelsFlowConfig, resume: _JoinState | bytes | None) -> None:
+        # Snapshots of earlier versions are the shard's bytes alone.
+        shard, safe = resume if isinstance(resume, tuple) else (resume, None)
+        self._shard = JoinShard(cfg.policy, shard)
+        self._held: int | None = None  # newest tick of the open epoch
+        self._safe: int | None = safe  # newest tick of a closed epoch, not applied yet
+        self._poll = timedelta(seconds=min(cfg.flush_interval_s, 0.1))
         self._metrics = label_metrics()
         self._name = str(id(self))
 
     def on_batch(self, values: list[JoinInput]) -> tuple[list[tuple[JoinOutput, float]], bool]:
-        out = self._shard.process(values)
+        data: list[JoinInput] = []
+        for value in values:
+            if isinstance(value, Tick):
+                self._held = max(self._held or value.watermark_ms, value.watermark_ms)
+            else:
+                data.append(value)
+        return self._process(data)
+
+    def on_notify(self) -> tuple[list[tuple[JoinOutput, float]], bool]:
+        return self._process([])
+
+    def on_eof(self) -> tuple[list[tuple[JoinOutput, float]], bool]:
+        # No record can come after the end of input: every tick is safe.
+        self._promote()
+        return self._process([])
+
+    def notify_at(self) -> datetime | None:
+        if self._held is None and self._safe is None:
+            return None
+        return datetime.now(UTC) + self._poll
+
+    def snapshot(self) -> _JoinState:
+        self._promote()  # the epoch is closed
+        return (self._shard.snapshot(), self._safe)
+
+    def _promote(self) -> None:
+        if self._held is not None:
+            self._safe = max(self._safe or self._held, self._held)
+            self._held = None
+
+    def _process(self, data: list[JoinInput]) -> tuple[list[tuple[JoinOutput, float]], bool]:
+        if self._safe is not None:
+            data.append(Tick(self._safe))
+            self._safe = None
+        out = self._shard.process(data)
         records = self._metrics.records
         for (stream, result), n in out.counts.items():
             records.labels(stream, result).inc(n)
@@ -183,9 +236,6 @@ class _JoinLogic(StatefulBatchLogic[JoinInput, tuple[JoinOutput, float], bytes])
         if not out.examples and not out.dead_letters:
             return [], StatefulBatchLogic.RETAIN
         return [(out, time.time())], StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> bytes:
-        return self._shard.snapshot()
 
 
 # -- sinks --------------------------------------------------------------------------------
