@@ -12,6 +12,7 @@ import sys
 from loopline.config.cli import settings_for
 from loopline.contracts.errors import LooplineError
 from loopline.streams import commands
+from loopline.streams.drift import commands as drift_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", metavar="PATH", help="feature repo (as for `loopline`)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(subparsers)
+    # `loopline` registers drift's commands itself; local clusters start `run drift` here.
+    drift_commands.register(subparsers)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args, settings_for(args)))

@@ -30,11 +30,35 @@ class RunOptions:
 
 
 def check_run_options(options: RunOptions) -> None:
-    """Refuse options no cluster can run with, before anything is built."""
+    """Refuse options no cluster can run with, before anything is built or connected.
+
+    A wrong address list would otherwise leave the process waiting for peers
+    that never come.
+    """
     if options.workers < 1:
         raise ConfigError("workers must be >= 1")
     if (options.process_id is None) != (not options.addresses):
         raise ConfigError("--process-id and --addresses go together (one address per process)")
+    if options.addresses is None or options.process_id is None:
+        return
+    for address in options.addresses:
+        _check_address(address)
+    if not 0 <= options.process_id < len(options.addresses):
+        raise ConfigError(
+            f"--process-id {options.process_id} is not in the cluster: --addresses lists "
+            f"{len(options.addresses)} process(es), ids 0..{len(options.addresses) - 1}"
+        )
+    if len(set(options.addresses)) != len(options.addresses):
+        raise ConfigError(f"--addresses lists a process twice: {';'.join(options.addresses)}")
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(
+            f"cluster address {address!r} is not host:port; --addresses takes every "
+            'process of the cluster as "host:port;host:port", the same list on each'
+        )
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser, flow: str, no_recovery: str) -> None:
@@ -52,6 +76,18 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, flow: str, no_recover
         help=f"recovery partitions (default <streams.recovery_dir>/{flow}; created if empty)",
     )
     parser.add_argument("--no-recovery", action="store_true", help=no_recovery)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="start this many local processes as one cluster (ports from --cluster-port)",
+    )
+    parser.add_argument(
+        "--cluster-port",
+        type=int,
+        default=0,
+        help="first of consecutive ports for a local --processes cluster (default: free ports)",
+    )
     flow_run_options(parser)
 
 
@@ -62,7 +98,7 @@ def run_options_of(
     return RunOptions(
         workers=args.workers or settings.streams.workers,
         process_id=args.process_id,
-        addresses=args.addresses.split(";") if args.addresses else None,
+        addresses=[a.strip() for a in args.addresses.split(";")] if args.addresses else None,
         recovery=not args.no_recovery,
         recovery_path=args.recovery_dir or recovery_path,
         metrics=not args.no_metrics,

@@ -16,6 +16,12 @@ from typing import Any
 from loopline.config.cli import service_group, settings_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
+from loopline.streams.common.local_cluster import (
+    refuse_overrides,
+    run_local_cluster,
+    wants_local_cluster,
+)
+from loopline.streams.common.run_options import add_cluster_arguments, run_options_of
 
 
 def register(subparsers: Any) -> None:
@@ -85,15 +91,15 @@ def _register_run(subparsers: Any) -> None:
         "drift",
         help="run the drift dataflow (predictions + labeled -> drift events)",
         description="Watch the predictions and labeled topics with River detectors and publish "
-        "confirmed drift alarms to the drift topic; state survives restarts (recovery).",
+        "confirmed drift alarms to the drift topic; state survives restarts (recovery). "
+        "Across processes each model's detectors live on one worker (routed by model name). "
+        "Prometheus metrics on drift.metrics_port (+ process id).",
     )
-    p.add_argument("--workers", type=int, default=None, help="worker threads (streams.workers)")
-    p.add_argument("--no-recovery", action="store_true", help="keep no snapshots (tests only)")
-    p.add_argument(
-        "--drain-idle-s",
-        type=float,
-        help="stop once every partition has been idle at its end this long",
+    add_cluster_arguments(
+        p, "drift", no_recovery="keep no snapshots: every start re-reads from streams.start_from"
     )
+    # The option's earlier name, still accepted.
+    p.add_argument("--drain-idle-s", dest="drain", type=float, help=argparse.SUPPRESS)
     p.set_defaults(func=run_drift_flow)
 
 
@@ -101,15 +107,13 @@ def run_drift_flow(
     args: argparse.Namespace, settings: Settings | None = None, **overrides: Any
 ) -> int:
     """``loopline run drift``; ``overrides`` go to the flow's config (``task="regression"``)."""
-    from loopline.streams.common.run_options import RunOptions
     from loopline.streams.drift.run import run_drift
 
     settings = settings_of(args, settings)
-    options = RunOptions(
-        workers=args.workers or settings.streams.workers,
-        recovery=not args.no_recovery,
-        drain_idle_s=args.drain_idle_s,
-    )
+    if wants_local_cluster(args):
+        refuse_overrides(overrides)
+        return run_local_cluster(args, "drift")
+    options = run_options_of(args, settings)
     with contextlib.suppress(KeyboardInterrupt):
         run_drift(settings, options, **overrides)
     return 0

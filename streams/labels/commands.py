@@ -1,4 +1,4 @@
-"""The labels CLI subcommand: ``loopline run labels``."""
+"""The labels CLI subcommand: ``loopline run labels``, one process or a local cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from typing import Any
 
 from loopline.config.cli import service_group, settings_of
 from loopline.contracts.settings import Settings
+from loopline.streams.common.local_cluster import (
+    refuse_overrides,
+    run_local_cluster,
+    wants_local_cluster,
+)
 from loopline.streams.common.run_options import add_cluster_arguments, run_options_of
 
 
@@ -21,7 +26,8 @@ def register(subparsers: Any) -> None:
         "decides) and commit each labeled example once to the offline store (Parquet by hour "
         "under trainer.offline_store) and the labeled topic. Recovery is on: a restart after a "
         "crash resumes from the last snapshot without duplicates. Prometheus metrics on "
-        "labels.metrics_port (+ process id).",
+        "labels.metrics_port (+ process id). Across processes each join key's pending "
+        "predictions and outcomes live on one worker (routed by a hash of the key).",
     )
     add_cluster_arguments(
         p,
@@ -39,6 +45,9 @@ def run_labels_command(
     from loopline.streams.labels.run import run_labels
 
     settings = settings_of(args, settings)
+    if wants_local_cluster(args):
+        refuse_overrides(overrides)
+        return run_local_cluster(args, "labels")
     options = run_options_of(args, settings)
     with contextlib.suppress(KeyboardInterrupt):
         run_labels(settings, options, **overrides)

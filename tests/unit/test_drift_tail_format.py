@@ -83,5 +83,5 @@ def test_register_adds_run_drift_next_to_other_run_services() -> None:
     run.add_parser("trainer")  # another component's service
     register(sub)
     args = parser.parse_args(["run", "drift", "--drain-idle-s", "2", "--no-recovery"])
-    assert args.func is run_drift_flow and args.drain_idle_s == 2.0 and args.no_recovery
+    assert args.func is run_drift_flow and args.drain == 2.0 and args.no_recovery
     assert parser.parse_args(["run", "trainer"]).run_command == "trainer"
