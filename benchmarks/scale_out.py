@@ -26,7 +26,7 @@ can scale beyond 2x, and other work on the machine (the load average is
 printed) takes its share. The per-event and per-call CPU figures are the
 ones that carry over to other machines (docs/scaling.md).
 
-Run: ``python benchmarks/scale_out.py`` (about 4 minutes); shorter:
+Run: ``python benchmarks/scale_out.py`` (2.5-3.5 minutes here); shorter:
 ``--events 50000 --serve-seconds 4``; parts: ``--skip serving,memory``.
 It prints a summary, then one JSON object on the last line.
 """
