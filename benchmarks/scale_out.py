@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import replace
 from typing import Any
@@ -276,6 +277,7 @@ def main() -> None:
             result["serving"] = serving(run, args)
     finally:
         run.remove()
+        shutil.rmtree(run.work, ignore_errors=True)  # recovery snapshots: ~140 MB a run
         for settings, t in topics:
             try:
                 delete_topics(settings, t.all(), timeout_s=20)
@@ -314,7 +316,7 @@ def print_summary(
                 f"x{ratio:.2f} of 1x1  {f.cpu_us_per_event:5.0f} us CPU/event  "
                 f"= {1e6 / f.cpu_us_per_event:,.0f} events per CPU-second  "
                 f"(machine {f.machine_busy:.0%} busy); Redis {redis_us:.1f} us CPU per write, "
-                f"{f.redis_keys / f.records:.2f} writes per event"
+                f"{f.writes_per_event:.2f} writes per event"
             )
     if "memory" in result:
         m = result["memory"]

@@ -83,7 +83,8 @@ class FlowRun:
     cpu_s: float  # the process tree's CPU within the window
     peak_rss: int  # bytes, summed over the processes running the flow
     machine_busy: float  # share of the machine's CPU in use within the window (any process)
-    redis_keys: int  # feature values the flow sent to Redis (written or stale)
+    redis_keys: int  # feature values the flow sent to Redis (written or stale), whole run
+    events_total: int  # events of the whole run (``records`` counts the window only)
 
     @property
     def layout(self) -> str:
@@ -92,6 +93,10 @@ class FlowRun:
     @property
     def events_per_s(self) -> float:
         return self.records / self.seconds
+
+    @property
+    def writes_per_event(self) -> float:
+        return self.redis_keys / self.events_total
 
     @property
     def cpu_us_per_event(self) -> float:
@@ -218,6 +223,7 @@ def _window(
         peak_rss=usage.largest_peaks_rss(processes),
         machine_busy=busy_fraction(start.machine, end.machine),
         redis_keys=int(final_keys),
+        events_total=expected,
     )
 
 
