@@ -45,14 +45,12 @@ from pathlib import Path
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client import REGISTRY
+from support.flow_runs import produce_simulated
 
 from loopline.config.kafka import consumer_config
 from loopline.config.loader import load_settings
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.featurerepo.loader import builtin_example
-from loopline.simulation.api import SimulationConfig, load_simulation
-from loopline.simulation.timeline import encode_record
 from loopline.stack import delete_topics, ensure_topics
 from loopline.streams.common.records import SourceRecord
 from loopline.streams.features.aggregation import FeatureShard, FeatureWrite
@@ -80,41 +78,6 @@ def _settings(base: Settings, prefix: str, key_prefix: str) -> Settings:
 
 
 # -- data ---------------------------------------------------------------------------
-def _produce_simulated(settings: Settings, topic: str, n: int) -> None:
-    """``n`` events of the fraud example's simulator (20k cards, 2k merchants) to ``topic``."""
-    example = builtin_example()
-    if example is None:
-        raise SystemExit("the benchmark needs examples/fraud (a source checkout)")
-    sim = load_simulation(example)
-    cfg = SimulationConfig(
-        seed=42,
-        start_ms=int(time.time() * 1000) - 3_600_000,
-        duration_s=3600.0,
-        max_events=n,
-        rate=max(n / 3600.0 * 1.3, 1.0),
-        params={"cards": 20_000, "merchants": 2_000, "fraud_rate": 0.01},
-    )
-    p = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 2_000_000,
-        }
-    )
-    failed: list[str] = []
-    for ev in sim.simulate(cfg):
-        p.produce(
-            topic,
-            encode_record(ev.record, "bench"),
-            key=ev.key.encode(),
-            on_delivery=lambda e, _m: e and failed.append(str(e)),
-        )
-        p.poll(0)
-    if p.flush(120) or failed:
-        raise SystemExit(f"producing the benchmark events failed: {failed[:3]}")
-
-
 def _paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, start_at: float):  # type: ignore[no-untyped-def]
     """Child process: produce at ``rate``/s, event_time = the send's wall clock."""
     import random
@@ -326,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_topics(s_bw, tput_topics)
         ensure_topics(s_fr, fresh_topics)
         _say(f"producing {args.events} simulated events to {tput_topics.events} ...")
-        _produce_simulated(s_bw, tput_topics.events, args.events)
+        produce_simulated(s_bw, tput_topics.events, args.events, cards=20_000)
 
         _say("throughput: Bytewax features flow, 1 worker, recovery on (snapshot every 5 s) ...")
         eps, cpu = bytewax_throughput(s_bw, args.events, tmp / "recovery-tput")
