@@ -21,7 +21,8 @@ class StreamsSettings:
     redis_key_prefix: str = "ll"
     recovery_dir: Path = Path(".loopline/recovery")
     snapshot_interval_s: float = 5.0
-    # Process i of a multi-process flow serves metrics on this port + i.
+    # Process i of a multi-process flow on one host serves metrics on this port + i
+    # (one process per host or pod: this port itself).
     metrics_port: int = 9470
     # Features flow. Entities are spread over this many shards (the unit of
     # state and of work distribution); fixed, so results never depend on the

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loopline.contracts.errors import StackError
-from loopline.streams.common.run_options import RunOptions
+from loopline.streams.common.run_options import RunOptions, metrics_port_of
 
 if TYPE_CHECKING:
     from bytewax.dataflow import Dataflow
@@ -46,7 +46,7 @@ def run_flow(
     """Run ``flow`` in this process until it ends (drain) or is stopped.
 
     ``recovery_path`` is used unless ``options`` names another one or turns
-    recovery off; metrics are served on ``metrics_port`` + the process id
+    recovery off; metrics are served on :func:`metrics_port_of` ``metrics_port``
     (0: no endpoint).
     """
     from bytewax.recovery import (
@@ -64,7 +64,7 @@ def run_flow(
     if options.metrics and metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port + (options.process_id or 0))
+        start_http_server(metrics_port_of(metrics_port, options))
     try:
         cli_main(
             flow,

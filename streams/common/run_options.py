@@ -29,6 +29,22 @@ class RunOptions:
     drain_idle_s: float | None = None
 
 
+def metrics_port_of(port: int, options: RunOptions) -> int:
+    """The metrics port of this process: ``port`` plus the process id when the
+    cluster's processes share one host (the local launcher, so they do not
+    collide), ``port`` itself with one process per host (a StatefulSet pod each).
+
+    >>> local = RunOptions(process_id=1, addresses=("127.0.0.1:5000", "127.0.0.1:5001"))
+    >>> pods = RunOptions(process_id=1, addresses=("f-0.f:5000", "f-1.f:5000"))
+    >>> metrics_port_of(9470, local), metrics_port_of(9470, pods)
+    (9471, 9470)
+    """
+    if options.process_id is None or not options.addresses:
+        return port
+    hosts = {address.rpartition(":")[0] for address in options.addresses}
+    return port + options.process_id if len(hosts) == 1 else port
+
+
 def check_run_options(options: RunOptions) -> None:
     """Refuse options no cluster can run with, before anything is built or connected.
 
