@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loopline.contracts.errors import StackError
-from loopline.streams.common.run_options import RunOptions, metrics_port_of
+from loopline.streams.common.run_options import (
+    RunOptions,
+    metrics_port_of,
+    wait_until_resolvable,
+)
 
 if TYPE_CHECKING:
     from bytewax.dataflow import Dataflow
@@ -65,6 +69,8 @@ def run_flow(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port_of(metrics_port, options))
+    if options.addresses:
+        wait_until_resolvable(options.addresses)
     try:
         cli_main(
             flow,

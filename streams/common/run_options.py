@@ -7,7 +7,9 @@ Engine-neutral, so the CLI handlers (``commands.py``) never import Bytewax;
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import socket
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,48 @@ def metrics_port_of(port: int, options: RunOptions) -> int:
         return port
     hosts = {address.rpartition(":")[0] for address in options.addresses}
     return port + options.process_id if len(hosts) == 1 else port
+
+
+def wait_until_resolvable(
+    addresses: Sequence[str],
+    timeout_s: float = 60.0,
+    *,
+    resolve: Callable[[str, int], object] = socket.getaddrinfo,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait until every cluster address's host resolves; a typo fails in ``timeout_s``
+    with the addresses named, instead of Bytewax retrying forever. (Peers' names may
+    appear a little after this process starts, as a StatefulSet's pods do.)
+
+    >>> known = {"f-0.f", "f-1.f"}
+    >>> def fake(host, port):
+    ...     if host not in known:
+    ...         raise socket.gaierror("Name or service not known")
+    >>> wait_until_resolvable(["f-0.f:5000", "f-1.f:5000"], resolve=fake)
+    >>> wait_until_resolvable(["f-0.f:5000", "f-9.f:5000"], 0, resolve=fake)
+    Traceback (most recent call last):
+    ...
+    loopline.contracts.errors.ConfigError: cluster address(es) f-9.f:5000 did not resolve ...
+    """
+    deadline = clock() + timeout_s
+    while True:
+        unresolved = []
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            try:
+                resolve(host, int(port))
+            except OSError:
+                unresolved.append(address)
+        if not unresolved:
+            return
+        if clock() >= deadline:
+            raise ConfigError(
+                f"cluster address(es) {', '.join(unresolved)} did not resolve within "
+                f"{timeout_s:g} s; check --addresses (one host:port per process, the same "
+                "list everywhere)"
+            )
+        sleep(1.0)
 
 
 def check_run_options(options: RunOptions) -> None:
