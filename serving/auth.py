@@ -31,7 +31,6 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from loopline.contracts.errors import ConfigError
 from loopline.contracts.metric_names.serving import SERVING_AUTH_REFUSALS
 from loopline.contracts.settings import ServingSettings
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
@@ -118,7 +117,6 @@ class TokenAuth(grpc.ServerInterceptor):
         self.store = store
         self._open = HEALTH if open_health else None
         self._refusals = counter(SERVING_AUTH_REFUSALS, registry)
-        self._bad_file: str | None = None
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
@@ -131,25 +129,13 @@ class TokenAuth(grpc.ServerInterceptor):
         if not token:
             message = NO_TOKEN if token is None else MALFORMED
             return self._refuse(continuation, details, grpc.StatusCode.UNAUTHENTICATED, message)
-        roles = self._roles(token)
+        roles = self.store.roles_of(token)
         if roles is None:
             return self._refuse(continuation, details, grpc.StatusCode.UNAUTHENTICATED, UNKNOWN)
         if allowed(role, roles):
             return continuation(details)
         message = _denied(method, role, roles)
         return self._refuse(continuation, details, grpc.StatusCode.PERMISSION_DENIED, message)
-
-    def _roles(self, token: str) -> frozenset[str] | None:
-        try:
-            return self.store.roles_of(token)
-        except ConfigError as e:
-            # A tokens file half-written or broken while serving: the store keeps the
-            # last good tokens (it re-reads the file a second later), so callers are
-            # neither locked out nor let in by a typo. Logged once per distinct problem.
-            if str(e) != self._bad_file:
-                self._bad_file = str(e)
-                log.error("tokens file unusable, still using the last good one: %s", e)
-            return self.store.roles_of(token)
 
     def _refuse(
         self,

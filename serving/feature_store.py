@@ -138,6 +138,9 @@ class RedisFeatureStore:
                 f"redis {self.host}:{self.port} did not answer within {timeout_s * 1000:.1f} ms",
                 "timeout",
             ) from e
+        except StoreUnavailableError:
+            self._fail(conn)  # refused at connect (AUTH, SELECT): back off as for any failure
+            raise
         except (OSError, hiredis.ProtocolError) as e:
             self._fail(conn)
             raise StoreUnavailableError(f"redis {self.host}:{self.port}: {e}", "down") from e
@@ -188,7 +191,11 @@ class RedisFeatureStore:
         if isinstance(reply, hiredis.ReplyError):
             # Redis's reply never repeats the password (e.g. "WRONGPASS invalid
             # username-password pair"), and neither does this message.
-            raise OSError(f"{name} on connect failed: {reply}")
+            raise StoreUnavailableError(
+                f"redis {self.host}:{self.port}: {name} on connect failed: {reply}; "
+                "check redis.username, redis.password_file and redis.db",
+                "error",
+            )
 
     def _read_reply(self, conn: _Connection, deadline: float) -> object:
         reader, sock = conn.reader, conn.sock

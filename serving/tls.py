@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import ServingSettings
+from loopline.security.secrets import file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,9 @@ class CertificateFiles:
             self._refused = stamp
 
     def _stamp_now(self) -> Stamp:
-        try:
-            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in self.paths)
-        except OSError as e:
-            raise ConfigError(f"serving TLS: cannot read {e.filename} ({e.strerror})") from None
+        return file_stamp(
+            self.paths, "serving TLS", "check serving.tls_cert_file, tls_key_file, client_ca_file"
+        )
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
         cert, key, *ca = (_read(p) for p in self.paths)

@@ -3,8 +3,8 @@
 The overlays use a deliberately small part of kustomize (resources, namespace,
 images, JSON patches); this module applies exactly that part and refuses any
 other kustomization field, so an overlay that outgrows it fails loudly
-instead of rendering differently. Where ``kubectl`` exists, a test checks the
-two renderings agree.
+instead of rendering differently. A test checks the rendering equals what
+``kubectl kustomize`` produced (recorded under tests/k8s_rendered/).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ and checks that each expected example landed exactly once."""
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -147,3 +148,31 @@ def assert_each_once(rows: list[LabeledExample], expected: dict[str, tuple[int, 
     )
     wrong = {rid: (got[rid], expected[rid]) for rid in got if got[rid] != expected[rid]}
     assert not wrong, f"{len(wrong)} wrong labels, e.g. {list(wrong.items())[:5]}"
+
+
+def first_part_then_steady(
+    settings: Settings,
+    topics: Topics,
+    flow: FlowProcess,
+    first: int,
+    second: int,
+    *,
+    timeout_s: float,
+    interval_s: float,
+) -> threading.Thread:
+    """Wait until ``flow`` stored the first part's examples (its windows close once
+    the flow is idle at the end of it), then start sending the second part at a
+    steady 6,000/s; returns the sending thread (a crash is due in the middle of it)."""
+    store = settings.trainer.offline_store
+    expected_first = {f"r{i}": expected_label(i) for i in range(first - 6_500)}
+    flow.until(
+        lambda: expected_first.keys() <= summary(store_rows(store)).keys(),
+        "the first part's examples",
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+    )
+    producer = threading.Thread(
+        target=produce, args=(settings, topics, stream(first, second), 6_000.0)
+    )
+    producer.start()
+    return producer

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from loopline.contracts.errors import ConfigError
 from loopline.security.secrets import write_private
 
 VALID_DAYS = 365
@@ -110,7 +111,9 @@ class Pki:
     def load(cls, root: Path) -> Pki:
         key = serialization.load_pem_private_key((root / "ca-key.pem").read_bytes(), None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise TypeError(f"{root / 'ca-key.pem'}: not an EC key")
+            raise ConfigError(
+                f"{root / 'ca-key.pem'}: not an EC key; delete {root} to make a new CA"
+            )
         ca = x509.load_pem_x509_certificate((root / "ca.pem").read_bytes())
         return cls(root, key, ca)
 

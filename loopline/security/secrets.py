@@ -53,6 +53,16 @@ def read_key(path: Path, setting: str) -> bytes:
     return key
 
 
+def file_stamp(paths: tuple[Path, ...], setting: str, fix: str) -> tuple[tuple[int, int], ...]:
+    """Each file's (modification time, size): what changes when a secret or a
+    certificate is replaced, checked cheaply before anything is re-read. ``fix``
+    ends the error of a missing file."""
+    try:
+        return tuple((st.st_mtime_ns, st.st_size) for st in (p.stat() for p in paths))
+    except OSError as e:
+        raise ConfigError(f"{setting}: cannot read {e.filename} ({e.strerror}); {fix}") from None
+
+
 def write_private(path: Path, data: str | bytes) -> None:
     """Write ``data`` readable by this user only (the file holds a secret or a key);
     an existing file is made private too."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import threading
@@ -35,11 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.contracts.errors import ConfigError
+from loopline.security.secrets import file_stamp
 
 HEALTH, READ, INFER, ADMIN = "health", "read", "infer", "admin"
 ROLES = (HEALTH, READ, INFER, ADMIN)
 TOKEN_PREFIX = "ll_"
 _RECHECK_S = 1.0
+SETTING = "serving.tokens_file"
+CREATE = "create it with `loopline token add`"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,16 +126,21 @@ def revoke_token(path: Path, name: str) -> bool:
 
 
 class TokenStore:
-    """The roles of a presented token, from a tokens file that may change at any time."""
+    """The roles of a presented token, from a tokens file that may change at any time.
+
+    The file must be usable when the store is made. Later, a missing or broken
+    file (half-written, a typo) keeps the last good tokens, logged once per
+    problem, so callers are neither locked out nor let in by it.
+    """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: list[TokenEntry] = []
-        self._stamp: tuple[int, int] | None = None
-        self._checked = -_RECHECK_S
-        self._refresh(force=True)
+        self._stamp = file_stamp((path,), SETTING, CREATE)
+        self._entries = parse_tokens(path.read_text(), str(path))
+        self._checked = clock()
+        self._problem = ""
 
     def roles_of(self, token: str) -> frozenset[str] | None:
         """The token's roles, or None for an unknown token. Every entry is compared
@@ -143,20 +153,18 @@ class TokenStore:
                 found = entry.roles
         return found
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self) -> None:
         now = self._clock()
-        if not force and now - self._checked < _RECHECK_S:
+        if now - self._checked < _RECHECK_S:
             return
         with self._lock:
             self._checked = now
             try:
-                st = self.path.stat()
-            except OSError as e:
-                raise ConfigError(
-                    f"serving.tokens_file: cannot read {self.path} ({e.strerror}); "
-                    "create it with `loopline token add`"
-                ) from None
-            stamp = (st.st_mtime_ns, st.st_size)
-            if stamp != self._stamp:
-                self._entries = parse_tokens(self.path.read_text(), str(self.path))
-                self._stamp = stamp
+                stamp = file_stamp((self.path,), SETTING, CREATE)
+                if stamp != self._stamp:
+                    self._entries = parse_tokens(self.path.read_text(), str(self.path))
+                    self._stamp = stamp
+            except (ConfigError, OSError) as e:
+                if str(e) != self._problem:
+                    self._problem = str(e)
+                    log.error("tokens file unusable, still using the last good one: %s", e)

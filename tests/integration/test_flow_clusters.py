@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
@@ -26,6 +25,7 @@ from kafka_support import kafka_env, read_to_end
 from labels_support import (
     assert_each_once,
     expected_label,
+    first_part_then_steady,
     flow_settings,
     labels_flow,
     produce,
@@ -160,19 +160,9 @@ def test_kill_9_of_one_process_then_the_cluster_restarts_with_each_example_once(
     produce(settings, topics, stream(0, first))
     flow = labels_flow(settings, recovery, log, *CLUSTER)
     victim = cluster_children(flow)[1]
-    # The first part's windows close once the cluster is idle at the end of it.
-    expected_first = {f"r{i}": expected_label(i) for i in range(first - 6_500)}
-    flow.until(
-        lambda: expected_first.keys() <= summary(store_rows(store)).keys(),
-        "the first part's examples",
-        timeout_s=60,
-        interval_s=0.2,
+    producer = first_part_then_steady(
+        settings, topics, flow, first, second, timeout_s=60, interval_s=0.2
     )
-    # The second part arrives at a steady pace; one process dies in the middle of it.
-    producer = threading.Thread(
-        target=produce, args=(settings, topics, stream(first, second), 6_000.0)
-    )
-    producer.start()
     time.sleep(0.5)
     os.kill(victim, signal.SIGKILL)
     # A cluster missing a process cannot go on: the launcher stops the other one.

@@ -8,7 +8,6 @@ labeled topic once (read_committed).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from labels_support import (
     T0,
     assert_each_once,
     expected_label,
+    first_part_then_steady,
     flow_settings,
     labeled_on_topic,
     labels_flow,
@@ -50,19 +50,9 @@ def test_kill_9_mid_stream_then_restart_writes_each_example_once(
     first, second = 8_000, 24_000
     produce(settings, topics, stream(0, first))
     flow = labels_flow(settings, recovery, log)
-    # The first part's windows close once the flow is idle at the end of it.
-    expected_first = {f"r{i}": expected_label(i) for i in range(first - 6_500)}
-    flow.until(
-        lambda: expected_first.keys() <= summary(store_rows(store)).keys(),
-        "the first part's examples",
-        timeout_s=120,
-        interval_s=0.3,
+    producer = first_part_then_steady(
+        settings, topics, flow, first, second, timeout_s=120, interval_s=0.3
     )
-    # The second part arrives at a steady pace; the flow dies in the middle of it.
-    producer = threading.Thread(
-        target=produce, args=(settings, topics, stream(first, second), 6_000.0)
-    )
-    producer.start()
     time.sleep(2.0)
     flow.kill9()
     producer.join()

@@ -220,3 +220,22 @@ def test_token_commands_add_list_revoke(tmp_path: Path, capsys: Any) -> None:
         _token("add", "x", "--roles", "root", "--file", str(path))
     with pytest.raises(LooplineError, match=r"--file PATH or set serving\.tokens_file"):
         _token("list")
+
+
+def test_a_tokens_file_broken_while_serving_keeps_the_last_good_tokens(tmp_path: Path) -> None:
+    from loopline.security.tokens import TokenStore, add_token
+
+    path = tmp_path / "tokens"
+    token = add_token(path, "api", ("infer",))
+    now = [0.0]
+    store = TokenStore(path, clock=lambda: now[0])
+    path.write_text("api infer sha256:not-hex\n")  # half-written / a typo
+    now[0] += 2.0
+    assert store.roles_of(token) == frozenset({"infer"})
+    path.unlink()
+    now[0] += 2.0
+    assert store.roles_of(token) == frozenset({"infer"})
+    revoked_fresh = add_token(path, "other", ("read",))  # a good file again: re-read
+    now[0] += 2.0
+    assert store.roles_of(token) is None
+    assert store.roles_of(revoked_fresh) == frozenset({"read"})
