@@ -51,6 +51,7 @@ class InferenceCore:
         feature_set: FeatureSet,
         key_prefix: str,
         store: FeatureStore,
+        cluster: bool = False,
         slot: ModelSlot,
         metrics: ServingMetrics,
         sink: PredictionSink | None = None,
@@ -58,7 +59,7 @@ class InferenceCore:
     ) -> None:
         self.settings = settings
         self.fs = feature_set
-        self.plan = LookupPlan(feature_set, key_prefix)
+        self.plan = LookupPlan(feature_set, key_prefix, cluster=cluster)
         self.store = store
         self.slot = slot
         self.metrics = metrics

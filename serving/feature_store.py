@@ -43,6 +43,21 @@ class StoreUnavailableError(FeatureError):
         self.reason = reason
 
 
+class PartialStoreError(StoreUnavailableError):
+    """Some shards of a Redis Cluster answered, others did not.
+
+    ``values`` holds every key's value (``None`` at the ``failed`` positions):
+    the answered keys are used, the failed ones fall back as for a dead store.
+    """
+
+    def __init__(
+        self, message: str, reason: str, values: list[bytes | None], failed: frozenset[int]
+    ) -> None:
+        super().__init__(message, reason)
+        self.values = values
+        self.failed = failed
+
+
 class FeatureStore(Protocol):
     """What the inference core needs from the online store."""
 
@@ -132,22 +147,66 @@ class RedisFeatureStore:
                 conn.timeout = timeout_s
             conn.sock.sendall(encode_mget(keys))
             reply = self._read_reply(conn, deadline)
-        except TimeoutError as e:
-            self._fail(conn)
-            raise StoreUnavailableError(
-                f"redis {self.host}:{self.port} did not answer within {timeout_s * 1000:.1f} ms",
-                "timeout",
-            ) from e
-        except StoreUnavailableError:
-            self._fail(conn)  # refused at connect (AUTH, SELECT): back off as for any failure
-            raise
-        except (OSError, hiredis.ProtocolError) as e:
-            self._fail(conn)
-            raise StoreUnavailableError(f"redis {self.host}:{self.port}: {e}", "down") from e
+        except (StoreUnavailableError, OSError, hiredis.ProtocolError) as e:
+            raise self._error(e, conn, timeout_s) from e
         if isinstance(reply, hiredis.ReplyError) or not isinstance(reply, list):
             # The connection is still in sync (one reply per command); keep it.
-            raise StoreUnavailableError(f"redis MGET failed: {reply!r}", "error")
+            hint = ""
+            if str(reply).startswith(("MOVED", "ASK", "CROSSSLOT")):
+                hint = "; the server is a Redis Cluster node: set redis.cluster: true"
+            raise StoreUnavailableError(f"redis MGET failed: {reply!r}{hint}", "error")
         return reply
+
+    # -- one node of a cluster: send to every shard first, then read each ---------
+    def send(self, payload: bytes, deadline: float) -> _Connection:
+        """Send ``payload`` (encoded commands) on this thread's connection."""
+        now = self._clock()
+        if now < self._skip_until:
+            raise StoreUnavailableError(
+                f"redis {self.host}:{self.port} failed recently; retrying in "
+                f"{(self._skip_until - now) * 1000:.0f} ms",
+                "backoff",
+            )
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = self._connect(deadline)
+            left = self._left(deadline)
+            conn.sock.settimeout(left)
+            conn.timeout = left
+            conn.sock.sendall(payload)
+        except (StoreUnavailableError, OSError, hiredis.ProtocolError) as e:
+            raise self._error(e, conn, deadline - now) from e
+        return conn
+
+    def receive(self, conn: _Connection, n: int, deadline: float) -> list[object]:
+        """The ``n`` replies to what :meth:`send` sent (error replies included)."""
+        replies: list[object] = []
+        try:
+            while len(replies) < n:
+                reply = conn.reader.gets()
+                if reply is False:
+                    reply = self._read_reply(conn, deadline)
+                replies.append(reply)
+        except (OSError, hiredis.ProtocolError) as e:
+            raise self._error(e, conn, deadline - self._clock()) from e
+        return replies
+
+    def _error(
+        self, e: BaseException, conn: _Connection | None, timeout_s: float
+    ) -> StoreUnavailableError:
+        """``e`` as the store's error; the connection is dropped and the store backs off."""
+        # Refused at connect (AUTH, SELECT) backs off as any other failure.
+        self._fail(conn)
+        if isinstance(e, StoreUnavailableError):
+            return e
+        if isinstance(e, TimeoutError):
+            return StoreUnavailableError(
+                f"redis {self.host}:{self.port} did not answer within "
+                f"{max(timeout_s, 0.0) * 1000:.1f} ms",
+                "timeout",
+            )
+        return StoreUnavailableError(f"redis {self.host}:{self.port}: {e}", "down")
 
     def close(self) -> None:
         with self._lock:

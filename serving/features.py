@@ -89,14 +89,16 @@ class LastKnown:
 class LookupPlan:
     """Everything about a feature set that serving precomputes once."""
 
-    def __init__(self, fs: FeatureSet, key_prefix: str) -> None:
+    def __init__(self, fs: FeatureSet, key_prefix: str, *, cluster: bool = False) -> None:
         self.fs = fs
-        layout = RedisLayout(key_prefix)
+        layout = RedisLayout(key_prefix, cluster=cluster)
         self.entities = tuple(v.entity for v in fs.views)
         # Every key field a request must carry, once each (views may share one).
         self.key_fields = tuple(dict.fromkeys(k for v in fs.views for k in v.key_fields))
         self._view_keys = tuple(v.key_fields for v in fs.views)
         self.key_prefixes = tuple(layout.key_prefix(fs, v.entity).encode() for v in fs.views)
+        # After the id: the hash tag's closing brace on a Redis Cluster, else empty.
+        self.key_suffix = layout.key_suffix.encode()
         self.sizes = tuple(len(v.aggregations) for v in fs.views)
         self.request_fields = _request_fields(fs)
         # For each model feature (feature-set order), the entity positions it reads.
@@ -110,7 +112,8 @@ class LookupPlan:
         ]
 
     def keys(self, entity_ids: Sequence[str]) -> list[bytes]:
-        return [p + i.encode() for p, i in zip(self.key_prefixes, entity_ids, strict=True)]
+        s = self.key_suffix
+        return [p + i.encode() + s for p, i in zip(self.key_prefixes, entity_ids, strict=True)]
 
     def feature_statuses(self, entity_status: Sequence[FeatureStatus]) -> list[FeatureStatus]:
         """Per model feature (feature-set order): the worst status of the entities it reads."""
@@ -154,18 +157,19 @@ class LookupPlan:
 
         ``keys`` holds one key per entity for one or several requests in a row.
         """
-        out = []
-        sizes = self.sizes * (len(keys) // len(self.sizes))
-        for key, size in zip(keys, sizes, strict=True):
-            raw = last_known.get(key)
-            values = None
-            if raw is not None:
-                try:
-                    values = unpack(raw, size)[1]
-                except FeatureError:
-                    values = None
-            out.append(EntityLookup(values, FeatureStatus.DEFAULTED))
-        return out
+        n = len(self.sizes)
+        return [self.fallback_one(key, i % n, last_known) for i, key in enumerate(keys)]
+
+    def fallback_one(self, key: bytes, entity: int, last_known: LastKnown) -> EntityLookup:
+        """One key's fallback (``entity``: its position in :attr:`entities`)."""
+        raw = last_known.get(key)
+        values = None
+        if raw is not None:
+            try:
+                values = unpack(raw, self.sizes[entity])[1]
+            except FeatureError:
+                values = None
+        return EntityLookup(values, FeatureStatus.DEFAULTED)
 
 
 def fetch(

@@ -38,6 +38,7 @@ from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from loopline.registry.directory import ModelRegistry, open_registry
 from loopline.serving import auth, tls
 from loopline.serving.announcer import RolloutAnnouncer
+from loopline.serving.cluster_store import ClusterFeatureStore
 from loopline.serving.core import InferenceCore
 from loopline.serving.feature_store import RedisFeatureStore
 from loopline.serving.feature_version import VersionSwitch, serving_feature_set
@@ -146,8 +147,10 @@ class InferenceServer:
         self.version_switch = VersionSwitch(settings.registry.path, self.feature_set)
         self.topics = Topics(settings.kafka.topic_prefix)
         self.slot = ModelSlot()
-        # Address, ACL user and TLS from redis.* (loopline.config.redis).
-        self.store = RedisFeatureStore.from_settings(
+        # Address, ACL user and TLS from redis.* (loopline.config.redis); on a
+        # Redis Cluster the slot map is read now: a wrong address fails the start.
+        store_type = ClusterFeatureStore if settings.redis.cluster else RedisFeatureStore
+        self.store: RedisFeatureStore | ClusterFeatureStore = store_type.from_settings(
             settings.redis, retry_after_s=conf.store_retry_ms / 1000.0
         )
         self.sink = (
@@ -181,6 +184,7 @@ class InferenceServer:
             feature_set=self.feature_set,
             key_prefix=settings.streams.redis_key_prefix,
             store=self.store,
+            cluster=settings.redis.cluster,
             slot=self.slot,
             metrics=self.metrics,
             sink=self.sink,

@@ -2,7 +2,8 @@
 
 The store read leaves part of the request's deadline for the model run; when
 the store fails or the deadline is too short, last-known or default values
-answer, marked ``defaulted`` (and counted), never a hang.
+answer, marked ``defaulted`` (and counted), never a hang. On a Redis Cluster
+only the keys of a shard that failed fall back.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from loopline.contracts.errors import FeatureError, InvalidRequestError
 from loopline.contracts.settings import ServingSettings
 from loopline.featurecore.features import FeatureSet
-from loopline.serving.feature_store import FeatureStore
+from loopline.serving.feature_store import FeatureStore, PartialStoreError
 from loopline.serving.features import EntityLookup, FeatureStatus, LastKnown, LookupPlan, fetch
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.requests import FeatureRow, PredictInput
@@ -44,9 +45,13 @@ class OnlineFeatures:
         self._feature_timeout_s = settings.feature_timeout_ms / 1000.0
         self._default_budget_s = settings.default_deadline_ms / 1000.0
         self._key_prefixes = plan.key_prefixes
+        self._key_suffix = plan.key_suffix
 
     def keys(self, entity_ids: Sequence[str]) -> list[bytes]:
         """The store keys of one request's entity ids (in view order)."""
+        if self._key_suffix:  # hash-tagged (Redis Cluster)
+            s = self._key_suffix
+            return [p + i.encode() + s for p, i in zip(self._key_prefixes, entity_ids, strict=True)]
         return [p + i.encode() for p, i in zip(self._key_prefixes, entity_ids, strict=True)]
 
     def lookup(
@@ -57,13 +62,25 @@ class OnlineFeatures:
         timeout = min(self._feature_timeout_s, budget - max(MIN_RESERVE_S, RESERVE_SHARE * budget))
         if timeout <= 0:
             # Not even the store's timeout fits in the deadline: answer from memory.
-            raws, reason = None, "deadline"
+            raws, reason, error = None, "deadline", None
         else:
             raws, error = fetch(self.store, keys, timeout)
             reason = error.reason if error is not None else ""
         if raws is None:
             self.metrics.store_errors.labels(reason).inc()
-            return self.plan.fallback(keys, self.last_known)
+            if not isinstance(error, PartialStoreError):
+                return self.plan.fallback(keys, self.last_known)
+            # Some shards of a cluster answered: their keys are used, the others fall back.
+            out = self._decode(error.values, keys, times)
+            n = len(self.plan.entities)
+            for i in error.failed:
+                out[i] = self.plan.fallback_one(keys[i], i % n, self.last_known)
+            return out
+        return self._decode(raws, keys, times)
+
+    def _decode(
+        self, raws: list[bytes | None], keys: list[bytes], times: Sequence[float]
+    ) -> list[EntityLookup]:
         n = len(self.plan.entities)
         out: list[EntityLookup] = []
         stale_after = self.settings.stale_after_s

@@ -2,8 +2,9 @@
 
 The one place connection options come from :class:`RedisSettings`, so an ACL
 user or TLS set in ``redis.*`` reaches every client at once: redis-py clients
-take :func:`client_options` (or :func:`redis_client`), serving's own RESP
-client takes :func:`credentials` and :func:`tls_context`.
+take :func:`client_options` (or :func:`redis_client`, :func:`cluster_client`
+with ``redis.cluster``), serving's own RESP client takes :func:`credentials`
+and :func:`tls_context`.
 
 >>> from loopline.contracts.settings import RedisSettings
 >>> client_options(RedisSettings())
@@ -18,7 +19,9 @@ import ssl
 from typing import Any
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
+from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import RedisSettings
 from loopline.security.secrets import read_secret
 
@@ -73,3 +76,23 @@ def client_options(conf: RedisSettings) -> dict[str, Any]:
 def redis_client(conf: RedisSettings, **overrides: Any) -> redis.Redis:
     """A redis-py client for ``conf``; ``overrides`` set timeouts, retries and the like."""
     return redis.Redis(**{**client_options(conf), **overrides})
+
+
+def cluster_client(conf: RedisSettings, **overrides: Any) -> RedisCluster:
+    """A redis-py cluster client seeded with ``redis.host:port`` and ``redis.cluster_nodes``.
+
+    It reads the slot map now, so a wrong address or a server that is not a
+    cluster node fails here, with the settings to change named, not at the
+    first write.
+    """
+    options = {k: v for k, v in client_options(conf).items() if k not in ("host", "port", "db")}
+    options.setdefault("socket_connect_timeout", 2.0)
+    seeds = [ClusterNode(host, port) for host, port in conf.seeds]
+    try:
+        return RedisCluster(startup_nodes=seeds, **{**options, **overrides})
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as e:
+        where = ", ".join(f"{n.host}:{n.port}" for n in seeds)
+        raise ConfigError(
+            f"redis.cluster is on but no Redis Cluster answered at {where}: {e}; "
+            "check redis.host, redis.port and redis.cluster_nodes (or set redis.cluster: false)"
+        ) from e

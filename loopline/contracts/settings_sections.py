@@ -74,6 +74,30 @@ class RedisSettings:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    # A Redis Cluster (README "Redis Cluster"): every client routes keys by hash
+    # slot; host:port, then cluster_nodes ("host:port,host:port"), are the seeds
+    # the slot map is first read from.
+    cluster: bool = False
+    cluster_nodes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cluster and self.db != 0:
+            raise ConfigError("redis.db must be 0 with redis.cluster (a cluster has only db 0)")
+        self.seeds  # noqa: B018 - validates redis.cluster_nodes now, not at first use
+
+    @property
+    def seeds(self) -> tuple[tuple[str, int], ...]:
+        """Where a cluster client first looks: host:port, then ``cluster_nodes``."""
+        out = [(self.host, self.port)]
+        for entry in filter(None, (e.strip() for e in self.cluster_nodes.split(","))):
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"redis.cluster_nodes: {entry!r} is not host:port; "
+                    "write e.g. 10.0.0.5:6379,10.0.0.6:6379"
+                )
+            out.append((host.strip("[]"), int(port)))
+        return tuple(dict.fromkeys(out))
 
     @property
     def url(self) -> str:
@@ -110,6 +134,30 @@ class StackSettings:
     # `loopline up --secure`: Kafka on SASL_SSL with ACLs, Redis with ACL users
     # and TLS, certificates and secrets generated under <state_dir>/secure.
     secure: bool = False
+    # `loopline up --redis-cluster N [--redis-replicas R]`: a Redis Cluster of N
+    # masters (0: one plain redis-server) with R replicas each, on redis.port and
+    # the N * (1 + R) - 1 ports after it (each also binds its port + 10000 for
+    # the cluster bus). A master is failed over after cluster_node_timeout_ms.
+    redis_cluster_masters: int = 0
+    redis_cluster_replicas: int = 0
+    redis_cluster_node_timeout_ms: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.redis_cluster_masters and self.redis_cluster_masters < 3:
+            raise ConfigError(
+                "stack.redis_cluster_masters must be 0 (one Redis) or at least 3 "
+                "(Redis Cluster's minimum)"
+            )
+        if self.redis_cluster_replicas < 0 or self.redis_cluster_node_timeout_ms < 100:
+            raise ConfigError(
+                "stack.redis_cluster_replicas must be >= 0 and "
+                "stack.redis_cluster_node_timeout_ms >= 100"
+            )
+
+    @property
+    def redis_cluster_nodes(self) -> int:
+        """How many redis-server processes the cluster runs (0 without a cluster)."""
+        return self.redis_cluster_masters * (1 + self.redis_cluster_replicas)
 
 
 @dataclass(frozen=True)

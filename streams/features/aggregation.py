@@ -96,6 +96,8 @@ class FeatureShard:
         self._views = fs.views
         self._view_index = {id(v): i for i, v in enumerate(fs.views)}
         self._prefixes = tuple(layout.key_prefix(fs, v.entity) for v in fs.views)
+        # The hash tag's closing brace on a Redis Cluster, else empty.
+        self._suffix = layout.key_suffix
         # An event at t cannot make any window change before t + this.
         self._min_expiry_s = tuple(
             min((w.seconds - w.tile_s for w in v.windows), default=math.inf) for v in fs.views
@@ -128,12 +130,12 @@ class FeatureShard:
         """Apply a batch of updates; return one write per changed entity."""
         out = ShardOutput()
         states = self._states
-        prefixes = self._prefixes
+        prefixes, suffix = self._prefixes, self._suffix
         # key -> [oldest event ms, view index]
         touched: dict[str, list[int]] = {}
         for upd in updates:
             vi, eid, t_ms, record, _partition, _offset = upd
-            key = prefixes[vi] + eid
+            key = prefixes[vi] + eid + suffix
             st = states.get(key)
             fresh = st is None
             if fresh:
@@ -284,6 +286,14 @@ class FeatureShard:
                 f"({self.fs.fingerprint[:12]}): start it with a fresh recovery directory"
             )
         self.clock_ms = snap["clock_ms"]
+        first = next(iter(snap["entities"]), None)
+        if first is not None and (first.endswith("}") and ":{" in first) != bool(self._suffix):
+            # Keys name Redis keys: restoring them would write the other layout's keys.
+            was = "a Redis Cluster" if self._suffix == "" else "a single Redis"
+            raise FeatureError(
+                f"recovery state was written for {was} (key {first!r}); redis.cluster "
+                "changed since: start the flow with a fresh recovery directory"
+            )
         for key, blob in snap["entities"].items():
             vi, state, as_of = pickle.loads(blob)
             state["view"] = self._views[vi]

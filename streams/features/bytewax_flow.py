@@ -29,7 +29,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from loopline.config.redis import redis_client
+from loopline.config.redis import cluster_client, redis_client
 from loopline.contracts.schemas import DeadLetter
 from loopline.streams.common.bytewax_dead_letters import DeadLetterSink
 from loopline.streams.common.bytewax_kafka_source import KafkaSourcePartition
@@ -139,7 +139,9 @@ class _ShardLogic(StatefulBatchLogic[list[Any], ShardOutput, dict[str, Any]]):
 
 class _RedisPartition(StatelessSinkPartition[tuple[str, ShardOutput]]):
     def __init__(self, cfg: FeatureFlowConfig, metrics: FeatureMetrics) -> None:
-        client = redis_client(
+        # redis.cluster: a RedisCluster client (slot routing, failover), checked at start.
+        connect = cluster_client if cfg.redis.cluster else redis_client
+        client = connect(
             cfg.redis,
             socket_timeout=cfg.redis_timeout_s,
             socket_connect_timeout=cfg.redis_timeout_s,

@@ -86,7 +86,7 @@ class FeatureFlowConfig:
             producer=producer_config(settings.kafka),
             redis=settings.redis,
             redis_timeout_s=s.redis_write_timeout_s,
-            layout=RedisLayout(s.redis_key_prefix),
+            layout=RedisLayout(s.redis_key_prefix, cluster=settings.redis.cluster),
             ttl_s=settings.redis.feature_ttl_s,
             shards=s.shards,
             allowed_lateness_s=s.allowed_lateness_s,
