@@ -95,6 +95,19 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         help="TLS and logins on Kafka (SASL_SSL, SCRAM) and Redis (ACL users), ACLs per "
         "service, certificates and secrets generated under <state_dir>/secure",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        metavar="N",
+        help="a Redis Cluster of N >= 3 masters on redis.port and the ports after it, "
+        "instead of one Redis (sets stack.redis_cluster_masters and redis.cluster)",
+    )
+    parser.add_argument(
+        "--redis-replicas",
+        type=int,
+        metavar="R",
+        help="with --redis-cluster: R replicas per master (stack.redis_cluster_replicas)",
+    )
 
 
 @command("up", "start Kafka and Redis (or reuse running ones) and create the topics", _up_arguments)
@@ -105,6 +118,8 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         from loopline.stack.secure import secure_settings
 
         settings = secure_settings(settings)
+    if args.redis_cluster is not None or args.redis_replicas is not None:
+        settings = _with_redis_cluster(settings, args.redis_cluster, args.redis_replicas)
     stack = Stack(settings, progress=_progress)
     if args.fetch_only:
         lib = stack.fetch()
@@ -117,6 +132,17 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
 
         print(finish_secure_up(settings))
     return EXIT_OK
+
+
+def _with_redis_cluster(settings: Settings, masters: int | None, replicas: int | None) -> Settings:
+    from loopline.config.loader import apply_layers
+
+    if masters is None:
+        raise ConfigError("--redis-replicas needs --redis-cluster N")
+    stack: dict[str, object] = {"redis_cluster_masters": masters}
+    if replicas is not None:
+        stack["redis_cluster_replicas"] = replicas
+    return apply_layers(settings, {"stack": stack, "redis": {"cluster": True}})
 
 
 @command("down", "stop what `loopline up` started (never a reused server)")

@@ -1,4 +1,4 @@
-"""The local stack as one thing: Kafka + Redis + Loopline's topics."""
+"""The local stack as one thing: Kafka + Redis (one server or a cluster) + Loopline's topics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from loopline.stack import locks
 from loopline.stack.component import LOCK_TIMEOUT_S, Component, ComponentStatus, Progress
 from loopline.stack.kafka import KafkaBroker
 from loopline.stack.paths import StackPaths
+from loopline.stack.redis_cluster import RedisCluster
 from loopline.stack.redis_server import LOCAL_HOSTS, RedisServer
 from loopline.stack.topics_admin import ensure_topics, existing_topics
 
@@ -28,6 +29,8 @@ class StackStatus:
     present_topics: tuple[str, ...]
     # Topics on the broker that are not Loopline's (other prefixes, e.g. tests).
     other_topics: int
+    # A Redis Cluster's nodes (``redis`` then sums the cluster up); empty for one Redis.
+    redis_nodes: tuple[ComponentStatus, ...] = ()
 
     @property
     def components(self) -> tuple[ComponentStatus, ComponentStatus]:
@@ -43,6 +46,7 @@ class StackStatus:
 
     def describe(self) -> str:
         lines = [c.describe() for c in self.components]
+        lines += [f"  {node.describe()}" for node in self.redis_nodes]
         if not self.kafka.up:
             lines.append(f"{'topics':<6} {'?':<5} unknown while Kafka is down")
             return "\n".join(lines)
@@ -87,6 +91,8 @@ class Stack:
         self.paths = StackPaths.for_state_dir(settings.stack.state_dir)
         self.kafka = KafkaBroker(settings, self.paths, progress)
         self.redis = RedisServer(settings, self.paths, progress)
+        # `loopline up --redis-cluster N`, or the cluster this state dir runs.
+        self.redis_cluster = RedisCluster.configured(settings, self.paths, progress)
         self.progress: Progress = progress or (lambda _: None)
         # Long enough for another process's cold first fetch and start.
         self._lock_timeout_s = LOCK_TIMEOUT_S + 2 * settings.stack.startup_timeout_s
@@ -111,6 +117,9 @@ class Stack:
             return self._down()
 
     def status(self) -> StackStatus:
+        if self.redis_cluster is not None:
+            summary, nodes = self.redis_cluster.status()
+            return self._status(self.kafka.status(), summary, nodes)
         return self._status(self.kafka.status(), self.redis.status())
 
     @contextmanager
@@ -136,11 +145,15 @@ class Stack:
     # -- unlocked implementations -------------------------------------------------
     def _up(self) -> StackStatus:
         check_bootstrap(self.settings)
-        started: list[Component] = []
+        self._check_redis_mode()
+        started: list[Component | RedisCluster] = []
         try:
             results: list[ComponentStatus] = []
             # Redis first: it answers in milliseconds, Kafka takes seconds.
-            components: tuple[Component, ...] = (self.redis, self.kafka)
+            components: tuple[Component | RedisCluster, ...] = (
+                self.redis_cluster or self.redis,
+                self.kafka,
+            )
             for component in components:
                 result = component.up()
                 if result.started_now:
@@ -155,12 +168,36 @@ class Stack:
                 try:
                     done.down()
                 except StackError as e:
-                    self.progress(f"{done.name}: could not stop after a failed up: {e}")
+                    self.progress(f"redis/kafka: could not stop after a failed up: {e}")
             raise
         if created:
             self.progress(f"topics: created {len(created)}: {', '.join(created)}")
         redis_status, kafka_status = results
+        if self.redis_cluster is not None:
+            return self._status(kafka_status, redis_status, self.redis_cluster.status()[1])
         return self._status(kafka_status, redis_status)
+
+    def _check_redis_mode(self) -> None:
+        """The clients' ``redis.cluster`` must match what `up` runs, or they find no keys."""
+        cluster, s = self.settings.redis.cluster, self.settings.stack
+        if s.redis_cluster_masters and not cluster:
+            raise ConfigError(
+                f"stack.redis_cluster_masters={s.redis_cluster_masters} starts a Redis Cluster "
+                "but redis.cluster is false; set redis.cluster: true "
+                "(`loopline up --redis-cluster N` sets both)"
+            )
+        if self.redis_cluster is not None and not s.redis_cluster_masters:
+            raise StackError(
+                f"this state dir runs a Redis Cluster of {self.redis_cluster.masters} masters "
+                f"at {self.redis_cluster.address}: start with `loopline up --redis-cluster "
+                f"{self.redis_cluster.masters}` or stop it first (`loopline down`)"
+            )
+        if cluster and not s.redis_cluster_masters and not self.redis.probe():
+            raise ConfigError(
+                f"redis.cluster is true but nothing answers at {self.redis.address} and "
+                "`up` would start a single Redis; start a cluster with "
+                "`loopline up --redis-cluster 3` (stack.redis_cluster_masters)"
+            )
 
     def _down(self) -> list[str]:
         stopped = []
@@ -169,9 +206,16 @@ class Stack:
             message = component.down()
             if message is not None:
                 stopped.append(message)
+        if self.redis_cluster is not None:
+            stopped += self.redis_cluster.down()
         return stopped
 
-    def _status(self, kafka: ComponentStatus, redis: ComponentStatus) -> StackStatus:
+    def _status(
+        self,
+        kafka: ComponentStatus,
+        redis: ComponentStatus,
+        redis_nodes: tuple[ComponentStatus, ...] = (),
+    ) -> StackStatus:
         expected = tuple(self.topics.all())
         present: tuple[str, ...] = ()
         others = 0
@@ -182,4 +226,4 @@ class Stack:
                 names = set()
             present = tuple(t for t in expected if t in names)
             others = len(names - set(expected))
-        return StackStatus(kafka, redis, expected, present, others)
+        return StackStatus(kafka, redis, expected, present, others, redis_nodes)
