@@ -137,10 +137,15 @@ def stored(client: redis.Redis, key_prefix: str) -> dict[bytes, bytes]:
 
 
 def expected_store(
-    events: list[dict[str, Any]], key_prefix: str, fs: FeatureSet = FRAUD_FEATURES
+    events: list[dict[str, Any]],
+    key_prefix: str,
+    fs: FeatureSet = FRAUD_FEATURES,
+    *,
+    cluster: bool = False,
 ) -> dict[bytes, bytes]:
-    """What the flow must write: the offline replay's values, packed under their keys."""
-    layout = RedisLayout(key_prefix)
+    """What the flow must write: the offline replay's values, packed under their keys
+    (hash-tagged with ``cluster``)."""
+    layout = RedisLayout(key_prefix, cluster=cluster)
     return {
         layout.feature_key(fs, entity, eid).encode(): pack(at, values)
         for (entity, eid), (at, values) in final_values(fs, events).items()

@@ -186,10 +186,17 @@ def running_server(settings: Settings, **kw: Any) -> Iterator[InferenceServer]:
 
 
 def write_features(
-    client: Any, key_prefix: str, entity: str, entity_id: str, *, values: Sequence[float], t: float
+    client: Any,
+    key_prefix: str,
+    entity: str,
+    entity_id: str,
+    *,
+    values: Sequence[float],
+    t: float,
+    cluster: bool = False,
 ) -> None:
     """Write one entity's packed values exactly as the streams flow does."""
-    key = RedisLayout(key_prefix).feature_key(FRAUD_FEATURES, entity, entity_id)
+    key = RedisLayout(key_prefix, cluster=cluster).feature_key(FRAUD_FEATURES, entity, entity_id)
     client.eval(WRITE_IF_NEWER, 1, key, pack(t, tuple(values)), 3600)
 
 

@@ -2,6 +2,9 @@
 
 >>> 0 < free_port() < 65536
 True
+>>> base = free_port_run(3, offsets=(0, 10000))
+>>> base + 2 + 10000 < 65536
+True
 """
 
 from __future__ import annotations
@@ -14,3 +17,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _is_free(port: int, host: str) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_run(
+    count: int, *, offsets: tuple[int, ...] = (0,), host: str = "127.0.0.1", tries: int = 200
+) -> int:
+    """A base port with ``base + i + offset`` free for each i < ``count`` and each offset
+    (a Redis Cluster's consecutive node ports and their bus ports at +10000)."""
+    top = 65535 - count - max(offsets)
+    for _ in range(tries):
+        base = free_port(host)
+        if base > top:
+            continue
+        if all(_is_free(base + i + o, host) for i in range(count) for o in offsets):
+            return base
+    raise OSError(f"no run of {count} free ports (offsets {offsets}) found on {host}")
