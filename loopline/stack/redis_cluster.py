@@ -265,6 +265,13 @@ class RedisCluster:
     # -- forming ------------------------------------------------------------------
     def _form(self) -> None:
         infos = [node.cluster_info() for node in self.nodes]
+        plain = [node.address for node, info in zip(self.nodes, infos, strict=True) if not info]
+        if plain:
+            raise StackError(
+                f"{', '.join(plain)} answer(s) but not as Redis Cluster nodes (a single Redis "
+                "of an earlier `loopline up`?); stop it with `loopline down` or move the "
+                "cluster with redis.port"
+            )
         assigned = [int(i.get("cluster_slots_assigned", "0")) for i in infos]
         known = [int(i.get("cluster_known_nodes", "1")) for i in infos]
         if all(a == 16384 for a in assigned) and all(k == len(self.nodes) for k in known):
