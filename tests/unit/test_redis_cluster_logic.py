@@ -115,9 +115,7 @@ def test_a_failed_shard_degrades_only_its_own_keys() -> None:
     assert card_lookup.values == tuple(stored)  # the last known values
     assert merchant_lookup.status is FeatureStatus.OK
     assert (
-        metrics.registry.get_sample_value(
-            "loopline_serving_store_errors_total", {"reason": "down"}
-        )
+        metrics.registry.get_sample_value("loopline_serving_store_errors_total", {"reason": "down"})
         == 1
     )
 
