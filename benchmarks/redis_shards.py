@@ -139,18 +139,20 @@ def fetch_load(conf: RedisSettings, ports: list[int], args: argparse.Namespace, 
     }
 
 
-def write_all(conf: RedisSettings) -> float:
-    """Keys/s of the flow's writer putting every feature value in."""
+def write_all(conf: RedisSettings, ports: list[int]) -> tuple[float, float]:
+    """Keys/s of the flow's writer putting every feature value in, and Redis CPU per key."""
     writes = _writes(conf.cluster)
     client = cluster_client(conf, socket_timeout=30) if conf.cluster else redis_client(conf)
     writer = FeatureWriter(client, ttl_s=3600)
+    cpu0 = _redis_cpu(ports)
     t0 = time.perf_counter()
     for i in range(0, len(writes), 500):  # the flow's batches
         result = writer.write(writes[i : i + 500])
         assert result.written == len(writes[i : i + 500])
     seconds = time.perf_counter() - t0
+    cpu = _redis_cpu(ports) - cpu0
     writer.close()
-    return len(writes) / seconds
+    return len(writes) / seconds, cpu / len(writes) * 1e6
 
 
 def main() -> None:
@@ -180,8 +182,8 @@ def main() -> None:
             "cluster": (cluster_settings.redis, [n.port for n in cluster.nodes]),
         }
         load = _loadavg()
-        for name, (conf, _) in stores.items():
-            results[name]["writes_s"] = write_all(conf)
+        for name, (conf, ports) in stores.items():
+            results[name]["writes_s"], results[name]["write_cpu_us"] = write_all(conf, ports)
         for _ in range(args.rounds):
             for name, (conf, ports) in stores.items():
                 for shape, batch in (("predict", 1), ("batch", args.batch)):
@@ -215,7 +217,8 @@ def print_summary(results: dict[str, Any], args: argparse.Namespace, load: float
     print(
         f"writes (flow's writer, 500 per batch): single {s['writes_s']:,.0f} keys/s, "
         f"{args.masters}-shard cluster {c['writes_s']:,.0f} keys/s "
-        f"(x{c['writes_s'] / s['writes_s']:.2f})"
+        f"(x{c['writes_s'] / s['writes_s']:.2f}); Redis CPU per key {s['write_cpu_us']:.1f} "
+        f"vs {c['write_cpu_us']:.1f} us (all shards)"
     )
     for shape, what in (("predict", "2 keys"), ("batch", f"{2 * args.batch} keys")):
         a, b = s[shape], c[shape]

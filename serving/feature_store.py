@@ -127,11 +127,7 @@ class RedisFeatureStore:
     def mget(self, keys: Sequence[bytes], timeout_s: float) -> list[bytes | None]:
         now = self._clock()
         if now < self._skip_until:
-            raise StoreUnavailableError(
-                f"redis {self.host}:{self.port} failed recently; retrying in "
-                f"{(self._skip_until - now) * 1000:.0f} ms",
-                "backoff",
-            )
+            raise self._backoff(now)
         if timeout_s <= 0:
             raise StoreUnavailableError("no time left in the request deadline", "timeout")
         deadline = now + timeout_s
@@ -162,11 +158,7 @@ class RedisFeatureStore:
         """Send ``payload`` (encoded commands) on this thread's connection."""
         now = self._clock()
         if now < self._skip_until:
-            raise StoreUnavailableError(
-                f"redis {self.host}:{self.port} failed recently; retrying in "
-                f"{(self._skip_until - now) * 1000:.0f} ms",
-                "backoff",
-            )
+            raise self._backoff(now)
         conn: _Connection | None = getattr(self._local, "conn", None)
         try:
             if conn is None:
@@ -191,6 +183,13 @@ class RedisFeatureStore:
         except (OSError, hiredis.ProtocolError) as e:
             raise self._error(e, conn, deadline - self._clock()) from e
         return replies
+
+    def _backoff(self, now: float) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"redis {self.host}:{self.port} failed recently; retrying in "
+            f"{(self._skip_until - now) * 1000:.0f} ms",
+            "backoff",
+        )
 
     def _error(
         self, e: BaseException, conn: _Connection | None, timeout_s: float

@@ -126,21 +126,19 @@ class RedisClusterNode(RedisServer):
 
     def cluster_info(self) -> dict[str, str]:
         """``CLUSTER INFO`` ({} when the node does not answer)."""
-        client = self._client()
-        try:
-            return parse_info(client.execute_command("CLUSTER", "INFO").decode())
-        except redis.RedisError:
-            return {}
-        finally:
-            client.close()
+        return parse_info(self._cluster("INFO"))
 
     def roles(self) -> dict[int, NodeRole]:
         """``CLUSTER NODES`` as this node sees it ({} when it does not answer)."""
+        return node_roles(self._cluster("NODES"))
+
+    def _cluster(self, subcommand: str) -> str:
+        """``CLUSTER <subcommand>``'s text ('' when the node does not answer as a cluster node)."""
         client = self._client()
         try:
-            return node_roles(client.execute_command("CLUSTER", "NODES").decode())
+            return client.execute_command("CLUSTER", subcommand).decode()
         except redis.RedisError:
-            return {}
+            return ""
         finally:
             client.close()
 
