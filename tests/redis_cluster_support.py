@@ -8,7 +8,6 @@ Redis is never touched.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -75,7 +74,3 @@ def local_cluster(
         yield LocalCluster(cluster, settings)
     finally:
         cluster.down()
-
-
-def record_of(cluster: RedisCluster) -> dict[str, int]:
-    return json.loads(RedisCluster.record_path(cluster.paths).read_text())
