@@ -132,7 +132,6 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
 @command("down", "stop what `loopline up` started (never a reused server)")
 def down(args: argparse.Namespace, settings: Settings) -> int:
     from loopline.stack import Stack
-
     from loopline.stack.monitoring import Monitoring
 
     stopped = Monitoring(settings, progress=_progress).down()
