@@ -58,7 +58,7 @@ def test_a_misspelled_metric_is_caught() -> None:
 
 def test_metric_names_skips_functions_labels_keywords_and_strings() -> None:
     expr = (
-        "histogram_quantile(0.99, sum by (arm, le) (rate(a_bucket{arm=~\"x|y\"}[5m]))) "
+        'histogram_quantile(0.99, sum by (arm, le) (rate(a_bucket{arm=~"x|y"}[5m]))) '
         "/ on (job) group_left (model, version) topk by (job) (1, b) "
         "or (c unless c offset 1m) and ignoring (le) d > bool 0"
     )
@@ -117,9 +117,7 @@ def test_a_dashboard_variable_prometheus_cannot_evaluate_is_refused() -> None:
 
 
 def test_scrape_targets_follow_the_settings_and_the_example_jobs() -> None:
-    s = _settings(
-        serving__host="0.0.0.0", serving__metrics_port="19464", labels__metrics_port="0"
-    )
+    s = _settings(serving__host="0.0.0.0", serving__metrics_port="19464", labels__metrics_port="0")
     targets = scrape_targets(s)
     assert targets["loopline-serving"] == "127.0.0.1:19464"
     assert "loopline-labels" not in targets  # port 0: metrics off
