@@ -25,10 +25,10 @@ from typing import Any
 import model_factory
 import pytest
 import redis
-from drift_inputs import labeled, predictions
-from features_support import events, features_flow, produce_events
+from drift_inputs import predictions
+from features_support import event_record, events, features_flow
 from flow_process import FlowProcess
-from kafka_support import kafka_env, produce, produce_records
+from kafka_support import kafka_env, produce_records
 from predict_load import PredictLoad
 from prometheus_client import CollectorRegistry, start_http_server
 from rollout_support import labeled_examples
@@ -207,12 +207,23 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         cleanup.callback(monitoring.down)
         monitoring.up()
 
-        produce_events(settings, topics.events, [*events(300, seed=5), (b"k", b"not json")])
-        logs, examples = predictions(3000, shift_at=1500), labeled(3000, drift_at=1500)
-        produce(settings, topics.predictions, [encode(x) for x in logs], partition=0)
-        produce(settings, topics.labeled, [encode(x) for x in examples], partition=0)
-
         reg = _canary_registry(settings)
+        # One producer for every input: events (and one malformed, dead-lettered), then
+        # predictions whose one feature shifts (a critical data drift alarm, which the
+        # policy turns into a retrain), then labels for both arms of the canary.
+        t_ms = int(time.time() * 1000)
+        arm_labels = labeled_examples("fraud", "1", 90, t_ms, 0.3)
+        arm_labels += labeled_examples("fraud", "2", 90, t_ms, 0.2)
+        produce_records(
+            settings,
+            [
+                *(event_record(topics.events, e) for e in events(300, seed=5)),
+                (topics.events, b"k", b"not json"),
+                *((topics.predictions, b"fraud", encode(x)) for x in predictions(1500, 800)),
+                *((topics.labeled, b"fraud", v) for v in arm_labels),
+            ],
+        )
+
         now = time.time()
         for card in CARDS:
             write_features(client, key_prefix, "card", card, values=card_values(), t=now)
@@ -220,14 +231,9 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         server = cleanup.enter_context(running_server(settings))
         _serve_metrics(server.metrics.registry, settings.serving.metrics_port)
         cleanup.enter_context(Traffic(server.port, clients=2))
-
         _start_policy(cleanup, settings)
         _start_trainer(cleanup, settings, reg, topics)
         _start_rollout_watcher(cleanup, settings, reg)
-        t_ms = int(time.time() * 1000)
-        arms = [*labeled_examples("fraud", "1", 90, t_ms, 0.3)]
-        arms += labeled_examples("fraud", "2", 90, t_ms, 0.2)
-        produce_records(settings, [(topics.labeled, b"fraud", v) for v in arms])
 
         yield LiveLoop(f"http://{monitoring.prometheus.address}", settings)
         feats.alive()
@@ -244,8 +250,9 @@ def _delete_keys(client: redis.Redis, key_prefix: str) -> None:
 def _canary_registry(settings: Settings) -> DirectoryRegistry:
     """v1 champion, v2 its canary on half the cards."""
     reg = DirectoryRegistry(settings.registry.path)
-    model_factory.publish(reg, seed=0)
-    model_factory.publish(reg, seed=4, n_trees=30, alias=None)
+    # Small models: what they score does not matter here, only that both arms run.
+    model_factory.publish(reg, seed=0, n_trees=3)
+    model_factory.publish(reg, seed=4, n_trees=3, alias=None)
     plan = RolloutPlan.start("fraud", candidate="2", champion="1", mode="canary", canary_share=0.5)
     reg.start_rollout(plan)
     return reg
