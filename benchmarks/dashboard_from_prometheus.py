@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -46,6 +47,7 @@ ANNOTATED = {
     "annotation: Model swaps": ("Model swaps in serving",),
     "annotation: Rollout decisions": ("Labels per arm and rollout state",),
 }
+MAX_LEGEND = 8
 LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 Series = list[tuple[dict[str, str], list[tuple[float, float]]]]
@@ -85,13 +87,20 @@ def run_demo(demo_args: list[str], log: Path) -> tuple[subprocess.Popen[str], Pa
     raise SystemExit(f"the demo ended before naming its run; see {log}")
 
 
-def finish_demo(proc: subprocess.Popen[str], log: Path) -> int:
+def finish_demo(proc: subprocess.Popen[str], log: Path) -> tuple[int, float | None, float | None]:
+    """Wait for the demo; returns its exit code and when its services were all up and
+    when its live traffic last reported (the window worth drawing)."""
     assert proc.stdout is not None
+    services_up = last_live = None
     with open(log, "a") as out:
         for line in proc.stdout:
             out.write(line)
             print(f"  demo | {line.rstrip()}", flush=True)
-    return proc.wait()
+            if "services up:" in line:
+                services_up = time.time()
+            elif line.startswith("live:") and services_up is not None:
+                last_live = time.time()
+    return proc.wait(), services_up, last_live
 
 
 def collect(
@@ -111,7 +120,28 @@ def _scaled(unit: str, value: float) -> tuple[float, str]:
     return value, {"reqps": "req/s", "ops": "per s", "short": ""}.get(unit, unit)
 
 
-def render(data: dict[DashboardQuery, Series], start: float, out: Path, title: str) -> None:
+def annotation_times(data: dict[DashboardQuery, Series], name: str, step_s: float) -> list[float]:
+    """Where an annotation's series start, or start again after a gap: its events."""
+    times = []
+    for q in (q for q in data if q.panel == name):
+        for _, points in data[q]:
+            previous = None
+            for t, _ in points:
+                if previous is None or t - previous > 1.5 * step_s:
+                    times.append(t)
+                previous = t
+    return times
+
+
+def render(
+    data: dict[DashboardQuery, Series],
+    *,
+    start: float,
+    end: float,
+    step_s: float,
+    out: Path,
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,22 +167,28 @@ def render(data: dict[DashboardQuery, Series], start: float, out: Path, title: s
                 ax.plot(xs, [y for y, _ in ys], linewidth=1.1, label=legend(q.legend, labels))
         for name, on in ANNOTATED.items():
             if panel in on:
-                for q in (q for q in data if q.panel == name):
-                    for _, points in data[q]:
-                        for t, _ in points[:1]:
-                            ax.axvline((t - start) / 60.0, color="red", alpha=0.35, lw=0.8)
+                for t in annotation_times(data, name, step_s):
+                    ax.axvline((t - start) / 60.0, color="red", alpha=0.35, lw=0.8)
+        ax.set_xlim(0, (end - start) / 60.0)
         ax.set_title(panel, fontsize=9)
         ax.set_ylabel(unit, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="upper left", ncol=2, framealpha=0.6)
+        handles, names = ax.get_legend_handles_labels()
+        if handles:
+            more = len(handles) - MAX_LEGEND
+            if more > 0:
+                handles, names = (
+                    handles[:MAX_LEGEND],
+                    [*names[: MAX_LEGEND - 1], f"+{more + 1} more"],
+                )
+            ax.legend(handles, names, fontsize=6, loc="upper left", ncol=2, framealpha=0.6)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
-        ax.set_xlabel("minutes since Prometheus started", fontsize=8)
+        ax.set_xlabel("minutes (live phase of the demo)", fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,10 +238,12 @@ def main() -> int:
     try:
         (prometheus_status, _) = monitoring.up()
         prometheus = f"http://{prometheus_status.address}"
-        start = time.time()
+        started = time.time()
         print(f"prometheus {prometheus} scraping the demo run of {config}", flush=True)
-        code = finish_demo(proc, log)
-        end = time.time()
+        code, services_up, last_live = finish_demo(proc, log)
+        # The live phase, with a little before and after; else the whole run.
+        start = services_up - 20.0 if services_up else started
+        end = last_live + 10.0 if last_live else time.time()
         data = collect(prometheus, start, end, args.rate_window, args.step_s)
     finally:
         if proc.poll() is None:
@@ -216,8 +254,12 @@ def main() -> int:
         "Panels of deploy/grafana/loopline.json rendered from a real Prometheus run "
         f"(loopline demo {' '.join(demo_args)}), not a Grafana screenshot"
     )
-    render(data, start, args.out, title)
-    print(f"demo exit code {code}; {empty} panel queries without data; wrote {args.out}")
+    render(data, start=start, end=end, step_s=args.step_s, out=args.out, title=title)
+    load1, load5, _ = os.getloadavg()
+    print(
+        f"demo exit code {code}; {empty} panel queries without data over "
+        f"{(end - start) / 60:.1f} min; load average {load1:.1f} / {load5:.1f}; wrote {args.out}"
+    )
     return 0 if code == 0 else 1
 
 
