@@ -8,8 +8,17 @@ import random
 from fraud_repo import FRAUD_FEATURES
 
 from loopline.contracts.schemas import LabeledExample, PredictionLog
+from loopline.contracts.settings import DriftSettings
 
 FEATURES = FRAUD_FEATURES.model_features
+# Windows of hundreds of inputs, not thousands: a shift at input 800 or so raises alarms.
+FAST = DriftSettings(
+    reference_size=500,
+    warmup=200,
+    data_min_persist=128,
+    performance_window=500,
+    performance_every=50,
+)
 SHIFTED = 5
 
 

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -107,23 +108,46 @@ def _binary_version(argv: list[str]) -> str:
     return match.group(1) if match else "unknown"
 
 
-class PrometheusServer(Component):
-    """Prometheus on 127.0.0.1:``stack.prometheus_port``, config generated from the settings."""
-
-    name = "prometheus"
+class _LocalServer(Component):
+    """A monitoring server on 127.0.0.1, its files under ``<state_dir>/<name>/``."""
 
     def __init__(self, settings: Settings, paths: StackPaths, progress: Progress | None = None):
         super().__init__(paths, settings.stack.startup_timeout_s, progress)
         self.settings = settings
-        self.home = paths.root / "prometheus"
-        self.config_file = self.home / "prometheus.yml"
+        self.home = paths.root / self.name
+
+    @property
+    @abstractmethod
+    def port(self) -> int:
+        """The port the settings give it."""
+
+    @abstractmethod
+    def _binary(self) -> str:
+        """The server's program, or an error saying how to install it."""
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.settings.stack.prometheus_port}"
+        return f"127.0.0.1:{self.port}"
 
     def ports(self) -> list[int]:
-        return [self.settings.stack.prometheus_port]
+        return [self.port]
+
+    def expected_version(self) -> str:
+        return _binary_version([self._binary(), "--version"])
+
+
+class PrometheusServer(_LocalServer):
+    """Prometheus on 127.0.0.1:``stack.prometheus_port``, config generated from the settings."""
+
+    name = "prometheus"
+
+    @property
+    def port(self) -> int:
+        return self.settings.stack.prometheus_port
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "prometheus.yml"
 
     def probe(self) -> bool:
         try:
@@ -141,9 +165,6 @@ class PrometheusServer(Component):
 
     def _binary(self) -> str:
         return process.require_tool("prometheus", PROMETHEUS_INSTALL)
-
-    def expected_version(self) -> str:
-        return _binary_version([self._binary(), "--version"])
 
     def prepare(self) -> None:
         self._binary()
@@ -197,23 +218,18 @@ def grafana_provisioning(settings: Settings, deploy: Path) -> dict[str, dict[str
     return out
 
 
-class GrafanaServer(Component):
+class GrafanaServer(_LocalServer):
     """Grafana on 127.0.0.1:``stack.grafana_port`` with the Loopline dashboard provisioned."""
 
     name = "grafana"
 
-    def __init__(self, settings: Settings, paths: StackPaths, progress: Progress | None = None):
-        super().__init__(paths, settings.stack.startup_timeout_s, progress)
-        self.settings = settings
-        self.home = paths.root / "grafana"
-        self.ini = self.home / "grafana.ini"
+    @property
+    def port(self) -> int:
+        return self.settings.stack.grafana_port
 
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.settings.stack.grafana_port}"
-
-    def ports(self) -> list[int]:
-        return [self.settings.stack.grafana_port]
+    def ini(self) -> Path:
+        return self.home / "grafana.ini"
 
     def probe(self) -> bool:
         health = _get_json(f"http://{self.address}/api/health")
@@ -236,9 +252,6 @@ class GrafanaServer(Component):
                 "from Grafana's own packages, or import deploy/grafana/loopline.json by hand"
             )
         return found
-
-    def expected_version(self) -> str:
-        return _binary_version([self._binary(), "--version"])
 
     def prepare(self) -> None:
         self._binary()

@@ -8,7 +8,7 @@ from pathlib import Path
 import kafka_support
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import run_main
-from drift_inputs import FEATURES, SHIFTED, labeled, predictions
+from drift_inputs import FAST, FEATURES, SHIFTED, labeled, predictions
 from kafka_support import read_to_end
 
 from loopline.contracts.schemas import (
@@ -19,21 +19,13 @@ from loopline.contracts.schemas import (
     decode,
     encode,
 )
-from loopline.contracts.settings import DriftSettings, Settings
+from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.streams.common.bytewax_running import ensure_recovery_dir
 from loopline.streams.drift import DriftMonitor
 from loopline.streams.drift.bytewax_flow import build_flow
 from loopline.streams.drift.config import DriftFlowConfig
 from loopline.streams.drift.metrics import drift_metrics
-
-FAST = DriftSettings(
-    reference_size=500,
-    warmup=200,
-    data_min_persist=128,
-    performance_window=500,
-    performance_every=50,
-)
 
 
 def expected_events(logs: list[PredictionLog], examples: list[LabeledExample]) -> set[str]:

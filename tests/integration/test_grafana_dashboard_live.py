@@ -18,14 +18,14 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import model_factory
 import pytest
 import redis
-from drift_inputs import predictions
+from drift_inputs import FAST, predictions
 from features_support import event_record, events, features_flow
 from flow_process import FlowProcess
 from kafka_support import kafka_env, produce_records
@@ -35,7 +35,7 @@ from rollout_support import labeled_examples
 from serving_support import card_values, merchant_values, running_server, write_features
 
 from loopline.contracts.schemas import encode
-from loopline.contracts.settings import Settings
+from loopline.contracts.settings import DriftSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.registry.directory import DirectoryRegistry
 from loopline.rollout.plan import RolloutPlan
@@ -114,15 +114,7 @@ def _settings(base: Settings, topics: Topics, key_prefix: str, tmp: Path) -> Set
             metrics_port=free_port(),
             recovery_dir=tmp / "recovery",
         ),
-        drift=replace(
-            base.drift,
-            reference_size=500,
-            warmup=200,
-            data_min_persist=128,
-            performance_window=500,
-            performance_every=50,
-            metrics_port=free_port(),
-        ),
+        drift=replace(FAST, metrics_port=free_port()),
         # Labels flow not run here: no target for it.
         labels=replace(base.labels, metrics_port=0),
         policy=replace(
@@ -160,21 +152,16 @@ def _in_thread(cleanup: contextlib.ExitStack, name: str, run: Callable[[threadin
 
 
 def _drift_flow(settings: Settings, log: Path) -> FlowProcess:
-    d = settings.drift
+    """``run drift`` with the test's drift settings (those apart from the defaults)."""
+    d, defaults = settings.drift, DriftSettings()
     env = {
         **kafka_env(settings),
         "LOOPLINE_STREAMS__START_FROM": "beginning",
         "LOOPLINE_STREAMS__RECOVERY_DIR": str(settings.streams.recovery_dir),
-        "LOOPLINE_DRIFT__METRICS_PORT": str(d.metrics_port),
         **{
-            f"LOOPLINE_DRIFT__{name.upper()}": str(getattr(d, name))
-            for name in (
-                "reference_size",
-                "warmup",
-                "data_min_persist",
-                "performance_window",
-                "performance_every",
-            )
+            f"LOOPLINE_DRIFT__{f.name.upper()}": str(getattr(d, f.name))
+            for f in fields(d)
+            if getattr(d, f.name) != getattr(defaults, f.name)
         },
     }
     return FlowProcess("drift", env, log, "--no-recovery")
