@@ -73,9 +73,20 @@ def scrape_targets(settings: Settings) -> dict[str, str]:
     return {job: f"{h}:{port}" for job, (h, port) in ports.items() if port > 0}
 
 
+def duration(seconds: float) -> str:
+    """A duration as Prometheus and Grafana write it.
+
+    >>> duration(15.0), duration(0.25)
+    ('15s', '250ms')
+    """
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
 def prometheus_config(settings: Settings, rules: Path) -> dict[str, Any]:
     """The Prometheus configuration `up --monitoring` writes (as a YAML-ready dict)."""
-    interval = f"{round(settings.stack.scrape_interval_s * 1000)}ms"
+    interval = duration(settings.stack.scrape_interval_s)
     jobs = [
         {"job_name": job, "static_configs": [{"targets": [target]}]}
         for job, target in scrape_targets(settings).items()
@@ -212,7 +223,7 @@ def grafana_provisioning(settings: Settings, deploy: Path) -> dict[str, dict[str
         out[f"{kind}/loopline.yml"] = yaml.safe_load((shipped / kind / "loopline.yml").read_text())
     for source in out["datasources/loopline.yml"]["datasources"]:
         source["url"] = f"http://127.0.0.1:{settings.stack.prometheus_port}"
-        source["jsonData"]["timeInterval"] = f"{settings.stack.scrape_interval_s:g}s"
+        source["jsonData"]["timeInterval"] = duration(settings.stack.scrape_interval_s)
     for provider in out["dashboards/loopline.yml"]["providers"]:
         provider["options"]["path"] = str(deploy / DASHBOARD.parent)
     return out

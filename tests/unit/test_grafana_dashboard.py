@@ -131,7 +131,7 @@ def test_prometheus_config_has_the_interval_the_rules_and_itself() -> None:
     s = _settings(stack__scrape_interval_s="1", stack__prometheus_port="19090")
     rules = deploy_dir(s) / "prometheus" / "rules" / "loopline.rules.yml"
     config = prometheus_config(s, rules)
-    assert config["global"] == {"scrape_interval": "1000ms", "evaluation_interval": "1000ms"}
+    assert config["global"] == {"scrape_interval": "1s", "evaluation_interval": "1s"}
     assert config["rule_files"] == [str(rules)]
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
     assert jobs["prometheus"] == ["127.0.0.1:19090"]
