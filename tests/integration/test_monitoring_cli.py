@@ -7,20 +7,24 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from polling import wait_until
 
 from loopline import cli
+from loopline.config.loader import load_settings
 from loopline.contracts.settings import Settings
 from loopline.stack import free_port
 from loopline.stack.component import port_open
-from loopline.stack.monitoring import grafana_binary
+from loopline.stack.monitoring import Monitoring, grafana_binary
 
 
 @pytest.fixture
-def config(stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config(
+    stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A settings file as the only source: the session's servers and topics (which
     exist, so `up` creates none), a private state dir."""
     for name in list(os.environ):
@@ -47,7 +51,9 @@ grafana_port = {free_port()}
 scrape_interval_s = 1
 """
     )
-    return path
+    yield path
+    # A failed test leaves nothing running: what the state dir started is stopped.
+    Monitoring(load_settings(path, env={})).down()
 
 
 def _run(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> tuple[int, str]:
