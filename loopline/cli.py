@@ -95,6 +95,12 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         help="TLS and logins on Kafka (SASL_SSL, SCRAM) and Redis (ACL users), ACLs per "
         "service, certificates and secrets generated under <state_dir>/secure",
     )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also Prometheus scraping every component (stack.prometheus_port), with the "
+        "alert rules, and Grafana with the Loopline dashboard where it is installed",
+    )
 
 
 @command("up", "start Kafka and Redis (or reuse running ones) and create the topics", _up_arguments)
@@ -116,14 +122,20 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         from loopline.stack.secure import finish_secure_up
 
         print(finish_secure_up(settings))
+    if args.monitoring:
+        from loopline.stack.monitoring import Monitoring, describe
+
+        print(describe(Monitoring(settings, progress=_progress).up()))
     return EXIT_OK
 
 
 @command("down", "stop what `loopline up` started (never a reused server)")
 def down(args: argparse.Namespace, settings: Settings) -> int:
     from loopline.stack import Stack
+    from loopline.stack.monitoring import Monitoring
 
-    stopped = Stack(settings, progress=_progress).down()
+    stopped = Monitoring(settings, progress=_progress).down()
+    stopped += Stack(settings, progress=_progress).down()
     print("\n".join(stopped) if stopped else "nothing started by loopline is running")
     return EXIT_OK
 
@@ -144,8 +156,11 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         from loopline.stack.secure import secure_settings
 
         settings = secure_settings(settings)
+    from loopline.stack.monitoring import Monitoring, describe
+
     result = Stack(settings).status()
     print(result.describe())
+    print(describe(Monitoring(settings).status()))
     return EXIT_OK if result.all_up else EXIT_NOT_ALL_UP
 
 
