@@ -96,6 +96,12 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         "service, certificates and secrets generated under <state_dir>/secure",
     )
     parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also Prometheus scraping every component (stack.prometheus_port), with the "
+        "alert rules, and Grafana with the Loopline dashboard where it is installed",
+    )
+    parser.add_argument(
         "--redis-cluster",
         type=int,
         metavar="N",
@@ -131,6 +137,10 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         from loopline.stack.secure import finish_secure_up
 
         print(finish_secure_up(settings))
+    if args.monitoring:
+        from loopline.stack.monitoring import Monitoring, describe
+
+        print(describe(Monitoring(settings, progress=_progress).up()))
     return EXIT_OK
 
 
@@ -148,8 +158,10 @@ def _with_redis_cluster(settings: Settings, masters: int | None, replicas: int |
 @command("down", "stop what `loopline up` started (never a reused server)")
 def down(args: argparse.Namespace, settings: Settings) -> int:
     from loopline.stack import Stack
+    from loopline.stack.monitoring import Monitoring
 
-    stopped = Stack(settings, progress=_progress).down()
+    stopped = Monitoring(settings, progress=_progress).down()
+    stopped += Stack(settings, progress=_progress).down()
     print("\n".join(stopped) if stopped else "nothing started by loopline is running")
     return EXIT_OK
 
@@ -170,8 +182,11 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         from loopline.stack.secure import secure_settings
 
         settings = secure_settings(settings)
+    from loopline.stack.monitoring import Monitoring, describe
+
     result = Stack(settings).status()
     print(result.describe())
+    print(describe(Monitoring(settings).status()))
     return EXIT_OK if result.all_up else EXIT_NOT_ALL_UP
 
 

@@ -82,17 +82,26 @@ def _serve_in_process(
 
 # Exit code of a serving process that must be restarted on another feature-set version.
 EXIT_RESTART = 75
-# Workers switching feature-set version restart one after the other, this far apart,
-# so the port always has a worker answering.
-SWITCH_STAGGER_S = 3.0
 
 
-def _wait(stop: threading.Event, server: Any, index: int = 0) -> bool:
-    """Until ``stop`` (False) or a feature-set version switch, staggered by worker (True)."""
+def _wait(stop: threading.Event, server: Any, baton: Any = None) -> bool:
+    """Until ``stop`` (False) or a feature-set version switch (True).
+
+    With several workers, a switching worker first takes the ``baton``, which
+    the supervisor hands back only once that worker's replacement is ready: the
+    workers restart one at a time, however long a start takes, so the port
+    always has a worker answering.
+    """
     switch = server.version_switch.requested
     while not stop.wait(0.2):
-        if switch.is_set():
-            return not stop.wait(index * SWITCH_STAGGER_S)
+        if not switch.is_set():
+            continue
+        if baton is None:
+            return True
+        while not stop.is_set():
+            if baton.acquire(timeout=0.2):
+                return True
+        return False
     return False
 
 
@@ -106,6 +115,9 @@ class Supervisor:
         self._workers: dict[int, BaseProcess] = {}
         self._restarts: list[float] = []
         self._ready: Any = self._ctx.Queue()
+        self._baton: Any = self._ctx.Semaphore(1)
+        # Workers restarting on a new feature-set version whose replacement is not ready yet.
+        self._switching: set[int] = set()
         self._metrics_dir = ""
 
     def run(self, stop: threading.Event, on_ready: Callable[[str], None] | None = None) -> int:
@@ -132,6 +144,7 @@ class Supervisor:
             _announce(on_ready, f"{conf.host}:{port}", self.n, metrics_port, self.settings)
             while not stop.wait(0.5):
                 self._restart_dead()
+                self._hand_back_baton()
         return 0
 
     def _start(self, index: int) -> None:
@@ -140,7 +153,7 @@ class Supervisor:
         with _environ(MULTIPROC_ENV, self._metrics_dir):
             proc = self._ctx.Process(
                 target=_worker_main,
-                args=(self.settings, index, self._ready),
+                args=(self.settings, index, self._ready, self._baton),
                 name=f"loopline-serve-{index}",
                 daemon=False,
             )
@@ -175,6 +188,7 @@ class Supervisor:
             multiprocess.mark_process_dead(proc.pid, self._metrics_dir)
             if proc.exitcode == EXIT_RESTART:  # asked for: a feature-set version switch
                 log.info("serving worker %d restarts on the new feature-set version", index)
+                self._switching.add(index)
                 self._start(index)
                 continue
             now = time.monotonic()
@@ -190,6 +204,18 @@ class Supervisor:
                 proc.exitcode,
             )
             self._start(index)
+
+    def _hand_back_baton(self) -> None:
+        """Release the switch baton once a restarted worker says it is ready (or failed:
+        the crash-loop guard handles it, and the other workers must not wait forever)."""
+        while True:
+            try:
+                _kind, index, _detail = self._ready.get_nowait()
+            except queue.Empty:
+                return
+            if index in self._switching:
+                self._switching.discard(index)
+                self._baton.release()
 
     def _stop_all(self) -> None:
         from prometheus_client import multiprocess
@@ -211,7 +237,7 @@ class Supervisor:
                 multiprocess.mark_process_dead(proc.pid, self._metrics_dir)
 
 
-def _worker_main(settings: Settings, index: int, ready: Any) -> None:
+def _worker_main(settings: Settings, index: int, ready: Any, baton: Any) -> None:
     """A worker process: one InferenceServer on the shared port until SIGTERM/SIGINT."""
     from loopline.serving.grpc_server import InferenceServer
 
@@ -226,7 +252,7 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
         ready.put(("failed", index, f"{type(e).__name__}: {e}"))
         raise
     ready.put(("ready", index, os.getpid()))
-    switched = _wait(stop, server, index)
+    switched = _wait(stop, server, baton)
     server.stop()
     if switched:  # the supervisor starts this worker again, on the new version
         sys.exit(EXIT_RESTART)

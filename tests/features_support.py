@@ -64,17 +64,18 @@ def events(n: int, seed: int, part: tuple[int, int] = (0, 1)) -> list[dict[str, 
     return out
 
 
+def event_record(topic: str, doc: Any) -> tuple[str, bytes, bytes]:
+    """An event dict as JSON keyed by card, or a raw ``(key, bytes)`` pair as it is."""
+    if isinstance(doc, tuple):
+        return (topic, *doc)
+    return topic, doc["card_id"].encode(), json.dumps(doc).encode()
+
+
 def produce_events(
     settings: Settings, topic: str, docs: list[Any], rate: float | None = None
 ) -> None:
     """Event dicts as JSON keyed by card, or raw ``(key, bytes)`` pairs as they are."""
-
-    def record(doc: Any) -> tuple[str, bytes, bytes]:
-        if isinstance(doc, tuple):
-            return (topic, *doc)
-        return topic, doc["card_id"].encode(), json.dumps(doc).encode()
-
-    produce_records(settings, map(record, docs), rate=rate or 0.0)
+    produce_records(settings, (event_record(topic, doc) for doc in docs), rate=rate or 0.0)
 
 
 def features_flow(

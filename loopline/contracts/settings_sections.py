@@ -141,8 +141,24 @@ class StackSettings:
     redis_cluster_masters: int = 0
     redis_cluster_replicas: int = 0
     redis_cluster_node_timeout_ms: int = 2000
+    # `loopline up --monitoring`: Prometheus (and Grafana when installed) on these
+    # ports, scraping every component's metrics port every scrape_interval_s.
+    prometheus_port: int = 9090
+    grafana_port: int = 3000
+    scrape_interval_s: float = 15.0
+    # Where the shipped deploy/ files are (prometheus/rules, grafana/loopline.json);
+    # unset: the source checkout's deploy/ folder.
+    deploy_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        for name in ("prometheus_port", "grafana_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ConfigError(f"stack.{name} {port}: use a TCP port between 1 and 65535")
+        if not 0.1 <= self.scrape_interval_s <= 3600:
+            raise ConfigError(
+                f"stack.scrape_interval_s {self.scrape_interval_s}: use 0.1 to 3600 seconds"
+            )
         if self.redis_cluster_masters and self.redis_cluster_masters < 3:
             raise ConfigError(
                 "stack.redis_cluster_masters must be 0 (one Redis) or at least 3 "

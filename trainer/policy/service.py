@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from prometheus_client import CollectorRegistry
 
 from loopline.config.cli import service_group, settings_of
@@ -48,6 +48,8 @@ from loopline.trainer.policy.rules import Decision, NewRows, RetrainPolicy
 log = logging.getLogger("loopline.trainer.policy.rules")
 
 CONSUMER_GROUP = "retrain-policy"
+COUNT_ATTEMPTS = 5
+RETRY_PAUSE_S = 0.2
 
 
 class KafkaRowCounter:
@@ -63,16 +65,29 @@ class KafkaRowCounter:
         self._consumer = Consumer(consumer_config(kafka, f"policy-rows-{uuid.uuid4().hex[:8]}"))
 
     def __call__(self, since_ms: int) -> int:
-        try:
-            parts = topic_partitions(self._consumer, self.topic)
-            found = offsets_at(self._consumer, self.topic, parts, since_ms)
-            return sum(
-                max(0, end_offset(self._consumer, self.topic, p) - offset)
-                for p, offset in found.items()
-                if offset >= 0  # -1: no message at or after since_ms
-            )
-        except KafkaException as e:
-            raise StackError(f"counting rows of {self.topic!r}: {e}") from e
+        # Metadata lags behind a new topic and a partition's leader can move (a broker
+        # restart): both pass within a few refreshes, so only the last failure raises.
+        for attempt in range(COUNT_ATTEMPTS):
+            try:
+                return self._count(since_ms)
+            except StackError:  # the topic is not (yet) in the metadata
+                if attempt == COUNT_ATTEMPTS - 1:
+                    raise
+            except KafkaException as e:
+                error = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                if error is None or not error.retriable() or attempt == COUNT_ATTEMPTS - 1:
+                    raise StackError(f"counting rows of {self.topic!r}: {e}") from e
+            time.sleep(RETRY_PAUSE_S * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _count(self, since_ms: int) -> int:
+        parts = topic_partitions(self._consumer, self.topic)
+        found = offsets_at(self._consumer, self.topic, parts, since_ms)
+        return sum(
+            max(0, end_offset(self._consumer, self.topic, p) - offset)
+            for p, offset in found.items()
+            if offset >= 0  # -1: no message at or after since_ms
+        )
 
     def close(self) -> None:
         self._consumer.close()
