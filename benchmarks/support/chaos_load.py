@@ -410,11 +410,14 @@ def expected_features(
     fs: FeatureSet, events: list[dict[str, Any]], key_prefix: str
 ) -> dict[bytes, bytes]:
     """What a clean run of the features flow leaves in Redis for ``events``: the
-    package's offline replay, packed under the online keys."""
+    package's offline replay, packed, keyed as ``flow_runs.stored_values`` keys
+    what it reads (the online key without ``key_prefix``)."""
     layout = RedisLayout(key_prefix)
+    # Stable: events of one entity at the same millisecond keep their send order.
     ordered = sorted(events, key=lambda e: e["event_time"])
+    cut = len(key_prefix)
     return {
-        layout.feature_key(fs, entity, eid).encode(): pack(at, values)
+        layout.feature_key(fs, entity, eid).encode()[cut:]: pack(at, values)
         for (entity, eid), (at, values) in final_values(fs, ordered).items()
     }
 
