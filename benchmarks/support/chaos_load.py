@@ -239,11 +239,15 @@ class PredictCounts:
     calls: int = 0  # logical calls (a retried call counts once)
     ok: int = 0
     failed: int = 0  # no answer, even after the retries
-    degraded: int = 0  # answered with defaulted or last-known features
+    degraded: int = 0  # answered with features not fresh from the store (missing too)
+    defaulted: int = 0  # of which the store did not answer (defaults or last known)
+    defaulted_at: list[float] = field(default_factory=list)  # monotonic times of those
     wrong: int = 0  # answered, but ``check`` refused the answer
     retries: int = 0
     codes: Counter[str] = field(default_factory=Counter)  # final status of failed calls
     latencies_s: list[float] = field(default_factory=list)  # every logical call, failed too
+    # The same by final status ("OK" for answered calls): how fast a refusal came.
+    latencies_by_code: dict[str, list[float]] = field(default_factory=dict)
     # (monotonic time, ok) of each call: when answers stopped and came back.
     timeline: list[tuple[float, bool]] = field(default_factory=list)
 
@@ -334,6 +338,8 @@ class PredictLoop:
             c.calls += 1
             c.retries += tries
             c.latencies_s.append(elapsed)
+            name = "OK" if response is not None else code.name if code else "?"
+            c.latencies_by_code.setdefault(name, []).append(elapsed)
             c.timeline.append((t0, response is not None))
             if response is None:
                 c.failed += 1
@@ -341,6 +347,9 @@ class PredictLoop:
                 return
             c.ok += 1
             c.degraded += response.degraded
+            if any(f.status == pb.FEATURE_STATUS_DEFAULTED for f in response.features):
+                c.defaulted += 1
+                c.defaulted_at.append(t0)
             if self.check is not None and not self.check(request, response):
                 c.wrong += 1
 
@@ -373,20 +382,20 @@ def longest_outage_s(timeline: list[tuple[float, bool]]) -> float:
     return round(worst, 2)
 
 
-def topic_event_ids(
+def topic_messages(
     bootstrap: str, topic: str, partitions: int, *, timeout_s: float = 60.0
-) -> Counter[str]:
-    """How often each ``event_id`` is on ``topic`` (payloads that are not events are skipped)."""
+) -> list[bytes]:
+    """Every message value on ``topic`` now (read from the beginning to today's end)."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "chaos-readback", "enable.auto.commit": False}
     )
+    out: list[bytes] = []
     try:
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
             for p in range(partitions)
         }
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        seen: Counter[str] = Counter()
         done = {p for p, end in ends.items() if end == 0}
         deadline = time.monotonic() + timeout_s
         while len(done) < partitions and time.monotonic() < deadline:
@@ -395,15 +404,25 @@ def topic_event_ids(
                     continue
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
-                try:
-                    doc = json.loads(msg.value())
-                except ValueError:
-                    continue
-                if isinstance(doc, dict) and isinstance(doc.get("event_id"), str):
-                    seen[doc["event_id"]] += 1
-        return seen
+                out.append(msg.value() or b"")
+        return out
     finally:
         consumer.close()
+
+
+def topic_event_ids(
+    bootstrap: str, topic: str, partitions: int, *, timeout_s: float = 60.0
+) -> Counter[str]:
+    """How often each ``event_id`` is on ``topic`` (payloads that are not events are skipped)."""
+    seen: Counter[str] = Counter()
+    for value in topic_messages(bootstrap, topic, partitions, timeout_s=timeout_s):
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("event_id"), str):
+            seen[doc["event_id"]] += 1
+    return seen
 
 
 def expected_features(
@@ -429,3 +448,8 @@ def feature_mismatches(expected: dict[bytes, bytes], stored: dict[bytes, bytes])
         "extra": sum(k not in expected for k in stored),
         "different": sum(k in stored and stored[k] != v for k, v in expected.items()),
     }
+
+
+def mismatched(comparison: dict[str, int]) -> int:
+    """Keys wrong in a :func:`feature_mismatches` result."""
+    return comparison["missing"] + comparison["extra"] + comparison["different"]

@@ -10,6 +10,7 @@ model trained once per benchmark process by the package's trainer
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import tempfile
 import urllib.error
@@ -24,7 +25,15 @@ from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import builtin_example
 from loopline.registry.directory import DirectoryRegistry
 from loopline.stack.ports import free_port
-from support.chaos_load import expected_features, feature_mismatches
+from loopline.v1 import inference_pb2 as pb
+from support.chaos_load import (
+    N_CARDS,
+    N_MERCHANTS,
+    expected_features,
+    feature_mismatches,
+    fraud_event,
+    mismatched,
+)
 from support.chaos_stack import PrivateStack, Service, wait_for, wait_port
 from support.flow_runs import stored_values
 from support.models import TrainedModels
@@ -80,6 +89,7 @@ def features_flow(stack: PrivateStack, name: str = "features", *args: str) -> tu
         stack.work / f"{name}.log",
         module="loopline.streams",
     )
+    stack.services.append(flow)
     return flow, port
 
 
@@ -122,6 +132,7 @@ def serving(
     service = Service(
         ["--config", str(config)], {}, stack.work / f"{name}.log", module="loopline.serving"
     )
+    stack.services.append(service)
     if wait_port(port, 120) is None:
         raise SystemExit(f"serving did not start:\n{service.tail()}")
     # The port opens before every worker has loaded the model: wait for the ready line.
@@ -163,7 +174,32 @@ def features_caught_up(
     def equal() -> bool:
         nonlocal last
         last = feature_mismatches(expected, stored_values(store, stack.key_prefix))
-        return not any(last.values())
+        return not mismatched(last)
 
     took = wait_for(equal, timeout_s, 1.0)
     return {**last, "expected_keys": len(expected)}, None if took is None else round(took, 1)
+
+
+def static_features(stack: PrivateStack, fs: FeatureSet, rng: random.Random, now_ms: int) -> None:
+    """Fixed feature values in the stack's Redis: the offline replay of 6,000 events of
+    the last 4 minutes (for scenarios that need answers that do not move)."""
+    history = [fraud_event(rng, i, now_ms - 240_000 + i * 40, "hist") for i in range(6000)]
+    store = stack.store()
+    prefix = stack.key_prefix.encode()
+    for key, value in expected_features(fs, history, stack.key_prefix).items():
+        store.set(prefix + key, value)
+
+
+def request_pool(rng: random.Random, n: int, event_time_ms: int) -> list[pb.PredictRequest]:
+    """``n`` Predict requests at one event time: each has exactly one right score."""
+    return [
+        pb.PredictRequest(
+            entities={
+                "card_id": f"c{rng.randrange(N_CARDS)}",
+                "merchant_id": f"m{rng.randrange(N_MERCHANTS)}",
+            },
+            fields={"amount": round(rng.uniform(1, 500), 2)},
+            event_time_ms=event_time_ms,
+        )
+        for _ in range(n)
+    ]

@@ -53,6 +53,8 @@ class PrivateStack:
             kafka_controller_port=free_port(),
             # Small: a second JVM beside the shared broker on a 2-core machine.
             kafka_heap_mb=384,
+            # A JVM restarting on a loaded 2-core machine has taken over 2 minutes.
+            startup_timeout_s=600.0,
             redis_persistence=redis_persistence,
             redis_maxmemory_mb=256,
         )
@@ -75,6 +77,8 @@ class PrivateStack:
             lib.symlink_to(Stack(shared).fetch(), target_is_directory=True)
         self.kafka = KafkaBroker(self.settings, self.paths)
         self.redis = RedisServer(self.settings, self.paths)
+        # Loopline processes running on this stack: killed with it, whatever happened.
+        self.services: list[Service] = []
 
     def __enter__(self) -> PrivateStack:
         self.redis.up()
@@ -83,6 +87,8 @@ class PrivateStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for service in self.services:
+            service.stop(timeout_s=10)
         for part in (self.kafka, self.redis):
             part.down()
 
