@@ -382,23 +382,22 @@ def longest_outage_s(timeline: list[tuple[float, bool]]) -> float:
     return round(worst, 2)
 
 
-def topic_messages(
-    bootstrap: str, topic: str, partitions: int, *, timeout_s: float = 60.0
-) -> list[bytes]:
+def topic_messages(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[bytes]:
     """Every message value on ``topic`` now (read from the beginning to today's end)."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "chaos-readback", "enable.auto.commit": False}
     )
     out: list[bytes] = []
     try:
+        partitions = list(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in range(partitions)
+            for p in partitions
         }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         done = {p for p, end in ends.items() if end == 0}
         deadline = time.monotonic() + timeout_s
-        while len(done) < partitions and time.monotonic() < deadline:
+        while len(done) < len(partitions) and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 1.0):
                 if msg.error():
                     continue
@@ -410,12 +409,10 @@ def topic_messages(
         consumer.close()
 
 
-def topic_event_ids(
-    bootstrap: str, topic: str, partitions: int, *, timeout_s: float = 60.0
-) -> Counter[str]:
+def topic_event_ids(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> Counter[str]:
     """How often each ``event_id`` is on ``topic`` (payloads that are not events are skipped)."""
     seen: Counter[str] = Counter()
-    for value in topic_messages(bootstrap, topic, partitions, timeout_s=timeout_s):
+    for value in topic_messages(bootstrap, topic, timeout_s=timeout_s):
         try:
             doc = json.loads(value)
         except ValueError:

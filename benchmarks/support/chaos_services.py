@@ -37,6 +37,7 @@ from support.chaos_load import (
 from support.chaos_stack import PrivateStack, Service, wait_for, wait_port
 from support.flow_runs import stored_values
 from support.models import TrainedModels
+from support.server import scrape
 
 _trained: dict[Path, TrainedModels] = {}
 # What the server prints once every worker listens.
@@ -203,3 +204,15 @@ def request_pool(rng: random.Random, n: int, event_time_ms: int) -> list[pb.Pred
         )
         for _ in range(n)
     ]
+
+
+def server_calls_over(metrics_port: int, seconds: float) -> tuple[int, int]:
+    """Calls the server took longer than ``seconds`` over, and all its calls, from its
+    own ``total`` stage histogram (a starved client's stalls do not count). Read at the
+    first bucket bound at or past ``seconds``, so the count errs on the low side."""
+    buckets = scrape(metrics_port)["buckets"]
+    if not buckets:
+        return 0, 0
+    total = int(buckets[float("inf")])
+    bound = min(le for le in buckets if le >= seconds)
+    return total - int(buckets[bound]), total

@@ -139,10 +139,11 @@ class PrivateStack:
 
 
 class Service:
-    """``python -m loopline <args>`` on a private stack, its output in ``log``."""
+    """``python -m <module> <args>`` (the ``loopline`` command by default) on a private
+    stack, its output in ``log``."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], log: Path, *, module: str = "loopline"
+        self, args: list[str], env: dict[str, str], log: Path, *, module: str = "loopline.cli"
     ) -> None:
         self.args = args
         self.env = {**os.environ, **env}

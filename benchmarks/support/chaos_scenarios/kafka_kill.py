@@ -30,6 +30,7 @@ from support.chaos_services import (
     features_caught_up,
     features_flow,
     metric_total,
+    server_calls_over,
     serving,
     wait_metric_rises,
 )
@@ -83,7 +84,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
             unacked = events.stop()
         acked = events.acked_events()
         features, caught_up_s = features_caught_up(stack, fs, acked, 180)
-        on_topic = topic_event_ids(stack.bootstrap, topics.events, stack.settings.topics.partitions)
+        on_topic = topic_event_ids(stack.bootstrap, topics.events)
         lost = sum(1 for e in acked if on_topic[e["event_id"]] == 0)
         twice = sum(1 for n in on_topic.values() if n > 1)
         # Let serving deliver (or give up on) what it queued during the outage.
@@ -92,6 +93,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
             r: metric_total(metrics_port, PREDICTION_LOG, result=r)
             for r in ("delivered", "failed", "dropped")
         }
+        over, served = server_calls_over(metrics_port, PREDICT_DEADLINE_S)
         flow_alive, serve_alive = flow.alive(), serve.alive()
         flow.stop()
         serve.stop()
@@ -103,7 +105,8 @@ def run(options: ChaosOptions) -> ScenarioResult:
         "features_equal_clean_run": caught_up_s is not None,
         "serving_alive": serve_alive,
         "predict_never_failed": calls.failed == 0,
-        "predict_within_deadline": latency["max_ms"] <= PREDICT_DEADLINE_S * 1000 + 100,
+        # Measured in the server: the client shares 2 cores with a restarting JVM.
+        "predict_within_deadline": over == 0,
     }
     return ScenarioResult(
         scenario=NAME,
@@ -125,6 +128,8 @@ def run(options: ChaosOptions) -> ScenarioResult:
             "events_on_topic_twice": twice,
             "outcomes_acked": events.counts.outcomes_acked,
             "predict_latency": latency,
+            "server_calls_over_deadline": over,
+            "server_calls": served,
             "predict_codes": dict(calls.codes),
             "predict_longest_outage_s": longest_outage_s(calls.timeline),
             "prediction_log": log,

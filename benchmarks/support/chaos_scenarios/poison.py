@@ -74,9 +74,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
             events.stop()
         started = time.monotonic()
         features, caught_up_s = features_caught_up(stack, fs, events.acked_events(), 180)
-        letters = topic_messages(
-            stack.bootstrap, stack.topics.dead_letters, stack.settings.topics.partitions
-        )
+        letters = topic_messages(stack.bootstrap, stack.topics.dead_letters)
         flow_alive = flow.alive()
         flow.stop()
     reasons: Counter[str] = Counter()

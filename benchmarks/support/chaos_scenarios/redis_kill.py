@@ -36,9 +36,14 @@ RECORDS = "loopline_features_records_total"
 
 
 def run(options: ChaosOptions) -> ScenarioResult:
-    work = Path(tempfile.mkdtemp(prefix="chaos-redis-kill-"))
+    return run_redis_kill(options, NAME, persistence=True)
+
+
+def run_redis_kill(options: ChaosOptions, name: str, *, persistence: bool) -> ScenarioResult:
+    """The scenario, with Redis persisting (append-only file) or not (it restarts empty)."""
+    work = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
     fs = load_project(builtin_example()).feature_set()
-    with PrivateStack(work, redis_persistence=True) as stack:
+    with PrivateStack(work, redis_persistence=persistence) as stack:
         registry = champion_registry(work / "registry")
         flow, flow_port = features_flow(stack)
         serve, port, _metrics = serving(stack, registry)
@@ -72,7 +77,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
             calls = predict.stop()
             events.stop()
         acked = events.acked_events()
-        features, caught_up_s = features_caught_up(stack, fs, acked, 120)
+        features, caught_up_s = features_caught_up(stack, fs, acked, 60)
         backfill: dict[str, object] = {}
         if caught_up_s is None:
             started = time.monotonic()
@@ -102,7 +107,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
         "flow_alive": flow_alive,
     }
     return ScenarioResult(
-        scenario=NAME,
+        scenario=name,
         events_sent=events.events_sent,
         events_acked=events.counts.acked,
         events_lost=0,

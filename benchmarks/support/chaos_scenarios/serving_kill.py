@@ -100,9 +100,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
         finally:
             calls = predict.stop()
         serve.stop()
-        messages = topic_messages(
-            stack.bootstrap, stack.topics.predictions, stack.settings.topics.partitions
-        )
+        messages = topic_messages(stack.bootstrap, stack.topics.predictions)
     torn, logged = 0, set()
     for value in messages:
         try:
