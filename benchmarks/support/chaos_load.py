@@ -382,8 +382,9 @@ def longest_outage_s(timeline: list[tuple[float, bool]]) -> float:
     return round(worst, 2)
 
 
-def topic_messages(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[bytes]:
-    """Every message value on ``topic`` now (read from the beginning to today's end)."""
+def topic_messages(bootstrap: str, topic: str, *, timeout_s: float = 600.0) -> list[bytes]:
+    """Every message value on ``topic`` now (read from the beginning to today's end);
+    raises when that takes longer than ``timeout_s``."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "chaos-readback", "enable.auto.commit": False}
     )
@@ -404,7 +405,21 @@ def topic_messages(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> li
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
                 out.append(msg.value() or b"")
+        if len(done) < len(partitions):
+            raise RuntimeError(f"reading {topic} back took over {timeout_s:.0f} s")
         return out
+    finally:
+        consumer.close()
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Messages on ``topic`` now (the sum of its partitions' end offsets)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-readback"})
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in parts
+        )
     finally:
         consumer.close()
 

@@ -3,10 +3,11 @@
 One serving replica with its default limits (``serving.threads``,
 ``serving.max_concurrent_rpcs``) on fixed features. First its capacity is
 measured with closed-loop clients; then clients offer twice that rate for
-``options.seconds`` with up to 64 calls in flight. Checked: the server sheds
-the excess with RESOURCE_EXHAUSTED quickly (p99 of a refusal), the p99 of the
-calls it admits stays within the budget, no call hangs to its deadline, and
-the server is still up and answering at the end.
+``options.seconds`` with up to twice ``serving.max_concurrent_rpcs`` calls in
+flight (so the server's limit, not the clients', decides what is admitted).
+Checked: the server sheds the excess with RESOURCE_EXHAUSTED quickly (p99 of a
+refusal), the p99 of the calls it admits stays within the budget, no call
+hangs to its deadline, and the server is still up and answering at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loopline.contracts.settings import ServingSettings
 from loopline.featurerepo.loader import builtin_example, load_project
 from support.chaos_load import PredictLoop, latency_summary
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
@@ -25,7 +27,7 @@ from support.chaos_stack import PrivateStack
 NAME = "overload"
 SUMMARY = "Predict at 2x capacity: RESOURCE_EXHAUSTED fast, admitted p99 within budget, no crash"
 CAPACITY_S = 8.0
-IN_FLIGHT = 64
+IN_FLIGHT = 2 * ServingSettings().max_concurrent_rpcs
 DEADLINE_S = 1.0
 # What an admitted call may take at p99, and a refusal, on this shared 2-core machine.
 ADMITTED_P99_BUDGET_MS = 100.0

@@ -22,10 +22,10 @@ from pathlib import Path
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DeadLetter, decode
 from loopline.featurerepo.loader import builtin_example, load_project
-from support.chaos_load import EventStream, fraud_event, topic_messages
+from support.chaos_load import EventStream, fraud_event, topic_messages, topic_size
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import features_caught_up, features_flow, wait_metric_rises
-from support.chaos_stack import PrivateStack
+from support.chaos_stack import PrivateStack, wait_for
 
 NAME = "poison"
 SUMMARY = "10 % poison pills (random bytes, wrong types, huge): all dead-lettered, features exact"
@@ -74,6 +74,14 @@ def run(options: ChaosOptions) -> ScenarioResult:
             events.stop()
         started = time.monotonic()
         features, caught_up_s = features_caught_up(stack, fs, events.acked_events(), 180)
+        # The flow sends dead letters beside its Redis writes: wait for them too.
+        wait_for(
+            lambda: (
+                topic_size(stack.bootstrap, stack.topics.dead_letters) >= events.counts.poison_acked
+            ),
+            120,
+            1.0,
+        )
         letters = topic_messages(stack.bootstrap, stack.topics.dead_letters)
         flow_alive = flow.alive()
         flow.stop()

@@ -44,12 +44,21 @@ POOL = 400
 RETRIES = 6
 
 
-def _children(pid: int) -> list[int]:
+def _workers(pid: int) -> list[int]:
+    """The serving worker processes of supervisor ``pid`` (not multiprocessing's helpers)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
-    return [int(p) for p in text.split()]
+    out = []
+    for child in map(int, text.split()):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in argv:
+            out.append(child)
+    return out
 
 
 def run(options: ChaosOptions) -> ScenarioResult:
@@ -68,6 +77,8 @@ def run(options: ChaosOptions) -> ScenarioResult:
 
         def check(request: pb.PredictRequest, response: pb.PredictResponse) -> bool:
             answered.append(response.request_id)
+            if any(f.status == pb.FEATURE_STATUS_DEFAULTED for f in response.features):
+                return True  # Redis was too slow: a degraded answer, flagged as such
             return response.score == reference[request.SerializeToString()]
 
         predict = PredictLoop(
@@ -82,13 +93,11 @@ def run(options: ChaosOptions) -> ScenarioResult:
         ).start()
         try:
             time.sleep(options.seconds / 3)
-            workers = _children(serve.pid)
+            workers = _workers(serve.pid)
             if not workers:
                 raise SystemExit(f"serving runs no worker process:\n{serve.tail()}")
             os.kill(workers[0], signal.SIGKILL)
-            replaced = wait_for(
-                lambda: len(set(_children(serve.pid)) - set(workers)) >= 1, 60, 0.05
-            )
+            replaced = wait_for(lambda: len(set(_workers(serve.pid)) - set(workers)) >= 1, 60, 0.05)
             time.sleep(options.seconds / 3)
             killed_all_at = time.monotonic()
             serve.kill9()
@@ -125,6 +134,7 @@ def run(options: ChaosOptions) -> ScenarioResult:
         details={
             "checks": checks,
             "wrong_answers": calls.wrong,
+            "defaulted_answers": calls.defaulted,
             "retries": calls.retries,
             "worker_replaced_in_s": None if replaced is None else round(replaced, 2),
             "port_back_in_s": None if back is None else round(back, 2),
