@@ -13,8 +13,10 @@ import hashlib
 import random
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,14 @@ from loopline.v1 import inference_pb2 as pb
 from support.chaos_load import (
     N_CARDS,
     N_MERCHANTS,
+    EventStream,
+    PredictLoop,
     expected_features,
     feature_mismatches,
     fraud_event,
     mismatched,
 )
+from support.chaos_scenarios import ChaosOptions
 from support.chaos_stack import PrivateStack, Service, wait_for, wait_port
 from support.flow_runs import stored_values
 from support.models import TrainedModels
@@ -216,3 +221,57 @@ def server_calls_over(metrics_port: int, seconds: float) -> tuple[int, int]:
     total = int(buckets[float("inf")])
     bound = min(le for le in buckets if le >= seconds)
     return total - int(buckets[bound]), total
+
+
+RECORDS = "loopline_features_records_total"
+
+
+@dataclass
+class Loop:
+    """The features flow and serving on a private stack, under events and Predict load."""
+
+    flow: Service
+    flow_port: int
+    serve: Service
+    port: int
+    metrics_port: int
+    events: EventStream
+    predict: PredictLoop
+
+
+def start_loop(stack: PrivateStack, options: ChaosOptions, deadline_s: float) -> Loop:
+    """Start the flow, serving (the cached champion), events with outcomes and 100
+    Predict calls/s; returns once the flow reads events (a fault comes after that: a
+    flow still starting is another scenario)."""
+    registry = champion_registry(stack.work / "registry")
+    flow, flow_port = features_flow(stack)
+    serve, port, metrics_port = serving(stack, registry)
+    events = EventStream(
+        stack.settings.kafka,
+        stack.topics.events,
+        rate=options.events_per_s,
+        seed=options.seed,
+        outcomes_topic=stack.topics.outcomes,
+    ).start()
+    predict = PredictLoop(
+        f"127.0.0.1:{port}", rate=100, deadline_s=deadline_s, seed=options.seed
+    ).start()
+    if wait_metric_rises(flow_port, RECORDS, 0.0, 300) is None:
+        predict.stop()
+        events.stop(flush_s=10)
+        raise SystemExit(f"the features flow never read an event:\n{flow.tail()}")
+    return Loop(flow, flow_port, serve, port, metrics_port, events, predict)
+
+
+def fixed_serving(
+    stack: PrivateStack, fs: FeatureSet, options: ChaosOptions, *, replicas: int, pool: int
+) -> tuple[Service, int, int, list[pb.PredictRequest]]:
+    """Serving on fixed features (:func:`static_features`) and a pool of requests each
+    with one right answer: the service, its ports and the pool."""
+    rng = random.Random(options.seed)
+    now_ms = int(time.time() * 1000)
+    static_features(stack, fs, rng, now_ms)
+    requests = request_pool(rng, pool, now_ms + 1000)
+    registry = champion_registry(stack.work / "registry")
+    serve, port, metrics_port = serving(stack, registry, replicas=replicas)
+    return serve, port, metrics_port, requests

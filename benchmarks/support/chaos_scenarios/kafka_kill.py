@@ -18,20 +18,17 @@ from pathlib import Path
 
 from loopline.featurerepo.loader import builtin_example, load_project
 from support.chaos_load import (
-    EventStream,
-    PredictLoop,
     latency_summary,
     longest_outage_s,
     topic_event_ids,
 )
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import (
-    champion_registry,
+    RECORDS,
     features_caught_up,
-    features_flow,
     metric_total,
     server_calls_over,
-    serving,
+    start_loop,
     wait_metric_rises,
 )
 from support.chaos_stack import PrivateStack
@@ -42,7 +39,6 @@ SUMMARY = (
 )
 DOWN_S = 3.0  # how long the broker stays dead before the restart begins
 PREDICT_DEADLINE_S = 0.5
-RECORDS = "loopline_features_records_total"
 PREDICTION_LOG = "loopline_serving_prediction_log_total"
 
 
@@ -50,24 +46,15 @@ def run(options: ChaosOptions) -> ScenarioResult:
     work = Path(tempfile.mkdtemp(prefix="chaos-kafka-kill-"))
     fs = load_project(builtin_example()).feature_set()
     with PrivateStack(work) as stack:
-        registry = champion_registry(work / "registry")
-        flow, flow_port = features_flow(stack)
-        serve, port, metrics_port = serving(stack, registry)
-        topics = stack.topics
-        events = EventStream(
-            stack.settings.kafka,
-            topics.events,
-            rate=options.events_per_s,
-            seed=options.seed,
-            outcomes_topic=topics.outcomes,
-        ).start()
-        predict = PredictLoop(
-            f"127.0.0.1:{port}", rate=100, deadline_s=PREDICT_DEADLINE_S, seed=options.seed
-        ).start()
+        loop = start_loop(stack, options, PREDICT_DEADLINE_S)
+        flow, flow_port, serve, metrics_port = (
+            loop.flow,
+            loop.flow_port,
+            loop.serve,
+            loop.metrics_port,
+        )
+        events, predict, topics = loop.events, loop.predict, stack.topics
         try:
-            # The fault comes once the flow reads: a flow still starting is another scenario.
-            if wait_metric_rises(flow_port, RECORDS, 0.0, 300) is None:
-                raise SystemExit(f"the features flow never read an event:\n{flow.tail()}")
             time.sleep(options.seconds / 3)
             killed_at = time.monotonic()
             stack.kill("kafka")

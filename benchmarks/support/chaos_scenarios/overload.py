@@ -21,7 +21,7 @@ from loopline.contracts.settings import ServingSettings
 from loopline.featurerepo.loader import builtin_example, load_project
 from support.chaos_load import PredictLoop, latency_summary
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_services import champion_registry, request_pool, serving, static_features
+from support.chaos_services import fixed_serving
 from support.chaos_stack import PrivateStack
 
 NAME = "overload"
@@ -37,13 +37,8 @@ REFUSAL_P99_BUDGET_MS = 50.0
 def run(options: ChaosOptions) -> ScenarioResult:
     work = Path(tempfile.mkdtemp(prefix="chaos-overload-"))
     fs = load_project(builtin_example()).feature_set()
-    rng = random.Random(options.seed)
-    now_ms = int(time.time() * 1000)
     with PrivateStack(work) as stack:
-        static_features(stack, fs, rng, now_ms)
-        pool = request_pool(rng, 400, now_ms + 1000)
-        registry = champion_registry(work / "registry")
-        serve, port, _metrics = serving(stack, registry, replicas=1)
+        serve, port, _metrics, pool = fixed_serving(stack, fs, options, replicas=1, pool=400)
         target = f"127.0.0.1:{port}"
 
         def requests(r: random.Random):

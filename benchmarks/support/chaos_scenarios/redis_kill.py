@@ -17,23 +17,15 @@ import time
 from pathlib import Path
 
 from loopline.featurerepo.loader import builtin_example, load_project
-from support.chaos_load import EventStream, PredictLoop, latency_summary, mismatched
+from support.chaos_load import latency_summary, mismatched
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_services import (
-    champion_registry,
-    features_caught_up,
-    features_flow,
-    server_calls_over,
-    serving,
-    wait_metric_rises,
-)
+from support.chaos_services import features_caught_up, server_calls_over, start_loop
 from support.chaos_stack import PrivateStack, Service
 
 NAME = "redis_kill"
 SUMMARY = "Redis kill -9 + restart (AOF everysec): Predict degraded meanwhile, features exact after"
 DOWN_S = 5.0
 PREDICT_DEADLINE_S = 0.5
-RECORDS = "loopline_features_records_total"
 
 
 def run(options: ChaosOptions) -> ScenarioResult:
@@ -45,23 +37,11 @@ def run_redis_kill(options: ChaosOptions, name: str, *, persistence: bool) -> Sc
     work = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
     fs = load_project(builtin_example()).feature_set()
     with PrivateStack(work, redis_persistence=persistence) as stack:
-        registry = champion_registry(work / "registry")
-        flow, flow_port = features_flow(stack)
-        serve, port, metrics_port = serving(stack, registry)
-        events = EventStream(
-            stack.settings.kafka,
-            stack.topics.events,
-            rate=options.events_per_s,
-            seed=options.seed,
-            outcomes_topic=stack.topics.outcomes,
-        ).start()
-        predict = PredictLoop(
-            f"127.0.0.1:{port}", rate=100, deadline_s=PREDICT_DEADLINE_S, seed=options.seed
-        ).start()
+        loop = start_loop(stack, options, PREDICT_DEADLINE_S)
+        flow, serve, metrics_port = loop.flow, loop.serve, loop.metrics_port
+        events, predict = loop.events, loop.predict
         flow_restarted = False
         try:
-            if wait_metric_rises(flow_port, RECORDS, 0.0, 300) is None:
-                raise SystemExit(f"the features flow never read an event:\n{flow.tail()}")
             time.sleep(options.seconds / 3)
             killed_at = time.monotonic()
             stack.kill("redis")

@@ -16,7 +16,6 @@ torn record), and how many answered calls the killed processes never logged
 from __future__ import annotations
 
 import os
-import random
 import signal
 import tempfile
 import time
@@ -35,7 +34,7 @@ from support.chaos_load import (
     topic_messages,
 )
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_services import champion_registry, request_pool, serving, static_features
+from support.chaos_services import fixed_serving
 from support.chaos_stack import PrivateStack, wait_for, wait_port
 
 NAME = "serving_kill"
@@ -64,13 +63,8 @@ def _workers(pid: int) -> list[int]:
 def run(options: ChaosOptions) -> ScenarioResult:
     work = Path(tempfile.mkdtemp(prefix="chaos-serving-kill-"))
     fs = load_project(builtin_example()).feature_set()
-    rng = random.Random(options.seed)
-    now_ms = int(time.time() * 1000)
     with PrivateStack(work) as stack:
-        static_features(stack, fs, rng, now_ms)
-        pool = request_pool(rng, POOL, now_ms + 1000)
-        registry = champion_registry(work / "registry")
-        serve, port, _metrics = serving(stack, registry, replicas=2)
+        serve, port, _metrics, pool = fixed_serving(stack, fs, options, replicas=2, pool=POOL)
         target = f"127.0.0.1:{port}"
         reference = _reference(target, pool)
         answered: list[str] = []
