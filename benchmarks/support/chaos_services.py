@@ -264,7 +264,13 @@ def start_loop(stack: PrivateStack, options: ChaosOptions, deadline_s: float) ->
 
 
 def fixed_serving(
-    stack: PrivateStack, fs: FeatureSet, options: ChaosOptions, *, replicas: int, pool: int
+    stack: PrivateStack,
+    fs: FeatureSet,
+    options: ChaosOptions,
+    *,
+    replicas: int,
+    pool: int,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Service, int, int, list[pb.PredictRequest]]:
     """Serving on fixed features (:func:`static_features`) and a pool of requests each
     with one right answer: the service, its ports and the pool."""
@@ -273,5 +279,5 @@ def fixed_serving(
     static_features(stack, fs, rng, now_ms)
     requests = request_pool(rng, pool, now_ms + 1000)
     registry = champion_registry(stack.work / "registry")
-    serve, port, metrics_port = serving(stack, registry, replicas=replicas)
+    serve, port, metrics_port = serving(stack, registry, replicas=replicas, overrides=overrides)
     return serve, port, metrics_port, requests
