@@ -50,9 +50,11 @@ from loopline.featurecore.features import FeatureSet
 from loopline.v1 import inference_pb2 as pb
 
 N_CARDS, N_MERCHANTS = 2_000, 200
-# Long enough for a broker to be killed, restarted and recover its logs: the
-# producer keeps retrying (idempotently) instead of failing the message.
-MESSAGE_TIMEOUT_MS = 180_000
+# Longer than any broker outage here (a restart took 181 s at load 40): the
+# producer keeps retrying idempotently. A message that times out makes
+# librdkafka bump the idempotent producer's epoch, and what it had in flight
+# can then land twice (measured: 21,929 duplicates with a 180 s timeout).
+MESSAGE_TIMEOUT_MS = 600_000
 PREDICT = "/loopline.v1.Inference/Predict"
 # A fake payload maker: (key, value) of one bad message, given a random source.
 Poison = Callable[[random.Random], tuple[bytes, bytes]]

@@ -112,6 +112,8 @@ def run(options: ChaosOptions) -> ScenarioResult:
             "features_caught_up_s": caught_up_s,
             "features": features,
             "events_unacked": unacked,
+            "events_failed": events.counts.failed,
+            "producer_errors": dict(events.counts.errors),
             "events_on_topic_twice": twice,
             "outcomes_acked": events.counts.outcomes_acked,
             "predict_latency": latency,
