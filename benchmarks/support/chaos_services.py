@@ -32,13 +32,14 @@ from support.chaos_load import (
     N_CARDS,
     N_MERCHANTS,
     EventStream,
+    PredictCounts,
     PredictLoop,
     expected_features,
     feature_mismatches,
     fraud_event,
     mismatched,
 )
-from support.chaos_scenarios import ChaosOptions
+from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_stack import PrivateStack, Service, wait_for, wait_port
 from support.flow_runs import stored_values
 from support.models import TrainedModels
@@ -281,3 +282,28 @@ def fixed_serving(
     registry = champion_registry(stack.work / "registry")
     serve, port, metrics_port = serving(stack, registry, replicas=replicas, overrides=overrides)
     return serve, port, metrics_port, requests
+
+
+def loop_result(
+    name: str,
+    events: EventStream,
+    calls: PredictCounts,
+    *,
+    lost: int,
+    recovery_s: float | None,
+    checks: dict[str, bool],
+    details: dict[str, Any],
+) -> ScenarioResult:
+    """The JSON line of a scenario that ran :func:`start_loop`'s load."""
+    return ScenarioResult(
+        scenario=name,
+        events_sent=events.events_sent,
+        events_acked=events.counts.acked,
+        events_lost=lost,
+        predict_calls=calls.calls,
+        predict_failed=calls.failed,
+        predict_degraded=calls.degraded,
+        recovery_s=None if recovery_s is None else round(recovery_s, 1),
+        invariant_ok=all(checks.values()),
+        details={"checks": checks, **details},
+    )

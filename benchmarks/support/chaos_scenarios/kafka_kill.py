@@ -26,6 +26,7 @@ from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import (
     RECORDS,
     features_caught_up,
+    loop_result,
     metric_total,
     server_calls_over,
     start_loop,
@@ -95,18 +96,14 @@ def run(options: ChaosOptions) -> ScenarioResult:
         # a starved client misses deadlines the server met (client failures: details).
         "predict_within_deadline": over == 0 and set(calls.codes) <= {"DEADLINE_EXCEEDED"},
     }
-    return ScenarioResult(
-        scenario=NAME,
-        events_sent=events.events_sent,
-        events_acked=events.counts.acked,
-        events_lost=lost,
-        predict_calls=calls.calls,
-        predict_failed=calls.failed,
-        predict_degraded=calls.degraded,
-        recovery_s=None if recovery_s is None else round(recovery_s, 1),
-        invariant_ok=all(checks.values()),
+    return loop_result(
+        NAME,
+        events,
+        calls,
+        lost=lost,
+        recovery_s=recovery_s,
+        checks=checks,
         details={
-            "checks": checks,
             "broker_restart_s": round(restart_s, 1),
             "flow_resumed_after_restart_s": None if resumed_s is None else round(resumed_s, 1),
             "features_caught_up_s": caught_up_s,

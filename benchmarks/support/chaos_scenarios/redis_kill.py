@@ -19,7 +19,7 @@ from pathlib import Path
 from loopline.featurerepo.loader import builtin_example, load_project
 from support.chaos_load import latency_summary, mismatched
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_services import features_caught_up, server_calls_over, start_loop
+from support.chaos_services import features_caught_up, loop_result, server_calls_over, start_loop
 from support.chaos_stack import PrivateStack, Service
 
 NAME = "redis_kill"
@@ -90,18 +90,14 @@ def run_redis_kill(options: ChaosOptions, name: str, *, persistence: bool) -> Sc
         "serving_alive": serve_alive,
         "flow_alive": flow_alive,
     }
-    return ScenarioResult(
-        scenario=name,
-        events_sent=events.events_sent,
-        events_acked=events.counts.acked,
-        events_lost=0,
-        predict_calls=calls.calls,
-        predict_failed=calls.failed,
-        predict_degraded=calls.degraded,
-        recovery_s=None if recovery_s is None else round(recovery_s, 1),
-        invariant_ok=all(checks.values()),
+    return loop_result(
+        name,
+        events,
+        calls,
+        lost=0,
+        recovery_s=recovery_s,
+        checks=checks,
         details={
-            "checks": checks,
             "redis_restart_s": round(restart_s, 1),
             "predict_defaulted": calls.defaulted,
             "predict_defaulted_after_restart": sum(t > restarted_at for t in during),
