@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
 from support.chaos_scenarios import ChaosOptions, scenarios
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # A SystemExit unwinds the scenario's `with` blocks: its private servers stop.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     found = scenarios()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", action="append", choices=sorted(found), default=None)

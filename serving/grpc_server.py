@@ -48,7 +48,7 @@ from loopline.serving.model_follower import ModelFollower
 from loopline.serving.model_manager import ModelManager
 from loopline.serving.model_slot import ModelSlot
 from loopline.serving.oip_api import OipHandlers
-from loopline.serving.prediction_log import KafkaPredictionLog
+from loopline.serving.prediction_log import KafkaPredictionLog, prediction_log_overrides
 from loopline.serving.rollout import RolloutFollower
 from loopline.serving.status import status_for
 from loopline.serving.v1_api import V1Handlers
@@ -160,7 +160,7 @@ class InferenceServer:
                 feature_set=self.feature_set.name,
                 metrics=self.metrics,
                 queue_size=conf.prediction_queue_size,
-                **{"linger.ms": conf.prediction_log_linger_ms},
+                **prediction_log_overrides(conf),
             )
             if conf.log_predictions
             else None

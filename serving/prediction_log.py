@@ -27,8 +27,9 @@ import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from loopline.config.kafka import producer_config
+from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import PredictionLog
-from loopline.contracts.settings import KafkaSettings
+from loopline.contracts.settings import KafkaSettings, ServingSettings
 from loopline.serving.batch_worker import BatchWorker
 from loopline.serving.features import FeatureStatus
 from loopline.serving.metrics import ServingMetrics
@@ -198,6 +199,23 @@ class KafkaPredictionLog:
             self.failed += 1
             self.metrics.predictions_logged.labels("failed").inc()
             log.warning("prediction log delivery failed: %s", err)
+
+
+def prediction_log_overrides(conf: ServingSettings) -> dict[str, Any]:
+    """The prediction log's producer settings from ``serving.*``.
+
+    >>> prediction_log_overrides(ServingSettings())
+    {'linger.ms': 20, 'message.timeout.ms': 300000}
+    """
+    if conf.prediction_log_timeout_s <= 0:
+        raise ConfigError(
+            f"serving.prediction_log_timeout_s must be > 0 (got {conf.prediction_log_timeout_s}); "
+            "it is how long a prediction may wait for the broker"
+        )
+    return {
+        "linger.ms": conf.prediction_log_linger_ms,
+        "message.timeout.ms": int(conf.prediction_log_timeout_s * 1000),
+    }
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(PredictionLog))

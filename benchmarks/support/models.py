@@ -53,6 +53,10 @@ class TrainedModels:
             self._by_seed[seed] = self._train(seed)
         return self._by_seed[seed]
 
+    def adopt(self, seed: int, version: ModelVersion) -> None:
+        """Use ``version`` (trained earlier, e.g. by another run) as seed ``seed``'s model."""
+        self._by_seed[seed] = version
+
     def publish(
         self, registry: DirectoryRegistry, seed: int, *, alias: str | None = "champion"
     ) -> ModelVersion:

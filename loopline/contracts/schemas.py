@@ -151,9 +151,26 @@ class ModelUpdate:
     plan: dict[str, Any] = field(default_factory=dict)
 
 
+# The most of a bad message's bytes (and of its key) a dead letter keeps: base64
+# makes it 4/3 larger, and the letter must still fit the broker's default 1 MB
+# message limit. A letter that could not be sent would stop its flow, which on
+# restart would read the same message again: a crash loop on one huge event.
+DEAD_LETTER_MAX_BYTES = 256 * 1024
+DEAD_LETTER_MAX_ERROR_CHARS = 4096
+
+
 @dataclass(frozen=True)
 class DeadLetter:
-    """``dead-letters`` topic: input that could not be processed, with its origin."""
+    """``dead-letters`` topic: input that could not be processed, with its origin.
+
+    ``value_b64`` holds the original bytes, cut to :data:`DEAD_LETTER_MAX_BYTES`
+    (then ``value_size`` says how long the original was).
+
+    >>> letter = DeadLetter.of(source_topic="t", partition=0, offset=1, reason="invalid",
+    ...                        error="too big", value=b"x" * (DEAD_LETTER_MAX_BYTES + 5))
+    >>> len(letter.original_value()), letter.value_size, letter.truncated
+    (262144, 262149, True)
+    """
 
     source_topic: str
     partition: int
@@ -163,6 +180,7 @@ class DeadLetter:
     value_b64: str
     key_b64: str = ""
     time_ms: int = 0
+    value_size: int = 0  # bytes of the original value (value_b64 may hold fewer)
 
     @staticmethod
     def of(
@@ -176,19 +194,26 @@ class DeadLetter:
         key: bytes | None = None,
         time_ms: int = 0,
     ) -> DeadLetter:
+        value = value or b""
         return DeadLetter(
             source_topic=source_topic,
             partition=partition,
             offset=offset,
             reason=reason,
-            error=error,
-            value_b64=base64.b64encode(value or b"").decode(),
-            key_b64=base64.b64encode(key or b"").decode(),
+            error=error[:DEAD_LETTER_MAX_ERROR_CHARS],
+            value_b64=base64.b64encode(value[:DEAD_LETTER_MAX_BYTES]).decode(),
+            key_b64=base64.b64encode((key or b"")[:DEAD_LETTER_MAX_BYTES]).decode(),
             time_ms=time_ms,
+            value_size=len(value),
         )
 
     def original_value(self) -> bytes:
+        """The original bytes, or their first :data:`DEAD_LETTER_MAX_BYTES` (``truncated``)."""
         return base64.b64decode(self.value_b64)
+
+    @property
+    def truncated(self) -> bool:
+        return self.value_size > len(self.original_value())
 
 
 def encode(obj: Any) -> bytes:

@@ -213,6 +213,12 @@ class ServingSettings:
     # Producer linger for the prediction log: bigger batches cost the serving
     # process and the broker less per prediction; nothing waits on this log.
     prediction_log_linger_ms: int = 20
+    # How long a logged prediction waits for the broker before it counts as
+    # failed: long enough to buffer through a broker restart (which took 2-3
+    # minutes on a loaded 2-core machine) instead of losing every prediction
+    # made meanwhile. Memory stays bounded: prediction_queue_size here, plus
+    # the producer's own queue (100,000 messages); beyond them, dropped and counted.
+    prediction_log_timeout_s: float = 300.0
     shutdown_grace_s: float = 5.0
     # On shutdown, new calls are answered UNAVAILABLE for this long before the
     # port closes (in-flight calls then get shutdown_grace_s to finish).

@@ -7,6 +7,7 @@ never subscribed through a group and never committing.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,23 +35,59 @@ _FATAL = {
 
 START_POSITIONS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
 
+# How long a flow starting up waits for an unreachable broker (a broker restart
+# takes 5-60 s on a small machine), and how often it asks again.
+BROKER_WAIT_S = 120.0
+RETRY_S = 0.5
+_UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
+
 
 _CONNECTION_KEYS = ("bootstrap.servers", "security.", "ssl.", "sasl.")
 
 
-def list_partitions(config: dict[str, Any], topic: str, timeout_s: float = 30.0) -> list[int]:
-    """The partition ids of ``topic``; an error when it does not exist."""
+def list_partitions(
+    config: dict[str, Any], topic: str, timeout_s: float = BROKER_WAIT_S
+) -> list[int]:
+    """The partition ids of ``topic``; an error when it does not exist.
+
+    A broker that does not answer (down, restarting) is retried until
+    ``timeout_s``: a flow started while its broker restarts waits for it
+    instead of dying at once.
+    """
     # The admin connection needs the consumer's address and security, nothing else.
     admin = AdminClient({k: v for k, v in config.items() if k.startswith(_CONNECTION_KEYS)})
-    try:
-        meta = admin.list_topics(topic, timeout=timeout_s)
-    except KafkaException as e:
-        raise StackError(f"cannot list partitions of {topic}: {e}") from e
-    tmeta = meta.topics.get(topic)
-    if tmeta is None or tmeta.error is not None or not tmeta.partitions:
-        why = tmeta.error if tmeta is not None else "no metadata"
-        raise StackError(f"topic {topic} is not available: {why}")
-    return sorted(tmeta.partitions)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            meta = admin.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException as e:
+            if _transient(e) and time.monotonic() < deadline:
+                time.sleep(RETRY_S)
+                continue
+            raise StackError(
+                f"cannot list partitions of {topic} within {timeout_s:.0f} s: {e}; "
+                "check that the broker (kafka.bootstrap_servers) is up"
+            ) from e
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            why = tmeta.error if tmeta is not None else "no metadata"
+            # A restarted broker may answer before it has loaded every partition.
+            loading = (
+                tmeta is not None
+                and tmeta.error is not None
+                and tmeta.error.code() == (KafkaError.LEADER_NOT_AVAILABLE)
+            )
+            if loading and time.monotonic() < deadline:
+                time.sleep(RETRY_S)
+                continue
+            raise StackError(f"topic {topic} is not available: {why}")
+        return sorted(tmeta.partitions)
+
+
+def _transient(e: KafkaException) -> bool:
+    """Whether ``e`` says the broker is unreachable or slow, not that the request is wrong."""
+    err = e.args[0] if e.args else None
+    return isinstance(err, KafkaError) and err.code() in _UNREACHABLE
 
 
 class PartitionReader:

@@ -30,6 +30,23 @@ def register(subparsers: Any) -> None:
         "an older version fresh while its model is still champion; own recovery folder)",
     )
     p.set_defaults(func=run_features_command)
+    b = subparsers.add_parser(
+        "backfill",
+        help="rebuild the online store (Redis) from the event topics",
+        description="Recompute every entity's feature values from the event topics (from the "
+        "beginning, or the last --since-hours) with the features flow's own code and write them "
+        "to Redis: absolute values, never over a newer one, so it is safe beside a running flow "
+        "and safe to repeat. For a Redis that lost data (restarted without persistence, "
+        "flushed, new). Prints progress lines and a summary.",
+    )
+    b.add_argument(
+        "--since-hours",
+        type=float,
+        metavar="H",
+        help="read only events written in the last H hours (default: the whole topics; the "
+        "unbounded aggregates, last and last_time, need the whole history)",
+    )
+    b.set_defaults(func=backfill_command)
 
 
 def run_features_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
@@ -49,6 +66,22 @@ def run_features_command(args: argparse.Namespace, settings: Settings | None = N
         recovery_path = settings.streams.recovery_dir / f"features-v{args.feature_set_version}"
     options = run_options_of(args, settings, recovery_path)
     run_features(settings, options, **cfg)
+    return 0
+
+
+def backfill_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    import time
+
+    from loopline.contracts.errors import ConfigError
+    from loopline.streams.features.backfill import backfill
+
+    settings = settings_of(args, settings)
+    since_ms = None
+    if args.since_hours is not None:
+        if args.since_hours <= 0:
+            raise ConfigError(f"--since-hours must be > 0 (got {args.since_hours})")
+        since_ms = int((time.time() - args.since_hours * 3600) * 1000)
+    backfill(settings, since_ms=since_ms, progress=lambda line: print(line, flush=True))
     return 0
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from serving_support import card_values, make_core
 
+from loopline.contracts.errors import ConfigError
 from loopline.contracts.schemas import PredictionLog, decode, encode
-from loopline.serving.prediction_log import encode_prediction
+from loopline.contracts.settings import ServingSettings
+from loopline.serving.prediction_log import encode_prediction, prediction_log_overrides
 from loopline.serving.requests import PredictInput
 
 
@@ -50,3 +53,10 @@ def test_the_fast_encoding_is_the_contract_encoding(tmp_path) -> None:
         assert raw == encode(expected)
         assert decode(PredictionLog, raw) == expected
     assert decode(PredictionLog, raw).feature_status["merchant.txn_count_1h"] == "missing"
+
+
+def test_the_log_buffers_through_a_broker_restart_and_refuses_a_timeout_of_zero() -> None:
+    conf = ServingSettings(prediction_log_timeout_s=150.0)
+    assert prediction_log_overrides(conf)["message.timeout.ms"] == 150_000
+    with pytest.raises(ConfigError, match=r"serving\.prediction_log_timeout_s must be > 0"):
+        prediction_log_overrides(ServingSettings(prediction_log_timeout_s=0))
