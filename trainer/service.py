@@ -2,7 +2,9 @@
 
 Retrain events are idempotent by ``id``: an id is skipped when the ledger
 recorded it or a published version's manifest names it (so a crash between
-publishing and recording still never trains twice). The offset is committed
+publishing and recording still never trains twice). When a crash fell between
+publishing an accepted version and making it champion (or starting its
+rollout), the redelivered event finishes that placement instead of training. The offset is committed
 after the event is handled, so a crash before that redelivers it and the
 checks above make the redelivery harmless. A malformed event goes to the
 dead-letter topic; a training that fails is recorded with its reason and the
@@ -72,10 +74,10 @@ class RetrainService:
     # -- one event ------------------------------------------------------------
     def handle(self, event: RetrainEvent) -> Handled:
         published = self._published_for(event.id)
-        if self.ledger.seen(event.id) or published:
+        if self.ledger.seen(event.id):
             result = Handled(event.id, "duplicate", published, "already handled")
         else:
-            result = self._train(event)
+            result = self._resume(event, published) if published else self._train(event)
             self.ledger.record(
                 event.id, result.outcome, version=result.version, detail=result.detail
             )
@@ -115,6 +117,19 @@ class RetrainService:
             return Handled(event.id, "failed", detail=f"{type(e).__name__}: {e}")
         outcome = "published" if report.accepted else "rejected"
         return Handled(event.id, outcome, report.version, report.decision, report)
+
+    def _resume(self, event: RetrainEvent, version: str) -> Handled:
+        """``version`` was published for ``event`` before a crash: place it if it never was."""
+        placement = self.trainer.placement
+        mv = self.registry.get(placement.model_name, version)
+        if not placement.stranded(mv):
+            return Handled(event.id, "duplicate", version, "already handled")
+        try:
+            outcome = placement.place(mv, force=event.force)
+        except LooplineError as e:
+            return Handled(event.id, "failed", version, f"placing after a restart: {e}")
+        note = f"published before a restart; placed now as {outcome.published_as}"
+        return Handled(event.id, "published", version, note + outcome.note)
 
     def _published_for(self, event_id: str) -> str:
         model = model_of(self.settings).name
