@@ -14,19 +14,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from confluent_kafka import Consumer, TopicPartition
 
 from loopline.demo.config import write_toml
 from loopline.featurerepo.loader import builtin_example
+from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import DirectoryRegistry
 from loopline.simulation.api import SimulationConfig, load_simulation
+from loopline.v1 import inference_pb2 as pb
+from loopline.v1 import inference_pb2_grpc as pb_grpc
 from support.bench_run import BenchRun
+from support.clients import CLIENT_TIMEOUT_S, make_requests
 
 # Margins so wide that every challenger passes the gate: the scenarios test what
 # follows the gate (publish, placement), not the gate.
@@ -115,12 +121,16 @@ class ChaosRun:
     ) -> ChaosRun:
         bench = BenchRun.start()
         work = bench.work
-        events, outcomes = write_history(work, history_events, seed)
+        events = outcomes = work / "no-history"
+        if history_events:
+            events, outcomes = write_history(work, history_events, seed)
         s = bench.settings
         config: dict[str, dict[str, Any]] = {
             "kafka": {
                 "bootstrap_servers": s.kafka.bootstrap_servers,
                 "topic_prefix": s.kafka.topic_prefix,
+                # Own consumer groups: never a rebalance of the shared stack's services.
+                "consumer_group_prefix": f"{bench.tag}-",
             },
             "redis": {"host": s.redis.host, "port": s.redis.port},
             "streams": {"redis_key_prefix": bench.tag, "metrics_port": 0},
@@ -199,6 +209,15 @@ def write_history(work: Path, n: int, seed: int) -> tuple[Path, Path]:
     return events, outcomes
 
 
+def send(rig: ChaosRun, topic: str, payload: bytes, key: bytes) -> None:
+    """One message, acknowledged by the broker."""
+    producer = CheckedProducer({"bootstrap.servers": rig.bench.settings.kafka.bootstrap_servers})
+    try:
+        producer.send_and_wait(topic, payload, key)
+    finally:
+        producer.close()
+
+
 def topic_messages(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes]:
     """Every message now on ``topic`` (all partitions, from the beginning)."""
     consumer = Consumer(
@@ -234,3 +253,55 @@ def leftovers(root: Path) -> list[str]:
         for p in root.rglob("*")
         if p.name.startswith(".") and p.name != ".lock"
     )
+
+
+@dataclass
+class Call:
+    at: float  # monotonic seconds
+    ok: bool
+    version: str
+    latency_s: float
+    degraded: bool = False
+
+
+class Pinger:
+    """Predict calls at a steady rate on a background thread, every answer kept."""
+
+    def __init__(self, port: int, rate_per_s: float = 50.0) -> None:
+        self.port = port
+        self.every_s = 1.0 / rate_per_s
+        self.calls: list[Call] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Pinger:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Call]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.calls
+
+    def versions_since(self, at: float) -> set[str]:
+        return {c.version for c in self.calls if c.at >= at and c.ok}
+
+    def failed(self) -> int:
+        return sum(not c.ok for c in self.calls)
+
+    def _run(self) -> None:
+        requests = make_requests(500, seed=3)
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            i = 0
+            while not self._stop.is_set():
+                t = time.monotonic()
+                request = pb.PredictRequest.FromString(requests[i % len(requests)])
+                try:
+                    reply = stub.Predict(request, timeout=CLIENT_TIMEOUT_S)
+                    call = Call(t, True, reply.model_version, time.monotonic() - t, reply.degraded)
+                except grpc.RpcError:
+                    call = Call(t, False, "", time.monotonic() - t)
+                self.calls.append(call)
+                i += 1
+                self._stop.wait(max(0.0, self.every_s - (time.monotonic() - t)))

@@ -22,10 +22,9 @@ import uuid
 from typing import Any
 
 from loopline.contracts.schemas import RetrainEvent, encode
-from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import sha256_hex
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_scenarios._rig import ChaosRun, leftovers, wait_for
+from support.chaos_scenarios._rig import ChaosRun, leftovers, send, wait_for
 
 NAME = "trainer_kill"
 SUMMARY = "trainer kill -9 mid-training and mid-publish: one retrain per event, champion intact"
@@ -43,12 +42,9 @@ def run(options: ChaosOptions) -> ScenarioResult:
 
 
 def _send(rig: ChaosRun, event_id: str) -> None:
-    s = rig.bench.settings
-    producer = CheckedProducer({"bootstrap.servers": s.kafka.bootstrap_servers})
     event = RetrainEvent(id=event_id, time_ms=int(time.time() * 1000), trigger="manual",
                          reason="chaos")  # fmt: skip
-    producer.send_and_wait(rig.bench.topics.retrain, encode(event), MODEL.encode())
-    producer.close()
+    send(rig, rig.bench.topics.retrain, encode(event), MODEL.encode())
 
 
 def _versions_of(rig: ChaosRun, event_id: str) -> list[str]:
