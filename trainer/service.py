@@ -8,7 +8,9 @@ rollout), the redelivered event finishes that placement instead of training. The
 after the event is handled, so a crash before that redelivers it and the
 checks above make the redelivery harmless. A malformed event goes to the
 dead-letter topic; a training that fails is recorded with its reason and the
-service moves on.
+service moves on, except when the registry refused the write (disk full,
+read-only): nothing is recorded or committed, and the event is tried again
+after a backoff (doubling up to ``RETRY_MAX_S``) until the registry takes it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from loopline.config.kafka import consumer_config
-from loopline.contracts.errors import LooplineError, SchemaError
+from loopline.contracts.errors import LooplineError, RegistryWriteError, SchemaError
 from loopline.contracts.schemas import RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -41,12 +43,15 @@ CONSUMER_GROUP = "trainer"
 MAX_POLL_INTERVAL_MS = 3_600_000
 # How many recent versions to search for an event id already published.
 MANIFEST_LOOKBACK = 50
+# Backoff between tries of an event the registry refused to store (disk full, read-only).
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 300.0
 
 
 @dataclass(frozen=True)
 class Handled:
     event_id: str
-    outcome: str  # "published" | "rejected" | "duplicate" | "failed"
+    outcome: str  # "published" | "rejected" | "duplicate" | "failed" | "deferred"
     version: str = ""
     detail: str = ""
     report: TrainingReport | None = None
@@ -78,9 +83,10 @@ class RetrainService:
             result = Handled(event.id, "duplicate", published, "already handled")
         else:
             result = self._resume(event, published) if published else self._train(event)
-            self.ledger.record(
-                event.id, result.outcome, version=result.version, detail=result.detail
-            )
+            if result.outcome != "deferred":  # a deferred event is tried again
+                self.ledger.record(
+                    event.id, result.outcome, version=result.version, detail=result.detail
+                )
         r = result.report
         facts = ""
         if r:
@@ -110,6 +116,8 @@ class RetrainService:
         }
         try:
             report = self.trainer.train(self.load_data(), force=event.force, extra=extra)
+        except RegistryWriteError as e:  # the registry's storage, not the event: try again
+            return Handled(event.id, "deferred", detail=f"{type(e).__name__}: {e}")
         except LooplineError as e:
             return Handled(event.id, "failed", detail=f"{type(e).__name__}: {e}")
         except Exception as e:  # a bug must not stop the service; it is logged and recorded
@@ -126,6 +134,8 @@ class RetrainService:
             return Handled(event.id, "duplicate", version, "already handled")
         try:
             outcome = placement.place(mv, force=event.force)
+        except RegistryWriteError as e:
+            return Handled(event.id, "deferred", version, f"{type(e).__name__}: {e}")
         except LooplineError as e:
             return Handled(event.id, "failed", version, f"placing after a restart: {e}")
         note = f"published before a restart; placed now as {outcome.published_as}"
@@ -156,6 +166,7 @@ class RetrainService:
         consumer.subscribe([self.topics.retrain])
         handled = 0
         last_slot = -1
+        retry_s = RETRY_FIRST_S
         until = None if deadline_s is None else time.monotonic() + deadline_s
         try:
             while not stop.is_set():
@@ -170,7 +181,15 @@ class RetrainService:
                     raise_if_fatal(err, "retrain consumer")
                     log.warning("retrain consumer: %s", err)
                     continue
-                self._process(msg, producer)
+                result = self._process(msg, producer)
+                if result is not None and result.outcome == "deferred":
+                    # Read it again after the backoff; nothing was committed.
+                    consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+                    log.warning("retrain %s deferred; next try in %.0f s", result.event_id, retry_s)
+                    stop.wait(retry_s)
+                    retry_s = min(retry_s * 2, RETRY_MAX_S)
+                    continue
+                retry_s = RETRY_FIRST_S
                 consumer.commit(message=msg, asynchronous=False)
                 handled += 1
                 if max_events is not None and handled >= max_events:
@@ -180,15 +199,15 @@ class RetrainService:
             producer.close()
         return handled
 
-    def _process(self, msg: Message, producer: CheckedProducer) -> None:
+    def _process(self, msg: Message, producer: CheckedProducer) -> Handled | None:
         try:
             event = decode(RetrainEvent, msg.value() or b"")
         except SchemaError as e:
             log.warning("retrain topic offset %s: %s (dead-lettered)", msg.offset(), e)
             letter = dead_letter(msg, self.topics.retrain, str(e), int(time.time() * 1000))
             producer.send_and_wait(self.topics.dead_letters, encode(letter), msg.key())
-            return
-        self.handle(event)
+            return None
+        return self.handle(event)
 
     def _maybe_schedule(self, producer: CheckedProducer, last_slot: int) -> int:
         every = self.settings.trainer.schedule_s

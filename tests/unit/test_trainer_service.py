@@ -111,3 +111,21 @@ def test_a_crash_between_publish_and_placement_is_finished_by_the_redelivery(
     assert service(tmp_path, data, loads).handle(event("r4")).outcome == "duplicate"
     assert reg.aliases("fraud")["champion"] not in {rejected, older}
     assert len(loads) == 1
+
+
+def test_a_registry_that_refuses_the_write_defers_the_event_until_it_takes_it(
+    tmp_path: Path, data: TrainingSet
+) -> None:
+    loads: list[int] = []
+    svc = service(tmp_path, data, loads)
+    blocker = tmp_path / "registry" / "fraud" / "versions"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the versions folder goes: every publish is refused")
+    deferred = svc.handle(event("r1"))
+    assert deferred.outcome == "deferred" and "RegistryWriteError" in deferred.detail
+    assert RetrainLedger(tmp_path / "state" / "retrain-ledger.json").get("r1") is None
+
+    blocker.unlink()
+    again = svc.handle(event("r1"))
+    assert (again.outcome, again.version) == ("published", "1")
+    assert svc.registry.aliases("fraud")["champion"] == "1"

@@ -8,10 +8,11 @@ is published and served by a real server (Predict calls all along); then:
    line (a ``RegistryWriteError``), exit 1, and leave no half-written version;
 2. space is freed and the tmpfs remounted read-only: the same;
 3. ``loopline run trainer`` gets a retrain event on the read-only registry: it
-   records the failed training and keeps running;
-4. the tmpfs is remounted writable and a new retrain event sent: v2 is
-   published and served. Recovery is the time from the remount to the first
-   answer by v2.
+   defers the event (nothing recorded or committed) and keeps running;
+4. the tmpfs is remounted writable: the trainer's next try publishes v2, which
+   is served. Recovery is the time from the remount to the first answer by v2
+   (the trainer's backoff doubles from 5 s, so it depends on how long the
+   registry was read-only).
 
 Throughout, every Predict call must be answered, by v1 until v2 is champion.
 """
@@ -146,19 +147,18 @@ def _run(rig: ChaosRun, mount: Path) -> ScenarioResult:
         refused = _retrain(rig)
         wait_for("the refused retrain", lambda: f"retrain {refused}:" in trainer.text(), 300)
         line = next(x for x in trainer.text().splitlines() if f"retrain {refused}:" in x)
-        details["service_line"] = line[line.index("retrain") :]
-        checks["service_records_the_failure"] = "failed" in line and "RegistryWriteError" in line
+        details["service_line"] = line[line.index("retrain") :][:300]
+        checks["service_defers_the_event"] = "deferred" in line and "RegistryWriteError" in line
         checks["service_keeps_running"] = trainer.alive()
 
         _remount(mount, "rw")
         fixed_at = time.monotonic()
-        accepted = _retrain(rig)
-        wait_for("v2 served", lambda: "2" in pinger.versions_since(fixed_at), 300)
+        wait_for("v2 served", lambda: "2" in pinger.versions_since(fixed_at), 600)
         recovery_s = time.monotonic() - fixed_at
         details["after_fix_versions"] = [v.manifest.version for v in rig.registry().versions(MODEL)]
         checks["published_after_fix"] = details["after_fix_versions"] == ["1", "2"]
         v2 = rig.registry().get(MODEL, "2").manifest
-        checks["v2_is_the_new_event"] = v2.extra.get("retrain_event_id") == accepted
+        checks["v2_is_the_deferred_event"] = v2.extra.get("retrain_event_id") == refused
     finally:
         calls = pinger.stop()
         stop_server(server)
@@ -168,8 +168,8 @@ def _run(rig: ChaosRun, mount: Path) -> ScenarioResult:
     details["checks"] = checks
     return ScenarioResult(
         scenario=NAME,
-        events_sent=2,
-        events_acked=2,
+        events_sent=1,
+        events_acked=1,
         predict_calls=len(calls),
         predict_failed=pinger.failed(),
         predict_degraded=sum(c.degraded for c in calls),
