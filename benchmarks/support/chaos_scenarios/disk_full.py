@@ -5,7 +5,7 @@ so the scenario needs root; without it, it says so and fails). A champion v1
 is published and served by a real server (Predict calls all along); then:
 
 1. the tmpfs is filled to a few KiB: ``loopline train`` must fail with one
-   line (a ``RegistryWriteError``), exit 1, and leave no half-written version;
+   line (a ``RegistryWriteError``), exit 2, and leave no half-written version;
 2. space is freed and the tmpfs remounted read-only: the same;
 3. ``loopline run trainer`` gets a retrain event on the read-only registry: it
    defers the event (nothing recorded or committed) and keeps running;
@@ -108,7 +108,7 @@ def _failure(rig: ChaosRun, name: str, checks: dict[str, bool], details: dict[st
     code, text = _train_cli(rig, name)
     errors = [line for line in text.splitlines() if "error:" in line]
     details[f"{name}_cli"] = errors[-1] if errors else text[-400:]
-    checks[f"{name}_exit_1"] = code == 1
+    checks[f"{name}_exit_2"] = code == 2  # the CLI's exit status for a LooplineError
     checks[f"{name}_one_line_registry_error"] = (
         len(errors) == 1
         and "could not write a new version" in errors[0]
