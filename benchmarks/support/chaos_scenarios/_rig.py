@@ -39,15 +39,23 @@ from support.clients import CLIENT_TIMEOUT_S, make_requests
 WIDE_GATE = {"gate_auc_margin": 1.0, "gate_log_loss_margin": 1.0, "gate_brier_margin": 1.0}
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; raises TimeoutError naming ``what``."""
+def poll_until(check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or None at the timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got = check()
         if got:
             return got
         time.sleep(every_s)
-    raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+    return None
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
+    """:func:`poll_until`, raising TimeoutError naming ``what`` at the timeout."""
+    got = poll_until(check, timeout_s, every_s)
+    if not got:
+        raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+    return got
 
 
 @dataclass

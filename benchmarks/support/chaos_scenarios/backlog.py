@@ -4,8 +4,10 @@ A real ``loopline run features`` (1 process, recovery on) on the run's own
 events topic and Redis key prefix reads live traffic (``--events-per-s``,
 fraud-shaped events stamped with the wall clock, over a fixed set of cards
 and merchants, so the flow's state does not grow with the backlog). After a
-warm-up, ``--backlog-events`` more (1,000,000 by default) are produced as
-fast as the producer goes: the flow falls behind, then catches up.
+warm-up the flow stalls (SIGSTOP of its process group, as a frozen node or a
+long pause would) while ``--backlog-events`` more (1,000,000 by default) are
+produced as fast as the producer goes, then resumes (SIGCONT) and catches up;
+live traffic goes on throughout, until the freshness condition clears.
 
 Sampled every second from outside, as an operator would: the flow's
 ``/metrics`` (records read, dead letters, consumer lag, the freshness
@@ -22,7 +24,9 @@ after the catch-up, and RSS bounded (peak under twice the warm-up's).
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import threading
 import time
 import urllib.request
@@ -35,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.stack.ports import free_port
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_scenarios._rig import ChaosRun, wait_for
+from support.chaos_scenarios._rig import ChaosRun, poll_until, wait_for
 from support.proc_tree import tree_now
 
 NAME = "backlog"
@@ -43,7 +47,7 @@ SUMMARY = "features flow behind by a large backlog, caught up: alarms fire and c
 # Few enough that the warm-up sees nearly every entity: state does not grow in the backlog.
 CARDS, MERCHANTS = 2_000, 500
 WARMUP_S = 20.0
-SETTLE_S = 40.0  # live traffic after the catch-up, for the freshness window to clear
+CLEAR_TIMEOUT_S = 300.0  # live traffic after the catch-up, until freshness clears
 FRESHNESS_WINDOW_S = 30.0
 LAG_LIMIT = 10_000  # LooplineFeaturesConsumerLag
 FRESHNESS_LIMIT_S = 1.0  # LooplineFeatureFreshnessSlow
@@ -212,13 +216,21 @@ def _run(rig: ChaosRun, options: ChaosOptions) -> ScenarioResult:
     sampler.start()
     t0 = time.monotonic()
     time.sleep(WARMUP_S)
+    # The flow stalls (SIGSTOP of its process group: a frozen node, a long pause)
+    # while the backlog and live traffic pile up on the topic, then resumes.
+    os.killpg(flow.pid, signal.SIGSTOP)
     backlog_at = time.monotonic()
-    burst_s = producing.burst(options.backlog_events)
+    try:
+        burst_s = producing.burst(options.backlog_events)
+    finally:
+        os.killpg(flow.pid, signal.SIGCONT)
+    resumed_at = time.monotonic()
     produced_by_burst_end = producing.sent
     caught = wait_for(
         "caught up",
         lambda: (
             samples
+            and samples[-1].at > resumed_at
             and samples[-1].records >= produced_by_burst_end
             and samples[-1].lag <= options.events_per_s  # within a second of live traffic
             and samples[-1].at
@@ -226,15 +238,31 @@ def _run(rig: ChaosRun, options: ChaosOptions) -> ScenarioResult:
         7200,
         0.5,
     )
-    time.sleep(SETTLE_S)
+    # Live traffic goes on until the freshness condition clears (or not: reported).
+    poll_until(lambda: _fresh_again(samples, caught), CLEAR_TIMEOUT_S, 1.0)
     total = producing.close()
-    wait_for("every event read", lambda: samples[-1].records >= total, 120, 0.5)
+    wait_for("every event read", lambda: samples[-1].records >= total, 300, 0.5)
     time.sleep(1.5)
     stop.set()
     sampler.join(5)
     flow.stop()
     return _result(samples, t0=t0, backlog_at=backlog_at, burst_s=burst_s, caught_at=caught,
-                   total=total, producing=producing, options=options)  # fmt: skip
+                   resumed_at=resumed_at, total=total, producing=producing,
+                   options=options)  # fmt: skip
+
+
+def _window_p99(samples: list[Sample], x: Sample) -> float | None:
+    """The freshness p99 (s) over the FRESHNESS_WINDOW_S before sample ``x``."""
+    base = next((y for y in samples if y.at >= x.at - FRESHNESS_WINDOW_S), None)
+    return None if base is None or base is x else p99_between(base.buckets, x.buckets)
+
+
+def _fresh_again(samples: list[Sample], since: float) -> bool:
+    last = samples[-1]
+    if last.at < since + FRESHNESS_WINDOW_S:
+        return False
+    p99 = _window_p99(samples, last)
+    return p99 is not None and p99 <= FRESHNESS_LIMIT_S
 
 
 def _result(
@@ -244,6 +272,7 @@ def _result(
     backlog_at: float,
     burst_s: float,
     caught_at: float,
+    resumed_at: float,
     total: int,
     producing: Producing,
     options: ChaosOptions,
@@ -252,8 +281,7 @@ def _result(
     fresh: list[tuple[float, bool]] = []
     p99s: list[tuple[float, float]] = []
     for x in samples:
-        base = next((y for y in samples if y.at >= x.at - FRESHNESS_WINDOW_S), None)
-        p99 = None if base is None or base is x else p99_between(base.buckets, x.buckets)
+        p99 = _window_p99(samples, x)
         if p99 is not None:
             fresh.append((x.at, p99 > FRESHNESS_LIMIT_S))
             p99s.append((x.at, p99))
@@ -290,10 +318,16 @@ def _result(
     details: dict[str, Any] = {
         "backlog_events": options.backlog_events,
         "burst_produce_s": round(burst_s, 1),
-        "catch_up_s_after_burst_start": round(caught_at - backlog_at, 1),
-        "catch_up_events_per_s": round(options.backlog_events / max(caught_at - backlog_at, 1e-9)),
+        "stalled_s": round(resumed_at - backlog_at, 1),
+        "catch_up_s_after_resume": round(caught_at - resumed_at, 1),
+        "catch_up_events_per_s": round(
+            (options.backlog_events + options.events_per_s * (caught_at - backlog_at))
+            / max(caught_at - resumed_at, 1e-9)
+        ),
         "max_lag": int(max(x.lag for x in samples)),
+        "warmup_p99_freshness_s": _window_p99(samples, warm[-1]) if warm else None,
         "max_p99_freshness_s": max((p for _, p in p99s), default=None),
+        "end_p99_freshness_s": p99s[-1][1] if p99s else None,
         "alarms": alarms,
         "rss_mib": {
             "warmup": round(baseline_rss / 2**20),
@@ -310,7 +344,7 @@ def _result(
         events_sent=total,
         events_acked=total - len(producing.failed),
         events_lost=int(total - end.records),
-        recovery_s=round(caught_at - backlog_at, 1),
+        recovery_s=round(caught_at - resumed_at, 1),
         invariant_ok=all(checks.values()),
         details=details,
     )
