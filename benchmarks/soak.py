@@ -12,8 +12,10 @@ Printed: RSS and open-FD growth per service per hour (the slope over the
 second half of the run, after warm-up), client-side Predict p99 per
 ``--bucket-s`` (5 minutes), counts of drift alarms, retrain requests,
 published versions and champion swaps, then one JSON line. A leak shows as a
-failing invariant: RSS growing faster than ``--max-rss-mib-per-h`` or open
-FDs faster than ``--max-fds-per-h`` in any service; also failed Predict calls
+failing invariant: the floor of RSS (its minimum over the last quarter of the
+run against the quarter before: work that allocates and frees lifts peaks, a
+leak lifts the floor) growing faster than ``--max-rss-mib-per-h``, or open
+FDs' floor faster than ``--max-fds-per-h``, in any service; also failed Predict calls
 or a service that died. Short runs (``--minutes 3``) work; their growth rates
 are noisy extrapolations.
 
@@ -101,21 +103,38 @@ def per_hour(points: list[tuple[float, float]]) -> float:
     return float(np.polyfit(t, v, 1)[0] * 3600)
 
 
+def floor_growth_per_hour(points: list[tuple[float, float]], live_s: float) -> float:
+    """How fast the *floor* rises: the minimum over the last quarter of the run minus the
+    minimum over the quarter before, per hour. Work that allocates and frees (a training,
+    a burst) lifts the peaks and the slope, not the floor; a leak lifts the floor."""
+    a = [v for t, v in points if live_s / 2 <= t < live_s * 3 / 4]
+    b = [v for t, v in points if t >= live_s * 3 / 4]
+    if not a or not b:
+        return float("nan")
+    return (min(b) - min(a)) / (live_s / 4) * 3600
+
+
 def growth(usage: list[Usage], live_s: float) -> dict[str, dict[str, float]]:
-    """Per service: RSS (MiB) and open FDs at start and end of the second half, and the
-    growth per hour over it."""
+    """Per service, over the second half of the run (after warm-up): RSS (MiB) and open
+    FDs at its start and end, their slope per hour, and the growth of their floor per hour
+    (what the leak invariant reads)."""
     out = {}
     for name in SERVICES:
         rows = [u for u in usage if u.service == name and u.at >= live_s / 2]
         if not rows:
             continue
+        rss = [(u.at, u.rss / 2**20) for u in rows]
+        fds = [(u.at, float(u.fds)) for u in rows]
         out[name] = {
             "rss_mib_start": round(rows[0].rss / 2**20, 1),
             "rss_mib_end": round(rows[-1].rss / 2**20, 1),
-            "rss_mib_per_h": round(per_hour([(u.at, u.rss / 2**20) for u in rows]), 1),
+            "rss_mib_max": round(max(u.rss for u in rows) / 2**20, 1),
+            "rss_mib_per_h": round(per_hour(rss), 1),
+            "rss_floor_mib_per_h": round(floor_growth_per_hour(rss, live_s), 1),
             "fds_start": rows[0].fds,
             "fds_end": rows[-1].fds,
-            "fds_per_h": round(per_hour([(u.at, float(u.fds)) for u in rows]), 1),
+            "fds_per_h": round(per_hour(fds), 1),
+            "fds_floor_per_h": round(floor_growth_per_hour(fds, live_s), 1),
         }
     return out
 
@@ -227,7 +246,8 @@ def main() -> int:
     leaks = {
         name: g
         for name, g in grown.items()
-        if g["rss_mib_per_h"] > args.max_rss_mib_per_h or g["fds_per_h"] > args.max_fds_per_h
+        if g["rss_floor_mib_per_h"] > args.max_rss_mib_per_h
+        or g["fds_floor_per_h"] > args.max_fds_per_h
     }
     checks = {
         "no_failed_predict": failures == 0,
@@ -242,8 +262,10 @@ def main() -> int:
     for name, g in grown.items():
         print(
             f"  {name:<9} RSS {g['rss_mib_start']:7.1f} -> {g['rss_mib_end']:7.1f} MiB "
-            f"({g['rss_mib_per_h']:+8.1f} MiB/h)  FDs {g['fds_start']:4} -> {g['fds_end']:4} "
-            f"({g['fds_per_h']:+7.1f}/h)"
+            f"(max {g['rss_mib_max']:7.1f}; slope {g['rss_mib_per_h']:+8.1f} MiB/h, floor "
+            f"{g['rss_floor_mib_per_h']:+8.1f} MiB/h)  FDs {g['fds_start']:4} -> "
+            f"{g['fds_end']:4} (slope {g['fds_per_h']:+6.1f}/h, "
+            f"floor {g['fds_floor_per_h']:+6.1f}/h)"
         )
     for b in buckets:
         print(
