@@ -67,6 +67,7 @@ class RetrainService:
         *,
         ledger: RetrainLedger | None = None,
         on_handled: Callable[[Handled], None] | None = None,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -74,6 +75,7 @@ class RetrainService:
         self.load_data = load_data
         self.ledger = ledger or RetrainLedger(settings.trainer.state_dir / "retrain-ledger.json")
         self.on_handled = on_handled
+        self.retry_first_s = retry_first_s
         self.topics = Topics(settings.kafka.topic_prefix)
 
     # -- one event ------------------------------------------------------------
@@ -166,7 +168,7 @@ class RetrainService:
         consumer.subscribe([self.topics.retrain])
         handled = 0
         last_slot = -1
-        retry_s = RETRY_FIRST_S
+        retry_s = self.retry_first_s
         until = None if deadline_s is None else time.monotonic() + deadline_s
         try:
             while not stop.is_set():
@@ -189,7 +191,7 @@ class RetrainService:
                     stop.wait(retry_s)
                     retry_s = min(retry_s * 2, RETRY_MAX_S)
                     continue
-                retry_s = RETRY_FIRST_S
+                retry_s = self.retry_first_s
                 consumer.commit(message=msg, asynchronous=False)
                 handled += 1
                 if max_events is not None and handled >= max_events:

@@ -152,3 +152,38 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
     again.run(threading.Event(), max_events=1, deadline_s=60)
     assert [(h.event_id, h.outcome) for h in after_restart] == [(scheduled.event_id, "duplicate")]
     assert len(reg.versions("fraud")) == 2
+
+
+def test_an_event_the_registry_refuses_is_read_again_until_it_is_published(
+    isolated_settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = small_settings(isolated_settings, tmp_path, schedule_s=0)
+    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
+    request = DataRequest(
+        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
+        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
+    )
+    produce(settings, topics.retrain, [(b"fraud", encode(RetrainEvent("r-9", 1, "drift", "x")))])
+    # A file where the versions folder goes: the registry refuses every publish.
+    blocker = settings.registry.path / "fraud" / "versions"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    handled: list[Handled] = []
+
+    def on_handled(h: Handled) -> None:
+        handled.append(h)
+        if h.outcome == "deferred":
+            blocker.unlink()  # the disk is fixed while the service waits
+
+    reg = DirectoryRegistry(settings.registry.path)
+    service = RetrainService(
+        settings,
+        reg,
+        Trainer(settings.trainer, reg),
+        lambda: load_training_set(settings, request),
+        on_handled=on_handled,
+        retry_first_s=0.2,
+    )
+    assert service.run(threading.Event(), max_events=1, deadline_s=120) == 1
+    assert [(h.event_id, h.outcome) for h in handled] == [("r-9", "deferred"), ("r-9", "published")]
+    assert [v.manifest.extra["retrain_event_id"] for v in reg.versions("fraud")] == ["r-9"]
