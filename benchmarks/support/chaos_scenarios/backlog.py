@@ -328,6 +328,10 @@ def _result(
         "warmup_p99_freshness_s": _window_p99(samples, warm[-1]) if warm else None,
         "max_p99_freshness_s": max((p for _, p in p99s), default=None),
         "end_p99_freshness_s": p99s[-1][1] if p99s else None,
+        # (seconds after the stall began, p99 over the window before): its rise and fall.
+        "p99_freshness_timeline": [
+            (round(at - backlog_at), p) for at, p in p99s[:: max(1, len(p99s) // 30)]
+        ],
         "alarms": alarms,
         "rss_mib": {
             "warmup": round(baseline_rss / 2**20),
