@@ -176,11 +176,12 @@ def test_an_event_the_registry_refuses_is_read_again_until_it_is_published(
             blocker.unlink()  # the disk is fixed while the service waits
 
     reg = DirectoryRegistry(settings.registry.path)
+    data = load_training_set(settings, request)  # once: both tries train on it
     service = RetrainService(
         settings,
         reg,
         Trainer(settings.trainer, reg),
-        lambda: load_training_set(settings, request),
+        lambda: data,
         on_handled=on_handled,
         retry_first_s=0.2,
     )
