@@ -43,7 +43,6 @@ from loopline.config.loader import load_settings
 from loopline.demo.config import DemoConfig
 from loopline.demo.observe import TopicWatcher
 from loopline.demo.runner import Demo, _wait_serving
-from loopline.demo.traffic import Driver
 from loopline.featurerepo.loader import model_of, project_of, read_repo_config
 from loopline.kafka.checked_producer import CheckedProducer
 from loopline.registry.directory import DirectoryRegistry
@@ -215,13 +214,7 @@ def main() -> int:
         )
         sampler.start()
         producer = CheckedProducer(producer_config(s.kafka))
-        driver = Driver(
-            client=client,
-            producer=producer,
-            routes=demo.routes,
-            shape=demo.shape,
-            stats=demo.run.stats,
-        )
+        driver = demo.driver(client, producer)
         driver.run(segments(demo, period_s, live_s, args.seed), demo.stop)
         driver.drain_outcomes(int((time.time() + 10) * 1000), demo.stop)
         producer.flush()

@@ -36,6 +36,15 @@ def small_settings(base: Settings, tmp_path: Path, **trainer: Any) -> Settings:
     )
 
 
+def history_files(tmp_path: Path) -> DataRequest:
+    """A bootstrap request on a small synthetic history written as JSONL files."""
+    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
+    return DataRequest(
+        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
+        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
+    )
+
+
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     produce_records(settings, [(topic, key, value) for key, value in records])
 
@@ -89,11 +98,7 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
 ) -> None:
     # One schedule slot for years: the restarted service below asks for the same one.
     settings = small_settings(isolated_settings, tmp_path, schedule_s=3e8)
-    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
-    request = DataRequest(
-        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
-        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
-    )
+    request = history_files(tmp_path)
     drift = RetrainEvent(id="r-1", time_ms=1, trigger="drift", reason="psi", drift_event_ids=["d7"])
     produce(
         settings,
@@ -158,11 +163,7 @@ def test_an_event_the_registry_refuses_is_read_again_until_it_is_published(
     isolated_settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
     settings = small_settings(isolated_settings, tmp_path, schedule_s=0)
-    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
-    request = DataRequest(
-        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
-        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
-    )
+    request = history_files(tmp_path)
     produce(settings, topics.retrain, [(b"fraud", encode(RetrainEvent("r-9", 1, "drift", "x")))])
     # A file where the versions folder goes: the registry refuses every publish.
     blocker = settings.registry.path / "fraud" / "versions"
