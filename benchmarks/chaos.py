@@ -39,12 +39,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=ChaosOptions.seconds)
     parser.add_argument("--events-per-s", type=float, default=ChaosOptions.events_per_s)
     parser.add_argument("--seed", type=int, default=ChaosOptions.seed)
+    parser.add_argument(
+        "--backlog-events",
+        type=int,
+        default=ChaosOptions.backlog_events,
+        help="events the backlog scenario dumps at once (default 1,000,000)",
+    )
     args = parser.parse_args()
     if args.list:
         for name, module in found.items():
             print(f"{name:<24} {module.SUMMARY}")
         return 0
-    options = ChaosOptions(seconds=args.seconds, events_per_s=args.events_per_s, seed=args.seed)
+    options = ChaosOptions(
+        seconds=args.seconds,
+        events_per_s=args.events_per_s,
+        seed=args.seed,
+        backlog_events=args.backlog_events,
+    )
     failed = 0
     for name in args.scenario or list(found):
         started = time.monotonic()

@@ -85,6 +85,23 @@ class Placement:
         ended = tuple(p.plan_id for p in superseded)
         return Published(plan.mode, plan.plan_id, ended, announced, note)
 
+    def stranded(self, mv: ModelVersion) -> bool:
+        """True when ``mv`` passed the gate but a crash cut its placement short.
+
+        That is: accepted (status ``candidate``), the newest version, and never
+        champion nor a rollout's candidate. An older unplaced version stays
+        where it is: a newer one has replaced its comparison.
+        """
+        model, version = self.model_name, mv.manifest.version
+        if mv.manifest.status != "candidate":
+            return False
+        newest = max(int(v.manifest.version) for v in self.registry.versions(model))
+        if int(version) != newest or version in self.registry.alias_history(model, CHAMPION):
+            return False
+        history = getattr(self.registry, "rollout_history", None)
+        plans = history(model) if history is not None else []
+        return all(p.candidate_version != version for p in plans)
+
     def _rollouts(self) -> RolloutRegistry | None:
         return self.registry if isinstance(self.registry, RolloutRegistry) else None
 

@@ -2,11 +2,15 @@
 
 Retrain events are idempotent by ``id``: an id is skipped when the ledger
 recorded it or a published version's manifest names it (so a crash between
-publishing and recording still never trains twice). The offset is committed
+publishing and recording still never trains twice). When a crash fell between
+publishing an accepted version and making it champion (or starting its
+rollout), the redelivered event finishes that placement instead of training. The offset is committed
 after the event is handled, so a crash before that redelivers it and the
 checks above make the redelivery harmless. A malformed event goes to the
 dead-letter topic; a training that fails is recorded with its reason and the
-service moves on.
+service moves on, except when the registry refused the write (disk full,
+read-only): nothing is recorded or committed, and the event is tried again
+after a backoff (doubling up to ``RETRY_MAX_S``) until the registry takes it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from loopline.config.kafka import consumer_config
-from loopline.contracts.errors import LooplineError, SchemaError
+from loopline.contracts.errors import LooplineError, RegistryWriteError, SchemaError
 from loopline.contracts.schemas import RetrainEvent, decode, encode
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
@@ -39,12 +43,15 @@ CONSUMER_GROUP = "trainer"
 MAX_POLL_INTERVAL_MS = 3_600_000
 # How many recent versions to search for an event id already published.
 MANIFEST_LOOKBACK = 50
+# Backoff between tries of an event the registry refused to store (disk full, read-only).
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 300.0
 
 
 @dataclass(frozen=True)
 class Handled:
     event_id: str
-    outcome: str  # "published" | "rejected" | "duplicate" | "failed"
+    outcome: str  # "published" | "rejected" | "duplicate" | "failed" | "deferred"
     version: str = ""
     detail: str = ""
     report: TrainingReport | None = None
@@ -60,6 +67,7 @@ class RetrainService:
         *,
         ledger: RetrainLedger | None = None,
         on_handled: Callable[[Handled], None] | None = None,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -67,18 +75,20 @@ class RetrainService:
         self.load_data = load_data
         self.ledger = ledger or RetrainLedger(settings.trainer.state_dir / "retrain-ledger.json")
         self.on_handled = on_handled
+        self.retry_first_s = retry_first_s
         self.topics = Topics(settings.kafka.topic_prefix)
 
     # -- one event ------------------------------------------------------------
     def handle(self, event: RetrainEvent) -> Handled:
         published = self._published_for(event.id)
-        if self.ledger.seen(event.id) or published:
+        if self.ledger.seen(event.id):
             result = Handled(event.id, "duplicate", published, "already handled")
         else:
-            result = self._train(event)
-            self.ledger.record(
-                event.id, result.outcome, version=result.version, detail=result.detail
-            )
+            result = self._resume(event, published) if published else self._train(event)
+            if result.outcome != "deferred":  # a deferred event is tried again
+                self.ledger.record(
+                    event.id, result.outcome, version=result.version, detail=result.detail
+                )
         r = result.report
         facts = ""
         if r:
@@ -108,6 +118,8 @@ class RetrainService:
         }
         try:
             report = self.trainer.train(self.load_data(), force=event.force, extra=extra)
+        except RegistryWriteError as e:  # the registry's storage, not the event: try again
+            return Handled(event.id, "deferred", detail=f"{type(e).__name__}: {e}")
         except LooplineError as e:
             return Handled(event.id, "failed", detail=f"{type(e).__name__}: {e}")
         except Exception as e:  # a bug must not stop the service; it is logged and recorded
@@ -115,6 +127,21 @@ class RetrainService:
             return Handled(event.id, "failed", detail=f"{type(e).__name__}: {e}")
         outcome = "published" if report.accepted else "rejected"
         return Handled(event.id, outcome, report.version, report.decision, report)
+
+    def _resume(self, event: RetrainEvent, version: str) -> Handled:
+        """``version`` was published for ``event`` before a crash: place it if it never was."""
+        placement = self.trainer.placement
+        mv = self.registry.get(placement.model_name, version)
+        if not placement.stranded(mv):
+            return Handled(event.id, "duplicate", version, "already handled")
+        try:
+            outcome = placement.place(mv, force=event.force)
+        except RegistryWriteError as e:
+            return Handled(event.id, "deferred", version, f"{type(e).__name__}: {e}")
+        except LooplineError as e:
+            return Handled(event.id, "failed", version, f"placing after a restart: {e}")
+        note = f"published before a restart; placed now as {outcome.published_as}"
+        return Handled(event.id, "published", version, note + outcome.note)
 
     def _published_for(self, event_id: str) -> str:
         model = model_of(self.settings).name
@@ -141,6 +168,7 @@ class RetrainService:
         consumer.subscribe([self.topics.retrain])
         handled = 0
         last_slot = -1
+        retry_s = self.retry_first_s
         until = None if deadline_s is None else time.monotonic() + deadline_s
         try:
             while not stop.is_set():
@@ -155,7 +183,15 @@ class RetrainService:
                     raise_if_fatal(err, "retrain consumer")
                     log.warning("retrain consumer: %s", err)
                     continue
-                self._process(msg, producer)
+                result = self._process(msg, producer)
+                if result is not None and result.outcome == "deferred":
+                    # Read it again after the backoff; nothing was committed.
+                    consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+                    log.warning("retrain %s deferred; next try in %.0f s", result.event_id, retry_s)
+                    stop.wait(retry_s)
+                    retry_s = min(retry_s * 2, RETRY_MAX_S)
+                    continue
+                retry_s = self.retry_first_s
                 consumer.commit(message=msg, asynchronous=False)
                 handled += 1
                 if max_events is not None and handled >= max_events:
@@ -165,15 +201,15 @@ class RetrainService:
             producer.close()
         return handled
 
-    def _process(self, msg: Message, producer: CheckedProducer) -> None:
+    def _process(self, msg: Message, producer: CheckedProducer) -> Handled | None:
         try:
             event = decode(RetrainEvent, msg.value() or b"")
         except SchemaError as e:
             log.warning("retrain topic offset %s: %s (dead-lettered)", msg.offset(), e)
             letter = dead_letter(msg, self.topics.retrain, str(e), int(time.time() * 1000))
             producer.send_and_wait(self.topics.dead_letters, encode(letter), msg.key())
-            return
-        self.handle(event)
+            return None
+        return self.handle(event)
 
     def _maybe_schedule(self, producer: CheckedProducer, last_slot: int) -> int:
         every = self.settings.trainer.schedule_s

@@ -90,3 +90,28 @@ def machine_jiffies() -> tuple[int, int]:
 def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
     total = after[1] - before[1]
     return (after[0] - before[0]) / total if total else float("nan")
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident set now (``VmRSS``; 0 for a zombie)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors the process holds open now."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def tree_now(root: int) -> tuple[int, int]:
+    """(RSS bytes, open file descriptors) of ``root`` and its descendants now."""
+    rss = fds = 0
+    for pid in (root, *descendants(root)):
+        try:
+            rss += rss_bytes(pid)
+            fds += open_fds(pid)
+        except OSError:
+            continue  # exited meanwhile
+    return rss, fds

@@ -65,11 +65,19 @@ def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+# How long a group waits for a member that stopped heartbeating before handing its
+# partitions to another. librdkafka's default (45 s) is how long a service killed
+# -9 and restarted at once sat idle; heartbeats come from a background thread, so
+# a long training or a slow batch does not count against it (max.poll.interval.ms does).
+SESSION_TIMEOUT_MS = 10_000
+
+
 def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
     """A consumer in group ``<consumer_group_prefix><group>`` reading committed data only."""
     conf: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "group.id": f"{kafka.consumer_group_prefix}{group}",
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
         "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,

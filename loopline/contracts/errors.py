@@ -59,6 +59,10 @@ class IntegrityError(ModelError):
     """A model file does not match the checksum its manifest records."""
 
 
+class RegistryWriteError(ModelError):
+    """The registry's directory refused a write (disk full, read-only, no permission)."""
+
+
 class DeliveryError(LooplineError):
     """Kafka did not acknowledge a message Loopline had to deliver."""
 

@@ -196,6 +196,16 @@ class Demo:
         self.run.bootstrap_s = time.monotonic() - started
         self.say(f"bootstrap: champion published in {self.run.bootstrap_s:.1f} s")
 
+    def driver(self, client: GrpcClient, producer: CheckedProducer) -> Driver:
+        """Live traffic on this run's topics, in its model's request shape, into its stats."""
+        return Driver(
+            client=client,
+            producer=producer,
+            routes=self.routes,
+            shape=self.shape,
+            stats=self.run.stats,
+        )
+
     def close(self) -> None:
         self.stop.set()
         for svc in reversed(list(self.services.values())):
@@ -256,13 +266,7 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
         run.scraper.start()
         run.watcher.start()
         producer = CheckedProducer(producer_config(s.kafka))
-        driver = Driver(
-            client=client,
-            producer=producer,
-            routes=d.routes,
-            shape=d.shape,
-            stats=run.stats,
-        )
+        driver = d.driver(client, producer)
         view = LiveView(run, d.services, demo.console)
         view.start()
         driver.run(_until_closed(live, run, demo), d.stop, on_tick=view.line)

@@ -34,13 +34,14 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from loopline.contracts.errors import ModelError, ModelNotFoundError
+from loopline.contracts.errors import ModelError, ModelNotFoundError, RegistryWriteError
 from loopline.contracts.settings import RegistrySettings
 from loopline.registry.manifest import (
     IMMUTABLE_FIELDS,
@@ -66,6 +67,37 @@ ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
 
 
+def staging_prefix(pid: int | None = None) -> str:
+    """A staging folder's name prefix: the host and process that write it."""
+    return f".staging-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+
+
+def sweep_staging(versions_dir: Path) -> list[str]:
+    """Remove staging folders a killed publisher left behind; returns their names.
+
+    Only this host's folders whose process is gone: a live publisher's (or
+    another host's, on a shared directory) is left alone.
+    """
+    host_prefix = f".staging-{socket.gethostname()}-"
+    removed = []
+    for path in versions_dir.glob(f"{host_prefix}*"):
+        pid = path.name[len(host_prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def open_registry(settings: RegistrySettings) -> DirectoryRegistry:
     """The registry ``settings`` describe, with its signing key when one is set."""
     return DirectoryRegistry(settings.path, signing_key=ModelKey.from_settings(settings))
@@ -81,8 +113,17 @@ class DirectoryRegistry:
     # -- versions -----------------------------------------------------------
     def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion:
         versions_dir = self._model_dir(model) / "versions"
-        versions_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=versions_dir))
+        with self._writing(model, "a new version"):
+            versions_dir.mkdir(parents=True, exist_ok=True)
+            sweep_staging(versions_dir)
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=versions_dir))
+            return self._publish_staged(model, onnx, fields, staging)
+
+    def _publish_staged(
+        self, model: str, onnx: bytes, fields: ManifestFields, staging: Path
+    ) -> ModelVersion:
+        """Fill ``staging``, then rename it to the next free version number."""
+        versions_dir = staging.parent
         try:
             (staging / MODEL_FILE).write_bytes(onnx)
             fsync(staging / MODEL_FILE)
@@ -105,11 +146,11 @@ class DirectoryRegistry:
                     # Renaming a directory onto a missing name is atomic; a
                     # concurrent publisher that took the number makes it fail.
                     os.rename(staging, versions_dir / version)
-                    fsync(versions_dir)
                     break
                 except OSError:
                     if not (versions_dir / version).exists():
                         raise
+            fsync(versions_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -327,10 +368,28 @@ class DirectoryRegistry:
     @contextlib.contextmanager
     def _locked(self, model: str) -> Iterator[None]:
         mdir = self._model_dir(model)
-        mdir.mkdir(parents=True, exist_ok=True)
-        with open(mdir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._writing(model, "aliases, manifests or rollout plans"):
+            mdir.mkdir(parents=True, exist_ok=True)
+            with open(mdir / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _writing(self, model: str, what: str) -> Iterator[None]:
+        """An operating-system refusal (disk full, read-only) as a RegistryWriteError.
+
+        Every write is a temporary file renamed into place, so whatever the
+        refusal interrupted, the files readers see are still whole.
+        """
+        try:
+            yield
+        except OSError as e:
+            where = e.filename or self.root
+            raise RegistryWriteError(
+                f"registry {self.root}: could not write {what} of model {model!r}: "
+                f"{e.strerror or e} ({where}); free space on that file system or make it "
+                "writable, then retry (what it held before is unchanged)"
+            ) from e

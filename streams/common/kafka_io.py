@@ -90,6 +90,30 @@ def _transient(e: KafkaException) -> bool:
     return isinstance(err, KafkaError) and err.code() in _UNREACHABLE
 
 
+# What one reader's consumer may fetch ahead of the flow. librdkafka's defaults
+# (100,000 messages, 64 MiB per consumer) let each partition's reader buffer
+# 64 MiB while the flow works through a backlog: RSS grew by ~230 MiB with 4
+# partitions (benchmarks/chaos.py --scenario backlog). A few batches ahead keep
+# the flow fed; the rest waits on the broker, where it is durable anyway.
+PREFETCH_KBYTES = 8192
+PREFETCH_BATCHES = 10
+
+
+def bounded_prefetch(config: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """``config`` with the consumer's read-ahead bounded (explicit settings win).
+
+    >>> conf = bounded_prefetch({"bootstrap.servers": "b:9092"}, batch_size=1000)
+    >>> conf["queued.min.messages"], conf["queued.max.messages.kbytes"]
+    (10000, 8192)
+    >>> bounded_prefetch({"queued.max.messages.kbytes": 65536}, 1000)["queued.max.messages.kbytes"]
+    65536
+    """
+    conf = dict(config)
+    conf.setdefault("queued.min.messages", max(1, batch_size) * PREFETCH_BATCHES)
+    conf.setdefault("queued.max.messages.kbytes", PREFETCH_KBYTES)
+    return conf
+
+
 class PartitionReader:
     """Batches of :class:`SourceRecord` from one partition, tracking the next offset."""
 
@@ -102,7 +126,7 @@ class PartitionReader:
         *,
         batch_size: int = 1000,
     ) -> None:
-        conf = dict(config)
+        conf = bounded_prefetch(config, batch_size)
         # EOF markers tell a draining reader when it has caught up.
         conf["enable.partition.eof"] = True
         self._consumer = Consumer(conf)

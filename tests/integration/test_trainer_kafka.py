@@ -36,6 +36,15 @@ def small_settings(base: Settings, tmp_path: Path, **trainer: Any) -> Settings:
     )
 
 
+def history_files(tmp_path: Path) -> DataRequest:
+    """A bootstrap request on a small synthetic history written as JSONL files."""
+    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
+    return DataRequest(
+        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
+        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
+    )
+
+
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     produce_records(settings, [(topic, key, value) for key, value in records])
 
@@ -89,11 +98,7 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
 ) -> None:
     # One schedule slot for years: the restarted service below asks for the same one.
     settings = small_settings(isolated_settings, tmp_path, schedule_s=3e8)
-    txs, outcomes = synthetic_history(n_cards=300, hours=36, seed=4)
-    request = DataRequest(
-        bootstrap_events=str(write_jsonl(tmp_path / "events.jsonl", txs)),
-        bootstrap_outcomes=str(write_jsonl(tmp_path / "outcomes.jsonl", outcomes)),
-    )
+    request = history_files(tmp_path)
     drift = RetrainEvent(id="r-1", time_ms=1, trigger="drift", reason="psi", drift_event_ids=["d7"])
     produce(
         settings,
@@ -152,3 +157,35 @@ def test_retrain_service_trains_once_per_event_and_dead_letters_garbage(
     again.run(threading.Event(), max_events=1, deadline_s=60)
     assert [(h.event_id, h.outcome) for h in after_restart] == [(scheduled.event_id, "duplicate")]
     assert len(reg.versions("fraud")) == 2
+
+
+def test_an_event_the_registry_refuses_is_read_again_until_it_is_published(
+    isolated_settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    settings = small_settings(isolated_settings, tmp_path, schedule_s=0)
+    request = history_files(tmp_path)
+    produce(settings, topics.retrain, [(b"fraud", encode(RetrainEvent("r-9", 1, "drift", "x")))])
+    # A file where the versions folder goes: the registry refuses every publish.
+    blocker = settings.registry.path / "fraud" / "versions"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    handled: list[Handled] = []
+
+    def on_handled(h: Handled) -> None:
+        handled.append(h)
+        if h.outcome == "deferred":
+            blocker.unlink()  # the disk is fixed while the service waits
+
+    reg = DirectoryRegistry(settings.registry.path)
+    data = load_training_set(settings, request)  # once: both tries train on it
+    service = RetrainService(
+        settings,
+        reg,
+        Trainer(settings.trainer, reg),
+        lambda: data,
+        on_handled=on_handled,
+        retry_first_s=0.2,
+    )
+    assert service.run(threading.Event(), max_events=1, deadline_s=120) == 1
+    assert [(h.event_id, h.outcome) for h in handled] == [("r-9", "deferred"), ("r-9", "published")]
+    assert [v.manifest.extra["retrain_event_id"] for v in reg.versions("fraud")] == ["r-9"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,8 +13,18 @@ from typing import Any
 
 import pytest
 
-from loopline.contracts.errors import IntegrityError, ModelError, ModelNotFoundError
-from loopline.registry.directory import DirectoryRegistry, ManifestFields, sha256_hex
+from loopline.contracts.errors import (
+    IntegrityError,
+    ModelError,
+    ModelNotFoundError,
+    RegistryWriteError,
+)
+from loopline.registry.directory import (
+    DirectoryRegistry,
+    ManifestFields,
+    sha256_hex,
+    staging_prefix,
+)
 
 
 def fields(**kw: object) -> ManifestFields:
@@ -140,3 +153,54 @@ def test_readers_in_other_processes_never_see_a_partial_version(tmp_path: Path) 
     assert published > 5
     assert all(loads > 0 for loads, _ in results)
     assert [p for _, problems in results for p in problems] == []
+
+
+def _publish_over_a_size_limit(root: str, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """In a child process whose files may not grow past 4 KiB (a full disk, as the
+    kernel reports it to one process: EFBIG), publish a 64 KiB model."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    try:
+        DirectoryRegistry(root).publish("fraud", b"x" * 65536, fields())
+        out.put(("published", ""))
+    except Exception as e:
+        out.put((type(e).__name__, str(e)))
+
+
+def test_a_refused_write_fails_the_publish_cleanly(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    reg.publish("fraud", b"one", fields())
+    reg.set_alias("fraud", "champion", "1")
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_publish_over_a_size_limit, args=(str(tmp_path), out))
+    child.start()
+    kind, message = out.get(timeout=30)
+    child.join(10)
+    assert kind == "RegistryWriteError"
+    assert "could not write a new version of model 'fraud'" in message
+    assert "free space" in message and "\n" not in message
+    assert [v.manifest.version for v in reg.versions("fraud")] == ["1"]
+    assert reg.aliases("fraud") == {"champion": "1"}
+    assert sorted(p.name for p in (tmp_path / "fraud" / "versions").iterdir()) == ["1"]
+
+
+def test_a_write_refused_by_the_file_system_names_the_registry(tmp_path: Path) -> None:
+    (tmp_path / "fraud").mkdir()
+    (tmp_path / "fraud" / "versions").write_text("not a folder")
+    with pytest.raises(RegistryWriteError, match=r"registry .*: could not write a new version"):
+        DirectoryRegistry(tmp_path).publish("fraud", b"one", fields())
+
+
+def test_staging_folders_of_dead_publishers_are_swept(tmp_path: Path) -> None:
+    reg = DirectoryRegistry(tmp_path)
+    reg.publish("fraud", b"one", fields())
+    versions = tmp_path / "fraud" / "versions"
+    dead = subprocess.Popen(["true"])  # a process that has exited: nobody writes its folder
+    dead.wait()
+    (versions / f"{staging_prefix(dead.pid)}abc").mkdir()
+    (versions / f"{staging_prefix(dead.pid)}abc" / "model.onnx").write_bytes(b"half")
+    live = versions / f"{staging_prefix()}def"
+    live.mkdir()
+    reg.publish("fraud", b"two", fields())
+    assert sorted(p.name for p in versions.iterdir()) == sorted(["1", "2", live.name])

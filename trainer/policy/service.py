@@ -260,6 +260,10 @@ def run_retrain_policy(args: argparse.Namespace, settings: Settings | None = Non
     settings = settings_of(args, settings)
     import signal
 
+    # Its decisions (held, requested, dead-lettered) are INFO lines an operator reads.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
     from prometheus_client import start_http_server
 
     registry = CollectorRegistry()

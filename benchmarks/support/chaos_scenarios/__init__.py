@@ -24,6 +24,8 @@ class ChaosOptions:
     seconds: float = 30.0
     events_per_s: float = 500.0
     seed: int = 7
+    # Events the ``backlog`` scenario dumps on the features flow at once.
+    backlog_events: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ TRAINER_RETRAIN_EVENTS = declare(
     "loopline_trainer_retrain_events",
     "counter",
     ("outcome",),
-    "Retrain events handled, by outcome (published, rejected, duplicate, failed)",
+    "Retrain events handled, by outcome (published, rejected, duplicate, failed, deferred)",
     "trainer",
 )
 TRAINER_LAST_TRAINING_SECONDS = declare(
