@@ -43,29 +43,32 @@ It prints a summary, then one JSON object on the last line.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import random
 import signal
-import subprocess
 import time
 from typing import Any
 
+import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry
 from support.bench_run import BenchRun, feature_rows
 from support.clients import Load, make_requests, percentiles, sequential_client
-from support.feast_peer import FeastWorker, ensure_venv, feast_refs, vector_spec
+from support.feast_peer import (
+    FeastWorker,
+    delete_project_keys,
+    ensure_venv,
+    feast_refs,
+    feast_rows,
+    start_feast_server,
+    vector_spec,
+)
 from support.http_load import HttpLoad
 from support.models import TrainedModels
-from support.server import (
-    histogram_percentiles,
-    scrape,
-    server_parser,
-    start_server,
-    stop_server,
-    wait_port,
-)
+from support.server import histogram_percentiles, scrape, server_parser, start_server, stop_server
 
 from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import builtin_example, load_project
@@ -75,12 +78,30 @@ from loopline.serving.features import LookupPlan
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.online_features import OnlineFeatures
 from loopline.serving.requests import PredictInput, RequestCheck
-from loopline.stack.ports import free_port
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 KEY_FIELDS = {"card": "card_id", "merchant": "merchant_id"}
 PARITY_N = 50
+# Feast waits for Redis however long it takes; Loopline serving answers defaults after 5 ms
+# (serving.feature_timeout_ms) and then skips the store for 200 ms. On a loaded machine that
+# would have Loopline do less work than Feast, so here it waits as well (degraded answers,
+# which skip Redis, are still counted and reported).
+SERVING_WAIT = {"feature_timeout_ms": 1000.0, "default_deadline_ms": 2000.0}
+DEGRADED = "loopline_serving_degraded_answers_total"
+
+
+@dataclasses.dataclass
+class Sides:
+    """Both sides of a run, set up: the Feast worker and the Loopline server."""
+
+    run: BenchRun
+    fs: FeatureSet
+    reqs: list[list[Any]]  # [card id, merchant id, amount]
+    feast: FeastWorker
+    port: int
+    metrics_port: int
+    args: argparse.Namespace
 
 
 def bench_requests(n: int, seed: int = 1) -> list[list[Any]]:
@@ -92,22 +113,11 @@ def bench_requests(n: int, seed: int = 1) -> list[list[Any]]:
     ]
 
 
-def feast_rows(fs: FeatureSet, rows: dict[str, list[tuple[str, list[float]]]]) -> dict[str, Any]:
-    """The feature values as the Feast worker writes them to Parquet: per view ids, names,
-    values."""
-    return {
-        view: {
-            "ids": [i for i, _ in entries],
-            "names": list(fs.view(view).names),
-            "values": [v for _, v in entries],
-        }
-        for view, entries in rows.items()
-    }
-
-
-def loopline_fetch(run: BenchRun, fs: FeatureSet, reqs: list[list[Any]], seconds: float) -> list:
-    """Loopline's serving fetch in-process, one request at a time: the latencies (s)."""
-    conf = run.settings.serving
+def loopline_fetch(sides: Sides) -> tuple[list[float], int]:
+    """Loopline's serving fetch in-process, one request at a time: the latencies (s) and
+    how many answers were degraded (defaults instead of Redis values)."""
+    run, fs = sides.run, sides.fs
+    conf = dataclasses.replace(run.settings.serving, **SERVING_WAIT)
     plan = LookupPlan(fs, run.tag)
     store = RedisFeatureStore.from_settings(run.settings.redis)
     features = OnlineFeatures(conf, fs, plan, store, ServingMetrics(CollectorRegistry()))
@@ -122,86 +132,133 @@ def loopline_fetch(run: BenchRun, fs: FeatureSet, reqs: list[list[Any]], seconds
         lookups = features.lookup(features.keys(ids), None, (t,))
         return features.assemble(inp, lookups, t)[2]  # degraded?
 
-    if any(call(r) for r in reqs[:200]):  # also the warm-up
+    if all([call(r) for r in sides.reqs[:200]]):  # also the warm-up
         raise SystemExit("Loopline's fetch answered degraded values: are the features in Redis?")
     out: list[float] = []
-    end = time.perf_counter() + seconds
-    i = 0
+    degraded = i = 0
+    end = time.perf_counter() + sides.args.seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        call(reqs[i % len(reqs)])
+        degraded += call(sides.reqs[i % len(sides.reqs)])
         out.append(time.perf_counter() - t0)
         i += 1
     store.close()
+    return out, degraded
+
+
+def check_parity(sides: Sides, rows: dict[str, Any], refs: list[str]) -> dict[str, float]:
+    """Both sides score the same requests at the same event time: Feast returns the stored
+    values, both build the same vector (Loopline's response carries the one it scored),
+    and the scores agree."""
+    t_ms = int(time.time() * 1000)
+    sample = [[*r, t_ms / 1000.0] for r in sides.reqs[:PARITY_N]]
+    answers = sides.feast.call("parity", requests=sample)["rows"]
+    stored = {
+        (v, i, n): x
+        for v, entries in rows.items()
+        for i, xs in entries
+        for n, x in zip(sides.fs.view(v).names, xs, strict=True)
+    }
+    vector_diff = score_diff = 0.0
+    with grpc.insecure_channel(f"127.0.0.1:{sides.port}") as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        for req, got in zip(sample, answers, strict=True):
+            ids = {"card": req[0], "merchant": req[1]}
+            for ref in refs:
+                view, name = ref.split(":")
+                have, want = got["values"].get(f"{view}__{name}"), stored[(view, ids[view], name)]
+                if have != want:
+                    raise SystemExit(f"Feast returned {ref} = {have} for {ids[view]}, not {want}")
+            entities = {"card_id": req[0], "merchant_id": req[1]}
+            resp = stub.Predict(
+                pb.PredictRequest(entities=entities, fields={"amount": req[2]}, event_time_ms=t_ms),
+                timeout=5,
+            )
+            if resp.degraded:
+                raise SystemExit(f"Loopline answered degraded features for {req}")
+            diffs = [abs(f.value - x) for f, x in zip(resp.features, got["vector"], strict=True)]
+            vector_diff = max(vector_diff, *diffs)
+            score_diff = max(score_diff, abs(resp.score - got["score"]))
+    # The vectors differ by float32 rounding at most (Feast's values are float64 in Parquet).
+    if vector_diff > 1e-3 or score_diff > 1e-5:
+        raise SystemExit(
+            f"Feast and Loopline disagree: vectors by {vector_diff}, scores by {score_diff}"
+        )
+    return {"vector_max_diff": vector_diff, "score_max_diff": score_diff}
+
+
+def measure_one_caller(sides: Sides) -> dict[str, Any]:
+    """(a) and (b): one caller, the sides alternating round by round."""
+    args = sides.args
+    lat: dict[str, list[float]] = {k: [] for k in ("a_ll", "a_feast", "b_ll", "b_feast")}
+    a_degraded = 0
+    grpc_reqs = make_requests(5000)
+    before = scrape(sides.metrics_port)
+    for r in range(args.rounds):
+        fetched, degraded = loopline_fetch(sides)
+        lat["a_ll"] += fetched
+        a_degraded += degraded
+        lat["a_feast"] += sides.feast.call("fetch", seconds=args.seconds)["latencies"]
+        lat["b_ll"] += sequential_client(sides.port, grpc_reqs, args.seconds)
+        lat["b_feast"] += sides.feast.call("predict", seconds=args.seconds)["latencies"]
+        print(f"  (a), (b) round {r + 1}/{args.rounds} done", flush=True)
+    after = scrape(sides.metrics_port)
+    server_side = histogram_percentiles(before["buckets"], after["buckets"])
+    total_s = args.seconds * args.rounds
+    out: dict[str, Any] = {k: stats(v, total_s) for k, v in lat.items()}
+    out["a_ll"]["degraded"] = a_degraded
+    out["b_ll"]["degraded"] = _count(after, DEGRADED) - _count(before, DEGRADED)
+    out["b_ll_server"] = {"p50": server_side["p50"], "p99": server_side["p99"]}
     return out
 
 
-def check_parity(
-    port: int, feast: FeastWorker, fs: FeatureSet, rows: dict[str, Any], reqs: list[list[Any]]
-) -> dict[str, float]:
-    """Both sides score the same requests at the same event time: values and scores agree."""
-    import grpc
-
-    t_ms = int(time.time() * 1000)
-    sample = [[*r, t_ms / 1000.0] for r in reqs[:PARITY_N]]
-    answers = feast.call("parity", requests=sample)["rows"]
-    expected = {(v, i): vals for v, entries in rows.items() for i, vals in entries}
-    value_diff = score_diff = 0.0
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.InferenceStub(channel)
-        for req, got in zip(sample, answers, strict=True):
-            for view, entity_id in (("card", req[0]), ("merchant", req[1])):
-                for name, want in zip(
-                    fs.view(view).names, expected[(view, entity_id)], strict=True
-                ):
-                    have = got["values"].get(f"{view}__{name}")
-                    if have is not None:  # only the features the model reads are fetched
-                        value_diff = max(value_diff, abs(have - want))
-            resp = stub.Predict(
-                pb.PredictRequest(
-                    entities={"card_id": req[0], "merchant_id": req[1]},
-                    fields={"amount": req[2]},
-                    event_time_ms=t_ms,
-                ),
-                timeout=5,
-            )
-            score_diff = max(score_diff, abs(resp.score - got["score"]))
-    if value_diff > 0 or score_diff > 1e-5:
-        raise SystemExit(
-            f"Feast and Loopline disagree: values by {value_diff}, scores by {score_diff}"
-        )
-    return {"value_max_diff": value_diff, "score_max_diff": score_diff}
+def measure_load(sides: Sides, fport: int, bodies: list[bytes], procs: int, conc: int) -> dict:
+    """(c): Loopline's Predict, then Feast's feature server, ``procs x conc`` clients each."""
+    n, seconds = procs * conc, sides.args.load_seconds
+    before = _count(scrape(sides.metrics_port), DEGRADED)
+    load = Load(sides.port, procs, conc, seconds).start()
+    ll_lat, ll_err, _ = load.finish(stop=False)
+    degraded = _count(scrape(sides.metrics_port), DEGRADED) - before
+    path = "/get-online-features"
+    hload = HttpLoad(fport, path, bodies, processes=procs, concurrency=conc, seconds=seconds)
+    f_lat, f_err = hload.start().finish()
+    for e, k in (ll_err + f_err).most_common(3):
+        print(f"    error x{k}: {e}")
+    print(f"  (c) {n} clients done", flush=True)
+    ll = {"rps": load.rate, "errors": sum(ll_err.values()), "degraded": degraded}
+    return {
+        f"c{n}_ll": {**stats(ll_lat, 1.0), **ll},
+        f"c{n}_feast": {**stats(f_lat, 1.0), "rps": hload.rate, "errors": sum(f_err.values())},
+    }
 
 
-def start_feast_server(python: str, repo: str, workers: int) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    feast_cli = os.path.join(os.path.dirname(python), "feast")
-    proc = subprocess.Popen(
-        [
-            feast_cli,
-            "-c",
-            repo,
-            "serve",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--no-access-log",
-            "-w",
-            str(workers),
-            "--max-requests",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(repo, "serve.log"), "w"),  # noqa: SIM115
-    )
-    wait_port(port, timeout_s=120)
-    return proc, port
+def _count(scraped: dict[str, Any], name: str) -> float:
+    return sum(s.value for s in scraped["samples"] if s.name == name)
 
 
 def stats(latencies: list[float] | np.ndarray, seconds: float) -> dict[str, float]:
     p = percentiles(latencies)
     return {"p50": p["p50"], "p99": p["p99"], "rps": len(latencies) / seconds}
+
+
+def setup_feast(
+    feast: FeastWorker, run: BenchRun, fs: FeatureSet, rows: dict[str, Any], **setup: Any
+) -> None:
+    t0 = time.perf_counter()
+    feast.call(
+        "setup",
+        dir=str(run.work / "feast"),
+        redis=f"{run.settings.redis.host}:{run.settings.redis.port}",
+        rows=feast_rows(fs, rows),
+        key_fields=KEY_FIELDS,
+        **setup,
+    )
+    n = sum(len(r) for r in rows.values())
+    print(
+        f"setup: Feast apply + materialize of {n} entities in "
+        f"{time.perf_counter() - t0:.1f} s (project {setup['project']})",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -217,97 +274,54 @@ def main() -> None:
     python = ensure_venv()
     run = BenchRun.start()
     project = f"loopline_peer_{run.tag}"
-    feast = None
-    server = feast_server = None
+    feast = server = feast_server = None
     result: dict[str, Any] = {}
     try:
         fs = load_project(builtin_example()).feature_set()
         now = time.time()
         rows = feature_rows(fs, now)
-        run.write_features()
+        run.write_features(now)
         registry = DirectoryRegistry(run.work / "registry")
         print("setup: training the model (support/models.py) ...", flush=True)
         mv = TrainedModels(run.settings, run.work).publish(registry, seed=0)
         spec = vector_spec(fs, mv.manifest.feature_names)
+        refs = feast_refs(spec)
         reqs = bench_requests(5000)
         feast = FeastWorker(python, run.work / "feast-worker.log")
-        t0 = time.perf_counter()
-        feast.call(
-            "setup",
-            dir=str(run.work / "feast"),
+        m = mv.manifest
+        model = {"path": str(mv.model_path), "input": m.input_name, "output": m.probability_output}
+        setup_feast(
+            feast,
+            run,
+            fs,
+            rows,
             project=project,
-            redis=f"{run.settings.redis.host}:{run.settings.redis.port}",
-            rows=feast_rows(fs, rows),
             now=now,
-            key_fields=KEY_FIELDS,
-            features=feast_refs(spec),
+            features=refs,
             spec=spec,
             requests=reqs,
-            model={
-                "path": str(mv.model_path),
-                "input": mv.manifest.input_name,
-                "output": mv.manifest.probability_output,
-            },
+            model=model,
         )
-        print(
-            f"setup: Feast apply + materialize of {sum(len(r) for r in rows.values())} "
-            f"entities in {time.perf_counter() - t0:.1f} s (project {project})",
-            flush=True,
+        config = run.server_config(
+            registry.root,
+            processes=args.processes,
+            threads=args.threads,
+            overrides={"serving": SERVING_WAIT},
         )
-        config = run.server_config(registry.root, processes=args.processes, threads=args.threads)
         server, port, metrics_port, _ = start_server(config)
-        result["parity"] = check_parity(port, feast, fs, rows, reqs)
-        print(f"parity: {PARITY_N} requests, values and scores agree ({result['parity']})")
+        sides = Sides(run, fs, reqs, feast, port, metrics_port, args)
+        result["parity"] = check_parity(sides, rows, refs)
+        print(f"parity: {PARITY_N} requests, values, vectors and scores agree ({result['parity']})")
 
-        lat: dict[str, list[float]] = {k: [] for k in ("a_ll", "a_feast", "b_ll", "b_feast")}
-        grpc_reqs = make_requests(5000)
-        before = scrape(metrics_port)
-        for r in range(args.rounds):
-            lat["a_ll"] += loopline_fetch(run, fs, reqs, args.seconds)
-            lat["a_feast"] += feast.call("fetch", seconds=args.seconds)["latencies"]
-            lat["b_ll"] += sequential_client(port, grpc_reqs, args.seconds)
-            lat["b_feast"] += feast.call("predict", seconds=args.seconds)["latencies"]
-            print(f"  round {r + 1}/{args.rounds} done", flush=True)
-        server_side = histogram_percentiles(before["buckets"], scrape(metrics_port)["buckets"])
-        total_s = args.seconds * args.rounds
-        for k, v in lat.items():
-            result[k] = stats(v, total_s)
-        result["b_ll_server"] = {"p50": server_side["p50"], "p99": server_side["p99"]}
-
-        feast_server, fport = start_feast_server(
-            str(python), str(run.work / "feast"), args.processes
-        )
-        body = {"features": feast_refs(spec), "full_feature_names": True}
+        result.update(measure_one_caller(sides))
+        feast_server, fport = start_feast_server(python, run.work / "feast", args.processes)
+        body = {"features": refs, "full_feature_names": True}
         bodies = [
             json.dumps({**body, "entities": {"card_id": [r[0]], "merchant_id": [r[1]]}}).encode()
             for r in reqs
         ]
         for procs, conc in levels:
-            n = procs * conc
-            load = Load(port, procs, conc, args.load_seconds).start()
-            ll_lat, ll_err, _ = load.finish(stop=False)
-            hload = HttpLoad(
-                fport,
-                "/get-online-features",
-                bodies,
-                processes=procs,
-                concurrency=conc,
-                seconds=args.load_seconds,
-            ).start()
-            f_lat, f_err = hload.finish()
-            result[f"c{n}_ll"] = {
-                **stats(ll_lat, 1.0),
-                "rps": load.rate,
-                "errors": sum(ll_err.values()),
-            }
-            result[f"c{n}_feast"] = {
-                **stats(f_lat, 1.0),
-                "rps": hload.rate,
-                "errors": sum(f_err.values()),
-            }
-            for e, k in (ll_err + f_err).most_common(3):
-                print(f"    error x{k}: {e}")
-            print(f"  (c) {n} clients done", flush=True)
+            result.update(measure_load(sides, fport, bodies, procs, conc))
     finally:
         if feast_server is not None:
             feast_server.send_signal(signal.SIGTERM)
@@ -320,17 +334,9 @@ def main() -> None:
             finally:
                 feast.close()
                 # Feast's teardown should leave none; any left are deleted and counted.
-                result["feast_keys_left"] = cleanup(run, project)
+                result["feast_keys_left"] = delete_project_keys(run.store, project)
         run.remove()
     print_summary(result, levels, time.perf_counter() - t_start)
-
-
-def cleanup(run: BenchRun, project: str) -> int:
-    """Delete any key of the Feast project that its teardown left (its keys end with it)."""
-    keys = list(run.store.scan_iter(match=f"*{project}", count=5000))
-    if keys:
-        run.store.delete(*keys)
-    return len(keys)
 
 
 def ratio(a: float, b: float) -> float:
@@ -339,7 +345,8 @@ def ratio(a: float, b: float) -> float:
 
 def print_summary(r: dict[str, Any], levels: list[tuple[int, ...]], took_s: float) -> None:
     def line(label: str, d: dict[str, float]) -> str:
-        return f"    {label:<44} p50 {d['p50']:7.3f} ms  p99 {d['p99']:7.3f} ms  {d['rps']:8.0f}/s"
+        text = f"    {label:<44} p50 {d['p50']:7.3f} ms  p99 {d['p99']:7.3f} ms  {d['rps']:7.0f}/s"
+        return text + (f"  ({d['degraded']:.0f} degraded)" if "degraded" in d else "")
 
     print(
         f"\nsummary ({took_s:.0f} s, load average {os.getloadavg()[0]:.1f}, "

@@ -113,12 +113,13 @@ class FeastSide:
         ).to_dict()
         return {k: v[0] for k, v in got.items()}
 
-    def score(self, req: list[Any], now: float) -> tuple[float, dict[str, Any]]:
+    def score(self, req: list[Any], now: float) -> tuple[float, dict[str, Any], list[float]]:
         """Retrieval, the model's vector and one onnxruntime run, in the caller."""
         values = self.get(req)
         row = vector(self.spec, values, {"amount": req[-1]}, now)
         x = np.asarray([row], dtype=np.float32)
-        return float(self.session.run(self.outputs, {self.input_name: x})[0][0, 1]), values
+        score = float(self.session.run(self.outputs, {self.input_name: x})[0][0, 1])
+        return score, values, row
 
     def timed(self, op: str, seconds: float) -> list[float]:
         def call(req: list[Any]) -> object:
@@ -140,8 +141,8 @@ class FeastSide:
     def parity(self, requests: list[list[Any]]) -> list[dict[str, Any]]:
         out = []
         for req in requests:
-            score, values = self.score(req[:-1], req[-1])
-            out.append({"score": score, "values": values})
+            score, values, row = self.score(req[:-1], req[-1])
+            out.append({"score": score, "values": values, "vector": row})
         return out
 
     def teardown(self) -> int:

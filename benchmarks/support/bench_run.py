@@ -56,11 +56,12 @@ class BenchRun:
     def layout(self) -> RedisLayout:
         return RedisLayout(self.tag)
 
-    def write_features(self) -> None:
+    def write_features(self, now: float | None = None) -> None:
         """Packed features of N_CARDS cards and N_MERCHANTS merchants, as the features flow
-        writes them (the fraud example's feature set; values from :func:`feature_rows`)."""
+        writes them at ``now`` (default: the current time): the fraud example's feature
+        set, values from :func:`feature_rows`."""
         fs = load_project(builtin_example()).feature_set()
-        now = time.time()
+        now = time.time() if now is None else now
         pipe = self.store.pipeline(transaction=False)
         for entity, rows in feature_rows(fs, now).items():
             for entity_id, vals in rows:

@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+import redis
+
 from loopline.featurecore.features import FeatureSet
+from loopline.stack.ports import free_port
+from support.server import wait_port
 
 PEER_DIR = Path(__file__).resolve().parent.parent / "peer"
 REQUIREMENTS = PEER_DIR / "requirements-feast.txt"
@@ -76,7 +80,7 @@ def ensure_venv() -> Path:
         return venv_python()
     print(
         f"setup: installing Feast into its own venv {VENV} from {REQUIREMENTS.name} "
-        "(first run only, about a minute)",
+        "(first run only: a minute on a quiet machine)",
         flush=True,
     )
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
@@ -126,3 +130,36 @@ class FeastWorker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+
+
+def feast_rows(fs: FeatureSet, rows: dict[str, list[tuple[str, list[float]]]]) -> dict[str, Any]:
+    """Feature values (``bench_run.feature_rows``) as the worker writes them to Parquet:
+    per view the ids, the feature names, the values."""
+    return {
+        view: {
+            "ids": [i for i, _ in entries],
+            "names": list(fs.view(view).names),
+            "values": [v for _, v in entries],
+        }
+        for view, entries in rows.items()
+    }
+
+
+def start_feast_server(python: Path, repo: Path, workers: int) -> tuple[subprocess.Popen, int]:
+    """``feast serve`` (HTTP) on the repo, ``workers`` processes; without an access log and
+    without recycling workers every 1,000 requests (its default)."""
+    port = free_port()
+    command = [str(python.parent / "feast"), "-c", str(repo), "serve", "-h", "127.0.0.1"]
+    command += ["-p", str(port), "--no-access-log", "-w", str(workers), "--max-requests", "0"]
+    with (repo / "serve.log").open("w") as log:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    wait_port(port, timeout_s=120)
+    return proc, port
+
+
+def delete_project_keys(store: redis.Redis, project: str) -> int:
+    """Delete the Feast project's keys (each ends with the project's name); how many."""
+    keys = list(store.scan_iter(match=f"*{project}", count=5000))
+    for i in range(0, len(keys), 5000):
+        store.delete(*keys[i : i + 5000])
+    return len(keys)
