@@ -76,6 +76,7 @@ from loopline.registry.directory import DirectoryRegistry
 from loopline.serving.feature_store import RedisFeatureStore
 from loopline.serving.features import LookupPlan
 from loopline.serving.metrics import ServingMetrics
+from loopline.serving.model import session_options
 from loopline.serving.online_features import OnlineFeatures
 from loopline.serving.requests import PredictInput, RequestCheck
 from loopline.v1 import inference_pb2 as pb
@@ -241,6 +242,14 @@ def stats(latencies: list[float] | np.ndarray, seconds: float) -> dict[str, floa
     return {"p50": p["p50"], "p99": p["p99"], "rps": len(latencies) / seconds}
 
 
+def ort_options() -> dict[str, int]:
+    """Serving's onnxruntime session options, as plain numbers for the Feast worker."""
+    so = session_options()
+    names = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode")
+    names += ("graph_optimization_level", "log_severity_level")
+    return {name: int(getattr(so, name)) for name in names}
+
+
 def setup_feast(
     feast: FeastWorker, run: BenchRun, fs: FeatureSet, rows: dict[str, Any], **setup: Any
 ) -> None:
@@ -289,7 +298,12 @@ def main() -> None:
         reqs = bench_requests(5000)
         feast = FeastWorker(python, run.work / "feast-worker.log")
         m = mv.manifest
-        model = {"path": str(mv.model_path), "input": m.input_name, "output": m.probability_output}
+        model = {
+            "path": str(mv.model_path),
+            "input": m.input_name,
+            "output": m.probability_output,
+            "options": ort_options(),
+        }
         setup_feast(
             feast,
             run,

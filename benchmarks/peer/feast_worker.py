@@ -62,12 +62,9 @@ class FeastSide:
         self.requests: list[list[Any]] = cmd["requests"]
         model = cmd["model"]
         so = ort.SessionOptions()
-        # The options Loopline serving runs with (serving/model.py: session_options).
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
+        # The options Loopline serving runs with (serving/model.py), sent by the benchmark.
+        for name, value in model["options"].items():
+            setattr(so, name, type(getattr(so, name))(value))
         self.session = ort.InferenceSession(model["path"], so, providers=["CPUExecutionProvider"])
         self.input_name = model["input"]
         self.outputs = [model["output"]]

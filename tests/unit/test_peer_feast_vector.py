@@ -32,7 +32,9 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 feast_vector = _load("peer_feast_vector", ROOT / "benchmarks" / "peer" / "feast_vector.py")
-feast_peer = _load("peer_feast_support", ROOT / "benchmarks" / "support" / "feast_peer.py")
+# The benchmarks import their helpers as ``support.*`` (run from benchmarks/).
+sys.path.insert(0, str(ROOT / "benchmarks"))
+feast_peer = importlib.import_module("support.feast_peer")
 
 
 @pytest.mark.parametrize("example", ["fraud", "delivery"])
