@@ -200,7 +200,8 @@ def measure_one_caller(sides: Sides) -> dict[str, Any]:
         lat["a_ll"] += fetched
         a_degraded += degraded
         lat["a_feast"] += sides.feast.call("fetch", seconds=args.seconds)["latencies"]
-        lat["b_ll"] += sequential_client(sides.port, grpc_reqs, args.seconds)
+        # Feast's caller has no deadline; on this shared machine a call can stall > 1 s.
+        lat["b_ll"] += sequential_client(sides.port, grpc_reqs, args.seconds, timeout_s=30)
         lat["b_feast"] += sides.feast.call("predict", seconds=args.seconds)["latencies"]
         print(f"  (a), (b) round {r + 1}/{args.rounds} done", flush=True)
     after = scrape(sides.metrics_port)

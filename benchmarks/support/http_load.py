@@ -70,7 +70,11 @@ def _http_process(spec: tuple[int, str, list[bytes], int, float], results: Any) 
                     )
                 except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
                     errors[f"{type(e).__name__}: {e}"[:120]] += 1
-                    return  # the connection is out of step: this client stops
+                    # The connection is out of step (a reply may still come): a new one.
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    conns[k] = reader, writer
+                    continue
                 finally:
                     i += 1
                 if status != 200:
@@ -80,8 +84,8 @@ def _http_process(spec: tuple[int, str, list[bytes], int, float], results: Any) 
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         window = time.perf_counter() - begin
-        for _, writer in conns:
-            writer.close()
+        for _, w in conns:
+            w.close()
         results.put((np.asarray(latencies).tobytes(), dict(errors), window))
 
     asyncio.run(main())
