@@ -73,7 +73,7 @@ def test_feast_reads_only_the_stored_features_the_model_uses() -> None:
 
 def test_an_input_the_feature_set_lacks_is_refused() -> None:
     fs = load_project(ROOT / "examples" / "fraud").feature_set()
-    with pytest.raises(ValueError, match="'card.nope' is neither stored nor derived"):
+    with pytest.raises(ValueError, match=r"'card\.nope' is neither stored nor derived"):
         feast_peer.vector_spec(fs, ["card.nope"])
 
 
