@@ -21,6 +21,7 @@ from loopline.contracts.redis_layout import RedisLayout, pack
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.demo.config import write_toml
+from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.stack import delete_topics, ensure_topics
 from support.clients import N_CARDS, N_MERCHANTS
@@ -55,21 +56,16 @@ class BenchRun:
     def layout(self) -> RedisLayout:
         return RedisLayout(self.tag)
 
-    def write_features(self) -> None:
+    def write_features(self, now: float | None = None) -> None:
         """Packed features of N_CARDS cards and N_MERCHANTS merchants, as the features flow
-        writes them (the fraud example's feature set)."""
+        writes them at ``now`` (default: the current time): the fraud example's feature
+        set, values from :func:`feature_rows`."""
         fs = load_project(builtin_example()).feature_set()
-        rng = random.Random(7)
-        now = time.time()
+        now = time.time() if now is None else now
         pipe = self.store.pipeline(transaction=False)
-        card_n = len(fs.view("card").aggregations)
-        merchant_n = len(fs.view("merchant").aggregations)
-        for i in range(N_CARDS):
-            vals = [float(rng.randrange(10)) for _ in range(card_n - 1)] + [now - 60]
-            pipe.set(self.layout.feature_key(fs, "card", f"c{i}"), pack(now, vals), ex=3600)
-        for i in range(N_MERCHANTS):
-            vals = [float(rng.randrange(50)) for _ in range(merchant_n)]
-            pipe.set(self.layout.feature_key(fs, "merchant", f"m{i}"), pack(now, vals), ex=3600)
+        for entity, rows in feature_rows(fs, now).items():
+            for entity_id, vals in rows:
+                pipe.set(self.layout.feature_key(fs, entity, entity_id), pack(now, vals), ex=3600)
         pipe.execute()
 
     def server_config(
@@ -114,3 +110,19 @@ class BenchRun:
             delete_topics(self.settings, self.topics.all(), timeout_s=20)
         except Exception as e:
             print(f"(could not delete the benchmark topics: {e})")
+
+
+def feature_rows(fs: FeatureSet, now: float) -> dict[str, list[tuple[str, list[float]]]]:
+    """The benchmarks' feature values per entity: (id, values in view order) for cards
+    c0..c{N_CARDS-1} and merchants m0..m{N_MERCHANTS-1}; the same on every call."""
+    rng = random.Random(7)
+    card_n = len(fs.view("card").aggregations)
+    merchant_n = len(fs.view("merchant").aggregations)
+    cards = [
+        (f"c{i}", [float(rng.randrange(10)) for _ in range(card_n - 1)] + [now - 60])
+        for i in range(N_CARDS)
+    ]
+    merchants = [
+        (f"m{i}", [float(rng.randrange(50)) for _ in range(merchant_n)]) for i in range(N_MERCHANTS)
+    ]
+    return {"card": cards, "merchant": merchants}

@@ -61,8 +61,11 @@ def percentiles(values_s: list[float] | np.ndarray) -> dict[str, float]:
     return {"p50": float(p50), "p99": float(p99), "p999": float(p999)}
 
 
-def sequential_client(target: Target, requests: list[bytes], seconds: float) -> list[float]:
-    """One client, one call at a time; returns latencies (s) after a warm-up."""
+def sequential_client(
+    target: Target, requests: list[bytes], seconds: float, timeout_s: float = CLIENT_TIMEOUT_S
+) -> list[float]:
+    """One client, one call at a time; returns latencies (s) after a warm-up. A call that
+    takes longer than ``timeout_s`` fails the run."""
     client = client_of(target)
     metadata = client.metadata or None
     with client.channel() as channel:
@@ -72,13 +75,13 @@ def sequential_client(target: Target, requests: list[bytes], seconds: float) -> 
             response_deserializer=pb.PredictResponse.FromString,
         )
         for i in range(300):
-            call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S, metadata=metadata)
+            call(requests[i % len(requests)], timeout=timeout_s, metadata=metadata)
         out: list[float] = []
         end = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < end:
             t = time.perf_counter()
-            call(requests[i % len(requests)], timeout=CLIENT_TIMEOUT_S, metadata=metadata)
+            call(requests[i % len(requests)], timeout=timeout_s, metadata=metadata)
             out.append(time.perf_counter() - t)
             i += 1
     return out
