@@ -49,6 +49,7 @@ import os
 import signal
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="1-client phase")
     parser.add_argument("--swaps", type=int, default=SWAPS)
+    parser.add_argument(
+        "--models-cache",
+        type=Path,
+        help="keep the trained models in this folder and reuse them in the next run",
+    )
     parser.add_argument("--batch-rows", type=int, default=64, help="requests per PredictBatch")
     parser.add_argument("--batch-max-calls", type=int, help="serving.batch_max_calls")
     parser.add_argument("--batch-max-wait-us", type=float, help="serving.batch_max_wait_us")
@@ -288,7 +294,7 @@ def main() -> None:
         )
         run.write_features()
         registry = DirectoryRegistry(run.work / "registry")
-        models = TrainedModels(run.settings, run.work)
+        models = TrainedModels(run.settings, run.work, args.models_cache)
         first = models.publish(registry, seed=0)
         requests = make_requests(5000)
         if args.secure:

@@ -17,6 +17,7 @@ from serving_requests import predict_request
 from serving_support import card_values, make_core, merchant_values
 
 from loopline.contracts.errors import InvalidRequestError
+from loopline.contracts.settings import RolloutSettings
 from loopline.serving.call_batcher import WAIT_SHARE_OF_BUDGET, CallBatcher
 from loopline.serving.v1_api import V1Handlers
 
@@ -175,7 +176,8 @@ def test_the_wait_ends_when_the_batch_fills() -> None:
 
 
 def test_concurrent_predict_calls_get_their_own_predictions(tmp_path) -> None:
-    kit = make_core(tmp_path, batch_max_calls=8)
+    # A rollout follower with no plan: answers are counted per arm, as in a server.
+    kit = make_core(tmp_path, rollout=RolloutSettings(), batch_max_calls=8)
     now = time.time()
     for i in range(6):
         kit.store.put("card", f"c{i}", card_values(seed=float(i)), now)
@@ -212,9 +214,16 @@ def test_concurrent_predict_calls_get_their_own_predictions(tmp_path) -> None:
         values = [f.value for f in got.features]
         assert values == pytest.approx([f.value for f in expected.features])
     assert "must be finite" in str(results[6])
-    # Every call answered, in at most as many store round trips as calls.
+    # Every call answered, in at most one store round trip per batch (a batch of
+    # only the refused call makes none).
     assert handlers.batcher.calls == len(requests)
-    assert len(kit.store.calls) == handlers.batcher.batches <= len(requests)
+    assert len(kit.store.calls) <= handlers.batcher.batches <= len(requests)
+    # Each answer counted once per arm, batched or not (6 alone, then 6 concurrent).
+    answered = kit.metrics.registry.get_sample_value(
+        "loopline_serving_arm_calls_total",
+        {"arm": "champion", "path": "answer", "result": "ok"},
+    )
+    assert answered == 12
 
 
 def test_batching_off_scores_each_call_alone(tmp_path) -> None:
