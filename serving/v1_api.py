@@ -58,6 +58,8 @@ class V1Handlers:
         inp = self._input(request)
         if self.batcher is None:
             return self._response(self.core.predict(inp, budget_s))
+        # Admitted now: a shutdown that begins while it waits in a batch lets it finish.
+        self.core.models.admit()
         return self._response(self.batcher.submit(inp, budget_s))
 
     def _score(
@@ -65,9 +67,9 @@ class V1Handlers:
     ) -> Sequence[Prediction | LooplineError]:
         """A batch of calls' predictions; one alone takes the single-call path."""
         if len(inputs) > 1:
-            return self.core.predict_many(inputs, budget_s)
+            return self.core.predict_many(inputs, budget_s, admitted=True)
         try:
-            return [self.core.predict(inputs[0], budget_s)]
+            return [self.core.predict(inputs[0], budget_s, admitted=True)]
         except LooplineError as e:
             return [e]
 

@@ -16,7 +16,7 @@ from polling import wait_until
 from serving_requests import predict_request
 from serving_support import card_values, make_core, merchant_values
 
-from loopline.contracts.errors import InvalidRequestError
+from loopline.contracts.errors import InvalidRequestError, UnavailableError
 from loopline.contracts.settings import RolloutSettings
 from loopline.serving.call_batcher import WAIT_SHARE_OF_BUDGET, CallBatcher
 from loopline.serving.v1_api import V1Handlers
@@ -229,3 +229,39 @@ def test_concurrent_predict_calls_get_their_own_predictions(tmp_path) -> None:
 def test_batching_off_scores_each_call_alone(tmp_path) -> None:
     kit = make_core(tmp_path, batch_max_calls=1)
     assert V1Handlers(kit.core, 1 << 20).batcher is None
+
+
+def test_calls_waiting_in_a_batch_when_a_shutdown_begins_still_finish(tmp_path) -> None:
+    kit = make_core(tmp_path, batch_max_calls=8)
+    handlers = V1Handlers(kit.core, 1 << 20)
+    entered, release = threading.Event(), threading.Event()
+    mget = kit.store.mget
+
+    def slow_mget(keys: Sequence[bytes], timeout_s: float) -> list[bytes | None]:
+        entered.set()
+        assert release.wait(20)
+        return mget(keys, timeout_s)
+
+    kit.store.mget = slow_mget  # type: ignore[method-assign]
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        try:
+            results[i] = handlers.predict(predict_request(), 5.0)
+        except Exception as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    threads[0].start()
+    assert entered.wait(20)
+    for t in threads[1:]:
+        t.start()
+    assert handlers.batcher is not None
+    wait_until(lambda: len(handlers.batcher._queue) == 2, what="two calls queued")
+    kit.core.models.draining = True  # a graceful shutdown begins
+    with pytest.raises(UnavailableError, match="shutting down"):
+        handlers.predict(predict_request(), 5.0)  # a new call is refused
+    release.set()
+    for t in threads:
+        t.join(20)
+    assert [type(results[i]).__name__ for i in range(3)] == ["PredictResponse"] * 3
