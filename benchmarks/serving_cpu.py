@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import redis
+from support.baseline import minimal_handler
 from support.bench_run import BenchRun
 from support.clients import make_requests
 from support.models import TrainedModels
@@ -112,25 +111,12 @@ def main() -> None:
 
 
 def baseline_handler(run: BenchRun, server: InferenceServer) -> Callable[[int], object]:
-    """``serving_latency.py``'s minimal handler body on the served model and Redis."""
+    """``serving_latency.py``'s minimal handler on the served model and Redis."""
     fs = load_project(builtin_example()).feature_set()
-    prefix = run.layout.key_prefix(fs, "card")
-    r = redis.Redis(host=run.settings.redis.host, port=run.settings.redis.port)
-    session = server.slot.current.session
-    unpack = struct.Struct("<17d").unpack
+    store = redis.Redis(host=run.settings.redis.host, port=run.settings.redis.port)
+    handle = minimal_handler(store, server.slot.current.session, run.layout.key_prefix(fs, "card"))
     requests = [pb.PredictRequest.FromString(b) for b in make_requests(2048)]
-
-    def handle(i: int) -> object:
-        request = requests[i % 2048]
-        raw = r.get(prefix + request.entities["card_id"])
-        x = np.zeros((1, 20), dtype=np.float32)
-        if raw is not None:
-            x[0, :16] = unpack(raw)[1:]
-        x[0, 16] = request.fields["amount"]
-        score = session.run(["probabilities"], {"input": x})[0][0, 1]
-        return pb.PredictResponse(score=float(score))
-
-    return handle
+    return lambda i: handle(requests[i % 2048])
 
 
 if __name__ == "__main__":

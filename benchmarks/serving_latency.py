@@ -47,12 +47,12 @@ import json
 import multiprocessing
 import os
 import signal
-import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from support.baseline import minimal_handler
 from support.bench_run import BenchRun
 from support.clients import (
     N_CARDS,
@@ -197,23 +197,14 @@ def _baseline_worker(port: int, threads: int, redis_port: int, prefix: str, mode
     import redis
 
     from loopline.serving.model import session_options
-    from loopline.v1 import inference_pb2 as pb
     from loopline.v1 import inference_pb2_grpc as pb_grpc
 
-    r = redis.Redis(port=redis_port)
     session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
-    # A card's packed value: its timestamp, then its 16 features (the model's first 16).
-    unpack = struct.Struct("<17d").unpack
+    handle = minimal_handler(redis.Redis(port=redis_port), session, prefix)
 
     class Baseline(pb_grpc.InferenceServicer):
         def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802
-            raw = r.get(prefix + request.entities["card_id"])
-            x = np.zeros((1, 20), dtype=np.float32)
-            if raw is not None:
-                x[0, :16] = unpack(raw)[1:]
-            x[0, 16] = request.fields["amount"]
-            score = session.run(["probabilities"], {"input": x})[0][0, 1]
-            return pb.PredictResponse(score=float(score))
+            return handle(request)
 
     server = grpc.server(futures.ThreadPoolExecutor(threads), options=[("grpc.so_reuseport", 1)])
     pb_grpc.add_InferenceServicer_to_server(Baseline(), server)
