@@ -8,7 +8,8 @@ published into a temporary registry; predictions are logged to Kafka (unique top
 at the end). The server is the real command (``python -m loopline.serving``,
 what ``loopline run serve`` runs), ``--processes`` workers sharing the port.
 
-Phases, for the server and then the baseline:
+Phases, for the baseline (one process) and the server (one process, then
+``--processes``):
 
 1. one client, sequential ``Predict`` calls: client-observed p50/p99/p99.9;
    for the server also its own timing (the ``total`` stage histogram,
@@ -16,15 +17,22 @@ Phases, for the server and then the baseline:
 2. throughput at saturation: load-generator processes (grpc.aio, several
    connections each) at increasing concurrency; the figure is the best
    throughput whose client-observed p99 stays <= 10 ms;
-3. (server only) 20 hot swaps under load: a new version is published and
-   announced on the model-updates topic, and every worker must serve it
-   before the next; every failed call counts.
+3. (server, ``--processes``) ``PredictBatch`` of ``--batch-rows`` requests:
+   requests (rows) per second at the same p99 bound;
+4. (server, ``--processes``) ``--swaps`` hot swaps under load: a new version
+   is published and announced on the model-updates topic, and every worker
+   must serve it before the next; every failed call counts.
 
 The baseline is the same work in a minimal gRPC handler: one redis-py GET,
-an onnxruntime run, a response with the score; the same process count, the
-same clients. Client and server share the machine's cores.
+an onnxruntime run, a response with the score; the same RPC threads, the
+same clients (also at ``--processes`` processes, for context). The ratios
+(server / baseline, same run) are what the targets read: throughput per
+process >= 1.0x, ``--processes`` 2 >= 1.7x the one-process baseline,
+client p99 at one client <= 1.2x. Client and server share the machine's
+cores. The server runs with its default dynamic batching
+(``serving.batch_max_calls``) unless ``--batch-max-calls`` says otherwise.
 
-Run: ``python benchmarks/serving_latency.py [--processes 2] [--threads 2]``.
+Run: ``python benchmarks/serving_latency.py [--processes 2] [--threads 8]``.
 It prints a summary, then one JSON object on the last line.
 
 ``--secure`` measures the cost of TLS + a bearer token instead: phases 1 and 2
@@ -39,11 +47,12 @@ import json
 import multiprocessing
 import os
 import signal
-import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from support.baseline import minimal_handler
 from support.bench_run import BenchRun
 from support.clients import (
     N_CARDS,
@@ -65,6 +74,7 @@ from support.server import (
     wait_port,
 )
 
+from loopline.contracts.settings import ServingSettings
 from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.registry.directory import DirectoryRegistry
 from loopline.stack.ports import free_port
@@ -72,6 +82,8 @@ from loopline.stack.ports import free_port
 SWAPS = 20
 # Load levels of the throughput phase: (load-generator processes, calls in flight each).
 STEPS = [(1, 1), (1, 2), (2, 2), (2, 4), (2, 8), (2, 16)]
+# ... and of the PredictBatch phase.
+BATCH_STEPS = [(1, 1), (1, 2), (2, 2)]
 
 
 # -- the server -----------------------------------------------------------------------
@@ -81,12 +93,23 @@ def measure_server(
     models: TrainedModels,
     requests: list[bytes],
     args: argparse.Namespace,
+    *,
+    processes: int,
 ) -> dict[str, Any]:
-    """The real server: one client (client and server timing), saturation, hot swaps."""
-    config = run.server_config(registry.root, processes=args.processes, threads=args.threads)
+    """The real server: one client (client and server timing), saturation; with
+    ``--processes`` workers also PredictBatch and the hot swaps."""
+    serving: dict[str, Any] = {}
+    if args.batch_max_calls is not None:
+        serving["batch_max_calls"] = args.batch_max_calls
+    if args.batch_max_wait_us is not None:
+        serving["batch_max_wait_us"] = args.batch_max_wait_us
+    config = run.server_config(
+        registry.root, processes=processes, threads=args.threads, overrides={"serving": serving}
+    )
+    full = processes == args.processes
     proc, port, metrics_port, _lines = start_server(config)
     try:
-        print(f"server: {args.processes} processes x {args.threads} threads on :{port}")
+        print(f"server: {processes} processes x {args.threads} threads on :{port} {serving}")
         before = scrape(metrics_port)
         seq = sequential_client(port, requests, args.latency_seconds)
         after = scrape(metrics_port)
@@ -105,10 +128,17 @@ def measure_server(
             )
             print(f"    stage {stage:<13} p50 {q['p50']:.3f} ms  p99 {q['p99']:.3f} ms")
         sat = saturation(port, STEPS, args.seconds)
-        swap = hot_swaps(run, registry, models, port=port, metrics_port=metrics_port, args=args)
+        batch = swap = None
+        if full:
+            print(f"  PredictBatch of {args.batch_rows}:")
+            batch = saturation(port, BATCH_STEPS, args.seconds, rows=args.batch_rows)
+            if args.swaps:
+                swap = hot_swaps(
+                    run, registry, models, port=port, metrics_port=metrics_port, args=args
+                )
     finally:
         stop_server(proc)
-    return {"client": client, "server": server_side, "sat": sat, "swap": swap}
+    return {"client": client, "server": server_side, "sat": sat, "batch": batch, "swap": swap}
 
 
 def hot_swaps(
@@ -167,23 +197,14 @@ def _baseline_worker(port: int, threads: int, redis_port: int, prefix: str, mode
     import redis
 
     from loopline.serving.model import session_options
-    from loopline.v1 import inference_pb2 as pb
     from loopline.v1 import inference_pb2_grpc as pb_grpc
 
-    r = redis.Redis(port=redis_port)
     session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
-    # A card's packed value: its timestamp, then its 16 features (the model's first 16).
-    unpack = struct.Struct("<17d").unpack
+    handle = minimal_handler(redis.Redis(port=redis_port), session, prefix)
 
     class Baseline(pb_grpc.InferenceServicer):
         def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802
-            raw = r.get(prefix + request.entities["card_id"])
-            x = np.zeros((1, 20), dtype=np.float32)
-            if raw is not None:
-                x[0, :16] = unpack(raw)[1:]
-            x[0, 16] = request.fields["amount"]
-            score = session.run(["probabilities"], {"input": x})[0][0, 1]
-            return pb.PredictResponse(score=float(score))
+            return handle(request)
 
     server = grpc.server(futures.ThreadPoolExecutor(threads), options=[("grpc.so_reuseport", 1)])
     pb_grpc.add_InferenceServicer_to_server(Baseline(), server)
@@ -194,22 +215,24 @@ def _baseline_worker(port: int, threads: int, redis_port: int, prefix: str, mode
 
 
 def measure_baseline(
-    run: BenchRun, model_path: str, requests: list[bytes], args: argparse.Namespace
+    run: BenchRun,
+    model_path: str,
+    requests: list[bytes],
+    args: argparse.Namespace,
+    processes: int,
 ) -> dict[str, Any]:
-    """The same work in the minimal handler, same process count: one client, saturation."""
+    """The same work in the minimal handler: one client, saturation."""
     fs = load_project(builtin_example()).feature_set()
     ctx = multiprocessing.get_context("spawn")
     bport = free_port()
     prefix = run.layout.key_prefix(fs, "card")
     worker_args = (bport, args.threads, run.settings.redis.port, prefix, model_path)
-    workers = [
-        ctx.Process(target=_baseline_worker, args=worker_args) for _ in range(args.processes)
-    ]
+    workers = [ctx.Process(target=_baseline_worker, args=worker_args) for _ in range(processes)]
     for w in workers:
         w.start()
     try:
         wait_port(bport)
-        print(f"baseline: {args.processes} processes x {args.threads} threads on :{bport}")
+        print(f"baseline: {processes} processes x {args.threads} threads on :{bport}")
         bseq = sequential_client(bport, requests, args.latency_seconds)
         bclient = percentiles(bseq)
         print(
@@ -232,9 +255,19 @@ def measure_baseline(
 # -- the run --------------------------------------------------------------------------
 def main() -> None:
     parser = server_parser(__doc__)
+    # Batching needs calls in flight: the server's default RPC threads, for both.
+    parser.set_defaults(threads=ServingSettings().threads)
     parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
     parser.add_argument("--latency-seconds", type=float, default=8.0, help="1-client phase")
     parser.add_argument("--swaps", type=int, default=SWAPS)
+    parser.add_argument(
+        "--models-cache",
+        type=Path,
+        help="keep the trained models in this folder and reuse them in the next run",
+    )
+    parser.add_argument("--batch-rows", type=int, default=64, help="requests per PredictBatch")
+    parser.add_argument("--batch-max-calls", type=int, help="serving.batch_max_calls")
+    parser.add_argument("--batch-max-wait-us", type=float, help="serving.batch_max_wait_us")
     parser.add_argument(
         "--secure",
         action="store_true",
@@ -252,46 +285,64 @@ def main() -> None:
         )
         run.write_features()
         registry = DirectoryRegistry(run.work / "registry")
-        models = TrainedModels(run.settings, run.work)
+        models = TrainedModels(run.settings, run.work, args.models_cache)
         first = models.publish(registry, seed=0)
         requests = make_requests(5000)
         if args.secure:
             secure = measure_security(run, registry.root, requests, args, STEPS)
             print(json.dumps(security_summary(secure)))
             return
-        for seed in (1, 2, 3):  # trained now, so swaps only publish
+        for seed in (1, 2, 3)[: args.swaps]:  # trained now, so swaps only publish
             models.trained(seed)
-        server = measure_server(run, registry, models, requests, args)
-        baseline = measure_baseline(run, str(first.model_path), requests, args)
+        model = str(first.model_path)
+        # Alternated, so a change in the machine's load hits both sides alike.
+        baseline = {1: measure_baseline(run, model, requests, args, 1)}
+        server = {1: measure_server(run, registry, models, requests, args, processes=1)}
+        if args.processes > 1:
+            server[args.processes] = measure_server(
+                run, registry, models, requests, args, processes=args.processes
+            )
+            baseline[args.processes] = measure_baseline(run, model, requests, args, args.processes)
     finally:
         run.remove()
     print_summary(server, baseline, args, time.perf_counter() - t_start)
 
 
 def print_summary(
-    server: dict[str, Any], baseline: dict[str, Any], args: argparse.Namespace, took_s: float
+    server: dict[int, dict[str, Any]],
+    baseline: dict[int, dict[str, Any]],
+    args: argparse.Namespace,
+    took_s: float,
 ) -> None:
-    client, server_side, sat, swap = (
-        server["client"],
-        server["server"],
-        server["sat"],
-        server["swap"],
-    )
-    bclient, bsat = baseline["client"], baseline["sat"]
-    result = {
-        "server_p50_ms": round(server_side["p50"], 4),
-        "server_p99_ms": round(server_side["p99"], 4),
-        "server_p999_ms": round(server_side["p999"], 4),
-        "client_p50_ms": round(client["p50"], 4),
-        "client_p99_ms": round(client["p99"], 4),
-        "client_p999_ms": round(client["p999"], 4),
-        "throughput_rps": round(sat["best"]["rps"], 1),
-        "baseline_client_p99_ms": round(bclient["p99"], 4),
-        "baseline_throughput_rps": round(bsat["best"]["rps"], 1),
-        "swap_failures": swap["failures"],
-        # Context: the best rate at any latency (p99 above 10 ms allowed).
-        "max_rps": round(sat["max"], 1),
-        "baseline_max_rps": round(bsat["max"], 1),
+    n = args.processes
+    one, full, base = server[1], server[n], baseline[1]
+    rate = {k: v["sat"]["best"]["rps"] for k, v in server.items()}
+    brate = {k: v["sat"]["best"]["rps"] for k, v in baseline.items()}
+    batch, swap = full["batch"], full["swap"]
+    result: dict[str, Any] = {
+        "server_p50_ms": round(one["server"]["p50"], 4),
+        "server_p99_ms": round(one["server"]["p99"], 4),
+        "client_p50_ms": round(one["client"]["p50"], 4),
+        "client_p99_ms": round(one["client"]["p99"], 4),
+        "baseline_client_p50_ms": round(base["client"]["p50"], 4),
+        "baseline_client_p99_ms": round(base["client"]["p99"], 4),
+        "client_p99_ratio": round(one["client"]["p99"] / base["client"]["p99"], 3),
+        "throughput_rps_1": round(rate[1], 1),
+        "baseline_throughput_rps_1": round(brate[1], 1),
+        "throughput_ratio_1": round(rate[1] / brate[1], 3) if brate[1] else None,
+        f"throughput_rps_{n}": round(rate[n], 1),
+        f"baseline_throughput_rps_{n}": round(brate[n], 1),
+        f"throughput_ratio_{n}_vs_baseline_1": round(rate[n] / brate[1], 3) if brate[1] else None,
+        f"throughput_ratio_{n}_vs_baseline_{n}": round(rate[n] / brate[n], 3) if brate[n] else None,
+        "batch_rows": args.batch_rows,
+        "batch_rows_per_s": round(batch["best"].get("rows_per_s", 0.0), 1),
+        "max_rps_1": round(server[1]["sat"]["max"], 1),
+        "baseline_max_rps_1": round(base["sat"]["max"], 1),
+        # At any p99: what is left to compare when no level keeps p99 <= 10 ms (a busy machine).
+        "max_ratio_1": round(server[1]["sat"]["max"] / base["sat"]["max"], 3),
+        f"max_ratio_{n}_vs_baseline_1": round(full["sat"]["max"] / base["sat"]["max"], 3),
+        "batch_max_rows_per_s": round(max(r["rows_per_s"] for r in batch["rows"]), 1),
+        "swap_failures": swap["failures"] if swap else None,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print()
@@ -302,19 +353,38 @@ def print_summary(
         f"p99 {result['client_p99_ms']:.3f} ms"
     )
     print(
-        f"  baseline, 1 client     client p50 {bclient['p50']:.3f} ms  p99 "
-        f"{result['baseline_client_p99_ms']:.3f} ms"
+        f"  baseline, 1 client     client p50 {result['baseline_client_p50_ms']:.3f} ms  p99 "
+        f"{result['baseline_client_p99_ms']:.3f} ms   (client p99 ratio "
+        f"{result['client_p99_ratio']:.2f}; target <= 1.2)"
+    )
+    for k in sorted(rate):
+        print(
+            f"  throughput (p99<=10ms) {k} process(es): server {rate[k]:.0f}/s   baseline "
+            f"{brate[k]:.0f}/s   (at any p99: {server[k]['sat']['max']:.0f}/s vs "
+            f"{baseline[k]['sat']['max']:.0f}/s)"
+        )
+    print(
+        f"  ratios                 1 process {result['throughput_ratio_1']} (target >= 1.0); "
+        f"{n} processes / baseline 1 process "
+        f"{result[f'throughput_ratio_{n}_vs_baseline_1']} (target >= 1.7); "
+        f"/ baseline {n} processes {result[f'throughput_ratio_{n}_vs_baseline_{n}']}"
     )
     print(
-        f"  throughput (p99<=10ms) server {result['throughput_rps']:.0f}/s   baseline "
-        f"{result['baseline_throughput_rps']:.0f}/s   (at any p99: {sat['max']:.0f}/s vs "
-        f"{bsat['max']:.0f}/s)"
+        f"  at any p99             1 process {result['max_ratio_1']}; {n} processes / baseline "
+        f"1 process {result[f'max_ratio_{n}_vs_baseline_1']}; PredictBatch "
+        f"{result['batch_max_rows_per_s']:.0f} rows/s"
     )
     print(
-        f"  hot swaps              {swap['done']}/{args.swaps} swaps under load, "
-        f"{swap['calls']} calls, {swap['failures']} failed, load p99 {swap['p99']:.2f} ms, "
-        f"swap time p50 {swap['swap_p50_s'] * 1000:.0f} ms"
+        f"  PredictBatch of {args.batch_rows:<5} {result['batch_rows_per_s']:.0f} rows/s at "
+        f"p99 <= 10 ms ({n} processes; x{result['batch_rows_per_s'] / max(rate[n], 1):.1f} "
+        f"the Predict rate)"
     )
+    if swap:
+        print(
+            f"  hot swaps              {swap['done']}/{args.swaps} swaps under load, "
+            f"{swap['calls']} calls, {swap['failures']} failed, load p99 {swap['p99']:.2f} ms, "
+            f"swap time p50 {swap['swap_p50_s'] * 1000:.0f} ms"
+        )
     print(json.dumps(result))
 
 

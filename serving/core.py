@@ -85,23 +85,28 @@ class InferenceCore:
     def sink(self, sink: PredictionSink | None) -> None:
         self.recorder.sink = sink
 
-    def model(self, name: str = "", version: str = "") -> LoadedModel:
-        """The model answering for ``name``/``version`` (empty: the default, current)."""
-        return self.models.pick(name, version)
+    def model(self, name: str = "", version: str = "", *, admitted: bool = False) -> LoadedModel:
+        """The model answering for ``name``/``version`` (empty: the default, current).
+
+        ``admitted``: the call was admitted on arrival (:meth:`ServedModels.admit`).
+        """
+        return self.models.pick(name, version, admitted=admitted)
 
     def live_models(self) -> list[LoadedModel]:
         """Every model a request may be answered by now (current, previous, candidate)."""
         return self.models.live()
 
     # -- online lookup path -------------------------------------------------
-    def predict(self, inp: PredictInput, budget_s: float | None = None) -> Prediction:
+    def predict(
+        self, inp: PredictInput, budget_s: float | None = None, *, admitted: bool = False
+    ) -> Prediction:
         """Score one request; raises a :class:`LooplineError` for the caller to map.
 
         The hot path: the same steps as :meth:`predict_many` without its
-        bookkeeping for several requests.
+        bookkeeping for several requests. ``admitted``: see :meth:`model`.
         """
         t0 = time.perf_counter()
-        model = self.model(inp.model, inp.model_version)
+        model = self.model(inp.model, inp.model_version, admitted=admitted)
         arms = self._arms()
         ids = self.check(inp)
         candidate = self._route(inp, arms, ids[0])
@@ -117,12 +122,17 @@ class InferenceCore:
         return answers[0]
 
     def predict_many(
-        self, inputs: Sequence[PredictInput], budget_s: float | None = None
+        self,
+        inputs: Sequence[PredictInput],
+        budget_s: float | None = None,
+        *,
+        admitted: bool = False,
     ) -> list[Prediction | LooplineError]:
         """Score several requests with one store round trip and one run per model.
 
         Each request succeeds or fails on its own (a bad one does not fail the
         others); a missing model fails them all with :class:`UnavailableError`.
+        ``admitted``: see :meth:`model`.
         """
         t0 = time.perf_counter()
         results: list[Prediction | LooplineError | None] = [None] * len(inputs)
@@ -133,7 +143,7 @@ class InferenceCore:
         todo: list[int] = []
         for i, inp in enumerate(inputs):
             try:
-                models[i] = self.model(inp.model, inp.model_version)
+                models[i] = self.model(inp.model, inp.model_version, admitted=admitted)
                 ids = self.check(inp)
                 answering[i] = self._route(inp, arms, ids[0]) or models[i]
             except LooplineError as e:

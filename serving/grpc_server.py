@@ -76,19 +76,30 @@ class _Calls:
     def run(
         self, method: str, handler: Callable[[Any, float | None], Any], request: Any, context: Any
     ) -> Any:
+        if method not in SCORING:
+            return self._run(method, handler, request, context)
         t0 = time.perf_counter()
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
         try:
-            response = handler(request, context.time_remaining())
+            response = self._run(method, handler, request, context)
+        finally:
+            in_flight.dec()
+        self.metrics.total.observe(time.perf_counter() - t0)
+        self._ok[method].inc()
+        return response
+
+    def _run(
+        self, method: str, handler: Callable[[Any, float | None], Any], request: Any, context: Any
+    ) -> Any:
+        try:
+            return handler(request, context.time_remaining())
         except Exception as e:
             code = status_for(e)
             if not isinstance(e, LooplineError):
                 log.exception("%s failed unexpectedly", method)
             self.metrics.request(method, code.name)
             context.abort(code, str(e))
-        if method in SCORING:
-            self.metrics.total.observe(time.perf_counter() - t0)
-            self._ok[method].inc()
-        return response
 
 
 def _rpc(method: str, handler: str) -> Callable[[Any, Any, Any], Any]:

@@ -85,6 +85,8 @@ class ServingMetrics:
         self.inference = stage.labels("inference")
         self.total = stage.labels("total")
         self.requests = counter(names.SERVING_REQUESTS, registry)
+        # livesum: with several processes, the pod's calls in flight (the HPA's metric).
+        self.in_flight = gauge(names.SERVING_IN_FLIGHT, registry, multiprocess_mode="livesum")
         self.degraded = counter(names.SERVING_DEGRADED_ANSWERS, registry)
         self.store_errors = counter(names.SERVING_STORE_ERRORS, registry)
         self.model_info = _gauge(names.SERVING_MODEL_INFO, registry)

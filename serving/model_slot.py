@@ -75,14 +75,23 @@ class ServedModels:
         self.candidate = candidate
         self.draining = False
 
-    def pick(self, name: str = "", version: str = "") -> LoadedModel:
-        """The model answering for ``name``/``version`` (empty: the default, current)."""
+    def admit(self) -> None:
+        """Refuse a new call while draining (calls admitted before still finish)."""
+        if self.draining:
+            raise UnavailableError("the server is shutting down; retry on another instance")
+
+    def pick(self, name: str = "", version: str = "", *, admitted: bool = False) -> LoadedModel:
+        """The model answering for ``name``/``version`` (empty: the default, current).
+
+        ``admitted``: the call passed :meth:`admit` on arrival (it waited in a
+        batch since), so a shutdown begun meanwhile does not refuse it.
+        """
         if name and name != self.model_name:
             raise ModelNotFoundError(
                 f"unknown model {name!r}; this server serves {self.model_name!r}"
             )
-        if self.draining:
-            raise UnavailableError("the server is shutting down; retry on another instance")
+        if not admitted:
+            self.admit()
         current, previous = self.slot.models()
         if current is None:
             raise UnavailableError(

@@ -138,6 +138,16 @@ class RolloutFollower:
     ) -> None:
         """One run of ``arm`` that answered ``len(scores)`` requests in ``wall``/``cpu`` seconds."""
         n = len(scores)
+        if arms.plan is None and n > 1:
+            # A batch: one count for all its answers (the scores one by one).
+            finite = [float(x) for x in scores if math.isfinite(x)]
+            histogram = self._scores[arm]
+            for score in finite:
+                histogram.observe(score)
+            self._calls[(arm, "answer", "ok")].inc(len(finite))
+            if len(finite) < n:
+                self._calls[(arm, "answer", "error")].inc(n - len(finite))
+            return
         for score in scores:
             if arms.plan is None:
                 self.record_score(arm, float(score))

@@ -3,11 +3,16 @@
 Handlers raise domain errors; :mod:`loopline.serving.grpc_server` turns them
 into status codes. Responses are filled from a per-model template (names
 and statuses preset), which costs a third of building 20 feature messages.
+Concurrent ``Predict`` calls are scored in batches
+(:mod:`~loopline.serving.call_batcher`, ``serving.batch_max_calls``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from loopline.contracts.errors import LooplineError
+from loopline.serving.call_batcher import CallBatcher
 from loopline.serving.core import InferenceCore
 from loopline.serving.features import FeatureStatus
 from loopline.serving.model import LoadedModel
@@ -37,10 +42,36 @@ class V1Handlers:
         self.max_message_bytes = max_message_bytes
         # model -> a response with every feature name filled in, status OK
         self._templates: dict[int, tuple[LoadedModel, pb.PredictResponse]] = {}
+        conf = core.settings
+        self.batcher: CallBatcher[PredictInput, Prediction] | None = (
+            CallBatcher(
+                self._score,
+                max_batch=conf.batch_max_calls,
+                max_wait_s=conf.batch_max_wait_us / 1e6,
+            )
+            if conf.batch_max_calls > 1
+            else None
+        )
 
     def predict(self, request: pb.PredictRequest, budget_s: float | None) -> pb.PredictResponse:
         check_size(request.ByteSize(), self.max_message_bytes)
-        return self._response(self.core.predict(self._input(request), budget_s))
+        inp = self._input(request)
+        if self.batcher is None:
+            return self._response(self.core.predict(inp, budget_s))
+        # Admitted now: a shutdown that begins while it waits in a batch lets it finish.
+        self.core.models.admit()
+        return self._response(self.batcher.submit(inp, budget_s))
+
+    def _score(
+        self, inputs: Sequence[PredictInput], budget_s: float | None
+    ) -> Sequence[Prediction | LooplineError]:
+        """A batch of calls' predictions; one alone takes the single-call path."""
+        if len(inputs) > 1:
+            return self.core.predict_many(inputs, budget_s, admitted=True)
+        try:
+            return [self.core.predict(inputs[0], budget_s, admitted=True)]
+        except LooplineError as e:
+            return [e]
 
     def predict_batch(
         self, request: pb.PredictBatchRequest, budget_s: float | None

@@ -27,6 +27,7 @@ from loopline.v1 import inference_pb2 as pb
 N_CARDS, N_MERCHANTS = 10_000, 1_000
 CLIENT_TIMEOUT_S = 1.0
 PREDICT = "/loopline.v1.Inference/Predict"
+PREDICT_BATCH = "/loopline.v1.Inference/PredictBatch"
 P99_BUDGET_MS = 10.0
 # A plaintext port on 127.0.0.1, or a client's settings (port, TLS, token).
 Target = int | ServingSettings
@@ -50,6 +51,15 @@ def make_requests(n: int, seed: int = 1) -> list[bytes]:
         )
         out.append(req.SerializeToString())
     return out
+
+
+def make_batch_requests(n: int, rows: int, seed: int = 1) -> list[bytes]:
+    """Serialized PredictBatchRequests of ``rows`` requests each."""
+    singles = [pb.PredictRequest.FromString(b) for b in make_requests(n * rows, seed)]
+    return [
+        pb.PredictBatchRequest(requests=singles[i * rows : (i + 1) * rows]).SerializeToString()
+        for i in range(n)
+    ]
 
 
 def percentiles(values_s: list[float] | np.ndarray) -> dict[str, float]:
@@ -87,21 +97,28 @@ def sequential_client(
     return out
 
 
-def _load_process(spec: tuple[Target, int, float, int], stop: Any, results: Any) -> None:
-    """A load-generator process: ``concurrency`` calls in flight over 4 connections."""
-    target, concurrency, seconds, seed = spec
-    requests = make_requests(2000, seed)
+def _load_process(spec: tuple[Target, int, float, int, int], stop: Any, results: Any) -> None:
+    """A load-generator process: ``concurrency`` calls in flight over 4 connections
+    (``Predict``, or ``PredictBatch`` of ``rows`` requests when ``rows`` > 0)."""
+    target, concurrency, seconds, seed, rows = spec
+    if rows:
+        method, response = PREDICT_BATCH, pb.PredictBatchResponse
+        requests = make_batch_requests(max(1, 2000 // rows), rows, seed)
+    else:
+        method, response = PREDICT, pb.PredictResponse
+        requests = make_requests(2000, seed)
     client = client_of(target)
     metadata = client.metadata or None
+
+    def version(resp: Any) -> str:
+        return resp.results[0].response.model_version if rows else resp.model_version
 
     async def main() -> None:
         options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
         channels = [client.aio_channel(options=options) for _ in range(4)]
         calls = [
             ch.unary_unary(
-                PREDICT,
-                request_serializer=None,
-                response_deserializer=pb.PredictResponse.FromString,
+                method, request_serializer=None, response_deserializer=response.FromString
             )
             for ch in channels
         ]
@@ -128,7 +145,7 @@ def _load_process(spec: tuple[Target, int, float, int], stop: Any, results: Any)
                 finally:
                     i += 1
                 latencies.append(time.perf_counter() - t)
-                versions[resp.model_version] += 1
+                versions[version(resp)] += 1
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         window = time.perf_counter() - begin
@@ -142,14 +159,16 @@ def _load_process(spec: tuple[Target, int, float, int], stop: Any, results: Any)
 class Load:
     """Several load-generator processes started together; results when they end."""
 
-    def __init__(self, target: Target, processes: int, concurrency: int, seconds: float) -> None:
+    def __init__(
+        self, target: Target, processes: int, concurrency: int, seconds: float, rows: int = 0
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.stop = ctx.Event()
         self.results = ctx.Queue()
         self.procs = [
             ctx.Process(
                 target=_load_process,
-                args=((target, concurrency, seconds, 10 + i), self.stop, self.results),
+                args=((target, concurrency, seconds, 10 + i, rows), self.stop, self.results),
             )
             for i in range(processes)
         ]
@@ -178,25 +197,38 @@ class Load:
         return lat, errors, versions
 
 
-def saturation(target: Target, steps: list[tuple[int, int]], seconds: float) -> dict[str, Any]:
+def saturation(
+    target: Target, steps: list[tuple[int, int]], seconds: float, rows: int = 0
+) -> dict[str, Any]:
     """Throughput per load level (load-generator processes, calls in flight each); the
-    best one whose client p99 <= P99_BUDGET_MS without errors."""
-    rows = []
+    best one whose client p99 <= P99_BUDGET_MS without errors. ``rows`` > 0: the calls
+    are ``PredictBatch`` of that many requests (``rows_per_s`` counts requests)."""
+    out = []
     for procs, conc in steps:
-        load = Load(target, procs, conc, seconds).start()
+        load = Load(target, procs, conc, seconds, rows).start()
         # Throughput counts the measured window only (process start-up excluded).
         lat, errors, _ = load.finish(stop=False)
         rps = load.rate
         p = percentiles(lat)
-        rows.append({"clients": procs * conc, "rps": rps, **p, "errors": sum(errors.values())})
+        row_rate = rps * max(rows, 1)
+        out.append(
+            {
+                "clients": procs * conc,
+                "rps": rps,
+                "rows_per_s": row_rate,
+                **p,
+                "errors": sum(errors.values()),
+            }
+        )
+        per_row = f" ({row_rate:8.0f} rows/s)" if rows else ""
         print(
-            f"  load {procs}x{conc:<3} {rps:8.0f} calls/s  p50 {p['p50']:6.2f} ms  "
+            f"  load {procs}x{conc:<3} {rps:8.0f} calls/s{per_row}  p50 {p['p50']:6.2f} ms  "
             f"p99 {p['p99']:6.2f} ms  errors {sum(errors.values())}",
             flush=True,
         )
         for e, n in errors.most_common(2):
             print(f"    error x{n}: {e}")
-    return best_of(rows)
+    return best_of(out)
 
 
 def best_of(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -39,18 +39,30 @@ HISTORY_S, HISTORY_RATE, FRAUD_RATE = 6 * 3600.0, 2.0, 0.05
 
 
 class TrainedModels:
-    """Versions trained once per seed (another seed: another history, another model)."""
+    """Versions trained once per seed (another seed: another history, another model).
 
-    def __init__(self, settings: Settings, work: Path) -> None:
+    ``cache``: a folder kept between runs, so a repeated run trains nothing
+    (the versions trained there, by seed, in ``seeds.json``).
+    """
+
+    def __init__(self, settings: Settings, work: Path, cache: Path | None = None) -> None:
         self.settings = settings
-        self.work = work / "trained"
+        self.work = cache if cache is not None else work / "trained"
         self.scratch = DirectoryRegistry(self.work / "registry")
+        self._seeds = self.work / "seeds.json"
         self._by_seed: dict[int, ModelVersion] = {}
+        if cache is not None and self._seeds.exists():
+            for seed, (name, version) in json.loads(self._seeds.read_text()).items():
+                self._by_seed[int(seed)] = self.scratch.get(name, version)
 
     def trained(self, seed: int) -> ModelVersion:
         """The version trained on seed ``seed``'s history (trained on first use)."""
         if seed not in self._by_seed:
             self._by_seed[seed] = self._train(seed)
+            versions = {
+                s: (mv.manifest.model_name, mv.manifest.version) for s, mv in self._by_seed.items()
+            }
+            self._seeds.write_text(json.dumps(versions))
         return self._by_seed[seed]
 
     def adopt(self, seed: int, version: ModelVersion) -> None:

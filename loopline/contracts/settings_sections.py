@@ -204,6 +204,13 @@ class ServingSettings:
     # A loaded model must reproduce its manifest's golden scores within this.
     golden_tolerance: float = 1e-4
     max_batch_size: int = 512
+    # Dynamic batching of concurrent Predict calls (serving/call_batcher.py): calls
+    # that queue while a batch is scored are scored together, up to this many, in
+    # one Redis MGET and one model run (1: every call alone). A lone call never waits.
+    batch_max_calls: int = 32
+    # How long a batch that is not full waits for more calls (Triton's queue delay);
+    # 0: never wait, batch only what has queued. At most a fifth of the call's deadline.
+    batch_max_wait_us: float = 0.0
     # Requests larger than this are refused with INVALID_ARGUMENT.
     max_message_bytes: int = 1 << 20
     max_entity_id_length: int = 256
@@ -240,6 +247,17 @@ class ServingSettings:
     token_file: Path | None = None
     client_cert_file: Path | None = None
     client_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_max_calls < 1:
+            raise ConfigError(
+                f"serving.batch_max_calls is {self.batch_max_calls}; use 1 (no batching) or more"
+            )
+        if not 0 <= self.batch_max_wait_us <= 100_000:
+            raise ConfigError(
+                f"serving.batch_max_wait_us is {self.batch_max_wait_us}; use 0 (no waiting) "
+                "to 100000 (0.1 s)"
+            )
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,14 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from serving_requests import fp32_tensor_request, predict_request
 from serving_support import CoreKit, make_core
 
+from loopline.contracts.errors import InvalidRequestError
 from loopline.oip import grpc_predict_v2_pb2 as oip
 from loopline.serving.grpc_server import _Calls, _OipServicer, _V1Servicer
+from loopline.serving.metrics import ServingMetrics
 from loopline.serving.oip_api import OipHandlers
 from loopline.serving.v1_api import V1Handlers
 from loopline.v1 import inference_pb2 as pb
@@ -246,3 +249,22 @@ def test_refusals_name_the_limit_and_its_setting(
 def test_a_normal_call_still_answers(servicers: Servicers) -> None:
     assert 0.0 <= answer(servicers.v1.Predict, predict_request()).score <= 1.0
     assert not math.isnan(answer(servicers.v1.Predict, predict_request()).score)
+
+
+def test_calls_in_flight_are_counted_while_in_a_handler_and_released_on_errors() -> None:
+    metrics = ServingMetrics(CollectorRegistry())
+    calls = _Calls(metrics)
+    seen: list[float] = []
+
+    def handler(request: object, budget_s: float | None) -> str:
+        seen.append(metrics.registry.get_sample_value("loopline_serving_in_flight"))
+        if request == "bad":
+            raise InvalidRequestError("bad request")
+        return "ok"
+
+    assert calls.run("Predict", handler, "good", Context()) == "ok"
+    with pytest.raises(AbortedError):
+        calls.run("Predict", handler, "bad", Context())
+    calls.run("ServerLive", handler, "good", Context())  # not a scoring call
+    assert seen == [1.0, 1.0, 0.0]
+    assert metrics.registry.get_sample_value("loopline_serving_in_flight") == 0.0

@@ -20,7 +20,7 @@ from k8s_render import K8S, OVERLAYS, Manifest, find, load_documents, pod_spec, 
 
 from loopline.cli import build_parser
 from loopline.config.loader import load_settings
-from loopline.contracts.metric_names.serving import SERVING_STAGE_SECONDS
+from loopline.contracts.metric_names.serving import SERVING_IN_FLIGHT
 from loopline.contracts.settings import Settings
 
 # Native gRPC probes are GA from 1.27, the pod-index label from 1.28 (beta, on).
@@ -175,12 +175,12 @@ def test_serving_scales_on_cpu_and_calls_in_flight(overlay: list[Manifest]) -> N
     by_type = {m["type"]: m for m in hpa["spec"]["metrics"]}
     assert by_type["Resource"]["resource"]["name"] == "cpu"
     in_flight = by_type["Pods"]["pods"]["metric"]["name"]
-    # prometheus-adapter derives it from a series serving really exports.
+    # prometheus-adapter serves the gauge serving really exports, under its own name.
     rule = yaml.safe_load((K8S / "prometheus-adapter.yaml").read_text())["rules"]["custom"][0]
-    assert rule["name"]["as"] == in_flight
+    assert rule["name"]["as"] == in_flight == SERVING_IN_FLIGHT.name
     series = rule["name"]["matches"].strip("^$")
-    assert series in SERVING_STAGE_SECONDS.exposed()
-    assert series in rule["seriesQuery"] and 'stage="total"' in rule["metricsQuery"]
+    assert series in SERVING_IN_FLIGHT.exposed()
+    assert series in rule["seriesQuery"] and "<<.Series>>" in rule["metricsQuery"]
     pdb = find(overlay, "PodDisruptionBudget", "serving")
     labels = serving["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()

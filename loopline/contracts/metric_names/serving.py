@@ -12,6 +12,14 @@ SERVING_STAGE_SECONDS = declare(
     "Time per request stage: feature_fetch, inference, total",
     "serving",
 )
+SERVING_IN_FLIGHT = declare(
+    "loopline_serving_in_flight",
+    "gauge",
+    (),
+    "Scoring calls (Predict, PredictBatch, ModelInfer) in a handler now, summed over the "
+    "server's processes: the serving autoscaler's load signal",
+    "serving",
+)
 SERVING_REQUESTS = declare(
     "loopline_serving_requests",
     "counter",
