@@ -81,13 +81,14 @@ class ModelManager:
     def sync(self, expect_sha256: str = "") -> SwapOutcome | None:
         """Serve what the alias names now (None when the alias names nothing)."""
         try:
-            target = self.registry.resolve(self.model_name, self.alias)
+            # The hot path: one small read; a version is read only when it changed.
+            version = self.registry.aliases(self.model_name).get(self.alias)
         except LooplineError as e:
             log.warning("cannot resolve %s@%s: %s", self.model_name, self.alias, e)
             return None
-        if target is None:
+        if version is None:
             return None
-        return self.ensure(target.manifest.version, expect_sha256)
+        return self.ensure(version, expect_sha256)
 
     def ensure(self, version: str, expect_sha256: str = "") -> SwapOutcome:
         """Serve ``version``: keep it, roll back to it, or load it; never raises."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from loopline.contracts.errors import ConfigError
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+REGISTRY_BACKENDS = ("directory", "fsspec", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,34 @@ class RegistrySettings:
     # (HMAC-SHA256 of the model and its manifest) and serving loads only models
     # whose signature checks out. Unset: models are checked by sha256 alone.
     signing_key_file: Path | None = None
+    # Which registry (README "Registries"): "directory" (registry.path), "fsspec"
+    # (a store many hosts share, at registry.uri) or "mlflow" (the MLflow Model
+    # Registry at registry.mlflow_tracking_uri).
+    backend: str = "directory"
+    # fsspec: where the shared registry lives, e.g. s3://bucket/prefix or file:///srv/reg.
+    uri: str = ""
+    # fsspec on an S3-compatible store other than AWS (MinIO, ...): its endpoint.
+    # Credentials come from the usual AWS chain (environment, files), never from here.
+    endpoint_url: str = ""
+    # An MLflow tracking server (http://host:port): set, every training run is
+    # logged there; the registry too with backend "mlflow".
+    mlflow_tracking_uri: str = ""
+    # The MLflow experiment training runs are logged to.
+    mlflow_experiment: str = "loopline"
+
+    def __post_init__(self) -> None:
+        if self.backend not in REGISTRY_BACKENDS:
+            raise ConfigError(f"registry.backend {self.backend!r}: use one of {REGISTRY_BACKENDS}")
+        if self.backend == "fsspec" and "://" not in self.uri:
+            raise ConfigError(
+                "registry.backend fsspec needs registry.uri, a store URL such as "
+                f"s3://bucket/prefix or file:///srv/registry (got {self.uri!r})"
+            )
+        if self.backend == "mlflow" and not self.mlflow_tracking_uri:
+            raise ConfigError(
+                "registry.backend mlflow needs registry.mlflow_tracking_uri, the MLflow "
+                "server's URL (loopline up --mlflow prints it)"
+            )
 
 
 @dataclass(frozen=True)
