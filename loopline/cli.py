@@ -95,6 +95,12 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         help="TLS and logins on Kafka (SASL_SSL, SCRAM) and Redis (ACL users), ACLs per "
         "service, certificates and secrets generated under <state_dir>/secure",
     )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also an MLflow tracking server (SQLite, artifacts under <state_dir>/mlflow) on "
+        "stack.mlflow_port, for registry.mlflow_tracking_uri",
+    )
 
 
 @command("up", "start Kafka and Redis (or reuse running ones) and create the topics", _up_arguments)
@@ -110,8 +116,10 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         lib = stack.fetch()
         print(f"kafka {settings.stack.kafka_version} jars ready in {lib}")
         return EXIT_OK
-    status = stack.up()
+    status = stack.up(mlflow=args.mlflow)
     print(status.describe())
+    if status.mlflow is not None:
+        print(f"mlflow: set registry.mlflow_tracking_uri=http://{status.mlflow.address}")
     if settings.stack.secure:
         from loopline.stack.secure import finish_secure_up
 

@@ -35,6 +35,13 @@ def open_registry(settings: Settings) -> RegistryBackend:
     return backend.open_registry(settings.registry)
 
 
+def open_tracker(settings: Settings) -> Any:
+    """The MLflow tracker of ``registry.mlflow_tracking_uri`` (None: unset)."""
+    from loopline.registry.mlflow_tracking import MlflowTracker
+
+    return MlflowTracker.from_settings(settings.registry)
+
+
 def open_rollout_registry(settings: Settings) -> RolloutBackend:
     """The registry, which must hold rollout plans (ConfigError otherwise)."""
     return backend.with_rollouts(open_registry(settings))

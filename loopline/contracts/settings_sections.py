@@ -111,6 +111,9 @@ class StackSettings:
     # `loopline up --secure`: Kafka on SASL_SSL with ACLs, Redis with ACL users
     # and TLS, certificates and secrets generated under <state_dir>/secure.
     secure: bool = False
+    # `loopline up --mlflow`: an MLflow tracking server on 127.0.0.1 at this port
+    # (state under <state_dir>/mlflow); 0 picks a free port at each start.
+    mlflow_port: int = 15000
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,10 @@ class ServingSettings:
     stale_after_s: float = 3600.0
     # Last-known entity values kept per process for when Redis is down.
     last_known_capacity: int = 100_000
-    # Poll the registry alias this often (0: follow the model-updates topic only).
-    registry_poll_s: float = 5.0
+    # Poll the registry alias this often (0: follow the model-updates topic only);
+    # a poll is one small read (README "Registries"), so an alias moved by hand
+    # (no announcement) serves within about this long.
+    registry_poll_s: float = 1.0
     follow_model_updates: bool = True
     # A loaded model must reproduce its manifest's golden scores within this.
     golden_tolerance: float = 1e-4

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from loopline.contracts.errors import IntegrityError
+from loopline.contracts.errors import IntegrityError, ModelError
 from loopline.contracts.schemas import ModelUpdate
 from loopline.registry.signatures import ModelKey
 from loopline.rollout.plan import RolloutPlan
@@ -41,6 +41,10 @@ IMMUTABLE_FIELDS = frozenset(
         "signature",
     }
 )
+
+
+class UnservableError(ModelError):
+    """A version that can never serve as registered: it has no readable Loopline manifest."""
 
 
 def sha256_hex(data: bytes) -> str:
