@@ -315,7 +315,9 @@ def mlflow_errors(tracking_uri: str, what: str) -> Iterator[None]:
         if "max retries" in str(e).lower() or "connection" in str(e).lower():
             raise UnavailableError(f"MLflow at {tracking_uri} is unreachable ({e})") from e
         raise ModelError(f"{what}: MLflow at {tracking_uri} refused: {e}") from e
-    except OSError as e:
+    except OSError as e:  # requests' errors: an artifact's 404 says it is not there
+        if getattr(getattr(e, "response", None), "status_code", None) == 404:
+            raise ModelNotFoundError(f"{what}: not in MLflow at {tracking_uri}") from e
         raise UnavailableError(f"MLflow at {tracking_uri} is unreachable ({e})") from e
 
 
