@@ -310,9 +310,15 @@ def mlflow_errors(tracking_uri: str, what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST" or "does not exist" in str(e).lower():
+        text = str(e).lower()
+        # A failed artifact download reports the HTTP 404 in its message only.
+        if (
+            e.error_code == "RESOURCE_DOES_NOT_EXIST"
+            or "does not exist" in text
+            or ("404" in text and "not found" in text)
+        ):
             raise ModelNotFoundError(f"{what}: not in MLflow at {tracking_uri}") from e
-        if "max retries" in str(e).lower() or "connection" in str(e).lower():
+        if "max retries" in text or "connection" in text:
             raise UnavailableError(f"MLflow at {tracking_uri} is unreachable ({e})") from e
         raise ModelError(f"{what}: MLflow at {tracking_uri} refused: {e}") from e
     except OSError as e:  # requests' errors: an artifact's 404 says it is not there
