@@ -114,6 +114,12 @@ def _up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="R",
         help="with --redis-cluster: R replicas per master (stack.redis_cluster_replicas)",
     )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also an MLflow tracking server (SQLite, artifacts under <state_dir>/mlflow) on "
+        "stack.mlflow_port, for registry.mlflow_tracking_uri",
+    )
 
 
 @command("up", "start Kafka and Redis (or reuse running ones) and create the topics", _up_arguments)
@@ -131,8 +137,10 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         lib = stack.fetch()
         print(f"kafka {settings.stack.kafka_version} jars ready in {lib}")
         return EXIT_OK
-    status = stack.up()
+    status = stack.up(mlflow=args.mlflow)
     print(status.describe())
+    if status.mlflow is not None:
+        print(f"mlflow: set registry.mlflow_tracking_uri=http://{status.mlflow.address}")
     if settings.stack.secure:
         from loopline.stack.secure import finish_secure_up
 

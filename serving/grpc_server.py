@@ -35,7 +35,8 @@ from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import project_of
 from loopline.oip import grpc_predict_v2_pb2 as oip_pb
 from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
-from loopline.registry.directory import ModelRegistry, open_registry
+from loopline.registry.backend import open_registry
+from loopline.registry.manifest import ModelRegistry
 from loopline.serving import auth, tls
 from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.cluster_store import ClusterFeatureStore

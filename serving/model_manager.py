@@ -23,13 +23,19 @@ from loopline.contracts.errors import (
     ModelError,
 )
 from loopline.featurecore.features import FeatureSet
-from loopline.registry.directory import Manifest, ModelRegistry
+from loopline.registry.manifest import Manifest, ModelRegistry, UnservableError
 from loopline.registry.signatures import REASONS, SignatureError
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.model import LoadedModel, load_model
 from loopline.serving.model_slot import ModelSlot
 
 log = logging.getLogger(__name__)
+# Refusal reasons beyond the signature's (the refusal metric's ``reason`` label).
+MANIFEST = "manifest"  # no usable Loopline manifest (a version registered by hand)
+FINGERPRINT = "fingerprint"  # built for another feature set than the one served
+INTEGRITY = "integrity"  # the file's sha256 is not the manifest's
+INVALID = "invalid"  # unloadable, wrong inputs or outputs, golden scores not reproduced
+MODEL_REASONS = (MANIFEST, FINGERPRINT, INTEGRITY, INVALID)
 
 
 @dataclass(frozen=True)
@@ -75,19 +81,20 @@ class ModelManager:
         # the file or the signature changes.
         self.refused: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
-        for reason in REASONS:  # present at 0 from the start, for `increase()`
+        for reason in (*REASONS, *MODEL_REASONS):  # present at 0 from the start, for `increase()`
             metrics.model_refusals.labels(reason)
 
     def sync(self, expect_sha256: str = "") -> SwapOutcome | None:
         """Serve what the alias names now (None when the alias names nothing)."""
         try:
-            target = self.registry.resolve(self.model_name, self.alias)
+            # The hot path: one small read; a version is read only when it changed.
+            version = self.registry.aliases(self.model_name).get(self.alias)
         except LooplineError as e:
             log.warning("cannot resolve %s@%s: %s", self.model_name, self.alias, e)
             return None
-        if target is None:
+        if version is None:
             return None
-        return self.ensure(target.manifest.version, expect_sha256)
+        return self.ensure(version, expect_sha256)
 
     def ensure(self, version: str, expect_sha256: str = "") -> SwapOutcome:
         """Serve ``version``: keep it, roll back to it, or load it; never raises."""
@@ -116,6 +123,12 @@ class ModelManager:
     def _load(self, version: str, expect_sha256: str, current: LoadedModel | None) -> SwapOutcome:
         try:
             mv = self.registry.get(self.model_name, version)
+        except UnservableError as e:
+            # Registered without a usable manifest: it never serves as registered.
+            if (version, "", "") in self.refused:
+                return SwapOutcome(version, "skipped", str(e))
+            self.metrics.model_refusals.labels(MANIFEST).inc()
+            return self._refuse((version, "", ""), "refused", e, current)
         except LooplineError as e:
             self.metrics.swaps.labels("failed").inc()
             return SwapOutcome(version, "failed", str(e))
@@ -136,12 +149,15 @@ class ModelManager:
             self.metrics.model_refusals.labels(e.reason).inc()
             return self._refuse(key, "integrity", e, current)
         except FingerprintMismatchError as e:
-            if self.on_other_feature_set is not None:
-                self.on_other_feature_set(mv.manifest)
+            if self.on_other_feature_set is not None and self.on_other_feature_set(mv.manifest):
+                return self._refuse(key, "refused", e, current)  # another applied version
+            self.metrics.model_refusals.labels(FINGERPRINT).inc()
             return self._refuse(key, "refused", e, current)
         except IntegrityError as e:
+            self.metrics.model_refusals.labels(INTEGRITY).inc()
             return self._refuse(key, "integrity", e, current)
         except (ModelError, OSError) as e:
+            self.metrics.model_refusals.labels(INVALID).inc()
             return self._refuse(key, "failed", e, current)
         if adopted is None:
             self.metrics.load_seconds.observe(time.perf_counter() - t0)

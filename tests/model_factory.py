@@ -23,6 +23,7 @@ import numpy as np
 from fraud_repo import FRAUD_FEATURES
 
 from loopline.featurecore.features import FeatureSet
+from loopline.registry.backend import RegistryBackend
 from loopline.registry.directory import (
     MANIFEST_FILE,
     DirectoryRegistry,
@@ -112,7 +113,7 @@ def manifest_fields(
 
 
 def publish(
-    registry: DirectoryRegistry | str | Path,
+    registry: RegistryBackend | str | Path,
     *,
     model: str = "fraud",
     n_trees: int = 20,
@@ -129,12 +130,12 @@ def publish(
     ``overrides`` replace manifest fields, e.g. ``fingerprint="0" * 64`` for a
     model built for another feature set, or ``golden_scores=[...]``. A
     registry given as a path is opened with ``signing_key`` (None: unsigned);
-    a :class:`DirectoryRegistry` signs with its own key.
+    a registry object (any backend) signs with its own key.
     """
     reg = (
-        registry
-        if isinstance(registry, DirectoryRegistry)
-        else DirectoryRegistry(registry, signing_key=signing_key)
+        DirectoryRegistry(registry, signing_key=signing_key)
+        if isinstance(registry, str | Path)
+        else registry
     )
     onnx_bytes = train_onnx(n_trees, n_leaves, seed, len(fs.model_features), task)
     fields = manifest_fields(onnx_bytes, fs, seed=seed, task=task)

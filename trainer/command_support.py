@@ -13,8 +13,9 @@ from loopline.config.cli import settings_of
 from loopline.contracts.errors import ConfigError, ModelNotFoundError
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
-from loopline.registry import directory
-from loopline.registry.directory import DirectoryRegistry, ModelVersion
+from loopline.registry import backend
+from loopline.registry.backend import RegistryBackend, RolloutBackend
+from loopline.registry.manifest import ModelVersion
 
 Handler = Callable[..., int]
 
@@ -28,9 +29,22 @@ def handler(fn: Callable[[argparse.Namespace, Settings, Console], int]) -> Handl
     return run
 
 
-def open_registry(settings: Settings) -> DirectoryRegistry:
-    """The registry (signing what is published when ``registry.signing_key_file`` is set)."""
-    return directory.open_registry(settings.registry)
+def open_registry(settings: Settings) -> RegistryBackend:
+    """The registry ``registry.backend`` names (signing what is published when
+    ``registry.signing_key_file`` is set)."""
+    return backend.open_registry(settings.registry)
+
+
+def open_tracker(settings: Settings) -> Any:
+    """The MLflow tracker of ``registry.mlflow_tracking_uri`` (None: unset)."""
+    from loopline.registry.mlflow_tracking import MlflowTracker
+
+    return MlflowTracker.from_settings(settings.registry)
+
+
+def open_rollout_registry(settings: Settings) -> RolloutBackend:
+    """The registry, which must hold rollout plans (ConfigError otherwise)."""
+    return backend.with_rollouts(open_registry(settings))
 
 
 def new_announcer(settings: Settings) -> Any:
@@ -60,7 +74,7 @@ def parse_time(text: str) -> int:
     return int(t.timestamp() * 1000)
 
 
-def lookup(reg: DirectoryRegistry, model: str, version_or_alias: str) -> ModelVersion:
+def lookup(reg: RegistryBackend, model: str, version_or_alias: str) -> ModelVersion:
     """A version by number, or the version an alias names."""
     if version_or_alias.isdigit():
         return reg.get(model, version_or_alias)

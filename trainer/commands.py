@@ -24,7 +24,13 @@ from loopline.config.cli import service_group, settings_of
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of, project_of
-from loopline.trainer.command_support import handler, new_announcer, open_registry, parse_time
+from loopline.trainer.command_support import (
+    handler,
+    new_announcer,
+    open_registry,
+    open_tracker,
+    parse_time,
+)
 from loopline.trainer.models_commands import register_models
 
 log = logging.getLogger("loopline.trainer")
@@ -173,6 +179,7 @@ def _train(args: argparse.Namespace, settings: Settings, console: Console) -> in
             announcer=announcer,
             progress=progress,
             publish=publish,
+            tracker=open_tracker(settings),
             **_gate(args),
         )
         report = trainer.train(data, force=args.force, extra={"trigger": "manual"})
@@ -273,6 +280,7 @@ def _run_trainer(args: argparse.Namespace, settings: Settings, console: Console)
             announcer=announcer,
             progress=progress,
             publish=PublishPolicy.from_settings(settings.rollout),
+            tracker=open_tracker(settings),
             **_gate(args),
         ),
         lambda: load_training_set(settings, request, progress),

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from loopline.contracts.settings import Settings
 from loopline.featurerepo.loader import model_of
-from loopline.registry.directory import DirectoryRegistry
+from loopline.registry.backend import RegistryBackend
 from loopline.trainer.command_support import handler, lookup, new_announcer, open_registry
 
 
@@ -43,7 +43,7 @@ def _models_list(args: argparse.Namespace, settings: Settings, console: Console)
     reg = open_registry(settings)
     models = [args.model] if args.model else reg.models()
     if not models:
-        console.print(f"no models in {settings.registry.path}")
+        console.print(f"no models in {reg.where()}")
         return 0
     for model in models:
         console.print(versions_table(model, reg.versions(model), reg.aliases(model), console.width))
@@ -92,7 +92,7 @@ def _announce_alias(
     settings: Settings,
     console: Console,
     *,
-    reg: DirectoryRegistry,
+    reg: RegistryBackend,
     model: str,
     action: str,
 ) -> int:

@@ -17,14 +17,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopline.contracts.errors import ConfigError, FeatureError, ModelError
 from loopline.contracts.settings import Settings, TrainerSettings
 from loopline.contracts.tasks import check_task
 from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import project_of
-from loopline.registry.directory import ModelRegistry
+from loopline.registry.manifest import ModelRegistry
 from loopline.trainer import metrics
 from loopline.trainer.booster import BoosterParams, train_booster
 from loopline.trainer.dataset import TrainingSet, check_enough, split_by_time
@@ -35,6 +35,10 @@ from loopline.trainer.manifest import manifest_fields
 from loopline.trainer.placement import CHAMPION, Placement, Published
 from loopline.trainer.progress import Progress, SilentProgress
 from loopline.trainer.publish_policy import Announcer, PublishPolicy, RolloutRegistry
+from loopline.trainer.tracking import run_record
+
+if TYPE_CHECKING:
+    from loopline.registry.mlflow_tracking import MlflowTracker
 
 
 @dataclass(frozen=True)
@@ -85,16 +89,19 @@ class Trainer:
         gate_metric: str | None = None,
         min_improvement: float = 0.0,
         fs: FeatureSet | None = None,
+        tracker: MlflowTracker | None = None,
     ) -> None:
         """``task``: "binary" or "regression"; ``gate_metric``/``min_improvement``:
         a metric of the task the challenger must also improve by that much (see
         :func:`loopline.trainer.gate.decide`); ``fs``: the repo's compiled feature
-        set (default: that of the default repo, see :func:`project_of`)."""
+        set (default: that of the default repo, see :func:`project_of`); ``tracker``:
+        where each run is logged (MLflow, :mod:`loopline.registry.mlflow_tracking`)."""
         self.settings = settings
         self.task = check_task(task)
         self.gate_metric = gate_metric
         self.min_improvement = min_improvement
         self.registry = registry
+        self.tracker = tracker
         self.progress = progress or SilentProgress()
         self.exporter = exporter
         publish = publish or PublishPolicy()
@@ -114,7 +121,26 @@ class Trainer:
     def train(
         self, data: TrainingSet, *, force: bool = False, extra: dict[str, Any] | None = None
     ) -> TrainingReport:
-        """Run every step; raises before publishing anything when a check fails."""
+        """Run every step; raises before publishing anything when a check fails.
+
+        With a tracker, the run is logged as a tracking run (ended FAILED on an error).
+        """
+        if self.tracker is None:
+            return self._train(data, force, extra)[0]
+        run = self.tracker.start(self.model_name, extra)
+        lineage = run.lineage(extra)
+        try:
+            report, onnx, params = self._train(data, force, lineage)
+        except BaseException as e:
+            run.fail(e)
+            raise
+        margins = GateMargins.from_settings(self.settings)
+        run.finish(**run_record(report, lineage, params, margins, self.fs), onnx=onnx)
+        return report
+
+    def _train(
+        self, data: TrainingSet, force: bool, extra: dict[str, Any] | None
+    ) -> tuple[TrainingReport, bytes, BoosterParams]:
         s = self.settings
         started = time.monotonic()
         stages: dict[str, float] = {}
@@ -185,7 +211,7 @@ class Trainer:
             outcome = Published()
             if decision.accepted:
                 outcome = self.placement.place(mv, force=force)
-        return TrainingReport(
+        report = TrainingReport(
             model_name=self.model_name,
             version=mv.manifest.version,
             accepted=decision.accepted,
@@ -207,6 +233,7 @@ class Trainer:
             superseded_plan_ids=outcome.superseded,
             task=task,
         )
+        return report, onnx, params
 
     def _check_labels(self, data: TrainingSet) -> None:
         """Refuse a training set loaded for the other task (its labels were cast for it)."""

@@ -250,7 +250,7 @@ def version_detail(mv: ModelVersion, aliases: dict[str, str]) -> Table:
     t.add_row("task", m.task)
     t.add_row("decision", m.decision or "-")
     t.add_row("created", utc(m.created_ms))
-    t.add_row("file", str(mv.model_path))
+    t.add_row("file", mv.location)
     t.add_row("sha256", m.sha256)
     t.add_row("feature set", f"{m.feature_set} (fingerprint {m.fingerprint[:16]}...)")
     t.add_row("features", ", ".join(m.feature_names))

@@ -15,6 +15,7 @@ from pathlib import Path
 from loopline.contracts.errors import ConfigError
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+REGISTRY_BACKENDS = ("directory", "fsspec", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,9 @@ class StackSettings:
     # `loopline up --secure`: Kafka on SASL_SSL with ACLs, Redis with ACL users
     # and TLS, certificates and secrets generated under <state_dir>/secure.
     secure: bool = False
+    # `loopline up --mlflow`: an MLflow tracking server on 127.0.0.1 at this port
+    # (state under <state_dir>/mlflow); 0 picks a free port at each start.
+    mlflow_port: int = 15000
     # `loopline up --redis-cluster N [--redis-replicas R]`: a Redis Cluster of N
     # masters (0: one plain redis-server) with R replicas each, on redis.port and
     # the N * (1 + R) - 1 ports after it (each also binds its port + 10000 for
@@ -198,8 +202,10 @@ class ServingSettings:
     stale_after_s: float = 3600.0
     # Last-known entity values kept per process for when Redis is down.
     last_known_capacity: int = 100_000
-    # Poll the registry alias this often (0: follow the model-updates topic only).
-    registry_poll_s: float = 5.0
+    # Poll the registry alias this often (0: follow the model-updates topic only);
+    # a poll is one small read (README "Registries"), so an alias moved by hand
+    # (no announcement) serves within about this long.
+    registry_poll_s: float = 1.0
     follow_model_updates: bool = True
     # A loaded model must reproduce its manifest's golden scores within this.
     golden_tolerance: float = 1e-4
@@ -269,6 +275,34 @@ class RegistrySettings:
     # (HMAC-SHA256 of the model and its manifest) and serving loads only models
     # whose signature checks out. Unset: models are checked by sha256 alone.
     signing_key_file: Path | None = None
+    # Which registry (README "Registries"): "directory" (registry.path), "fsspec"
+    # (a store many hosts share, at registry.uri) or "mlflow" (the MLflow Model
+    # Registry at registry.mlflow_tracking_uri).
+    backend: str = "directory"
+    # fsspec: where the shared registry lives, e.g. s3://bucket/prefix or file:///srv/reg.
+    uri: str = ""
+    # fsspec on an S3-compatible store other than AWS (MinIO, ...): its endpoint.
+    # Credentials come from the usual AWS chain (environment, files), never from here.
+    endpoint_url: str = ""
+    # An MLflow tracking server (http://host:port): set, every training run is
+    # logged there; the registry too with backend "mlflow".
+    mlflow_tracking_uri: str = ""
+    # The MLflow experiment training runs are logged to.
+    mlflow_experiment: str = "loopline"
+
+    def __post_init__(self) -> None:
+        if self.backend not in REGISTRY_BACKENDS:
+            raise ConfigError(f"registry.backend {self.backend!r}: use one of {REGISTRY_BACKENDS}")
+        if self.backend == "fsspec" and "://" not in self.uri:
+            raise ConfigError(
+                "registry.backend fsspec needs registry.uri, a store URL such as "
+                f"s3://bucket/prefix or file:///srv/registry (got {self.uri!r})"
+            )
+        if self.backend == "mlflow" and not self.mlflow_tracking_uri:
+            raise ConfigError(
+                "registry.backend mlflow needs registry.mlflow_tracking_uri, the MLflow "
+                "server's URL (loopline up --mlflow prints it)"
+            )
 
 
 @dataclass(frozen=True)

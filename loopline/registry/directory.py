@@ -43,6 +43,7 @@ from typing import Any
 
 from loopline.contracts.errors import ModelError, ModelNotFoundError, RegistryWriteError
 from loopline.contracts.settings import RegistrySettings
+from loopline.registry import documents
 from loopline.registry.manifest import (
     IMMUTABLE_FIELDS,
     Manifest,
@@ -53,7 +54,7 @@ from loopline.registry.manifest import (
     sha256_hex,
 )
 from loopline.registry.signatures import ModelKey
-from loopline.rollout.plan import CANDIDATE, CHAMPION, RolloutPlan
+from loopline.rollout.plan import RolloutPlan
 from loopline.storage.files import atomic_write, fsync
 
 # The manifest types are importable from here, beside the registry that stores them.
@@ -65,6 +66,7 @@ __all__ = [
 MODEL_FILE = "model.onnx"
 ROLLOUT_FILE = "rollout.json"
 MANIFEST_FILE = "manifest.json"
+ALIASES_FILE = "aliases.json"
 
 
 def staging_prefix(pid: int | None = None) -> str:
@@ -99,7 +101,9 @@ def _alive(pid: int) -> bool:
 
 
 def open_registry(settings: RegistrySettings) -> DirectoryRegistry:
-    """The registry ``settings`` describe, with its signing key when one is set."""
+    """The directory registry at ``registry.path``, with its signing key when one is set.
+
+    :func:`loopline.registry.backend.open_registry` picks the backend."""
     return DirectoryRegistry(settings.path, signing_key=ModelKey.from_settings(settings))
 
 
@@ -109,6 +113,9 @@ class DirectoryRegistry:
     def __init__(self, root: str | Path, *, signing_key: ModelKey | None = None) -> None:
         self.root = Path(root)
         self.signing_key = signing_key
+
+    def where(self) -> str:
+        return str(self.root)
 
     # -- versions -----------------------------------------------------------
     def publish(self, model: str, onnx: bytes, fields: ManifestFields) -> ModelVersion:
@@ -216,23 +223,18 @@ class DirectoryRegistry:
         """Point ``alias`` back at the version it held before; returns that version."""
         with self._locked(model):
             doc = self._alias_doc(model)
-            history = doc["history"].get(alias, [])
-            if len(history) < 2:
-                raise ModelNotFoundError(f"{model}: alias {alias!r} has no earlier version")
-            history.pop()
-            doc["aliases"][alias] = history[-1]
-            atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
-            return history[-1]
+            version = documents.roll_back(doc, model, alias)
+            self._write_aliases(model, doc)
+            return version
 
     # -- rollout plans ------------------------------------------------------
     def rollout(self, model: str) -> RolloutPlan | None:
         """The model's current rollout plan (running or finished), if any."""
-        plan = self._rollout_doc(model)["plan"]
-        return None if plan is None else RolloutPlan.from_dict(plan)
+        return documents.current_plan(self._rollout_doc(model))
 
     def rollout_history(self, model: str) -> list[RolloutPlan]:
         """Every plan record written for the model, oldest first (the current one last)."""
-        return [RolloutPlan.from_dict(p) for p in self._rollout_doc(model)["history"]]
+        return documents.plan_history(self._rollout_doc(model))
 
     def set_rollout(self, plan: RolloutPlan) -> None:
         """Record ``plan`` as the model's rollout, moving the aliases with it.
@@ -261,16 +263,9 @@ class DirectoryRegistry:
 
     def start_rollout(self, plan: RolloutPlan) -> None:
         """Record a new running ``plan``, unless another plan is running (ModelError)."""
-        if not plan.running:
-            raise ModelError(f"{plan.model}: a new rollout must be running, not {plan.state}")
         self.get(plan.model, plan.candidate_version)  # must exist
         with self._locked(plan.model):
-            current = self._rollout_doc(plan.model)["plan"]
-            if current is not None and current.get("state") == "running":
-                raise ModelError(
-                    f"{plan.model}: rollout {current.get('plan_id')} of "
-                    f"v{current.get('candidate_version')} is running; promote or abort it first"
-                )
+            documents.check_none_running(self._rollout_doc(plan.model), plan)
             self._write_rollout(plan)
 
     def finish_rollout(
@@ -295,75 +290,55 @@ class DirectoryRegistry:
         True
         """
         with self._locked(model):
-            current = self._rollout_doc(model)["plan"]
-            if current is None:
-                return None
-            plan = RolloutPlan.from_dict(current)
-            if not plan.running or plan.plan_id != plan_id:
-                return None
-            done = plan.finished(state, reason)
-            self._write_rollout(done)
+            done = documents.finishing(self._rollout_doc(model), plan_id, state, reason)
+            if done is not None:
+                self._write_rollout(done)
             return done
 
     # -- internals ----------------------------------------------------------
     def _write_rollout(self, plan: RolloutPlan) -> None:
         """Move the aliases the plan implies, then record it; the caller holds the lock."""
-        if plan.state == "running":
-            self._move_alias(plan.model, CANDIDATE, plan.candidate_version)
-        elif plan.state == "promoted":
-            self._move_alias(plan.model, CHAMPION, plan.candidate_version)
-            self._drop_alias(plan.model, CANDIDATE)
-        else:
-            self._drop_alias(plan.model, CANDIDATE)
-        doc = self._rollout_doc(plan.model)
-        doc["plan"] = plan.to_dict()
-        doc["history"].append(plan.to_dict())
-        atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(doc, indent=2))
+        aliases, rollouts = self._alias_doc(plan.model), self._rollout_doc(plan.model)
+        documents.apply_plan(aliases, rollouts, plan)
+        self._write_aliases(plan.model, aliases)
+        atomic_write(self._model_dir(plan.model) / ROLLOUT_FILE, json.dumps(rollouts, indent=2))
 
     def _move_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``; the caller holds the model's lock."""
         doc = self._alias_doc(model)
-        if doc["aliases"].get(alias) == version:
-            return
-        doc["aliases"][alias] = version
-        doc["history"].setdefault(alias, []).append(version)
-        atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+        if documents.move_alias(doc, alias, version):
+            self._write_aliases(model, doc)
 
     def _drop_alias(self, model: str, alias: str) -> None:
         doc = self._alias_doc(model)
-        if doc["aliases"].pop(alias, None) is not None:
-            atomic_write(self._model_dir(model) / "aliases.json", json.dumps(doc, indent=2))
+        if documents.drop_alias(doc, alias):
+            self._write_aliases(model, doc)
+
+    def _write_aliases(self, model: str, doc: dict[str, Any]) -> None:
+        atomic_write(self._model_dir(model) / ALIASES_FILE, json.dumps(doc, indent=2))
 
     def _rollout_doc(self, model: str) -> dict[str, Any]:
         path = self._model_dir(model) / ROLLOUT_FILE
         try:
-            doc = json.loads(path.read_text())
+            return documents.rollout_doc(json.loads(path.read_text()))
         except FileNotFoundError:
-            return {"plan": None, "history": []}
+            return documents.empty_rollout()
         except ValueError as e:
             raise ModelError(f"model {model!r}: unreadable {ROLLOUT_FILE} ({e})") from e
-        doc.setdefault("plan", None)
-        doc.setdefault("history", [])
-        return doc
 
     def _model_dir(self, model: str) -> Path:
-        if not model or "/" in model or model.startswith("."):
-            raise ModelError(f"invalid model name {model!r}")
-        return self.root / model
+        return self.root / documents.check_model_name(model)
 
     def _next_version(self, model: str) -> int:
         existing = [int(v.manifest.version) for v in self.versions(model)]
         return max(existing, default=0) + 1
 
     def _alias_doc(self, model: str) -> dict[str, Any]:
-        path = self._model_dir(model) / "aliases.json"
+        path = self._model_dir(model) / ALIASES_FILE
         try:
-            doc = json.loads(path.read_text())
+            return documents.aliases_doc(json.loads(path.read_text()))
         except FileNotFoundError:
-            return {"aliases": {}, "history": {}}
-        doc.setdefault("aliases", {})
-        doc.setdefault("history", {})
-        return doc
+            return documents.empty_aliases()
 
     @contextlib.contextmanager
     def _locked(self, model: str) -> Iterator[None]:

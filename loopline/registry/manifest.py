@@ -11,11 +11,12 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from loopline.contracts.errors import IntegrityError
+from loopline.contracts.errors import IntegrityError, ModelError
 from loopline.contracts.schemas import ModelUpdate
 from loopline.registry.signatures import ModelKey
 from loopline.rollout.plan import RolloutPlan
@@ -40,6 +41,10 @@ IMMUTABLE_FIELDS = frozenset(
         "signature",
     }
 )
+
+
+class UnservableError(ModelError):
+    """A version that can never serve as registered: it has no readable Loopline manifest."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -98,12 +103,22 @@ class ModelVersion:
     """A published version: its manifest and where its ONNX file is.
 
     ``signing_key`` is the key of the registry that read it (None: none set);
-    :meth:`check_signature` checks the manifest against it.
+    :meth:`check_signature` checks the manifest against it. A version of a
+    remote registry (fsspec, MLflow) names its file by ``uri`` and reads it
+    with ``fetch``; ``model_path`` is then where the bytes are kept locally
+    once read.
     """
 
     manifest: Manifest
     model_path: Path
     signing_key: ModelKey | None = field(default=None, repr=False, compare=False)
+    uri: str = ""
+    fetch: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def location(self) -> str:
+        """Where the model file lives, as a URI (what announcements carry)."""
+        return self.uri or self.model_path.resolve().as_uri()
 
     def check_signature(self) -> None:
         """Raise :class:`~loopline.registry.signatures.SignatureError` when the
@@ -113,7 +128,7 @@ class ModelVersion:
 
     def read_verified(self) -> bytes:
         """The ONNX bytes, checked against the manifest's sha256."""
-        data = self.model_path.read_bytes()
+        data = self.fetch() if self.fetch is not None else self.model_path.read_bytes()
         digest = sha256_hex(data)
         if digest != self.manifest.sha256:
             raise IntegrityError(
@@ -137,7 +152,7 @@ def model_update(
         version=m.version,
         alias=alias,
         sha256=m.sha256,
-        uri=mv.model_path.resolve().as_uri(),
+        uri=mv.location,
         fingerprint=m.fingerprint,
         time_ms=int(time.time() * 1000),
         action=action,

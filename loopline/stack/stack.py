@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loopline.contracts.errors import ConfigError, StackError
@@ -13,6 +13,7 @@ from loopline.contracts.topics import Topics
 from loopline.stack import locks
 from loopline.stack.component import LOCK_TIMEOUT_S, Component, ComponentStatus, Progress
 from loopline.stack.kafka import KafkaBroker
+from loopline.stack.mlflow_server import MlflowServer
 from loopline.stack.paths import StackPaths
 from loopline.stack.redis_cluster import RedisCluster
 from loopline.stack.redis_server import LOCAL_HOSTS, RedisServer
@@ -31,6 +32,8 @@ class StackStatus:
     other_topics: int
     # A Redis Cluster's nodes (``redis`` then sums the cluster up); empty for one Redis.
     redis_nodes: tuple[ComponentStatus, ...] = ()
+    # The MLflow server (`up --mlflow`); None when neither started nor answering.
+    mlflow: ComponentStatus | None = None
 
     @property
     def components(self) -> tuple[ComponentStatus, ComponentStatus]:
@@ -47,6 +50,8 @@ class StackStatus:
     def describe(self) -> str:
         lines = [c.describe() for c in self.components]
         lines += [f"  {node.describe()}" for node in self.redis_nodes]
+        if self.mlflow is not None:
+            lines.append(self.mlflow.describe())
         if not self.kafka.up:
             lines.append(f"{'topics':<6} {'?':<5} unknown while Kafka is down")
             return "\n".join(lines)
@@ -93,6 +98,7 @@ class Stack:
         self.redis = RedisServer(settings, self.paths, progress)
         # `loopline up --redis-cluster N`, or the cluster this state dir runs.
         self.redis_cluster = RedisCluster.configured(settings, self.paths, progress)
+        self.mlflow = MlflowServer(settings, self.paths, progress)
         self.progress: Progress = progress or (lambda _: None)
         # Long enough for another process's cold first fetch and start.
         self._lock_timeout_s = LOCK_TIMEOUT_S + 2 * settings.stack.startup_timeout_s
@@ -106,10 +112,14 @@ class Stack:
         with locks.exclusive(self.paths.lock, self._lock_timeout_s):
             return self.kafka.fetch()
 
-    def up(self) -> StackStatus:
-        """Bring everything up (idempotent) and return the resulting status."""
+    def up(self, *, mlflow: bool = False) -> StackStatus:
+        """Bring everything up (idempotent) and return the resulting status;
+        ``mlflow``: an MLflow tracking server too."""
         with locks.exclusive(self.paths.lock, self._lock_timeout_s):
-            return self._up()
+            status = self._up()
+            if mlflow:
+                status = replace(status, mlflow=self.mlflow.up())
+            return status
 
     def down(self) -> list[str]:
         """Stop what this state directory's `up` started; returns what was stopped."""
@@ -119,8 +129,11 @@ class Stack:
     def status(self) -> StackStatus:
         if self.redis_cluster is not None:
             summary, nodes = self.redis_cluster.status()
-            return self._status(self.kafka.status(), summary, nodes)
-        return self._status(self.kafka.status(), self.redis.status())
+            status = self._status(self.kafka.status(), summary, nodes)
+        else:
+            status = self._status(self.kafka.status(), self.redis.status())
+        mlflow = self.mlflow.status()
+        return replace(status, mlflow=mlflow) if mlflow.up or mlflow.managed else status
 
     @contextmanager
     def shared(self) -> Iterator[StackStatus]:
@@ -202,7 +215,7 @@ class Stack:
     def _down(self) -> list[str]:
         stopped = []
         # Kafka first: it may still flush to clients; Redis has nothing to wait for.
-        for component in (self.kafka, self.redis):
+        for component in (self.mlflow, self.kafka, self.redis):
             message = component.down()
             if message is not None:
                 stopped.append(message)

@@ -25,12 +25,12 @@ from loopline.contracts.settings import Settings
 from loopline.contracts.tasks import BINARY, TASKS
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
-from loopline.registry.directory import DirectoryRegistry
+from loopline.registry.backend import RolloutBackend
 from loopline.rollout.plan import MODES, RolloutPlan
 from loopline.trainer.command_support import handler as _handler
 from loopline.trainer.command_support import lookup as _lookup
 from loopline.trainer.command_support import new_announcer as _announcer
-from loopline.trainer.command_support import open_registry as _registry
+from loopline.trainer.command_support import open_rollout_registry as _registry
 from loopline.trainer.publish_policy import rollout_update, share_text, utc_text
 from loopline.trainer.rollout.label_source import kafka_label_sources
 from loopline.trainer.rollout.watch_loop import RolloutWatchConfig
@@ -269,7 +269,7 @@ def _model(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _finish(
-    reg: DirectoryRegistry, model: str, state: str, reason: str
+    reg: RolloutBackend, model: str, state: str, reason: str
 ) -> tuple[RolloutPlan, RolloutPlan]:
     """End the running plan; compare-and-set, so a policy deciding meanwhile wins cleanly."""
     plan = reg.rollout(model)
@@ -285,7 +285,7 @@ def _announce(
     args: argparse.Namespace,
     settings: Settings,
     console: Console,
-    reg: DirectoryRegistry,
+    reg: RolloutBackend,
     plan: RolloutPlan,
 ) -> int:
     if args.no_announce:

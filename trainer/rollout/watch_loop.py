@@ -106,8 +106,7 @@ def run_rollout_watch(
 
     from prometheus_client import start_http_server
 
-    from loopline.registry.directory import DirectoryRegistry
-    from loopline.trainer.command_support import new_announcer
+    from loopline.trainer.command_support import new_announcer, open_registry
 
     settings = settings_of(args, settings)
     if not logging.getLogger().handlers:
@@ -122,8 +121,9 @@ def run_rollout_watch(
         start_http_server(port, registry=metrics.registry)
     topics = Topics(settings.kafka.topic_prefix)
     announcer = None if args.no_announce else new_announcer(settings)
+    registry = open_registry(settings)
     watcher = RolloutWatcher(
-        DirectoryRegistry(settings.registry.path),
+        registry,
         model,
         open_source=kafka_label_sources(settings),
         new_policy=cfg.new_policy,
@@ -135,7 +135,7 @@ def run_rollout_watch(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info(
         "rollout watcher: %s (%s) in %s, labels from %s, every %.1f s (min %d labels per arm)%s",
-        model, cfg.task, settings.registry.path, topics.labeled, rollout.decide_every_s,
+        model, cfg.task, registry.where(), topics.labeled, rollout.decide_every_s,
         rollout.min_labels, f", metrics on :{port}" if port else "",
     )  # fmt: skip
     ended: list[PlanEnd] = []

@@ -126,7 +126,9 @@ SERVING_MODEL_REFUSALS = declare(
     "loopline_serving_model_refusals",
     "counter",
     ("reason",),
-    "Model versions refused for their signature (registry.signing_key_file set), by reason: "
-    "unsigned, bad_signature; the current model keeps serving",
+    "Model versions refused, by reason: unsigned, bad_signature (registry.signing_key_file "
+    "set), manifest (no usable Loopline manifest: registered by hand), fingerprint (built "
+    "for another feature set), integrity (sha256), invalid (unloadable, wrong inputs or "
+    "outputs, golden rows); the current model keeps serving",
     "serving",
 )
