@@ -245,6 +245,7 @@ def _worker_main(settings: Settings, index: int, ready: Any, baton: Any) -> None
         level=logging.INFO, format=f"%(asctime)s worker{index} %(levelname)s %(name)s: %(message)s"
     )
     stop = _signal_event()
+    _stop_when_orphaned(stop, os.getppid())
     try:
         server = InferenceServer(settings, reuse_port=True)
         server.start()
@@ -256,6 +257,19 @@ def _worker_main(settings: Settings, index: int, ready: Any, baton: Any) -> None
     server.stop()
     if switched:  # the supervisor starts this worker again, on the new version
         sys.exit(EXIT_RESTART)
+
+
+def _stop_when_orphaned(stop: threading.Event, parent: int, every_s: float = 1.0) -> None:
+    """Stop (gracefully) when the supervisor is gone: a supervisor killed -9 would
+    otherwise leave its workers answering on the port, unsupervised, forever."""
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            if os.getppid() != parent:
+                log.error("the serving supervisor (pid %d) is gone; stopping", parent)
+                stop.set()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

@@ -31,6 +31,7 @@ from serving_support import (
 from loopline.contracts.schemas import PredictionLog, decode
 from loopline.contracts.topics import Topics
 from loopline.serving.grpc_server import InferenceServer
+from loopline.stack.process import pid_alive
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 REQUEST = predict_request()
@@ -223,6 +224,25 @@ def test_a_dead_worker_is_replaced(isolated_settings, tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(isolated_settings, tmp_path) -> None:
+    model_factory.publish(tmp_path / "reg")
+    proc, lines, _port, _ = start_serve(isolated_settings, "unused", tmp_path)
+    workers = workers_of(proc.pid)
+    try:
+        assert len(workers) == 2, "".join(lines)
+        proc.kill()  # kill -9: no chance to stop the workers itself
+        proc.wait(10)
+        wait_until(
+            lambda: not any(pid_alive(pid) for pid in workers),
+            timeout_s=30,
+            what="the orphaned workers to stop",
+        )
+    finally:
+        for pid in workers:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _serving(health) -> bool:
