@@ -22,6 +22,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from loopline.contracts.errors import StackError
+from loopline.kafka.errors import unreachable
 from loopline.streams.common.records import SourceRecord
 
 # Errors after which reading this partition cannot go on.
@@ -39,9 +40,6 @@ START_POSITIONS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
 # takes 5-60 s on a small machine), and how often it asks again.
 BROKER_WAIT_S = 120.0
 RETRY_S = 0.5
-_UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
-
-
 _CONNECTION_KEYS = ("bootstrap.servers", "security.", "ssl.", "sasl.")
 
 
@@ -61,7 +59,7 @@ def list_partitions(
         try:
             meta = admin.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
         except KafkaException as e:
-            if _transient(e) and time.monotonic() < deadline:
+            if unreachable(e) and time.monotonic() < deadline:
                 time.sleep(RETRY_S)
                 continue
             raise StackError(
@@ -82,12 +80,6 @@ def list_partitions(
                 continue
             raise StackError(f"topic {topic} is not available: {why}")
         return sorted(tmeta.partitions)
-
-
-def _transient(e: KafkaException) -> bool:
-    """Whether ``e`` says the broker is unreachable or slow, not that the request is wrong."""
-    err = e.args[0] if e.args else None
-    return isinstance(err, KafkaError) and err.code() in _UNREACHABLE
 
 
 # What one reader's consumer may fetch ahead of the flow. librdkafka's defaults

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client import CollectorRegistry
 
 from loopline.config.cli import service_group, settings_of
@@ -33,6 +33,7 @@ from loopline.contracts.settings import KafkaSettings, Settings
 from loopline.contracts.topics import Topics
 from loopline.featurerepo.loader import model_of
 from loopline.kafka.checked_producer import CheckedProducer
+from loopline.kafka.errors import transient
 from loopline.telemetry.prometheus import counter, gauge
 from loopline.trainer.kafka_io import (
     dead_letter,
@@ -48,7 +49,7 @@ from loopline.trainer.policy.rules import Decision, NewRows, RetrainPolicy
 log = logging.getLogger("loopline.trainer.policy.rules")
 
 CONSUMER_GROUP = "retrain-policy"
-COUNT_ATTEMPTS = 5
+COUNT_ATTEMPTS = 8
 RETRY_PAUSE_S = 0.2
 
 
@@ -65,8 +66,8 @@ class KafkaRowCounter:
         self._consumer = Consumer(consumer_config(kafka, f"policy-rows-{uuid.uuid4().hex[:8]}"))
 
     def __call__(self, since_ms: int) -> int:
-        # Metadata lags behind a new topic and a partition's leader can move (a broker
-        # restart): both pass within a few refreshes, so only the last failure raises.
+        # Metadata lags behind a new topic and a partition's leader moves (a broker
+        # restart, a busy broker fenced for a moment): both pass within a few refreshes.
         for attempt in range(COUNT_ATTEMPTS):
             try:
                 return self._count(since_ms)
@@ -74,10 +75,14 @@ class KafkaRowCounter:
                 if attempt == COUNT_ATTEMPTS - 1:
                     raise
             except KafkaException as e:
-                error = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
-                if error is None or not error.retriable() or attempt == COUNT_ATTEMPTS - 1:
+                if not transient(e):
                     raise StackError(f"counting rows of {self.topic!r}: {e}") from e
-            time.sleep(RETRY_PAUSE_S * (attempt + 1))
+                if attempt == COUNT_ATTEMPTS - 1:
+                    # Not a reason to stop the service: a pending trigger waits for the
+                    # next evaluation, when the broker has settled.
+                    log.warning("counting rows of %r failed (%s); again later", self.topic, e)
+                    return 0
+            time.sleep(min(RETRY_PAUSE_S * (attempt + 1), 2.0))
         raise AssertionError("unreachable")
 
     def _count(self, since_ms: int) -> int:
