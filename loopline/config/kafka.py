@@ -66,10 +66,11 @@ def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
 
 
 # How long a group waits for a member that stopped heartbeating before handing its
-# partitions to another. librdkafka's default (45 s) is how long a service killed
-# -9 and restarted at once sat idle; heartbeats come from a background thread, so
-# a long training or a slow batch does not count against it (max.poll.interval.ms does).
-SESSION_TIMEOUT_MS = 10_000
+# partitions to another: how long a service killed -9 and restarted at once may sit
+# idle. 10 s was tried (benchmarks/chaos.py trainer_kill): no measurable gain, and on
+# a saturated machine heartbeats ran late and healthy members were thrown out of
+# their groups, so librdkafka's default (45 s) stays, said here explicitly.
+SESSION_TIMEOUT_MS = 45_000
 
 
 def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
