@@ -79,7 +79,10 @@ class Service:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+                # A saturated machine can take a while to reap even a SIGKILLed group;
+                # stopping must go on to the other services and the stack regardless.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(30)
         return p.returncode
 
     def tail(self, lines: int = 15) -> str:
