@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from loopline.contracts.errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -64,7 +66,9 @@ class CallBatcher(Generic[T, R]):
         wait: Callable[[threading.Event, float], object] | None = None,
     ) -> None:
         if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+            raise ConfigError(
+                f"serving.batch_max_calls must be at least 1 (1: no batching), got {max_batch}"
+            )
         self._run_many = run_many
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ LOCAL = ("file", "local")
 S3 = ("s3", "s3a")
 
 
-class ObjectStore:
+class ObjectStore(ABC):
     """Objects under one root URL; subclasses know how to write conditionally."""
 
     def __init__(self, fs: Any, root: str, url: str) -> None:
@@ -96,11 +97,13 @@ class ObjectStore:
         names = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
         return sorted(n for n in names if not n.startswith("."))
 
+    @abstractmethod
     def create(self, key: str, data: bytes) -> bool:
-        raise NotImplementedError
+        """Write ``key`` only if it does not exist yet; False when it did."""
 
+    @abstractmethod
     def update(self, key: str, change: Change[T]) -> T:
-        raise NotImplementedError
+        """Apply ``change`` to ``key``'s document by compare-and-set; the new value."""
 
 
 class S3Store(ObjectStore):

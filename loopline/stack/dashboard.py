@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopline.contracts.errors import ConfigError
+
 # Grafana's interval variables; Prometheus's HTTP API knows none of them.
 GRAFANA_INTERVALS = ("$__rate_interval", "$__interval", "$__range")
 # Words of PromQL that are not metric names (functions are told by the "(" after them).
@@ -90,7 +92,10 @@ def prometheus_expr(expr: str, interval: str) -> str:
     for variable in GRAFANA_INTERVALS:
         expr = expr.replace(variable, interval)
     if "$" in expr:
-        raise ValueError(f"a dashboard variable Prometheus cannot evaluate is left in: {expr}")
+        raise ConfigError(
+            f"a dashboard variable Prometheus cannot evaluate is left in: {expr}; "
+            "use only $__rate_interval / $__interval in deploy/grafana/loopline.json"
+        )
     return expr
 
 

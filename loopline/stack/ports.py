@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import socket
 
+from loopline.contracts.errors import StackError
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS reports free now (another process may still take it before use)."""
@@ -40,4 +42,7 @@ def free_port_run(
             continue
         if all(_is_free(base + i + o, host) for i in range(count) for o in offsets):
             return base
-    raise OSError(f"no run of {count} free ports (offsets {offsets}) found on {host}")
+    raise StackError(
+        f"no run of {count} free ports (offsets {offsets}) found on {host}; "
+        "free some ports or set redis.port to a free range"
+    )

@@ -112,7 +112,7 @@ def test_panels_are_well_formed_and_use_the_provisioned_datasource() -> None:
 
 
 def test_a_dashboard_variable_prometheus_cannot_evaluate_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"\$model"):
+    with pytest.raises(ConfigError, match=r"\$model"):
         dashboard.prometheus_expr('rate(x_total{model="$model"}[$__rate_interval])', "30s")
 
 

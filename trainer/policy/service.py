@@ -68,22 +68,24 @@ class KafkaRowCounter:
     def __call__(self, since_ms: int) -> int:
         # Metadata lags behind a new topic and a partition's leader moves (a broker
         # restart, a busy broker fenced for a moment): both pass within a few refreshes.
-        for attempt in range(COUNT_ATTEMPTS):
+        for attempt in range(COUNT_ATTEMPTS - 1):
             try:
                 return self._count(since_ms)
             except StackError:  # the topic is not (yet) in the metadata
-                if attempt == COUNT_ATTEMPTS - 1:
-                    raise
+                pass
             except KafkaException as e:
                 if not transient(e):
                     raise StackError(f"counting rows of {self.topic!r}: {e}") from e
-                if attempt == COUNT_ATTEMPTS - 1:
-                    # Not a reason to stop the service: a pending trigger waits for the
-                    # next evaluation, when the broker has settled.
-                    log.warning("counting rows of %r failed (%s); again later", self.topic, e)
-                    return 0
             time.sleep(min(RETRY_PAUSE_S * (attempt + 1), 2.0))
-        raise AssertionError("unreachable")
+        try:
+            return self._count(since_ms)
+        except KafkaException as e:
+            if not transient(e):
+                raise StackError(f"counting rows of {self.topic!r}: {e}") from e
+            # Not a reason to stop the service: a pending trigger waits for the next
+            # evaluation, when the broker has settled.
+            log.warning("counting rows of %r failed (%s); again later", self.topic, e)
+            return 0
 
     def _count(self, since_ms: int) -> int:
         parts = topic_partitions(self._consumer, self.topic)
