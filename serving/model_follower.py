@@ -17,7 +17,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from loopline.config.kafka import consumer_config
-from loopline.contracts.errors import LooplineError, SchemaError
+from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import ModelUpdate, decode
 from loopline.contracts.settings import KafkaSettings
 from loopline.serving.model_manager import ModelManager
@@ -76,13 +76,13 @@ class ModelFollower:
             if consumer is not None:
                 consumer.close()
 
-    def sync(self, expect_sha256: str = "") -> None:
+    def sync(self, announced: tuple[str, str] | None = None) -> None:
         """The champion alias first, then the rollout plan.
 
         In that order a promotion adopts the loaded candidate as champion
         before the plan's end drops it, so no request waits for a load.
         """
-        outcome = self.manager.sync(expect_sha256=expect_sha256)
+        outcome = self.manager.sync(announced)
         if outcome is not None and outcome.result not in ("current", "skipped"):
             log.info("%s v%s: %s", self.manager.model_name, outcome.version, outcome.result)
         if self.rollout is not None:
@@ -123,11 +123,5 @@ class ModelFollower:
         self.messages_seen += 1
         if update.model_name != self.manager.model_name or update.alias != self.manager.alias:
             return
-        try:
-            target = self.manager.registry.resolve(self.manager.model_name, self.manager.alias)
-        except LooplineError as e:
-            log.warning("model update for v%s: cannot resolve the alias: %s", update.version, e)
-            return
-        expect = update.sha256 if target and target.manifest.version == update.version else ""
         log.debug("model update %s v%s (%s)", update.model_name, update.version, update.action)
-        self.sync(expect_sha256=expect)
+        self.sync((update.version, update.sha256))

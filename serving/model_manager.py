@@ -84,8 +84,14 @@ class ModelManager:
         for reason in (*REASONS, *MODEL_REASONS):  # present at 0 from the start, for `increase()`
             metrics.model_refusals.labels(reason)
 
-    def sync(self, expect_sha256: str = "") -> SwapOutcome | None:
-        """Serve what the alias names now (None when the alias names nothing)."""
+    def sync(self, announced: tuple[str, str] | None = None) -> SwapOutcome | None:
+        """Serve what the alias names now (None when the alias names nothing).
+
+        ``announced`` is the (version, sha256) of a model-updates message. Its
+        sha256 is checked only when the alias still names that version: an
+        announcement read late (after the alias moved on) says nothing of the
+        version served now.
+        """
         try:
             # The hot path: one small read; a version is read only when it changed.
             version = self.registry.aliases(self.model_name).get(self.alias)
@@ -94,7 +100,8 @@ class ModelManager:
             return None
         if version is None:
             return None
-        return self.ensure(version, expect_sha256)
+        expect = announced[1] if announced is not None and announced[0] == version else ""
+        return self.ensure(version, expect)
 
     def ensure(self, version: str, expect_sha256: str = "") -> SwapOutcome:
         """Serve ``version``: keep it, roll back to it, or load it; never raises."""
@@ -135,14 +142,22 @@ class ModelManager:
         key = (version, mv.manifest.sha256, mv.manifest.signature)
         if key in self.refused:
             return SwapOutcome(version, "skipped", self.refused[key])
+        if expect_sha256 and expect_sha256 != mv.manifest.sha256:
+            if (version, expect_sha256, "announced") in self.refused:
+                return SwapOutcome(
+                    version, "skipped", self.refused[(version, expect_sha256, "announced")]
+                )
+            # The announcement is refused, not the registry's version: keyed by
+            # the announced sha256, so a sound announcement of it still loads.
+            self.metrics.model_refusals.labels(INTEGRITY).inc()
+            error = IntegrityError(
+                f"{self.model_name} v{version}: announced sha256 {expect_sha256[:12]}... "
+                f"differs from the registry's {mv.manifest.sha256[:12]}..."
+            )
+            return self._refuse((version, expect_sha256, "announced"), "integrity", error, current)
         t0 = time.perf_counter()
         adopted = None
         try:
-            if expect_sha256 and expect_sha256 != mv.manifest.sha256:
-                raise IntegrityError(
-                    f"{self.model_name} v{version}: announced sha256 {expect_sha256[:12]}... "
-                    f"differs from the registry's {mv.manifest.sha256[:12]}..."
-                )
             adopted = self.adopt(version, mv.manifest.sha256) if self.adopt else None
             model = adopted or load_model(mv, self.fs, self.golden_tolerance)
         except SignatureError as e:

@@ -103,9 +103,22 @@ def test_a_bad_new_version_leaves_the_current_one_serving(tmp_path, overrides, r
 
 def test_an_announced_sha256_must_match_the_registry(tmp_path) -> None:
     kit = make_core(tmp_path)
-    model_factory.publish(kit.registry, seed=3)
-    outcome = kit.manager.sync(expect_sha256="ab" * 32)
+    mv = model_factory.publish(kit.registry, seed=3)
+    outcome = kit.manager.sync(("2", "ab" * 32))
     assert outcome.result == "integrity" and kit.core.slot.current.version == "1"
+    assert kit.manager.sync(("2", "ab" * 32)).result == "skipped"
+    # The bad announcement is refused, not the version: a sound one still loads it.
+    assert kit.manager.sync(("2", mv.manifest.sha256)).result == "loaded"
+
+
+def test_an_announcement_read_after_the_alias_moved_on_checks_nothing(tmp_path) -> None:
+    kit = make_core(tmp_path)
+    v1 = kit.core.slot.current.manifest
+    model_factory.publish(kit.registry, seed=3)
+    # v1's announcement, read late (a replica starting from the topic's beginning):
+    # the alias names v2 by now, whose sha256 is not v1's.
+    outcome = kit.manager.sync(("1", v1.sha256))
+    assert outcome.result == "loaded" and kit.core.slot.current.version == "2"
 
 
 def test_a_missing_file_is_a_failed_load_not_a_crash(tmp_path) -> None:
