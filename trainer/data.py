@@ -43,7 +43,14 @@ def load_training_set(
     task = check_task(request.task)
     if not request.bootstrap_events:
         progress.stage("load offline store")
-        ts = offline.load_window(t.offline_store, fs, window, request.end_ms, task=task)
+        ts = offline.load_window(
+            t.offline_store,
+            fs,
+            window,
+            request.end_ms,
+            task=task,
+            exclude_status=t.excluded_feature_statuses,
+        )
         progress.info(f"offline store {t.offline_store}: {len(ts)} labeled rows")
         if len(ts) or not request.fallback_to_bootstrap:
             return ts

@@ -4,10 +4,14 @@ Layout and schema are :mod:`loopline.storage.offline_store`'s. Only rows
 computed with the feature set's current fingerprint are usable: a model must
 train on the vector it will be served. The label column may hold ints or
 floats: a binary task keeps the 0/1 rows, a regression task the finite ones.
+Rows served with features of an excluded status (by default ``defaulted``: the
+store could not answer, so the vector held defaults, not the entity's values)
+are left out and counted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ COLUMNS = [
     "label",
     "event_time",
     "labeled_at_ms",
+    "feature_status",
 ]
 SOURCE = "offline-store"
 SHADOW_SUFFIX = shadow_request_id("")
@@ -51,6 +56,7 @@ def load_window(
     end_ms: int | None = None,
     *,
     task: str = "binary",
+    exclude_status: Sequence[str] = ("defaulted",),
 ) -> TrainingSet:
     """Labeled rows with event time in ``[end - window, end)``.
 
@@ -83,6 +89,8 @@ def load_window(
     # A shadow score repeats its event's features and label under another
     # request id; training on both would count the event twice.
     keep(pc.invert(pc.ends_with(table["request_id"], SHADOW_SUFFIX)), "shadow")
+    for status in exclude_status:
+        keep(pc.invert(_served_with(table["feature_status"], status)), f"features_{status}")
     table = _latest_per_request(table, dropped)
     if len(table):
         x = pc.list_flatten(table["features"]).to_numpy().reshape(len(table), len(names))
@@ -101,6 +109,17 @@ def load_window(
         dropped=dropped,
         task=task,
     )
+
+
+def _served_with(column: pa.ChunkedArray, status: str) -> pa.Array:
+    """Per row: did any feature serve with ``status``? (Null maps, older files: no.)"""
+    entries = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
+    lists = pc.cast(column.combine_chunks(), entries)
+    hit = pc.equal(pc.struct_field(pc.list_flatten(lists), "value"), status)
+    rows = pc.list_parent_indices(lists).to_numpy()[hit.to_numpy(zero_copy_only=False)]
+    out = np.zeros(len(lists), dtype=bool)
+    out[rows] = True
+    return pa.array(out)
 
 
 def _usable_labels(labels: pa.ChunkedArray, task: str) -> pa.ChunkedArray:

@@ -104,6 +104,9 @@ class LabeledExample:
     # "outcome" when an outcome arrived, "timeout" when the maturity window's policy decided.
     resolution: str = "outcome"
     arm: str = "champion"
+    # The prediction's non-fresh features (name -> "missing" | "stale" | "defaulted"),
+    # as logged by serving: the trainer can leave out rows whose values were not real.
+    feature_status: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

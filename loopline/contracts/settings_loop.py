@@ -10,6 +10,9 @@ from pathlib import Path
 
 from loopline.contracts.errors import ConfigError
 
+# What serving logs for a feature that was not fresh (absent from the log: fresh).
+FEATURE_STATUSES = ("missing", "stale", "defaulted")
+
 
 @dataclass(frozen=True)
 class StreamsSettings:
@@ -68,6 +71,27 @@ class TrainerSettings:
     seed: int = 7
     min_rows: int = 200
     min_positives: int = 10
+    # Labeled rows served with a feature of these statuses are not trained on
+    # (comma-separated: missing, stale, defaulted; "" keeps every row). Defaulted
+    # values are not the entity's: the online store could not answer.
+    exclude_feature_status: str = "defaulted"
+
+    def __post_init__(self) -> None:
+        self.excluded_feature_statuses  # noqa: B018 - validates the setting now, not at training
+
+    @property
+    def excluded_feature_statuses(self) -> tuple[str, ...]:
+        """``exclude_feature_status`` as a tuple of known statuses."""
+        text = self.exclude_feature_status
+        statuses = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+        unknown = sorted(set(statuses) - set(FEATURE_STATUSES))
+        if unknown:
+            raise ConfigError(
+                f"trainer.exclude_feature_status: unknown status {unknown}; use any of "
+                f'{", ".join(FEATURE_STATUSES)} (comma-separated), or "" to keep every row'
+            )
+        return statuses
+
     parity_tolerance: float = 1e-5
     # A challenger may be at most this much worse than the champion (lower is better).
     gate_log_loss_margin: float = 0.01

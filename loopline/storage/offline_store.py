@@ -10,7 +10,8 @@ only this module, so the layout is defined once::
   old partition as a new file, and a training window selects whole hours.
 - Columns are exactly :data:`LABELED_SCHEMA` (the :class:`LabeledExample`
   fields; ``features`` is ``list<double>`` in the feature set's
-  ``model_features`` order, ``entities`` a ``map<string, string>``).
+  ``model_features`` order, ``entities`` and ``feature_status`` are
+  ``map<string, string>``).
 - Files are written under a name starting with ``.`` and renamed into place
   (:func:`write_examples`), and readers skip names starting with ``.`` or
   ``_``, so no partial file is ever read. A writer that names files
@@ -69,6 +70,8 @@ LABELED_SCHEMA = pa.schema(
         pa.field("labeled_at_ms", pa.int64(), nullable=False),
         pa.field("resolution", pa.string(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
+        # Null in files written before it existed: read as all features fresh.
+        pa.field("feature_status", pa.map_(pa.string(), pa.string()), nullable=True),
     ]
 )
 
@@ -136,6 +139,7 @@ def to_table(examples: Sequence[LabeledExample]) -> pa.Table:
     """Examples as a table with exactly :data:`LABELED_SCHEMA`."""
     columns = {f.name: [getattr(e, f.name) for e in examples] for f in LABELED_SCHEMA}
     columns["entities"] = [list(e.entities.items()) for e in examples]
+    columns["feature_status"] = [list(e.feature_status.items()) for e in examples]
     return pa.Table.from_pydict(columns, schema=LABELED_SCHEMA)
 
 
@@ -144,6 +148,7 @@ def from_table(table: pa.Table) -> list[LabeledExample]:
     rows = table.to_pylist()
     for row in rows:
         row["entities"] = dict(row["entities"])
+        row["feature_status"] = dict(row["feature_status"] or ())
     return [LabeledExample(**row) for row in rows]
 
 

@@ -270,6 +270,7 @@ class JoinShard:
                 labeled_at_ms=labeled_at,
                 resolution=resolution,
                 arm=log.arm,
+                feature_status=log.feature_status,
             )
         )
 

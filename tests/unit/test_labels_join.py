@@ -38,6 +38,7 @@ def log(rid: str, eid: str, t: int, arm: str = "champion") -> PredictionLog:
         served_at_ms=t + 3,
         event_id=eid,
         arm=arm,
+        feature_status={"merchant_count_1h": "missing"},
     )
 
 
@@ -83,6 +84,7 @@ def test_outcome_after_the_prediction_labels_it_with_every_field_carried() -> No
         labeled_at_ms=T0 + 2 * MIN,
         resolution="outcome",
         arm="champion",
+        feature_status={"merchant_count_1h": "missing"},
     )
     assert s.pending_predictions == 0
 

@@ -180,3 +180,28 @@ def test_a_schedule_slot_already_requested_elsewhere_is_not_repeated() -> None:
 def test_bad_settings_are_config_errors(overrides: dict) -> None:
     with pytest.raises(ConfigError):
         RetrainPolicy(replace(PolicySettings(), **overrides), "fraud", Rows())
+
+
+def test_a_new_triggering_signal_restarts_the_row_count() -> None:
+    rows = Rows()
+    p = policy(rows)
+    assert p.on_drift(drift(1, kind="prediction", feature="score"), T0).action == "pending"
+    rows.add(80, T0 + 1000)
+    # The real drift, on another signal: its rows must be in the training data,
+    # so the 80 rows after the first (false) alarm no longer count.
+    assert p.on_drift(drift(2, kind="data", feature="amount"), T0 + 2000).action == "pending"
+    rows.add(80, T0 + 3000)
+    assert p.tick(T0 + 4000) == []
+    assert rows.calls[-1] == T0 + 2000
+    # Warnings and repeats of a pending signal join without restarting it.
+    assert p.on_drift(drift(3, "warning", kind="concept"), T0 + 5000).action == "pending"
+    assert p.on_drift(drift(4, kind="data", feature="amount"), T0 + 5000).action == "pending"
+    rows.add(20, T0 + 6000)
+    [decision] = p.tick(T0 + 7000)
+    assert decision.action == "triggered" and rows.calls[-1] == T0 + 2000
+    assert decision.event is not None and decision.event.drift_event_ids == [
+        "de-1",
+        "de-2",
+        "de-3",
+        "de-4",
+    ]

@@ -8,14 +8,16 @@ import pyarrow.parquet as pq
 import pytest
 from fraud_repo import FRAUD_FEATURES
 
-from loopline.contracts.errors import SchemaError
+from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.schemas import LabeledExample
+from loopline.contracts.settings import TrainerSettings
 from loopline.storage.offline_store import (
     HOUR_MS,
     LABELED_SCHEMA,
     partition_dir,
     partitions,
     read_examples,
+    to_table,
     write_examples,
 )
 from loopline.trainer.offline import latest_hour_end_ms, load_window
@@ -101,3 +103,40 @@ def test_shadow_scores_of_an_event_are_not_trained_on_twice(tmp_path: Path) -> N
 def test_empty_store_gives_an_empty_set(tmp_path: Path) -> None:
     ts = load_window(tmp_path, FRAUD_FEATURES, window_hours=24)
     assert len(ts) == 0 and ts.features.shape == (0, K)
+
+
+def test_rows_served_with_defaulted_features_are_left_out_and_counted(tmp_path: Path) -> None:
+    name = FRAUD_FEATURES.model_features[0]
+    status = {0: "defaulted", 1: "missing", 2: "stale"}
+    rows = [
+        example(i, T0 + i * 1000, feature_status={name: status[i]} if i in status else {})
+        for i in range(6)
+    ]
+    write_examples(tmp_path, rows, "a")
+    assert read_examples(partition_dir(tmp_path, T0) / "a.parquet") == rows
+    ts = load_window(tmp_path, FRAUD_FEATURES, window_hours=24)
+    assert ts.ids == [f"e{i}" for i in range(1, 6)]
+    assert ts.dropped == {"features_defaulted": 1}
+    strict = load_window(
+        tmp_path, FRAUD_FEATURES, window_hours=24, exclude_status=("defaulted", "missing")
+    )
+    assert strict.ids == ["e2", "e3", "e4", "e5"]
+    assert strict.dropped == {"features_defaulted": 1, "features_missing": 1}
+    assert len(load_window(tmp_path, FRAUD_FEATURES, window_hours=24, exclude_status=())) == 6
+
+
+def test_files_written_before_feature_status_read_as_all_fresh(tmp_path: Path) -> None:
+    rows = [example(i, T0 + i) for i in range(3)]
+    part = partition_dir(tmp_path, T0)
+    part.mkdir(parents=True)
+    old_schema = LABELED_SCHEMA.remove(LABELED_SCHEMA.get_field_index("feature_status"))
+    pq.write_table(
+        to_table(rows).drop_columns(["feature_status"]).cast(old_schema), part / "old.parquet"
+    )
+    assert read_examples(part / "old.parquet") == rows
+    assert load_window(tmp_path, FRAUD_FEATURES, window_hours=24).ids == ["e0", "e1", "e2"]
+
+
+def test_an_unknown_excluded_status_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="exclude_feature_status: unknown status"):
+        TrainerSettings(exclude_feature_status="defaulted,absent")

@@ -6,7 +6,9 @@ distinct (kind, feature) pairs arrive within ``quorum_window_s``. A trigger
 then waits (is *pending*) until every gate is open:
 
 - ``min_new_rows`` labeled rows arrived since the trigger (the new regime must
-  be in the training data), counted by the ``new_rows(since_ms)`` port;
+  be in the training data), counted by the ``new_rows(since_ms)`` port; a
+  later event that could trigger on its own, on a (kind, feature) not yet
+  among the causes, restarts the count (the first may have been a false alarm);
 - ``min_interval_s`` passed since the last retrain;
 - fewer than ``max_per_day`` retrains in the last 24 hours.
 
@@ -76,6 +78,10 @@ class _Pending:
     drift: list[DriftEvent] = field(default_factory=list)
     held: str = ""  # why it waits now ("" before the first check)
 
+    def signals(self, event: DriftEvent) -> bool:
+        """Is ``event``'s (kind, feature) already among this trigger's causes?"""
+        return any((e.kind, e.feature) == (event.kind, event.feature) for e in self.drift)
+
 
 class RetrainPolicy:
     """Decides retraining from drift events and the clock.
@@ -122,8 +128,15 @@ class RetrainPolicy:
         if event.kind not in self.kinds:
             return Decision("ignored", reason=f"kind {event.kind} does not trigger")
         rank = _rank(event.severity)
-        if self.pending is not None and rank >= _rank("warning"):
-            self.pending.drift.append(event)  # one retrain answers all of them
+        pending = self.pending
+        if pending is not None and rank >= _rank("warning"):
+            if rank >= _rank(self.settings.min_severity) and not pending.signals(event):
+                # A new signal strong enough to trigger marks a new regime (an
+                # earlier trigger may have been a false alarm): its rows must
+                # be in the training data, so they are counted from now. Each
+                # (kind, feature) restarts the count once at most.
+                pending.since_ms = now_ms
+            pending.drift.append(event)  # one retrain answers all of them
             return self._try_emit(now_ms)
         if rank >= _rank(self.settings.min_severity):
             self.pending = _Pending(since_ms=now_ms, drift=[event])
