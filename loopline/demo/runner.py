@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 from loopline.config.grpc import GrpcClient, grpc_client
 from loopline.config.kafka import admin_config, producer_config
+from loopline.contracts import metric_names as mn
 from loopline.contracts.settings import Settings
 from loopline.contracts.topics import Topics
 from loopline.demo.config import DemoConfig, prepare
-from loopline.demo.observe import MetricsScraper, TopicWatcher
+from loopline.demo.observe import MetricsScraper, TopicWatcher, scrape, total
 from loopline.demo.requests import RequestShape
 from loopline.demo.run import DemoRun
 from loopline.demo.services import Service, ServiceError
@@ -252,6 +253,7 @@ def run_demo(base: Settings, demo: DemoConfig, say: Say) -> int:
             svc.wait_ready(120)
         client = grpc_client(s.serving)
         _wait_serving(client, d.services["serve"], 120)
+        _wait_features_caught_up(d.services["features"], run.history_events, say, 180)
         say("services up: " + ", ".join(d.services))
         run.scraper = MetricsScraper(
             {n: svc.metrics_url for n, svc in d.services.items() if svc.metrics_url}
@@ -323,6 +325,35 @@ def _wait_serving(client: GrpcClient, serve: Service, timeout_s: float) -> None:
                 last = f"{e.code().name}: {e.details()}"
             time.sleep(0.2)
     raise ServiceError(f"serve not SERVING within {timeout_s:.0f} s ({last}):\n{serve.tail()}")
+
+
+def _wait_features_caught_up(features: Service, events: int, say: Say, timeout_s: float) -> None:
+    """Wait until the features flow has read the history and has no lag left.
+
+    Live requests sent earlier would find no features for entities the flow
+    has not reached yet: defaults served, a false prediction-drift alarm, and
+    a labeled log whose first minutes hold vectors the entities never had.
+    """
+    assert features.metrics_url is not None
+    deadline = time.monotonic() + timeout_s
+    read = lag = -1.0
+    while time.monotonic() < deadline:
+        if not features.alive():
+            raise ServiceError(f"features exited early:\n{features.tail()}")
+        try:
+            samples = scrape(features.metrics_url)
+        except OSError:  # between restarts of its endpoint: ask again
+            samples = {}
+        read = total(samples, mn.FEATURES_RECORDS.series)
+        lag = total(samples, mn.FEATURES_CONSUMER_LAG.series)
+        if samples and read >= events and lag == 0:
+            say(f"features: the flow has read all {events:,} history events")
+            return
+        time.sleep(0.5)
+    say(
+        f"features: still behind after {timeout_s:.0f} s ({read:,.0f} of {events:,} history "
+        f"events read, lag {lag:,.0f}); starting live traffic anyway"
+    )
 
 
 def _labels_port(s: Settings) -> int | None:
