@@ -34,11 +34,9 @@ from support.chaos_load import (
     EventStream,
     PredictCounts,
     PredictLoop,
-    expected_features,
-    feature_mismatches,
     fraud_event,
-    mismatched,
 )
+from support.chaos_readback import expected_features, feature_mismatches, mismatched
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_stack import PrivateStack, Service, wait_for, wait_port
 from support.flow_runs import stored_values

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -143,16 +144,23 @@ class Service:
     stack, its output in ``log``."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], log: Path, *, module: str = "loopline.cli"
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        *,
+        module: str = "loopline.cli",
+        start: bool = True,
     ) -> None:
         self.args = args
         self.env = {**os.environ, **env}
         self.log = log
         self.module = module
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        if start:
+            self.start()
 
-    def start(self) -> None:
+    def start(self) -> Service:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module, *self.args],
@@ -161,6 +169,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self
 
     @property
     def pid(self) -> int:
@@ -187,7 +196,32 @@ class Service:
             return self.proc.wait(30)
 
     def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
+        return self.text()[-chars:]
+
+    def text(self) -> str:
+        """Its whole log so far ("" before it wrote any)."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def poll_until(check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or None at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(every_s)
+    return None
+
+
+def wait_or_fail(
+    what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.1
+) -> Any:
+    """:func:`poll_until`, raising TimeoutError naming ``what`` at the timeout."""
+    got = poll_until(check, timeout_s, every_s)
+    if not got:
+        raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+    return got
 
 
 def wait_for(check: Any, timeout_s: float, interval_s: float = 0.2) -> float | None:

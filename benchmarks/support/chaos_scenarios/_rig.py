@@ -10,19 +10,13 @@ ever killed, by pid.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from confluent_kafka import Consumer, TopicPartition
 
 from loopline.demo.config import write_toml
 from loopline.featurerepo.loader import builtin_example
@@ -32,81 +26,12 @@ from loopline.simulation.api import SimulationConfig, load_simulation
 from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 from support.bench_run import BenchRun
+from support.chaos_stack import Service
 from support.clients import CLIENT_TIMEOUT_S, make_requests
 
 # Margins so wide that every challenger passes the gate: the scenarios test what
 # follows the gate (publish, placement), not the gate.
 WIDE_GATE = {"gate_auc_margin": 1.0, "gate_log_loss_margin": 1.0, "gate_brier_margin": 1.0}
-
-
-def poll_until(check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy (returned), or None at the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(every_s)
-    return None
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
-    """:func:`poll_until`, raising TimeoutError naming ``what`` at the timeout."""
-    got = poll_until(check, timeout_s, every_s)
-    if not got:
-        raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
-    return got
-
-
-@dataclass
-class Proc:
-    """One Loopline command as a real process (its own session), its log, kill -9 by pid."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "loopline.cli", *self.argv],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def kill9(self) -> None:
-        """SIGKILL the process (and only it: its session is its own)."""
-        if self.alive():
-            os.killpg(self.pid, signal.SIGKILL)
-            assert self.popen is not None
-            self.popen.wait(10)
-
-    def stop(self, grace_s: float = 15.0) -> int | None:
-        if self.popen is None:
-            return None
-        if self.alive():
-            os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        return self.popen.returncode
 
 
 @dataclass
@@ -118,7 +43,7 @@ class ChaosRun:
     registry_root: Path
     history_events: Path
     history_outcomes: Path
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[Service] = field(default_factory=list)
 
     @staticmethod
     def start(
@@ -167,8 +92,10 @@ class ChaosRun:
     def registry(self) -> DirectoryRegistry:
         return DirectoryRegistry(self.registry_root)
 
-    def proc(self, name: str, *argv: str, env: dict[str, str] | None = None) -> Proc:
-        p = Proc(name, ["--config", str(self.config), *argv], self.work / f"{name}.log", env or {})
+    def proc(self, name: str, *argv: str, env: dict[str, str] | None = None) -> Service:
+        """A ``loopline`` command on this run's config, not started yet; log ``<name>.log``."""
+        log = self.work / f"{name}.log"
+        p = Service(["--config", str(self.config), *argv], env or {}, log, start=False)
         self.procs.append(p)
         return p
 
@@ -179,8 +106,8 @@ class ChaosRun:
     def train_champion(self, timeout_s: float = 300.0) -> None:
         """v1 on the history files, made champion by ``loopline train`` (the CLI)."""
         p = self.proc("bootstrap", "train", "--no-announce", *self.history_args()).start()
-        assert p.popen is not None
-        code = p.popen.wait(timeout_s)
+        assert p.proc is not None
+        code = p.proc.wait(timeout_s)
         if code:
             raise RuntimeError(f"bootstrap training failed ({code}):\n{p.text()[-2000:]}")
 
@@ -224,32 +151,6 @@ def send(rig: ChaosRun, topic: str, payload: bytes, key: bytes) -> None:
         producer.send_and_wait(topic, payload, key)
     finally:
         producer.close()
-
-
-def topic_messages(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes]:
-    """Every message now on ``topic`` (all partitions, from the beginning)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "chaos-reader", "enable.auto.commit": False}
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        out: list[bytes] = []
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            deadline = time.monotonic() + timeout_s
-            got = 0
-            while got < high - low and time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None or msg.error():
-                    continue
-                out.append(msg.value() or b"")
-                got += 1
-        return out
-    finally:
-        consumer.close()
 
 
 def leftovers(root: Path) -> list[str]:

@@ -39,7 +39,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopline.stack.ports import free_port
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_scenarios._rig import ChaosRun, poll_until, wait_for
+from support.chaos_scenarios._rig import ChaosRun
+from support.chaos_stack import poll_until, wait_or_fail
 from support.proc_tree import tree_now
 
 NAME = "backlog"
@@ -197,7 +198,7 @@ def _run(rig: ChaosRun, options: ChaosOptions) -> ScenarioResult:
     flow = rig.proc("features", "run", "features", "--recovery-dir", str(recovery),
                     env={"LOOPLINE_STREAMS__METRICS_PORT": str(port)})  # fmt: skip
     flow.start()
-    wait_for("the flow's metrics", lambda: _scrape(port), 120, 0.5)
+    wait_or_fail("the flow's metrics", lambda: _scrape(port), 120, 0.5)
     producing = Producing(s.kafka.bootstrap_servers, rig.bench.topics.events,
                           options.events_per_s, options.seed)  # fmt: skip
     producing.thread.start()
@@ -226,7 +227,7 @@ def _run(rig: ChaosRun, options: ChaosOptions) -> ScenarioResult:
         os.killpg(flow.pid, signal.SIGCONT)
     resumed_at = time.monotonic()
     produced_by_burst_end = producing.sent
-    caught = wait_for(
+    caught = wait_or_fail(
         "caught up",
         lambda: (
             samples
@@ -241,7 +242,7 @@ def _run(rig: ChaosRun, options: ChaosOptions) -> ScenarioResult:
     # Live traffic goes on until the freshness condition clears (or not: reported).
     poll_until(lambda: _fresh_again(samples, caught), CLEAR_TIMEOUT_S, 1.0)
     total = producing.close()
-    wait_for("every event read", lambda: samples[-1].records >= total, 300, 0.5)
+    wait_or_fail("every event read", lambda: samples[-1].records >= total, 300, 0.5)
     time.sleep(1.5)
     stop.set()
     sampler.join(5)

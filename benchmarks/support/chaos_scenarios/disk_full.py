@@ -29,7 +29,8 @@ from typing import Any
 from loopline.contracts.schemas import RetrainEvent, encode
 from loopline.registry.directory import sha256_hex
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_scenarios._rig import ChaosRun, Pinger, leftovers, send, wait_for
+from support.chaos_scenarios._rig import ChaosRun, Pinger, leftovers, send
+from support.chaos_stack import wait_or_fail
 from support.server import start_server, stop_server
 
 NAME = "disk_full"
@@ -92,8 +93,8 @@ def _fill(path: Path, leave_bytes: int = 8192) -> Path:
 
 def _train_cli(rig: ChaosRun, name: str) -> tuple[int, str]:
     p = rig.proc(name, "train", "--no-announce", *rig.history_args()).start()
-    assert p.popen is not None
-    return p.popen.wait(300), p.text()
+    assert p.proc is not None
+    return p.proc.wait(300), p.text()
 
 
 def _intact(rig: ChaosRun) -> bool:
@@ -135,7 +136,7 @@ def _run(rig: ChaosRun, mount: Path) -> ScenarioResult:
     pinger = Pinger(port).start()
     fixed_at = float("inf")
     try:
-        wait_for("v1 answers", lambda: pinger.versions_since(0) == {"1"}, 60)
+        wait_or_fail("v1 answers", lambda: pinger.versions_since(0) == {"1"}, 60)
         filler = _fill(mount)
         details["free_bytes_when_full"] = shutil.disk_usage(mount).free
         _failure(rig, "full", checks, details)
@@ -145,7 +146,7 @@ def _run(rig: ChaosRun, mount: Path) -> ScenarioResult:
 
         trainer = rig.proc("trainer", "run", "trainer", *rig.history_args()).start()
         refused = _retrain(rig)
-        wait_for("the refused retrain", lambda: f"retrain {refused}:" in trainer.text(), 300)
+        wait_or_fail("the refused retrain", lambda: f"retrain {refused}:" in trainer.text(), 300)
         line = next(x for x in trainer.text().splitlines() if f"retrain {refused}:" in x)
         details["service_line"] = line[line.index("retrain") :][:300]
         checks["service_defers_the_event"] = "deferred" in line and "RegistryWriteError" in line
@@ -153,7 +154,7 @@ def _run(rig: ChaosRun, mount: Path) -> ScenarioResult:
 
         _remount(mount, "rw")
         fixed_at = time.monotonic()
-        wait_for("v2 served", lambda: "2" in pinger.versions_since(fixed_at), 600)
+        wait_or_fail("v2 served", lambda: "2" in pinger.versions_since(fixed_at), 600)
         recovery_s = time.monotonic() - fixed_at
         details["after_fix_versions"] = [v.manifest.version for v in rig.registry().versions(MODEL)]
         checks["published_after_fix"] = details["after_fix_versions"] == ["1", "2"]

@@ -17,11 +17,7 @@ import time
 from pathlib import Path
 
 from loopline.featurerepo.loader import builtin_example, load_project
-from support.chaos_load import (
-    latency_summary,
-    longest_outage_s,
-    topic_event_ids,
-)
+from support.chaos_readback import latency_summary, longest_outage_s, topic_event_ids
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import (
     RECORDS,

@@ -23,7 +23,8 @@ from typing import Any
 from loopline.contracts.settings import ServingSettings
 from loopline.featurecore.features import FeatureSet
 from loopline.featurerepo.loader import builtin_example, load_project
-from support.chaos_load import PredictLoop, latency_summary
+from support.chaos_load import PredictLoop
+from support.chaos_readback import latency_summary
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import fixed_serving
 from support.chaos_stack import PrivateStack

@@ -22,7 +22,8 @@ from pathlib import Path
 from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import DeadLetter, decode
 from loopline.featurerepo.loader import builtin_example, load_project
-from support.chaos_load import EventStream, fraud_event, topic_messages, topic_size
+from support.chaos_load import EventStream, fraud_event
+from support.chaos_readback import topic_messages, topic_size
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import features_caught_up, features_flow, wait_metric_rises
 from support.chaos_stack import PrivateStack, wait_for

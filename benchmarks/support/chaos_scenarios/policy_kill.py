@@ -23,8 +23,10 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from loopline.contracts.schemas import DriftEvent, encode
+from support.chaos_readback import topic_messages
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_scenarios._rig import ChaosRun, leftovers, send, topic_messages, wait_for
+from support.chaos_scenarios._rig import ChaosRun, leftovers, send
+from support.chaos_stack import wait_or_fail
 
 NAME = "policy_kill"
 SUMMARY = "retrain-policy kill -9 right after emitting a retrain event: the retrain happens once"
@@ -91,11 +93,11 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     details: dict[str, Any] = {}
     rig.proc("trainer", "run", "trainer", *rig.history_args()).start()
     p1 = rig.proc("policy-1", "run", "policy").start()
-    wait_for("the policy started", lambda: "retrain-policy" in p1.text() or p1.alive(), 60)
+    wait_or_fail("the policy started", lambda: "retrain-policy" in p1.text() or p1.alive(), 60)
     time.sleep(3)  # joined its group
     before = _committed(rig)
     first_drift = _drift(rig)
-    wait_for("the retrain requested", lambda: "retrain requested:" in p1.text(), 120, 0.005)
+    wait_or_fail("the retrain requested", lambda: "retrain requested:" in p1.text(), 120, 0.005)
     p1.kill9()
     killed_at = time.monotonic()
     details["drift_offset_committed_before_kill"] = _committed(rig) != before
@@ -105,9 +107,9 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     checks["retrain_names_the_drift"] = _drift_ids(rig, first_id) == [first_drift]
 
     p2 = rig.proc("policy-2", "run", "policy").start()
-    wait_for("the restarted policy runs", p2.alive, 30)
+    wait_or_fail("the restarted policy runs", p2.alive, 30)
     second_drift = _drift(rig)
-    wait_for("a second retrain", lambda: len(_retrain_ids(rig)) >= 2, 120, 0.2)
+    wait_or_fail("a second retrain", lambda: len(_retrain_ids(rig)) >= 2, 120, 0.2)
     recovery_s = time.monotonic() - killed_at
     time.sleep(2)  # anything the re-read first drift event would have caused
     ids = _retrain_ids(rig)
@@ -115,7 +117,7 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     checks["each_retrain_id_once"] = set(ids.values()) == {1} and len(ids) == 2
     second_id = next(i for i in ids if i != first_id)
     checks["second_retrain_names_only_the_new_drift"] = _drift_ids(rig, second_id) == [second_drift]
-    wait_for("both retrains trained", lambda: {first_id, second_id} <= set(_trained(rig)), 300)
+    wait_or_fail("both retrains trained", lambda: {first_id, second_id} <= set(_trained(rig)), 300)
     time.sleep(2)
     trained = _trained(rig)
     details["trained"] = dict(trained)

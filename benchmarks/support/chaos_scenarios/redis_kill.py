@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from loopline.featurerepo.loader import builtin_example, load_project
-from support.chaos_load import latency_summary, mismatched
+from support.chaos_readback import latency_summary, mismatched
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import features_caught_up, loop_result, server_calls_over, start_loop
 from support.chaos_stack import PrivateStack, Service

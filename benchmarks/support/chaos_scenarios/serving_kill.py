@@ -27,12 +27,8 @@ from loopline.contracts.errors import SchemaError
 from loopline.contracts.schemas import PredictionLog, decode
 from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.v1 import inference_pb2 as pb
-from support.chaos_load import (
-    PredictLoop,
-    latency_summary,
-    longest_outage_s,
-    topic_messages,
-)
+from support.chaos_load import PredictLoop
+from support.chaos_readback import latency_summary, longest_outage_s, topic_messages
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
 from support.chaos_services import fixed_serving
 from support.chaos_stack import PrivateStack, wait_for, wait_port

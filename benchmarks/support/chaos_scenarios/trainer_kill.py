@@ -24,7 +24,8 @@ from typing import Any
 from loopline.contracts.schemas import RetrainEvent, encode
 from loopline.registry.directory import sha256_hex
 from support.chaos_scenarios import ChaosOptions, ScenarioResult
-from support.chaos_scenarios._rig import ChaosRun, leftovers, send, wait_for
+from support.chaos_scenarios._rig import ChaosRun, leftovers, send
+from support.chaos_stack import wait_or_fail
 
 NAME = "trainer_kill"
 SUMMARY = "trainer kill -9 mid-training and mid-publish: one retrain per event, champion intact"
@@ -74,7 +75,7 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     first = f"chaos-{uuid.uuid4().hex[:8]}"
     t1 = rig.proc("trainer-1", *trainer_args).start()
     _send(rig, first)
-    wait_for("trainer reaches training", lambda: "training: train" in t1.text(), 120, 0.02)
+    wait_or_fail("trainer reaches training", lambda: "training: train" in t1.text(), 120, 0.02)
     time.sleep(0.3)
     t1.kill9()
     killed_at = time.monotonic()
@@ -84,8 +85,8 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     checks["train_kill_champion_untouched"] = reg.aliases(MODEL).get("champion") == "1"
     details["train_kill_leftovers"] = leftovers(rig.registry_root)
     t2 = rig.proc("trainer-2", *trainer_args).start()
-    wait_for("the redelivered event trained", lambda: _versions_of(rig, first), 300)
-    wait_for("its champion", lambda: reg.aliases(MODEL).get("champion") != "1", 30)
+    wait_or_fail("the redelivered event trained", lambda: _versions_of(rig, first), 300)
+    wait_or_fail("its champion", lambda: reg.aliases(MODEL).get("champion") != "1", 30)
     recovery_train = time.monotonic() - killed_at
     checks["train_kill_trained_once"] = len(_versions_of(rig, first)) == 1
     details["train_kill_versions"] = _versions_of(rig, first)
@@ -97,7 +98,7 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _send(rig, second)
-        wait_for("the second event published", lambda: _versions_of(rig, second), 300)
+        wait_or_fail("the second event published", lambda: _versions_of(rig, second), 300)
         time.sleep(0.5)  # the trainer now waits on the lock to move the alias
         t2.kill9()
         killed_at = time.monotonic()
@@ -108,7 +109,7 @@ def _run(rig: ChaosRun) -> ScenarioResult:
     t3 = rig.proc("trainer-3", *trainer_args).start()
     placed = _versions_of(rig, second)
     try:
-        wait_for("the stranded version placed", lambda: reg.aliases(MODEL).get("champion")
+        wait_or_fail("the stranded version placed", lambda: reg.aliases(MODEL).get("champion")
                  in placed, 120)  # fmt: skip
         recovery_publish: float | None = time.monotonic() - killed_at
     except TimeoutError:
@@ -118,7 +119,7 @@ def _run(rig: ChaosRun) -> ScenarioResult:
 
     # 3. the same id again: a duplicate
     _send(rig, second)
-    wait_for("the duplicate seen", lambda: f"retrain {second}: duplicate" in t3.text(), 120)
+    wait_or_fail("the duplicate seen", lambda: f"retrain {second}: duplicate" in t3.text(), 120)
     checks["duplicate_not_retrained"] = len(_versions_of(rig, second)) == 1
     checks["no_leftovers_after_restart"] = not leftovers(rig.registry_root)
     details["leftovers_after_restart"] = leftovers(rig.registry_root)
