@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from loopline.contracts.settings import Settings
 from loopline.featurerepo.loader import builtin_example
 from loopline.simulation.api import SimulationConfig, load_simulation
 from loopline.simulation.timeline import encode_record
+from loopline.stack.ports import free_port_run
 from support.proc_tree import TreeUsage, busy_fraction, machine_jiffies
 
 # One sample every 0.1 s: the window is timed to that, and each scrape costs the
@@ -115,23 +115,7 @@ class Sample(NamedTuple):
 
 def consecutive_free_ports(n: int) -> int:
     """The first of ``n`` consecutive loopback ports free now (process i serves on +i)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + n > 65535:
-            continue
-        socks = [socket.socket() for _ in range(n)]
-        try:
-            for i, s in enumerate(socks):
-                s.bind(("127.0.0.1", first + i))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SystemExit(f"no {n} consecutive free ports")
+    return free_port_run(n)
 
 
 def _progress(ports: list[int]) -> tuple[float, float]:

@@ -9,25 +9,10 @@ True
 
 from __future__ import annotations
 
-import socket
-
+from loopline.config.ports import free_port, is_free
 from loopline.contracts.errors import StackError
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free now (another process may still take it before use)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _is_free(port: int, host: str) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
+__all__ = ["free_port", "free_port_run"]
 
 
 def free_port_run(
@@ -40,7 +25,7 @@ def free_port_run(
         base = free_port(host)
         if base > top:
             continue
-        if all(_is_free(base + i + o, host) for i in range(count) for o in offsets):
+        if all(is_free(base + i + o, host) for i in range(count) for o in offsets):
             return base
     raise StackError(
         f"no run of {count} free ports (offsets {offsets}) found on {host}; "

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from loopline.config.ports import free_ports
 from loopline.contracts.errors import ConfigError
 
 # How long the survivors of a failed cluster get to exit before SIGKILL.
@@ -72,7 +72,7 @@ def run_local_cluster(args: argparse.Namespace, flow: str, extra: Sequence[str] 
 
 def local_addresses(processes: int, first_port: int = 0) -> list[str]:
     """``127.0.0.1:port`` for each process: consecutive from ``first_port``, else free ones."""
-    ports = [first_port + i for i in range(processes)] if first_port else _free_ports(processes)
+    ports = [first_port + i for i in range(processes)] if first_port else free_ports(processes)
     return [f"127.0.0.1:{port}" for port in ports]
 
 
@@ -122,14 +122,3 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
