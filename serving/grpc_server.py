@@ -256,7 +256,7 @@ class InferenceServer:
             futures.ThreadPoolExecutor(max_workers=conf.threads, thread_name_prefix="rpc"),
             # Token auth only when a tokens file is set: no cost per call otherwise.
             interceptors=interceptors,
-            maximum_concurrent_rpcs=conf.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=conf.rpc_limit,
             options=[
                 ("grpc.so_reuseport", 1 if self.reuse_port else 0),
                 # Up to twice the limit arrives, so the handler can refuse it with

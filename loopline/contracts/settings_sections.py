@@ -188,7 +188,10 @@ class ServingSettings:
     port: int = 50051
     processes: int = 2
     threads: int = 4
-    max_concurrent_rpcs: int = 64
+    # Calls one worker holds at once, running or queued; beyond it gRPC answers
+    # RESOURCE_EXHAUSTED at once instead of queueing calls past their deadline.
+    # 0: twice `threads` (`rpc_limit`; the chaos `overload` scenario's measure).
+    max_concurrent_rpcs: int = 0
     default_deadline_ms: float = 10.0
     metrics_port: int = 9464
     # Registry alias this server follows (the model-updates topic and a registry poll).
@@ -254,7 +257,17 @@ class ServingSettings:
     client_cert_file: Path | None = None
     client_key_file: Path | None = None
 
+    @property
+    def rpc_limit(self) -> int:
+        """The calls one worker holds at once (``max_concurrent_rpcs``, 0: 2 x threads)."""
+        return self.max_concurrent_rpcs or 2 * self.threads
+
     def __post_init__(self) -> None:
+        if self.max_concurrent_rpcs < 0:
+            raise ConfigError(
+                f"serving.max_concurrent_rpcs is {self.max_concurrent_rpcs}; use 0 "
+                "(twice serving.threads) or a positive limit"
+            )
         if self.batch_max_calls < 1:
             raise ConfigError(
                 f"serving.batch_max_calls is {self.batch_max_calls}; use 1 (no batching) or more"

@@ -151,8 +151,15 @@ def env(isolated_settings, redis_client, redis_prefix, tmp_path):
     registry = DirectoryRegistry(tmp_path / "registry")
     model_factory.publish(registry, seed=0)  # v1, champion
     # Topic only: with the registry poll off, every replica follows the announcements.
+    # Closed-loop clients, up to a few dozen connections on one replica: room for
+    # all of them (these tests are about versions, not about shedding).
     settings = serving_settings(
-        isolated_settings, registry.root, key_prefix, registry_poll_s=0.0, threads=2
+        isolated_settings,
+        registry.root,
+        key_prefix,
+        registry_poll_s=0.0,
+        threads=2,
+        max_concurrent_rpcs=64,
     )
     return settings, registry, redis_client
 

@@ -3,10 +3,11 @@
 One serving replica with its default limits (``serving.threads``,
 ``serving.max_concurrent_rpcs``) on fixed features. First its capacity is
 measured with closed-loop clients; then clients offer twice that rate for
-``options.seconds`` with up to twice ``serving.max_concurrent_rpcs`` calls in
-flight (so the server's limit, not the clients', decides what is admitted).
-Twice: with the default limit (the baseline), then with two calls per RPC
-thread (``2 x serving.threads``), on which the checks are judged.
+``options.seconds`` with up to twice the server's call limit in flight (so the
+server's limit, not the clients', decides what is admitted). Twice: with a
+deep queue of 64 calls (the baseline: gRPC's habit, and Loopline's default
+before this scenario), then with the default limit (``2 x serving.threads``),
+on which the checks are judged.
 Checked: the server sheds the excess with RESOURCE_EXHAUSTED quickly (p99 of a
 refusal), the p99 of the calls it admits stays within the budget, no call
 hangs to its deadline, and the server is still up and answering at the end.
@@ -33,6 +34,7 @@ from support.server import histogram_percentiles, scrape
 NAME = "overload"
 SUMMARY = "Predict at 2x capacity: RESOURCE_EXHAUSTED fast, admitted p99 within budget, no crash"
 CAPACITY_S = 8.0
+DEEP_QUEUE = 64
 DEADLINE_S = 1.0
 # What an admitted call may take at p99 in the server, and a refusal at the client.
 ADMITTED_P99_BUDGET_MS = 100.0
@@ -42,11 +44,11 @@ REFUSAL_P99_BUDGET_MS = 50.0
 def run(options: ChaosOptions) -> ScenarioResult:
     work = Path(tempfile.mkdtemp(prefix="chaos-overload-"))
     fs = load_project(builtin_example()).feature_set()
-    threads = ServingSettings().threads
     with PrivateStack(work) as stack:
-        # The defaults first (the baseline), then a limit of two calls per RPC thread.
-        baseline = _phase(stack, fs, options, ServingSettings().max_concurrent_rpcs)
-        tight = _phase(stack, fs, options, 2 * threads)
+        # A deep queue first (the baseline: 64, gRPC's habit and the default before
+        # this scenario), then the default limit, two calls per RPC thread.
+        baseline = _phase(stack, fs, options, DEEP_QUEUE)
+        tight = _phase(stack, fs, options, ServingSettings().rpc_limit)
     checks = {
         "sheds_with_resource_exhausted": tight["shed"] > 0,
         "refusals_fast": tight["refusal_latency"]["p99_ms"] <= REFUSAL_P99_BUDGET_MS,
