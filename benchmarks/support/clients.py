@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import queue
 import random
 import time
 from collections import Counter
@@ -126,7 +127,10 @@ def _load_process(spec: tuple[Target, int, float, int, int], stop: Any, results:
         errors: Counter[str] = Counter()
         versions: Counter[str] = Counter()
         for call in calls:  # connect and warm up before the measured window
-            await call(requests[0], timeout=10, metadata=metadata)
+            try:
+                await call(requests[0], timeout=10, metadata=metadata)
+            except grpc.aio.AioRpcError as e:  # a refusal is a result too, never a crash
+                errors[f"{e.code().name}: {e.details()}"[:120]] += 1
         begin = time.perf_counter()
         end = begin + seconds
 
@@ -179,11 +183,24 @@ class Load:
             p.start()
         return self
 
+    def _result(self) -> Any:
+        """One process's result; raises when a process died without one (no hang)."""
+        while True:
+            try:
+                return self.results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p.exitcode for p in self.procs if p.exitcode not in (None, 0)]
+                if dead:
+                    self.stop.set()
+                    raise RuntimeError(
+                        f"a load-generator process died (exit codes {dead})"
+                    ) from None
+
     def finish(self, stop: bool = True) -> tuple[np.ndarray, Counter[str], Counter[str]]:
         """Results of all processes (``stop``: end them now, else let them run out)."""
         if stop:
             self.stop.set()
-        got = [self.results.get(timeout=3600) for _ in self.procs]
+        got = [self._result() for _ in self.procs]
         for p in self.procs:
             p.join(30)
         # Calls per second: each process over its own measured window (8 bytes per latency).
