@@ -143,18 +143,17 @@ class ModelManager:
         if key in self.refused:
             return SwapOutcome(version, "skipped", self.refused[key])
         if expect_sha256 and expect_sha256 != mv.manifest.sha256:
-            if (version, expect_sha256, "announced") in self.refused:
-                return SwapOutcome(
-                    version, "skipped", self.refused[(version, expect_sha256, "announced")]
-                )
             # The announcement is refused, not the registry's version: keyed by
             # the announced sha256, so a sound announcement of it still loads.
+            announced = (version, expect_sha256, "announced")
+            if announced in self.refused:
+                return SwapOutcome(version, "skipped", self.refused[announced])
             self.metrics.model_refusals.labels(INTEGRITY).inc()
             error = IntegrityError(
                 f"{self.model_name} v{version}: announced sha256 {expect_sha256[:12]}... "
                 f"differs from the registry's {mv.manifest.sha256[:12]}..."
             )
-            return self._refuse((version, expect_sha256, "announced"), "integrity", error, current)
+            return self._refuse(announced, "integrity", error, current)
         t0 = time.perf_counter()
         adopted = None
         try:
