@@ -9,21 +9,25 @@ the prediction is dropped and counted: the response never waits for Kafka.
 :meth:`KafkaPredictionLog.close` drains the queue and flushes the producer
 (graceful shutdown).
 
-The record is encoded straight from its fields (5x cheaper than
-``schemas.encode``'s ``asdict``, same bytes), since it runs in the serving
-process for every prediction.
+The record is encoded straight from its fields with orjson (about 6x
+cheaper than ``schemas.encode``'s ``asdict`` + ``json``; the same JSON, though
+floats may be spelled differently, e.g. ``1e-5`` for ``1e-05``), since it runs
+in the serving process for every prediction. orjson writes NaN as ``null``
+where the contract refuses it, so a non-finite value is refused here: that
+record is counted as failed and logged, and the log goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from loopline.config.kafka import producer_config
@@ -173,14 +177,21 @@ class KafkaPredictionLog:
     def _produce(self, item: tuple[Any, ...]) -> None:
         prediction, event_time_ms, event_id, names, served_at_ms = item
         key = prediction.request_id.encode()
-        payload = encode_prediction(
-            prediction,
-            feature_set=self.feature_set,
-            event_time_ms=event_time_ms,
-            event_id=event_id,
-            feature_names=names,
-            served_at_ms=served_at_ms,
-        )
+        try:
+            payload = encode_prediction(
+                prediction,
+                feature_set=self.feature_set,
+                event_time_ms=event_time_ms,
+                event_id=event_id,
+                feature_names=names,
+                served_at_ms=served_at_ms,
+            )
+        except (TypeError, ValueError) as e:
+            # An exception here would end the log's thread: count it and go on.
+            self.failed += 1
+            self.metrics.predictions_logged.labels("failed").inc()
+            log.error("prediction %s not logged: %s", prediction.request_id, e)
+            return
         for attempt in range(2):
             try:
                 self._producer.produce(self.topic, payload, key=key, on_delivery=self._on_delivery)
@@ -230,10 +241,16 @@ def encode_prediction(
     feature_names: Sequence[str],
     served_at_ms: int,
 ) -> bytes:
-    """The JSON bytes ``schemas.encode(PredictionLog(...))`` gives, built directly.
+    """The JSON ``schemas.encode(PredictionLog(...))`` gives, built directly.
 
     ``feature_status`` lists only features that were not fresh (absent: ok).
+    Raises ``ValueError`` for a NaN or infinite score or feature, as the
+    contract's encoder does.
     """
+    if not math.isfinite(prediction.score) or not all(map(math.isfinite, prediction.features)):
+        raise ValueError(
+            f"prediction {prediction.request_id}: a non-finite score or feature is not JSON"
+        )
     status = (
         {
             n: s.value
@@ -259,6 +276,4 @@ def encode_prediction(
         prediction.arm,
         status,
     )
-    return json.dumps(
-        dict(zip(_FIELDS, values, strict=True)), separators=(",", ":"), allow_nan=False
-    ).encode()
+    return orjson.dumps(dict(zip(_FIELDS, values, strict=True)), option=orjson.OPT_SERIALIZE_NUMPY)

