@@ -17,6 +17,7 @@ these processes share one port with SO_REUSEPORT to use every core
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -280,6 +281,7 @@ class InferenceServer:
         if bound == 0:
             raise LooplineError(f"cannot listen on {conf.host}:{self.port}")
         self.port = bound
+        freeze_heap(collect=True)
         server.start()
         self._server = server
         self.follower.start()
@@ -318,5 +320,24 @@ class InferenceServer:
     def _model_changed(self, model: LoadedModel) -> None:
         if self._stopped.is_set():
             return
+        freeze_heap(collect=False)  # a full collection now would stall the calls in flight
         for service in ("", *SERVICES):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+
+def freeze_heap(*, collect: bool) -> None:
+    """Move every object alive now out of the cyclic collector's reach.
+
+    A full collection walks every tracked object while holding the GIL: in a
+    serving process (models, clients, protobuf and ONNX bindings, ~70k
+    objects) that stalled every call in flight for about 36 ms, three times
+    the latency budget. What is alive after start-up or a model load is
+    long-lived, so it is frozen (``gc.freeze``, as Instagram does for its
+    servers) and collections walk only what requests allocate. Frozen
+    objects are still freed by reference counting; only a cycle among them
+    outlives its last use (a retired model's few cycles, once per swap).
+    ``collect`` first clears what is garbage already (at start, before calls).
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
