@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from loopline.config.loader import load_settings
 from loopline.contracts.errors import ConfigError
 from loopline.contracts.settings import Settings
@@ -143,25 +145,15 @@ def _rollout_overrides(demo: DemoConfig) -> dict[str, Any]:
 
 
 def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> None:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    path.write_text("\n".join(lines))
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise ConfigError(f"cannot write {value!r} to TOML")
+    """``sections`` as a TOML file (paths written as strings)."""
+    plain = {
+        section: {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+        for section, values in sections.items()
+    }
+    try:
+        path.write_text(tomli_w.dumps(plain))
+    except TypeError as e:
+        raise ConfigError(f"cannot write the settings to TOML: {e}") from e
 
 
 def settings_to_sections(settings: Settings) -> dict[str, dict[str, Any]]:
