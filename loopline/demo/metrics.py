@@ -1,11 +1,12 @@
 """How good a model is on labeled traffic, for either task, and old vs new on the same rows.
 
+The metrics are the trainer's own (:mod:`loopline.trainer.metrics`), so the
+report judges models exactly as the gate does.
+
 >>> import numpy as np
->>> auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-0.75
->>> y = np.array([1.0, 3.0])
->>> rmse(y, np.array([2.0, 3.0])), mae(y, np.array([2.0, 5.0]))
-(0.7071067811865476, 1.5)
+>>> y = np.array([0, 0, 1, 1])
+>>> compare("binary", y, np.array([0.1, 0.4, 0.35, 0.8]), np.array([0.1, 0.2, 0.7, 0.8]))
+{'rows': 4.0, 'positives': 2.0, 'auc_old': 0.75, 'auc_new': 1.0}
 """
 
 from __future__ import annotations
@@ -16,40 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from loopline.trainer.metrics import auc, mae, rmse
+
 # The output a binary model's ONNX graph names its class probabilities.
 PROBABILITIES = "probabilities"
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN without both classes."""
-    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
-    if pos == 0 or neg == 0:
-        return math.nan
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def rmse(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Root mean squared error; NaN on no rows."""
-    if len(labels) == 0:
-        return math.nan
-    return float(np.sqrt(np.mean((np.asarray(predictions) - np.asarray(labels)) ** 2)))
-
-
-def mae(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Mean absolute error; NaN on no rows."""
-    if len(labels) == 0:
-        return math.nan
-    return float(np.mean(np.abs(np.asarray(predictions) - np.asarray(labels))))
 
 
 def per_window(task: str) -> tuple[str, Callable[[np.ndarray, np.ndarray], float]]:
