@@ -89,7 +89,7 @@ class TrainedModels:
         from loopline.trainer.data import DataRequest, load_training_set
         from loopline.trainer.pipeline import Trainer
 
-        events, outcomes = self._history(seed)
+        events, outcomes = self.history(seed)
         trainer = dataclasses.replace(self.settings.trainer, **BOOSTER, seed=seed)
         settings = dataclasses.replace(self.settings, trainer=trainer)
         data = load_training_set(
@@ -106,7 +106,7 @@ class TrainedModels:
             )
         return self.scratch.get(report.model_name, report.version)
 
-    def _history(self, seed: int) -> tuple[Path, Path]:
+    def history(self, seed: int) -> tuple[Path, Path]:
         """The simulator's events and their outcomes as JSONL files (what the CLI reads)."""
         root = self.settings.project.repo or builtin_example()
         assert root is not None, "no feature repo: set project.repo"
