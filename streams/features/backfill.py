@@ -8,7 +8,8 @@ missing, and serving answers with defaults, until then.
 
 The backfill reads every event topic of the feature set from the beginning
 (or ``since_ms``) up to its end as of the start, through the flow's own pure
-steps (:class:`EventDecoder` per partition: parsing, validation, lateness;
+steps (:class:`EventDecoder` per partition: parsing, validation, duplicates
+by event id, lateness;
 :class:`FeatureShard` per shard: windows and refreshes), and writes each
 entity's final values once with the flow's write-if-newer rule
 (:class:`FeatureWriter`): absolute values, never older than what Redis holds.
@@ -44,6 +45,7 @@ class BackfillReport:
     records: int = 0  # read from the topics
     events: int = 0  # accepted (valid and not late)
     skipped: int = 0  # invalid or late: what the flow sent to the dead letters
+    duplicates: int = 0  # an event id the partition had accepted recently: not applied
     entities: int = 0  # values sent to Redis
     written: int = 0  # of which Redis took (the others held a newer value)
     expired: int = 0  # entities silent for longer than the TTL (expired: not written)
@@ -52,7 +54,8 @@ class BackfillReport:
     def summary(self) -> str:
         return (
             f"backfill: done in {self.seconds:.1f} s: {self.records:,} records read, "
-            f"{self.events:,} events applied, {self.skipped:,} skipped (invalid or late); "
+            f"{self.events:,} events applied, {self.skipped:,} skipped (invalid or late), "
+            f"{self.duplicates:,} duplicates skipped; "
             f"{self.entities:,} entity values sent, {self.written:,} written, "
             f"{self.entities - self.written:,} left (Redis held newer), "
             f"{self.expired:,} expired (older than redis.feature_ttl_s)"
@@ -99,6 +102,7 @@ def backfill(
                 report.records += batch.records
                 report.events += batch.accepted
                 report.skipped += len(batch.dead_letters)
+                report.duplicates += batch.duplicates
                 for shard, updates in batch.by_shard.items():
                     state = shards.get(shard)
                     if state is None:
@@ -143,6 +147,7 @@ def _open_partitions(cfg: FeatureFlowConfig, since_ms: int | None) -> list[_Part
                     shards=cfg.shards,
                     allowed_lateness_s=cfg.allowed_lateness_s,
                     max_future_s=cfg.max_future_s,
+                    dedup_window=cfg.dedup_window,
                 )
                 parts.append(_Partition(reader, decoder, end))
     except KafkaException as e:

@@ -3,9 +3,10 @@
 Steps (ids are stable: recovery state is stored under them)::
 
     kafka_events        one Kafka partition per source partition; each poll is
-                        parsed, validated and lateness-gated by that
-                        partition's EventDecoder (its stream time is snapshotted
-                        with the offset, so the verdicts survive restarts)
+                        parsed, validated, deduplicated and lateness-gated by
+                        that partition's EventDecoder (its stream time and
+                        recent event ids are snapshotted with the offset, so
+                        the verdicts survive restarts)
     route_to_shards     (shard, updates) per shard touched by the poll
     aggregate           FeatureShard per shard key: entity states, event clock,
                         expiry refreshes; emits the absolute values to write
@@ -42,6 +43,7 @@ from loopline.streams.features.decoding import (
     REASON_LATE,
     DecodedBatch,
     EventDecoder,
+    IdsSnapshot,
 )
 from loopline.streams.features.metrics import FeatureMetrics, feature_metrics
 from loopline.streams.features.redis_sink import FeatureWriter
@@ -51,15 +53,25 @@ FLOW_ID = "loopline_features"
 # arriving on a quiet partition can pay, and the CPU an idle flow burns.
 _MAX_IDLE_WAIT_S = 0.005
 
-# Source partition state: (next offset, partition stream time in ms).
-_PartitionState = tuple[int, int]
+# Source partition state: (next offset, partition stream time in ms, the ids
+# of its last accepted events, oldest first). Snapshots written before
+# deduplication hold only the first two: they resume with an empty id window.
+_PartitionState = tuple[int, int, IdsSnapshot] | tuple[int, int]
+
+
+def _resume_point(resume: _PartitionState | None, start: int) -> tuple[int, int, IdsSnapshot]:
+    """(offset, clock, recent ids) to start a partition from; ``start`` without state."""
+    if resume is None:
+        return start, 0, ()
+    offset, clock_ms, *rest = resume
+    return offset, clock_ms, rest[0] if rest else ()
 
 
 class _EventPartition(KafkaSourcePartition[DecodedBatch, _PartitionState]):
     def __init__(
         self, cfg: FeatureFlowConfig, source: int, partition: int, resume: _PartitionState | None
     ):
-        offset, clock_ms = resume if resume is not None else (START_POSITIONS[cfg.start], 0)
+        offset, clock_ms, recent_ids = _resume_point(resume, START_POSITIONS[cfg.start])
         topic, parser = cfg.sources[source]
         self._metrics = feature_metrics()
         super().__init__(
@@ -82,16 +94,21 @@ class _EventPartition(KafkaSourcePartition[DecodedBatch, _PartitionState]):
             allowed_lateness_s=cfg.allowed_lateness_s,
             max_future_s=cfg.max_future_s,
             clock_ms=clock_ms,
+            dedup_window=cfg.dedup_window,
+            recent_ids=recent_ids,
         )
 
     def decode(self, records: list[SourceRecord], now_ms: int) -> list[DecodedBatch]:
         batch = self._decoder.decode(records)
         self._metrics.records.inc(batch.records)
         self._metrics.events.inc(batch.accepted)
+        if batch.duplicates:
+            self._metrics.duplicates.inc(batch.duplicates)
         return [batch]
 
     def snapshot(self) -> _PartitionState:
-        return (self.reader.next_offset, self._decoder.clock.max_ms)
+        decoder = self._decoder
+        return (self.reader.next_offset, decoder.clock.max_ms, decoder.recent.snapshot())
 
 
 class KafkaEventSource(FixedPartitionedSource[DecodedBatch, _PartitionState]):

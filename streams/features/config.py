@@ -12,6 +12,8 @@ benchmark's plain-consumer baseline both start from a
 ['transactions']
 >>> cfg.consumer["fetch.wait.max.ms"]
 10
+>>> cfg.dedup_window  # streams.dedup_window: event ids remembered per partition
+100000
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class FeatureFlowConfig:
     shards: int
     allowed_lateness_s: float
     max_future_s: float
+    dedup_window: int  # event ids remembered per partition (0: no deduplication)
     batch_size: int
     start: str  # "beginning" | "end": where a partition with no recovery state starts
     evict_after_s: float
@@ -91,6 +94,7 @@ class FeatureFlowConfig:
             shards=s.shards,
             allowed_lateness_s=s.allowed_lateness_s,
             max_future_s=s.max_future_s,
+            dedup_window=s.dedup_window,
             batch_size=s.batch_size,
             start=s.start_from,
             evict_after_s=float(settings.redis.feature_ttl_s),

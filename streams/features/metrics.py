@@ -102,6 +102,7 @@ class FeatureMetrics:
     events: Counter
     dead_letters: Counter
     late_events: Counter
+    duplicates: Counter
     redis_write_seconds: Histogram
     redis_keys: Counter
     freshness_seconds: ThreadHistograms
@@ -116,6 +117,7 @@ def _create(registry: CollectorRegistry) -> FeatureMetrics:
         events=counter(names.FEATURES_EVENTS, registry),
         dead_letters=counter(names.FEATURES_DEAD_LETTERS, registry),
         late_events=counter(names.FEATURES_LATE_EVENTS, registry),
+        duplicates=counter(names.FEATURES_DUPLICATES, registry),
         redis_write_seconds=histogram(
             names.FEATURES_REDIS_WRITE_SECONDS, _LATENCY_BUCKETS_S, registry
         ),

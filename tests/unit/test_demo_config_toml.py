@@ -11,7 +11,9 @@ from loopline.demo.config import settings_to_sections, write_toml
 
 def test_written_settings_read_back_the_same_even_with_quotes_and_newlines(tmp_path) -> None:
     odd = 'a "quoted" \\ path\nwith a newline'
-    write_toml(tmp_path / "x.toml", {"kafka": {"topic_prefix": odd}, "registry": {"path": tmp_path}})
+    write_toml(
+        tmp_path / "x.toml", {"kafka": {"topic_prefix": odd}, "registry": {"path": tmp_path}}
+    )
     doc = tomllib.loads((tmp_path / "x.toml").read_text())
     assert doc == {"kafka": {"topic_prefix": odd}, "registry": {"path": str(tmp_path)}}
 

@@ -33,6 +33,13 @@ FEATURES_LATE_EVENTS = declare(
     "Events older than the allowed lateness",
     "streams",
 )
+FEATURES_DUPLICATES = declare(
+    "loopline_features_duplicates",
+    "counter",
+    (),
+    "Events skipped: their id was among the partition's last streams.dedup_window accepted ones",
+    "streams",
+)
 FEATURES_REDIS_WRITE_SECONDS = declare(
     "loopline_features_redis_write_seconds",
     "histogram",
