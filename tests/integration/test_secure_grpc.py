@@ -109,8 +109,9 @@ def token_of(m: SecureMaterial, name: str) -> str:
     return m.token_file(name).read_text().strip()
 
 
-def test_a_tls_server_refuses_plaintext_and_accepts_tls(base, material) -> None:
-    with running_server(secured(base, material)) as server:
+@pytest.mark.parametrize("transport", ["threads", "asyncio"])
+def test_a_tls_server_refuses_plaintext_and_accepts_tls(base, material, transport) -> None:
+    with running_server(secured(base, material, transport=transport)) as server:
         plaintext = grpc_client(replace(server.settings.serving, port=server.port))
         assert not plaintext.secure
         assert code_of(call(plaintext, "health")) == Code.UNAVAILABLE
@@ -118,9 +119,10 @@ def test_a_tls_server_refuses_plaintext_and_accepts_tls(base, material) -> None:
         assert call(client_of(server, material, token_of(material, "client"))) == "OK"
 
 
-def test_tokens_decide_who_calls_what(base, material) -> None:
+@pytest.mark.parametrize("transport", ["threads", "asyncio"])
+def test_tokens_decide_who_calls_what(base, material, transport) -> None:
     reader = add_token(material.tokens_file, "reader", ("read",))
-    with running_server(secured(base, material)) as server:
+    with running_server(secured(base, material, transport=transport)) as server:
         no_token = call(client_of(server, material))
         assert no_token[0] == Code.UNAUTHENTICATED and "Bearer" in no_token[1]
         wrong = "ll_" + "x" * 43
