@@ -29,8 +29,7 @@ same clients (also at ``--processes`` processes, for context). The ratios
 (server / baseline, same run) are what the targets read: throughput per
 process >= 1.0x, ``--processes`` 2 >= 1.7x the one-process baseline,
 client p99 at one client <= 1.2x. Client and server share the machine's
-cores. ``--transport asyncio`` runs the server on grpc.aio
-(``serving.transport``). The server runs with its default dynamic batching
+cores. The server runs with its default dynamic batching
 (``serving.batch_max_calls``) unless ``--batch-max-calls`` says otherwise.
 Its call limit (``serving.max_concurrent_rpcs``) is raised to
 ``--max-concurrent-rpcs`` (64) above the deepest load level (32 calls), as the
@@ -82,7 +81,6 @@ from support.server import (
 )
 
 from loopline.contracts.settings import ServingSettings
-from loopline.contracts.settings_sections import SERVING_TRANSPORTS
 from loopline.featurerepo.loader import builtin_example, load_project
 from loopline.registry.directory import DirectoryRegistry
 from loopline.stack.ports import free_port
@@ -106,10 +104,7 @@ def measure_server(
 ) -> dict[str, Any]:
     """The real server: one client (client and server timing), saturation; with
     ``--processes`` workers also PredictBatch and the hot swaps."""
-    serving: dict[str, Any] = {
-        "max_concurrent_rpcs": args.max_concurrent_rpcs,
-        "transport": args.transport,
-    }
+    serving: dict[str, Any] = {"max_concurrent_rpcs": args.max_concurrent_rpcs}
     if args.batch_max_calls is not None:
         serving["batch_max_calls"] = args.batch_max_calls
     if args.batch_max_wait_us is not None:
@@ -279,12 +274,6 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=64, help="requests per PredictBatch")
     parser.add_argument("--batch-max-calls", type=int, help="serving.batch_max_calls")
     parser.add_argument("--batch-max-wait-us", type=float, help="serving.batch_max_wait_us")
-    parser.add_argument(
-        "--transport",
-        choices=SERVING_TRANSPORTS,
-        default=ServingSettings().transport,
-        help="serving.transport of the server (the baseline is grpc's thread-pool server)",
-    )
     parser.add_argument(
         "--max-concurrent-rpcs",
         type=int,

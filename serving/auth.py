@@ -121,62 +121,40 @@ class TokenAuth(grpc.ServerInterceptor):
     def intercept_service(
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
     ) -> Any:
-        verdict = self.verdict(details)
-        handler = continuation(details)
-        return handler if verdict is None else refusal(handler, *verdict)
-
-    def verdict(self, details: grpc.HandlerCallDetails) -> tuple[grpc.StatusCode, str] | None:
-        """None when the call may go on, else the status and message to refuse it with
-        (counted)."""
         method = details.method
         role = ROLE_OF.get(method, ADMIN)
         if role == self._open:
-            return None
+            return continuation(details)
         token = bearer(details.invocation_metadata)
         if not token:
-            return self._refuse(
-                method, grpc.StatusCode.UNAUTHENTICATED, NO_TOKEN if token is None else MALFORMED
-            )
+            message = NO_TOKEN if token is None else MALFORMED
+            return self._refuse(continuation, details, grpc.StatusCode.UNAUTHENTICATED, message)
         roles = self.store.roles_of(token)
         if roles is None:
-            return self._refuse(method, grpc.StatusCode.UNAUTHENTICATED, UNKNOWN)
+            return self._refuse(continuation, details, grpc.StatusCode.UNAUTHENTICATED, UNKNOWN)
         if allowed(role, roles):
-            return None
-        return self._refuse(method, grpc.StatusCode.PERMISSION_DENIED, _denied(method, role, roles))
+            return continuation(details)
+        message = _denied(method, role, roles)
+        return self._refuse(continuation, details, grpc.StatusCode.PERMISSION_DENIED, message)
 
     def _refuse(
-        self, method: str, code: grpc.StatusCode, message: str
-    ) -> tuple[grpc.StatusCode, str]:
+        self,
+        continuation: Callable[[Any], Any],
+        details: grpc.HandlerCallDetails,
+        code: grpc.StatusCode,
+        message: str,
+    ) -> Any:
+        method = details.method
         label = method.rsplit("/", 1)[-1] if method in ROLE_OF else "unknown"
         self._refusals.labels(label, code.name).inc()
-        return code, message
+        return refusal(continuation(details), code, message)
 
 
-class AioTokenAuth(grpc.aio.ServerInterceptor):
-    """:class:`TokenAuth`'s checks on the asyncio transport."""
-
-    def __init__(self, auth: TokenAuth) -> None:
-        self.auth = auth
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
-    ) -> Any:
-        verdict = self.auth.verdict(details)
-        handler = await continuation(details)
-        return handler if verdict is None else refusal(handler, *verdict, asynchronous=True)
-
-
-def refusal(
-    handler: Any, code: grpc.StatusCode, message: str, *, asynchronous: bool = False
-) -> Any:
-    """A handler of the same streaming shape as ``handler`` that only aborts
-    (``asynchronous``: a coroutine, for the asyncio transport)."""
+def refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A handler of the same streaming shape as ``handler`` that only aborts."""
 
     def abort(_request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(code, message)
-
-    async def abort_async(_request: Any, context: Any) -> Any:
-        await context.abort(code, message)
 
     streams_in = bool(handler and handler.request_streaming)
     streams_out = bool(handler and handler.response_streaming)
@@ -186,13 +164,13 @@ def refusal(
         (True, False): grpc.stream_unary_rpc_method_handler,
         (True, True): grpc.stream_stream_rpc_method_handler,
     }[(streams_in, streams_out)]
-    return make(abort_async if asynchronous else abort)
+    return make(abort)
 
 
-def interceptors(conf: ServingSettings, registry: CollectorRegistry) -> tuple[Any, ...]:
-    """The server's interceptors: token auth when ``serving.tokens_file`` is set, else
-    none; for ``serving.transport`` "asyncio", their grpc.aio form."""
+def interceptors(conf: ServingSettings, registry: CollectorRegistry) -> tuple[TokenAuth, ...]:
+    """The server's interceptors: token auth when ``serving.tokens_file`` is set, else none."""
     if conf.tokens_file is None:
         return ()
-    auth = TokenAuth(TokenStore(conf.tokens_file), open_health=conf.open_health, registry=registry)
-    return (AioTokenAuth(auth),) if conf.transport == "asyncio" else (auth,)
+    return (
+        TokenAuth(TokenStore(conf.tokens_file), open_health=conf.open_health, registry=registry),
+    )

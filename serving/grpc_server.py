@@ -10,10 +10,7 @@ with :func:`~loopline.serving.status.status_for`.
 
 Concurrency: a small thread pool (threads contend for the GIL; more only
 adds tail latency) and ``maximum_concurrent_rpcs``, beyond which gRPC itself
-answers RESOURCE_EXHAUSTED instead of queueing without bound. With
-``serving.transport = "asyncio"`` the server is grpc.aio instead
-(:mod:`~loopline.serving.aio_transport`): Predict runs on its event loop,
-batched there, and the other RPCs on the same small thread pool. Several of
+answers RESOURCE_EXHAUSTED instead of queueing without bound. Several of
 these processes share one port with SO_REUSEPORT to use every core
 (:mod:`loopline.serving.supervisor`).
 """
@@ -24,7 +21,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -42,7 +39,6 @@ from loopline.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from loopline.registry.backend import open_registry
 from loopline.registry.manifest import ModelRegistry
 from loopline.serving import auth, tls
-from loopline.serving.aio_transport import AioServer
 from loopline.serving.announcer import RolloutAnnouncer
 from loopline.serving.cluster_store import ClusterFeatureStore
 from loopline.serving.core import InferenceCore
@@ -95,42 +91,17 @@ class _Calls:
         self._ok[method].inc()
         return response
 
-    async def run_async(
-        self,
-        method: str,
-        handler: Callable[[Any, float | None], Awaitable[Any]],
-        request: Any,
-        context: Any,
-    ) -> Any:
-        """:meth:`run` for a coroutine handler (the asyncio transport's Predict)."""
-        t0 = time.perf_counter()
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
-        try:
-            response = await handler(request, context.time_remaining())
-        except Exception as e:
-            code = self._failed(method, e)
-            await context.abort(code, str(e))
-        finally:
-            in_flight.dec()
-        self.metrics.total.observe(time.perf_counter() - t0)
-        self._ok[method].inc()
-        return response
-
-    def _failed(self, method: str, e: Exception) -> grpc.StatusCode:
-        code = status_for(e)
-        if not isinstance(e, LooplineError):
-            log.exception("%s failed unexpectedly", method)
-        self.metrics.request(method, code.name)
-        return code
-
     def _run(
         self, method: str, handler: Callable[[Any, float | None], Any], request: Any, context: Any
     ) -> Any:
         try:
             return handler(request, context.time_remaining())
         except Exception as e:
-            context.abort(self._failed(method, e), str(e))
+            code = status_for(e)
+            if not isinstance(e, LooplineError):
+                log.exception("%s failed unexpectedly", method)
+            self.metrics.request(method, code.name)
+            context.abort(code, str(e))
 
 
 def _rpc(method: str, handler: str) -> Callable[[Any, Any, Any], Any]:
@@ -149,13 +120,6 @@ class _V1Servicer(v1_grpc.InferenceServicer):
 
     Predict = _rpc("Predict", "predict")
     PredictBatch = _rpc("PredictBatch", "predict_batch")
-
-
-class _AsyncV1Servicer(_V1Servicer):
-    """The asyncio transport's: Predict on the event loop, PredictBatch on a thread."""
-
-    async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
-        return await self.calls.run_async("Predict", self.h.predict_async, request, context)
 
 
 class _OipServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -264,30 +228,11 @@ class InferenceServer:
         )
         self.oip = OipHandlers(self.core, conf.max_message_bytes)
         self.v1 = V1Handlers(self.core, conf.max_message_bytes)
-        self._server: grpc.Server | AioServer | None = None
+        self._server: grpc.Server | None = None
         self._stopped = threading.Event()
         self._done = threading.Event()
         for service in ("", *SERVICES):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    def _serve_on(self, server: Any, v1: _V1Servicer, calls: _Calls, credentials: Any) -> int:
-        """Register the services on ``server`` and bind its port; returns the port."""
-        conf = self.settings.serving
-        v1_grpc.add_InferenceServicer_to_server(v1, server)
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server(_OipServicer(self.oip, calls), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server
-        )
-        address = f"{conf.host}:{self.port}"
-        bound: int = (
-            server.add_secure_port(address, credentials)
-            if credentials is not None
-            else server.add_insecure_port(address)
-        )
-        if bound == 0:
-            raise LooplineError(f"cannot listen on {conf.host}:{self.port}")
-        return bound
 
     @property
     def address(self) -> str:
@@ -308,33 +253,33 @@ class InferenceServer:
                 self.feature_set.name,
                 self.settings.serving.alias,
             )
-        options = [
-            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
-            # Up to twice the limit arrives, so the handler can refuse it with
-            # INVALID_ARGUMENT and a size; beyond that gRPC refuses it itself.
-            ("grpc.max_receive_message_length", 2 * conf.max_message_bytes),
-        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=conf.threads, thread_name_prefix="rpc"),
+            # Token auth only when a tokens file is set: no cost per call otherwise.
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=conf.rpc_limit,
+            options=[
+                ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+                # Up to twice the limit arrives, so the handler can refuse it with
+                # INVALID_ARGUMENT and a size; beyond that gRPC refuses it itself.
+                ("grpc.max_receive_message_length", 2 * conf.max_message_bytes),
+            ],
+        )
         calls = _Calls(self.metrics)
-        server: grpc.Server | AioServer
-        if conf.transport == "asyncio":
-            server = AioServer(
-                threads=conf.threads,
-                interceptors=interceptors,
-                rpc_limit=conf.rpc_limit,
-                options=options,
-            )
-            aio = server.server
-            v1 = _AsyncV1Servicer(self.v1, calls)
-            bound = server.on_loop(lambda: self._serve_on(aio, v1, calls, credentials))
-        else:
-            server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=conf.threads, thread_name_prefix="rpc"),
-                # Token auth only when a tokens file is set: no cost per call otherwise.
-                interceptors=interceptors,
-                maximum_concurrent_rpcs=conf.rpc_limit,
-                options=options,
-            )
-            bound = self._serve_on(server, _V1Servicer(self.v1, calls), calls, credentials)
+        v1_grpc.add_InferenceServicer_to_server(_V1Servicer(self.v1, calls), server)
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(_OipServicer(self.oip, calls), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
+        address = f"{conf.host}:{self.port}"
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+        if bound == 0:
+            raise LooplineError(f"cannot listen on {conf.host}:{self.port}")
         self.port = bound
         freeze_heap(collect=True)
         server.start()

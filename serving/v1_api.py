@@ -3,10 +3,8 @@
 Handlers raise domain errors; :mod:`loopline.serving.grpc_server` turns them
 into status codes. Responses are filled from a per-model template (names
 and statuses preset), which costs a third of building 20 feature messages.
-Concurrent ``Predict`` calls are scored in batches (``serving.batch_max_calls``):
-across RPC threads (:mod:`~loopline.serving.call_batcher`), or on the event
-loop with the asyncio transport (:meth:`V1Handlers.predict_async`,
-:mod:`~loopline.serving.loop_batcher`).
+Concurrent ``Predict`` calls are scored in batches
+(:mod:`~loopline.serving.call_batcher`, ``serving.batch_max_calls``).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from loopline.contracts.errors import LooplineError
 from loopline.serving.call_batcher import CallBatcher
 from loopline.serving.core import InferenceCore
 from loopline.serving.features import FeatureStatus
-from loopline.serving.loop_batcher import LoopBatcher
 from loopline.serving.model import LoadedModel
 from loopline.serving.requests import (
     PredictInput,
@@ -55,15 +52,6 @@ class V1Handlers:
             if conf.batch_max_calls > 1
             else None
         )
-        self.loop_batcher: LoopBatcher[PredictInput, Prediction] | None = (
-            LoopBatcher(
-                self._score,
-                max_batch=conf.batch_max_calls,
-                max_wait_s=conf.batch_max_wait_us / 1e6,
-            )
-            if conf.batch_max_calls > 1
-            else None
-        )
 
     def predict(self, request: pb.PredictRequest, budget_s: float | None) -> pb.PredictResponse:
         check_size(request.ByteSize(), self.max_message_bytes)
@@ -73,18 +61,6 @@ class V1Handlers:
         # Admitted now: a shutdown that begins while it waits in a batch lets it finish.
         self.core.models.admit()
         return self._response(self.batcher.submit(inp, budget_s))
-
-    async def predict_async(
-        self, request: pb.PredictRequest, budget_s: float | None
-    ) -> pb.PredictResponse:
-        """:meth:`predict` on the asyncio transport: scored on the event loop, batched
-        with the calls that arrived in the same turn."""
-        check_size(request.ByteSize(), self.max_message_bytes)
-        inp = self._input(request)
-        if self.loop_batcher is None:
-            return self._response(self.core.predict(inp, budget_s))
-        self.core.models.admit()
-        return self._response(await self.loop_batcher.submit(inp, budget_s))
 
     def _score(
         self, inputs: Sequence[PredictInput], budget_s: float | None

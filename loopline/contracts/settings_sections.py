@@ -180,10 +180,6 @@ class StackSettings:
         return self.redis_cluster_masters * (1 + self.redis_cluster_replicas)
 
 
-# serving.transport: grpc's thread-pool server, or grpc.aio with loop batching.
-SERVING_TRANSPORTS = ("threads", "asyncio")
-
-
 @dataclass(frozen=True)
 class ServingSettings:
     """The gRPC inference server."""
@@ -191,11 +187,6 @@ class ServingSettings:
     host: str = "127.0.0.1"
     port: int = 50051
     processes: int = 2
-    # How a worker runs its calls: "threads" (grpc's sync server, `threads` RPC
-    # threads) or "asyncio" (grpc.aio: Predict on one event loop, concurrent
-    # calls scored in one batch without thread hand-offs; other RPCs on
-    # `threads` threads). README "Serving" has the measured difference.
-    transport: str = "threads"
     threads: int = 4
     # Calls one worker holds at once, running or queued; beyond it gRPC answers
     # RESOURCE_EXHAUSTED at once instead of queueing calls past their deadline.
@@ -272,10 +263,6 @@ class ServingSettings:
         return self.max_concurrent_rpcs or 2 * self.threads
 
     def __post_init__(self) -> None:
-        if self.transport not in SERVING_TRANSPORTS:
-            raise ConfigError(
-                f"serving.transport is {self.transport!r}; use one of {SERVING_TRANSPORTS}"
-            )
         if self.max_concurrent_rpcs < 0:
             raise ConfigError(
                 f"serving.max_concurrent_rpcs is {self.max_concurrent_rpcs}; use 0 "

@@ -109,9 +109,8 @@ def token_of(m: SecureMaterial, name: str) -> str:
     return m.token_file(name).read_text().strip()
 
 
-@pytest.mark.parametrize("transport", ["threads", "asyncio"])
-def test_a_tls_server_refuses_plaintext_and_accepts_tls(base, material, transport) -> None:
-    with running_server(secured(base, material, transport=transport)) as server:
+def test_a_tls_server_refuses_plaintext_and_accepts_tls(base, material) -> None:
+    with running_server(secured(base, material)) as server:
         plaintext = grpc_client(replace(server.settings.serving, port=server.port))
         assert not plaintext.secure
         assert code_of(call(plaintext, "health")) == Code.UNAVAILABLE
@@ -119,10 +118,9 @@ def test_a_tls_server_refuses_plaintext_and_accepts_tls(base, material, transpor
         assert call(client_of(server, material, token_of(material, "client"))) == "OK"
 
 
-@pytest.mark.parametrize("transport", ["threads", "asyncio"])
-def test_tokens_decide_who_calls_what(base, material, transport) -> None:
+def test_tokens_decide_who_calls_what(base, material) -> None:
     reader = add_token(material.tokens_file, "reader", ("read",))
-    with running_server(secured(base, material, transport=transport)) as server:
+    with running_server(secured(base, material)) as server:
         no_token = call(client_of(server, material))
         assert no_token[0] == Code.UNAUTHENTICATED and "Bearer" in no_token[1]
         wrong = "ll_" + "x" * 43

@@ -37,14 +37,10 @@ from loopline.v1 import inference_pb2 as pb
 from loopline.v1 import inference_pb2_grpc as pb_grpc
 
 
-@pytest.fixture(params=["threads", "asyncio"])
-def env(request, isolated_settings, redis_client, redis_prefix, tmp_path):
-    """Each test on both transports (serving.transport)."""
+@pytest.fixture
+def env(isolated_settings, redis_client, redis_prefix, tmp_path):
     registry = tmp_path / "registry"
-    settings = fresh_serving_settings(
-        isolated_settings, redis_client, redis_prefix, registry, transport=request.param
-    )
-    return settings, registry
+    return fresh_serving_settings(isolated_settings, redis_client, redis_prefix, registry), registry
 
 
 def stubs(port: int):
