@@ -4,7 +4,12 @@
 the sink. The Kafka sink, :class:`KafkaPredictionLog`, only queues it: a
 :class:`~loopline.serving.batch_worker.BatchWorker` encodes the queued
 records, produces them (key: request id) and serves the producer's delivery
-callbacks, which count delivered and failed messages. When the queue is full
+reports. Only failures are reported one by one (librdkafka's
+``delivery.report.only.error``: a Python callback per delivered message cost
+the serving process more than encoding it); a message is delivered once it
+has left the producer's queue without a failure report, so the delivered
+count is reconciled after each drain as produced - failed - still queued.
+When the queue is full
 the prediction is dropped and counted: the response never waits for Kafka.
 :meth:`KafkaPredictionLog.close` drains the queue and flushes the producer
 (graceful shutdown).
@@ -141,13 +146,17 @@ class KafkaPredictionLog:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
-        self._producer = Producer(producer_config(kafka, **producer_overrides))
+        self._produced = 0
+        self._producer = Producer(
+            producer_config(kafka, **{"delivery.report.only.error": True, **producer_overrides})
+        )
+        self._delivered_metric = metrics.predictions_logged.labels("delivered")
         self._worker: BatchWorker[tuple[Any, ...]] = BatchWorker(
             "prediction-log",
             self._produce,
             queue_size=queue_size,
             yield_every=YIELD_EVERY,
-            after_batch=lambda: self._producer.poll(0),  # delivery callbacks
+            after_batch=self._reports,
         )
 
     def log(
@@ -166,6 +175,7 @@ class KafkaPredictionLog:
         """Drain and flush; returns how many messages were still undelivered."""
         self._worker.stop(timeout_s)
         left = self._producer.flush(max(0.1, timeout_s))
+        self._count_delivered()
         if left:
             log.error("%d prediction log messages undelivered at shutdown", left)
         return left + self._worker.pending
@@ -195,6 +205,7 @@ class KafkaPredictionLog:
         for attempt in range(2):
             try:
                 self._producer.produce(self.topic, payload, key=key, on_delivery=self._on_delivery)
+                self._produced += 1
                 return
             except BufferError:
                 # librdkafka's own queue is full: give it a moment once, then drop.
@@ -202,14 +213,24 @@ class KafkaPredictionLog:
                     self._producer.poll(0.05)
         self._drop()
 
+    def _reports(self) -> None:
+        self._producer.poll(0)  # failure reports
+        self._count_delivered()
+
+    def _count_delivered(self) -> None:
+        # Failures are reported before their message leaves the queue, so this
+        # never counts a failed message as delivered.
+        delivered = self._produced - self.failed - len(self._producer)
+        if delivered > self.delivered:
+            self._delivered_metric.inc(delivered - self.delivered)
+            self.delivered = delivered
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self.delivered += 1
-            self.metrics.predictions_logged.labels("delivered").inc()
-        else:
-            self.failed += 1
-            self.metrics.predictions_logged.labels("failed").inc()
-            log.warning("prediction log delivery failed: %s", err)
+        if err is None:  # not reported with delivery.report.only.error; counted anyway
+            return
+        self.failed += 1
+        self.metrics.predictions_logged.labels("failed").inc()
+        log.warning("prediction log delivery failed: %s", err)
 
 
 def prediction_log_overrides(conf: ServingSettings) -> dict[str, Any]:
