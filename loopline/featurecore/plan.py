@@ -8,6 +8,7 @@ is generated from the view's definition (as ``dataclasses`` does); see
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,7 @@ class ViewPlan:
             "_MAX_ABS": _MAX_ABS,
             "_INF": math.inf,
             "_sqrt": math.sqrt,
+            "_intern": sys.intern,
             "_number": _number,
             "_matches": _matches,
             "_FILTERS": self.filters,
@@ -116,7 +118,14 @@ class ViewPlan:
             if _SUMSQ in stats:
                 lines.append(f"    q{i} = f{i} * f{i}")
         for i, f in enumerate(self.distinct):
-            lines += [f"    d{i} = event[{f!r}]", f"    if d{i}.__class__ is not str: hash(d{i})"]
+            # One string object per distinct value, however many entities' sets
+            # hold it: a set entry is then a pointer, not a copy of the string
+            # (interned strings are freed once unused).
+            lines += [
+                f"    d{i} = event[{f!r}]",
+                f"    if d{i}.__class__ is str: d{i} = _intern(d{i})",
+                f"    else: hash(d{i})",
+            ]
         lines += [f"    _number(event, {f!r})" for f in self.last]
         lines += [f"    m{k} = _matches(event, _FILTERS[{k}])" for k in range(len(self.filters))]
         for w, ((tile_s, n_tiles), slots) in enumerate(zip(self.windows, self.slots, strict=True)):
