@@ -30,3 +30,21 @@ def changed_fraud_features() -> FeatureSet:
     card, merchant = FRAUD_FEATURES.views
     windows = tuple(Window(3600, 6) if w.seconds == 3600 else w for w in card.windows)
     return replace(FRAUD_FEATURES, views=(replace(card, windows=windows), merchant))
+
+
+# Event time of transaction 0 in the small hand-made streams below.
+BASE_MS = 1_700_000_000_000
+
+
+def transaction(i: int = 0, **fields: object) -> dict[str, object]:
+    """Transaction ``i`` of a small stream: 7 cards, 3 merchants, one per second
+    from BASE_MS; ``fields`` override."""
+    doc: dict[str, object] = {
+        "event_id": f"e{i}",
+        "card_id": f"c{i % 7}",
+        "merchant_id": f"m{i % 3}",
+        "amount": 10.5 + i,
+        "event_time": BASE_MS + i * 1000,
+    }
+    doc.update(fields)
+    return doc

@@ -7,7 +7,7 @@ import json
 import random
 
 import pytest
-from fraud_repo import FRAUD_FEATURES, transaction_parser
+from fraud_repo import BASE_MS, FRAUD_FEATURES, transaction, transaction_parser
 
 from loopline.contracts.errors import SchemaError
 from loopline.featurecore.event_schema import EventParser
@@ -20,20 +20,6 @@ from loopline.streams.features.decoding import (
     EventDecoder,
     shard_of,
 )
-
-BASE_MS = 1_700_000_000_000
-
-
-def _tx(i: int = 0, **fields: object) -> dict[str, object]:
-    doc: dict[str, object] = {
-        "event_id": f"e{i}",
-        "card_id": f"c{i % 7}",
-        "merchant_id": f"m{i % 3}",
-        "amount": 10.5 + i,
-        "event_time": BASE_MS + i * 1000,
-    }
-    doc.update(fields)
-    return doc
 
 
 def _rec(doc: object, offset: int = 0, partition: int = 0) -> SourceRecord:
@@ -53,13 +39,13 @@ def _decoder(**kw: object) -> EventDecoder:
         (b"[1, 2]", REASON_MALFORMED, "expected a JSON object"),
         (b"", REASON_MALFORMED, "empty message"),
         (b"\xff\xfe", REASON_MALFORMED, "not valid JSON"),
-        (json.dumps(_tx(amount="12")).encode(), REASON_INVALID, "amount"),
-        (json.dumps(_tx(amount=-1)).encode(), REASON_INVALID, "amount"),
-        (json.dumps(_tx(amount=1e16)).encode(), REASON_INVALID, "out of range"),
-        (json.dumps(_tx(card_id="")).encode(), REASON_INVALID, "card_id"),
-        (json.dumps(_tx(event_time="yesterday")).encode(), REASON_INVALID, "event_time"),
+        (json.dumps(transaction(amount="12")).encode(), REASON_INVALID, "amount"),
+        (json.dumps(transaction(amount=-1)).encode(), REASON_INVALID, "amount"),
+        (json.dumps(transaction(amount=1e16)).encode(), REASON_INVALID, "out of range"),
+        (json.dumps(transaction(card_id="")).encode(), REASON_INVALID, "card_id"),
+        (json.dumps(transaction(event_time="yesterday")).encode(), REASON_INVALID, "event_time"),
         (
-            json.dumps({k: v for k, v in _tx().items() if k != "merchant_id"}).encode(),
+            json.dumps({k: v for k, v in transaction().items() if k != "merchant_id"}).encode(),
             "invalid",
             "merchant_id",
         ),
@@ -86,7 +72,7 @@ def test_bad_records_become_dead_letters_with_origin(raw: bytes, reason: str, wo
 
 
 def test_one_bad_record_loses_nothing_else() -> None:
-    recs = [_rec(_tx(i), offset=i) for i in range(10)]
+    recs = [_rec(transaction(i), offset=i) for i in range(10)]
     recs.insert(4, _rec(b"garbage", offset=99))
     batch = _decoder().decode(recs, now_ms=BASE_MS)
     assert batch.accepted == 10 and batch.records == 11
@@ -96,7 +82,7 @@ def test_one_bad_record_loses_nothing_else() -> None:
 
 
 def test_each_event_updates_its_card_and_its_merchant() -> None:
-    batch = _decoder(shards=1).decode([_rec(_tx(3), offset=5)], now_ms=BASE_MS)
+    batch = _decoder(shards=1).decode([_rec(transaction(3), offset=5)], now_ms=BASE_MS)
     (items,) = batch.by_shard.values()
     assert [(vi, eid, t) for vi, eid, t, _r, _p, _o in items] == [
         (0, "c3", BASE_MS + 3000),
@@ -117,11 +103,13 @@ def test_routing_is_stable_and_spreads() -> None:
 def test_lateness_is_judged_per_partition_against_its_stream_time() -> None:
     dec = _decoder(allowed_lateness_s=60.0)
     recs = [
-        _rec(_tx(0, event_time=BASE_MS + 100_000), offset=0),
-        _rec(_tx(1, event_time=BASE_MS + 40_000), offset=1),  # exactly at the watermark: kept
-        _rec(_tx(2, event_time=BASE_MS + 39_999), offset=2),  # 1 ms too late
-        _rec(_tx(3, event_time=BASE_MS + 160_000), offset=3),
-        _rec(_tx(4, event_time=BASE_MS + 99_999), offset=4),  # late after the clock moved
+        _rec(transaction(0, event_time=BASE_MS + 100_000), offset=0),
+        _rec(
+            transaction(1, event_time=BASE_MS + 40_000), offset=1
+        ),  # exactly at the watermark: kept
+        _rec(transaction(2, event_time=BASE_MS + 39_999), offset=2),  # 1 ms too late
+        _rec(transaction(3, event_time=BASE_MS + 160_000), offset=3),
+        _rec(transaction(4, event_time=BASE_MS + 99_999), offset=4),  # late after the clock moved
     ]
     batch = dec.decode(recs, now_ms=BASE_MS)
     assert batch.accepted == 3
@@ -131,15 +119,15 @@ def test_lateness_is_judged_per_partition_against_its_stream_time() -> None:
     # The stream time survives as state (snapshotted with the offset).
     assert dec.clock.max_ms == BASE_MS + 160_000
     resumed = _decoder(allowed_lateness_s=60.0, clock_ms=dec.clock.max_ms)
-    again = resumed.decode([_rec(_tx(5, event_time=BASE_MS + 99_999))], now_ms=BASE_MS)
+    again = resumed.decode([_rec(transaction(5, event_time=BASE_MS + 99_999))], now_ms=BASE_MS)
     assert [d.reason for d in again.dead_letters] == [REASON_LATE]
 
 
 def test_far_future_event_times_are_refused_not_allowed_to_poison_the_clock() -> None:
     dec = _decoder(max_future_s=3600.0)
     recs = [
-        _rec(_tx(0, event_time=BASE_MS * 1000), offset=0),  # microseconds by mistake
-        _rec(_tx(1), offset=1),
+        _rec(transaction(0, event_time=BASE_MS * 1000), offset=0),  # microseconds by mistake
+        _rec(transaction(1), offset=1),
     ]
     batch = dec.decode(recs, now_ms=BASE_MS)
     assert [(d.offset, d.reason) for d in batch.dead_letters] == [(0, REASON_INVALID)]
@@ -166,7 +154,7 @@ def test_fast_path_accepts_exactly_what_the_declared_schema_accepts() -> None:
     ]
     fields = ["event_id", "card_id", "merchant_id", "amount", "event_time", "extra_field"]
     for _ in range(3000):
-        doc = _tx(rng.randrange(100))
+        doc = transaction(rng.randrange(100))
         for _ in range(rng.randrange(3)):
             f = rng.choice(fields)
             if rng.random() < 0.2:
@@ -187,7 +175,7 @@ def test_fast_path_accepts_exactly_what_the_declared_schema_accepts() -> None:
 
 
 def test_extra_fields_are_kept_for_other_feature_sets() -> None:
-    rec = transaction_parser().parse(json.dumps(_tx(channel="web")).encode())
+    rec = transaction_parser().parse(json.dumps(transaction(channel="web")).encode())
     assert rec["channel"] == "web"
 
 
@@ -237,13 +225,13 @@ def test_same_verdicts_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
     from loopline.featurecore import event_schema
 
     raws = [
-        json.dumps(_tx(1)).encode(),
+        json.dumps(transaction(1)).encode(),
         b"{not json",
         b"\xff\xfe",
         b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":NaN,"event_time":5}',
         b'{"event_id":"e","card_id":"c","merchant_id":"m","amount":1e400,"event_time":5}',
-        json.dumps(_tx(2, event_id=2**70)).encode(),
-        json.dumps(_tx(3, amount=-2)).encode(),
+        json.dumps(transaction(2, event_id=2**70)).encode(),
+        json.dumps(transaction(3, amount=-2)).encode(),
     ]
 
     def verdicts() -> list[str]:
