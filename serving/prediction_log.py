@@ -36,7 +36,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from loopline.config.kafka import producer_config
-from loopline.contracts.errors import ConfigError
+from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.schemas import PredictionLog
 from loopline.contracts.settings import KafkaSettings, ServingSettings
 from loopline.serving.batch_worker import BatchWorker
@@ -196,8 +196,9 @@ class KafkaPredictionLog:
                 feature_names=names,
                 served_at_ms=served_at_ms,
             )
-        except (TypeError, ValueError) as e:
-            # An exception here would end the log's thread: count it and go on.
+        except (SchemaError, TypeError) as e:
+            # An exception here would end the log's thread: count it and go on
+            # (TypeError: orjson met a value it cannot encode).
             self.failed += 1
             self.metrics.predictions_logged.labels("failed").inc()
             log.error("prediction %s not logged: %s", prediction.request_id, e)
@@ -265,11 +266,11 @@ def encode_prediction(
     """The JSON ``schemas.encode(PredictionLog(...))`` gives, built directly.
 
     ``feature_status`` lists only features that were not fresh (absent: ok).
-    Raises ``ValueError`` for a NaN or infinite score or feature, as the
-    contract's encoder does.
+    Raises :class:`SchemaError` for a NaN or infinite score or feature, which
+    the contract's encoder refuses too.
     """
     if not math.isfinite(prediction.score) or not all(map(math.isfinite, prediction.features)):
-        raise ValueError(
+        raise SchemaError(
             f"prediction {prediction.request_id}: a non-finite score or feature is not JSON"
         )
     status = (

@@ -9,7 +9,7 @@ import time
 import pytest
 from serving_support import card_values, make_core
 
-from loopline.contracts.errors import ConfigError
+from loopline.contracts.errors import ConfigError, SchemaError
 from loopline.contracts.schemas import PredictionLog, decode, encode
 from loopline.contracts.settings import ServingSettings
 from loopline.serving.prediction_log import encode_prediction, prediction_log_overrides
@@ -83,5 +83,5 @@ def test_a_non_finite_value_is_refused_as_the_contract_refuses_it(tmp_path) -> N
     assert json.loads(encoded(p))["score"] == p.score
     bad_feature = dataclasses.replace(p, features=[float("nan"), *p.features[1:]])
     for bad in (dataclasses.replace(p, score=float("inf")), bad_feature):
-        with pytest.raises(ValueError, match="non-finite"):
+        with pytest.raises(SchemaError, match="non-finite"):
             encoded(bad)
