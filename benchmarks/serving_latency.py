@@ -17,6 +17,9 @@ Phases, for the baseline (one process) and the server (one process, then
 2. throughput at saturation: load-generator processes (grpc.aio, several
    connections each) at increasing concurrency; the figure is the best
    throughput whose client-observed p99 stays <= 10 ms;
+   then, at a fixed load (2 load processes x 4 calls), the server's CPU
+   time per call (its processes' user + system time over the calls
+   answered; the machine's load moves it far less than throughput);
 3. (server, ``--processes``) ``PredictBatch`` of ``--batch-rows`` requests:
    requests (rows) per second at the same p99 bound;
 4. (server, ``--processes``) ``--swaps`` hot swaps under load: a new version
@@ -61,6 +64,7 @@ import numpy as np
 from support.baseline import minimal_handler
 from support.bench_run import BenchRun
 from support.clients import (
+    CPU_LOAD,
     N_CARDS,
     N_MERCHANTS,
     Load,
@@ -68,6 +72,7 @@ from support.clients import (
     percentiles,
     saturation,
     sequential_client,
+    server_cpu_per_call,
 )
 from support.models import N_TREES, TrainedModels, announce_champion, champion_announcer
 from support.secure import measure_security, security_summary
@@ -134,6 +139,7 @@ def measure_server(
             )
             print(f"    stage {stage:<13} p50 {q['p50']:.3f} ms  p99 {q['p99']:.3f} ms")
         sat = saturation(port, STEPS, args.seconds)
+        cpu_us = server_cpu_per_call(port, [proc.pid], args.seconds)
         batch = swap = None
         if full:
             print(f"  PredictBatch of {args.batch_rows}:")
@@ -144,7 +150,14 @@ def measure_server(
                 )
     finally:
         stop_server(proc)
-    return {"client": client, "server": server_side, "sat": sat, "batch": batch, "swap": swap}
+    return {
+        "client": client,
+        "server": server_side,
+        "sat": sat,
+        "cpu_us": cpu_us,
+        "batch": batch,
+        "swap": swap,
+    }
 
 
 def hot_swaps(
@@ -247,6 +260,7 @@ def measure_baseline(
             flush=True,
         )
         bsat = saturation(bport, STEPS, args.seconds)
+        bcpu_us = server_cpu_per_call(bport, [w.pid for w in workers if w.pid], args.seconds)
     finally:
         for w in workers:
             if w.pid:
@@ -255,7 +269,7 @@ def measure_baseline(
             w.join(10)
             if w.is_alive():
                 w.kill()
-    return {"client": bclient, "sat": bsat}
+    return {"client": bclient, "sat": bsat, "cpu_us": bcpu_us}
 
 
 # -- the run --------------------------------------------------------------------------
@@ -346,6 +360,9 @@ def print_summary(
         f"baseline_throughput_rps_{n}": round(brate[n], 1),
         f"throughput_ratio_{n}_vs_baseline_1": round(rate[n] / brate[1], 3) if brate[1] else None,
         f"throughput_ratio_{n}_vs_baseline_{n}": round(rate[n] / brate[n], 3) if brate[n] else None,
+        "cpu_us_per_call_1": round(one["cpu_us"], 1),
+        "baseline_cpu_us_per_call_1": round(base["cpu_us"], 1),
+        "cpu_ratio_1": round(one["cpu_us"] / base["cpu_us"], 3) if base["cpu_us"] else None,
         "batch_rows": args.batch_rows,
         "batch_rows_per_s": round(batch["best"].get("rows_per_s", 0.0), 1),
         "max_rps_1": round(server[1]["sat"]["max"], 1),
@@ -380,6 +397,11 @@ def print_summary(
         f"{n} processes / baseline 1 process "
         f"{result[f'throughput_ratio_{n}_vs_baseline_1']} (target >= 1.7); "
         f"/ baseline {n} processes {result[f'throughput_ratio_{n}_vs_baseline_{n}']}"
+    )
+    print(
+        f"  server CPU per call    1 process {result['cpu_us_per_call_1']:.0f} us vs baseline "
+        f"{result['baseline_cpu_us_per_call_1']:.0f} us (x{result['cpu_ratio_1']}; at load "
+        f"{CPU_LOAD[0]}x{CPU_LOAD[1]})"
     )
     print(
         f"  at any p99             1 process {result['max_ratio_1']}; {n} processes / baseline "

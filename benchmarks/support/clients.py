@@ -23,6 +23,7 @@ import numpy as np
 from loopline.config.grpc import GrpcClient, grpc_client
 from loopline.contracts.settings import ServingSettings
 from loopline.v1 import inference_pb2 as pb
+from support.proc_tree import TreeUsage
 
 # Requests name cards c0..c9999 and merchants m0..m999; BenchRun writes their features.
 N_CARDS, N_MERCHANTS = 10_000, 1_000
@@ -212,6 +213,24 @@ class Load:
             errors.update(g[1])
             versions.update(g[2])
         return lat, errors, versions
+
+
+# The fixed load CPU per call is read at: (load-generator processes, calls in flight each).
+CPU_LOAD = (2, 4)
+
+
+def server_cpu_per_call(target: Target, server_pids: list[int], seconds: float) -> float:
+    """CPU of the server's processes (and their children) per Predict, in us, at the fixed
+    load ``CPU_LOAD``: what a call costs the server, which the machine's load moves far
+    less than throughput or latency."""
+    trees = [TreeUsage(pid) for pid in server_pids]
+    before = sum(t.sample() for t in trees)
+    load = Load(target, *CPU_LOAD, seconds).start()
+    latencies, _, _ = load.finish(stop=False)
+    used = sum(t.sample() for t in trees) - before
+    us = used / max(len(latencies), 1) * 1e6
+    print(f"  server CPU per call at load {CPU_LOAD[0]}x{CPU_LOAD[1]}: {us:.0f} us", flush=True)
+    return us
 
 
 def saturation(
